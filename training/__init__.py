@@ -1,0 +1,1 @@
+"""Training, evaluation and export of CCNet models on real datasets (see docs/TRAINING.md)."""
