@@ -42,7 +42,7 @@ class DatasetClasses:
 
 
 def voc_colormap(count: int) -> list[tuple[int, int, int]]:
-    """The Pascal VOC colour map: the bits of the index spread over r, g, b (distinct colours for any count)."""
+    """The Pascal VOC colour map: the index's bits spread over r, g, b (distinct colours for any count)."""
     colours = []
     for index in range(count):
         r = g = b = 0
@@ -56,6 +56,7 @@ def voc_colormap(count: int) -> list[tuple[int, int, int]]:
     return colours
 
 
+# fmt: off
 # SegNet's 11-class CamVid release (index 11 is void and is not listed).
 CAMVID = DatasetClasses(
     dataset="camvid",
@@ -122,7 +123,11 @@ _VOC_NAMES = (
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )
-PASCAL_VOC = DatasetClasses(dataset="pascal_voc", names=_VOC_NAMES, palette=tuple(voc_colormap(len(_VOC_NAMES))))
+PASCAL_VOC = DatasetClasses(
+    dataset="pascal_voc", names=_VOC_NAMES, palette=tuple(voc_colormap(len(_VOC_NAMES)))
+)
+
+# fmt: on
 
 DATASET_CLASSES: dict[str, DatasetClasses] = {
     classes.dataset: classes for classes in (CAMVID, CITYSCAPES, ADE20K, PASCAL_VOC)

@@ -53,7 +53,9 @@ def _logits(model: torch.nn.Module, images: torch.Tensor, recurrence: int | None
 
 
 @torch.no_grad()
-def whole_image_logits(model: torch.nn.Module, images: torch.Tensor, recurrence: int | None = None) -> torch.Tensor:
+def whole_image_logits(
+    model: torch.nn.Module, images: torch.Tensor, recurrence: int | None = None
+) -> torch.Tensor:
     """One forward pass over the whole image: (B, 3, H, W) -> (B, K, H, W)."""
     return _logits(model, images, recurrence)
 
@@ -143,7 +145,9 @@ def count_forward_passes(
         if choose_mode(scaled, mode, max_whole_pixels) == "whole":
             passes = 1
         else:
-            passes = len(_grid((max(scaled[0], crop_size[0]), max(scaled[1], crop_size[1])), crop_size, stride))
+            passes = len(
+                _grid((max(scaled[0], crop_size[0]), max(scaled[1], crop_size[1])), crop_size, stride)
+            )
         total += passes * (2 if flip else 1)
     return total
 

@@ -36,7 +36,7 @@ def random_scale(
 def pad_to_size(
     image: np.ndarray, label: np.ndarray, size: Sequence[int], fill: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pad bottom/right up to at least `size` (H, W): the image with the mean colour, the label with ignore."""
+    """Pad bottom/right up to at least `size` (H, W): image with the mean colour, label with ignore."""
     height, width = label.shape
     pad_h, pad_w = max(size[0] - height, 0), max(size[1] - width, 0)
     if pad_h == 0 and pad_w == 0:
@@ -55,10 +55,14 @@ def random_crop(
     height, width = label.shape
     top = int(rng.integers(0, height - size[0] + 1))
     left = int(rng.integers(0, width - size[1] + 1))
-    return image[top : top + size[0], left : left + size[1]], label[top : top + size[0], left : left + size[1]]
+    return image[top : top + size[0], left : left + size[1]], label[
+        top : top + size[0], left : left + size[1]
+    ]
 
 
-def random_flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_flip(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     if rng.random() < 0.5:
         return image[:, ::-1], label[:, ::-1]
     return image, label

@@ -1,0 +1,23 @@
+"""Errors the command-line tools report as one clear line (no traceback) before exiting."""
+
+from __future__ import annotations
+
+from ccnet.checkpoint import CheckpointError
+
+from .config import ConfigError
+from .datasets import DatasetError
+
+
+class RunFolderError(Exception):
+    """The output folder cannot be used as asked (it holds another run, nothing to resume, ...)."""
+
+
+class NonFiniteLossError(Exception):
+    """Training produced NaN/inf; the message names the iteration and the last good saved state."""
+
+
+class EvaluationError(Exception):
+    """Evaluation cannot run as asked (e.g. checkpoint and dataset disagree on the classes)."""
+
+
+USER_ERRORS = (CheckpointError, ConfigError, DatasetError, RunFolderError, EvaluationError)

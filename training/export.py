@@ -1,0 +1,74 @@
+"""Copy a run's checkpoint into a checkpoint folder (e.g. checkpoints/) and update that folder's index.
+
+    python -m training.export runs/camvid_r2 checkpoints/camvid_r2 [--which best|last] [--half] [--default]
+
+The copy is re-saved through `ccnet.checkpoint` (validated on the way; --half stores float16 weights)
+and keeps the run's metadata, so the bundle says how it was trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ccnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_index
+
+# Derived from the weights by save_checkpoint; everything else in the sidecar is carried over.
+_DERIVED = (
+    "format_version",
+    "architecture",
+    "model_config",
+    "backbone",
+    "recurrence",
+    "num_classes",
+    "weights_dtype",
+)
+
+
+def export_run(
+    run_dir: str | Path,
+    destination: str | Path,
+    which: str = "best",
+    half: bool = False,
+    make_default: bool = False,
+) -> dict:
+    """Save RUN/<which> as <destination>.safetensors/.json and rewrite the destination folder's index."""
+    source = Path(run_dir) / which
+    if not source.with_suffix(".json").is_file():
+        raise CheckpointError(
+            f"no {which} checkpoint in {run_dir} (expected {source}.json): has the run validated yet?"
+        )
+    model, metadata = load_checkpoint(source, device="cpu")
+    carried = {key: value for key, value in metadata.items() if key not in _DERIVED}
+    weights, sidecar = save_checkpoint(model, destination, carried, half=half)
+    name = weights.name[: -len(".safetensors")]
+    index = write_index(weights.parent, default=name if make_default else None)
+    print(
+        f"exported {source} -> {weights} ({weights.stat().st_size / 1e6:.1f} MB); "
+        f"index default: {index['default']}"
+    )
+    return index
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="training run folder (holds best.* and last.*)")
+    parser.add_argument("destination", type=Path, help="checkpoint stem to write, e.g. checkpoints/camvid_r2")
+    parser.add_argument(
+        "--which", choices=["best", "last"], default="best", help="which checkpoint of the run"
+    )
+    parser.add_argument("--half", action="store_true", help="store float16 weights (loaded back as float32)")
+    parser.add_argument("--default", action="store_true", help="make it the folder index's default model")
+    args = parser.parse_args(argv)
+    try:
+        export_run(args.run_dir, args.destination, args.which, args.half, args.default)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
