@@ -122,7 +122,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None):
+    def __init__(
+        self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None
+    ):
         super().__init__()
         self.conv1 = _conv3x3(in_channels, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -143,7 +145,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None):
+    def __init__(
+        self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None
+    ):
         super().__init__()
         self.conv1 = _conv1x1(in_channels, planes)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -193,7 +197,11 @@ def _deep_stem(stem_channels: int) -> nn.Sequential:
     half = stem_channels // 2
     layers = []
     for in_channels, out_channels, stride in ((3, half, 2), (half, half, 1), (half, stem_channels, 1)):
-        layers += [_conv3x3(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+        layers += [
+            _conv3x3(in_channels, out_channels, stride),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
     return nn.Sequential(*layers)
 
 
@@ -307,7 +315,8 @@ def load_backbone_weights(
     report = BackboneLoadReport(sorted(result.missing_keys), sorted(result.unexpected_keys))
     if report.missing or report.unexpected:
         warnings.warn(
-            f"pretrained backbone weights: missing keys {report.missing}, unexpected keys {report.unexpected}",
+            f"pretrained backbone weights: missing keys {report.missing}, "
+            f"unexpected keys {report.unexpected}",
             stacklevel=2,
         )
     return report
@@ -330,9 +339,7 @@ class ConvBNAct(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, activation: str):
         conv = _conv3x3(in_channels, out_channels)
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        super().__init__(
-            OrderedDict(conv=conv, bn=nn.BatchNorm2d(out_channels), act=_activation(activation))
-        )
+        super().__init__(OrderedDict(conv=conv, bn=nn.BatchNorm2d(out_channels), act=_activation(activation)))
 
 
 def _classifier(in_channels: int, num_classes: int) -> nn.Conv2d:
@@ -430,7 +437,9 @@ def _check_images(images, channels: int) -> None:
     if images.shape[1] != channels:
         raise ValueError(f"expected {channels} image channels {layout}, got shape {tuple(images.shape)}")
     if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
-        raise ValueError(f"expected a non-empty batch and spatial size {layout}, got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"expected a non-empty batch and spatial size {layout}, got shape {tuple(images.shape)}"
+        )
 
 
 def _check_out_size(out_size) -> tuple[int, int]:
@@ -538,7 +547,9 @@ class CCNet(nn.Module):
             self.aux_head = FCNAuxHead(
                 self.backbone.layer3_channels, aux_channels, num_classes, dropout, head_activation
             )
-        self.pretrained_report = None if pretrained is None else load_backbone_weights(self.backbone, pretrained)
+        self.pretrained_report = (
+            None if pretrained is None else load_backbone_weights(self.backbone, pretrained)
+        )
 
     @property
     def attention(self) -> RecurrentCrissCrossAttention | None:
