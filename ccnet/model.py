@@ -21,6 +21,7 @@ Parameter names, chosen so that other checkpoints map onto ours with a key renam
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -609,7 +610,7 @@ def build_model(config: Mapping) -> CCNet:
     """Rebuild a CCNet from ``model.config`` (e.g. a checkpoint sidecar's ``model_config``)."""
     if not isinstance(config, Mapping):
         raise ValueError(f"expected a model config mapping, got {type(config).__name__}")
-    known = set(CCNet.__init__.__code__.co_varnames[1 : CCNet.__init__.__code__.co_argcount])
+    known = set(inspect.signature(CCNet).parameters)
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"unknown model config keys {unknown}: expected some of {sorted(known)}")
