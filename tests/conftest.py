@@ -55,3 +55,18 @@ def camvid_factory(tmp_path):
 def tiny_model_config():
     """The smallest CCNet the tests train: resnet18 at width 8, a 16-channel head."""
     return {"backbone": "resnet18", "base_width": 8, "head_channels": 16, "recurrence": 2}
+
+
+def tiny_training_config(root: Path, **sections) -> dict:
+    """A resolved training config for the tiny model on a synthetic CamVid at `root` (sections override)."""
+    from training.config import load_config
+
+    base = {
+        "data": {"root": str(root), "crop_size": [32, 48], "scale_range": [0.75, 1.25], "num_workers": 0},
+        "model": {"backbone": "resnet18", "base_width": 8, "head_channels": 16, "recurrence": 2},
+        "optim": {"iterations": 6, "batch_size": 2},
+        "train": {"val_every": 3, "save_every": 2, "log_every": 1, "threads": 1},
+    }
+    for section, values in sections.items():
+        base[section] = base.get(section, {}) | values if isinstance(values, dict) else values
+    return load_config(None, [base])

@@ -24,9 +24,15 @@ from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 def _metadata(**changes) -> dict:
     base = {
-        "class_names": list(CAMVID.names), "palette": CAMVID.palette_lists(),
-        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input_size": [32, 48],
-        "dataset": "camvid", "split": "val", "metrics": {"mIoU": 0.5}, "train_config": {"seed": 0},
+        "class_names": list(CAMVID.names),
+        "palette": CAMVID.palette_lists(),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "input_size": [32, 48],
+        "dataset": "camvid",
+        "split": "val",
+        "metrics": {"mIoU": 0.5},
+        "train_config": {"seed": 0},
     }
     return base | changes
 
@@ -120,15 +126,23 @@ def test_missing_sidecar_field_is_named(model, tmp_path):
 def test_sidecar_of_other_weights_is_caught(model, tmp_path, tiny_model_config):
     save_checkpoint(model, tmp_path / "m", _metadata())
     other = CCNet(num_classes=19, **tiny_model_config)
-    _, other_sidecar = save_checkpoint(other, tmp_path / "other", _metadata(
-        class_names=[f"c{i}" for i in range(19)], palette=[[0, 0, 0]] * 19))
+    _, other_sidecar = save_checkpoint(
+        other, tmp_path / "other", _metadata(class_names=[f"c{i}" for i in range(19)], palette=[[0, 0, 0]] * 19)
+    )
     (tmp_path / "m.json").write_text(other_sidecar.read_text())  # 19-class sidecar on 11-class weights
     with pytest.raises(CheckpointError, match="field 'num_classes' is 19 but the weights' classifier"):
         load_checkpoint(tmp_path / "m", device="cpu")
     wider = dict(model.config, head_channels=32)
-    _edit_sidecar(tmp_path / "m.json", **json.loads((tmp_path / "other.json").read_text()) | {
-        "num_classes": 11, "class_names": list(CAMVID.names), "palette": CAMVID.palette_lists(),
-        "model_config": wider})
+    _edit_sidecar(
+        tmp_path / "m.json",
+        **json.loads((tmp_path / "other.json").read_text())
+        | {
+            "num_classes": 11,
+            "class_names": list(CAMVID.names),
+            "palette": CAMVID.palette_lists(),
+            "model_config": wider,
+        },
+    )
     with pytest.raises(CheckpointError, match="field 'model_config' does not describe these weights"):
         load_checkpoint(tmp_path / "m", device="cpu")
 

@@ -47,8 +47,15 @@ def _constant_checkpoint(path, tiny_model_config, num_classes=11, predicted=0):
         model.head.classifier.bias.zero_()
         model.head.classifier.bias[predicted] = 10.0
     names = list(CAMVID.names) if num_classes == 11 else [f"c{i}" for i in range(num_classes)]
-    metadata = {"class_names": names, "palette": [[0, 0, 0]] * num_classes, "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD), "dataset": "camvid", "split": "val", "input_size": [32, 48]}
+    metadata = {
+        "class_names": names,
+        "palette": [[0, 0, 0]] * num_classes,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "dataset": "camvid",
+        "split": "val",
+        "input_size": [32, 48],
+    }
     save_checkpoint(model, path, metadata)
     return path
 
@@ -66,8 +73,25 @@ def test_evaluate_cli_gives_exact_miou_and_writes_json(tmp_path, camvid_factory,
     root = camvid_factory({"val": 3})
     checkpoint = _constant_checkpoint(tmp_path / "constant", tiny_model_config, predicted=3)
     out = tmp_path / "eval.json"
-    code = evaluate.main([str(checkpoint), "--data-root", str(root), "--device", "cpu", "--num-workers", "0",
-                          "--json", str(out), "--recurrence", "1", "--scales", "1", "0.75", "--flip"])
+    code = evaluate.main(
+        [
+            str(checkpoint),
+            "--data-root",
+            str(root),
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--json",
+            str(out),
+            "--recurrence",
+            "1",
+            "--scales",
+            "1",
+            "0.75",
+            "--flip",
+        ]
+    )
     assert code == 0
     results = json.loads(out.read_text())
     expected_miou, expected_accuracy = _expected_miou_of_constant(root, predicted=3)

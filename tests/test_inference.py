@@ -80,8 +80,17 @@ def test_progress_reports_every_forward_pass_and_recurrence_is_passed_on():
     model = PixelwiseModel()
     images = torch.randn(1, 3, 20, 30)
     reports = []
-    predict(model, images, recurrence=3, mode="auto", scales=(1.0, 2.0), flip=True, crop_size=(16, 16),
-            max_whole_pixels=20 * 30, progress=lambda done, total: reports.append((done, total)))
+    predict(
+        model,
+        images,
+        recurrence=3,
+        mode="auto",
+        scales=(1.0, 2.0),
+        flip=True,
+        crop_size=(16, 16),
+        max_whole_pixels=20 * 30,
+        progress=lambda done, total: reports.append((done, total)),
+    )
     expected = count_forward_passes((20, 30), (1.0, 2.0), True, "auto", (16, 16), None, 20 * 30)
     assert expected == 2 * (1 + 4 * 6)  # whole at scale 1; 4x6 windows (stride 10) at scale 2 (40x60); x2 flips
     assert reports == [(done, expected) for done in range(1, expected + 1)]

@@ -30,9 +30,7 @@ def count_pixels(spec: DatasetSpec, progress: bool = True) -> np.ndarray:
     counts = np.zeros(spec.num_classes, dtype=np.int64)
     for sample in tqdm(spec.samples, desc="counting class pixels", disable=not progress, leave=False):
         label = map_label(read_label(sample.label), spec.label_lut, sample.label, spec.num_classes)
-        counts += np.bincount(label[label != IGNORE_INDEX].ravel(), minlength=spec.num_classes)[
-            : spec.num_classes
-        ]
+        counts += np.bincount(label[label != IGNORE_INDEX].ravel(), minlength=spec.num_classes)[: spec.num_classes]
     return counts
 
 

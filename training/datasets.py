@@ -80,9 +80,7 @@ def resolve_root(dataset: str, root: str | os.PathLike | None) -> Path:
         )
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise DatasetError(
-            f"dataset root {path} does not exist or is not a folder: check --data-root / {env_var}"
-        )
+        raise DatasetError(f"dataset root {path} does not exist or is not a folder: check --data-root / {env_var}")
     return path
 
 
@@ -104,9 +102,7 @@ def _pair_by_stem(images: list[Path], label_folder: Path, label_name: Callable[[
     for image in images:
         label = label_folder / label_name(image)
         if not label.is_file():
-            raise DatasetError(
-                f"image {image} has no label: expected {label}. Add the label or remove the image."
-            )
+            raise DatasetError(f"image {image} has no label: expected {label}. Add the label or remove the image.")
         samples.append(Sample(image, label))
     return samples
 
@@ -144,9 +140,7 @@ def find_cityscapes(root: Path, split: str) -> DatasetSpec:
         stem = image.name[: -len("_leftImg8bit.png")]
         label = root / "gtFine" / split / image.parent.name / f"{stem}_gtFine_labelIds.png"
         if not label.is_file():
-            raise DatasetError(
-                f"image {image} has no label: expected {label}. Add the label or remove the image."
-            )
+            raise DatasetError(f"image {image} has no label: expected {label}. Add the label or remove the image.")
         samples.append(Sample(image, label))
     mapping = {label_id: IGNORE_INDEX for label_id in range(CITYSCAPES_NUM_LABEL_IDS)}
     mapping |= CITYSCAPES_LABEL_TO_TRAIN_ID
@@ -173,9 +167,7 @@ def find_ade20k(root: Path, split: str) -> DatasetSpec:
         lambda image: image.stem + ".png",
     )
     # Stored labels are shifted by one so that 0 can mean void.
-    lut = _lut(
-        {0: IGNORE_INDEX, 255: IGNORE_INDEX} | {raw: raw - 1 for raw in range(1, ADE20K.num_classes + 1)}
-    )
+    lut = _lut({0: IGNORE_INDEX, 255: IGNORE_INDEX} | {raw: raw - 1 for raw in range(1, ADE20K.num_classes + 1)})
     return DatasetSpec("ade20k", root, split, samples, ADE20K, lut)
 
 
@@ -196,25 +188,17 @@ def read_folder_classes(root: Path) -> tuple[DatasetClasses, int]:
     except yaml.YAMLError as error:
         raise DatasetError(f"{path} is not valid YAML: {error}") from error
     names = content.get("names") if isinstance(content, dict) else None
-    if (
-        not isinstance(names, list)
-        or not names
-        or not all(isinstance(n, str) for n in names)
-        or len(names) > 255
-    ):
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names) or len(names) > 255:
         raise DatasetError(f"{path}: 'names' must be a list of 1 to 255 class names (strings)")
     palette = content.get("palette") or [list(c) for c in voc_colormap(len(names))]
     if len(palette) != len(names) or not all(
-        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-        for c in palette
+        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette
     ):
         raise DatasetError(f"{path}: 'palette' must hold one [r, g, b] (0-255 integers) per class name")
     ignore_index = content.get("ignore_index", IGNORE_INDEX)
     if not isinstance(ignore_index, int) or not len(names) <= ignore_index <= 255:
         raise DatasetError(f"{path}: 'ignore_index' must be an integer from {len(names)} to 255")
-    classes = DatasetClasses(
-        str(content.get("dataset", root.name)), tuple(names), tuple(tuple(c) for c in palette)
-    )
+    classes = DatasetClasses(str(content.get("dataset", root.name)), tuple(names), tuple(tuple(c) for c in palette))
     return classes, ignore_index
 
 
@@ -298,9 +282,7 @@ def load_sample(sample: Sample, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarr
     image = read_image(sample.image)
     raw = read_label(sample.label)
     if raw.ndim != 2:
-        raise DatasetError(
-            f"label {sample.label} has shape {raw.shape}; expected a single-channel (H, W) mask"
-        )
+        raise DatasetError(f"label {sample.label} has shape {raw.shape}; expected a single-channel (H, W) mask")
     if raw.shape != image.shape[:2]:
         raise DatasetError(
             f"image {sample.image} is {image.shape[1]}x{image.shape[0]} but its label {sample.label} is "

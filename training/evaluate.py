@@ -81,12 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m training.evaluate",
         description="Evaluate a CCNet checkpoint on a dataset split (mIoU, per-class IoU, pixel accuracy).",
     )
-    parser.add_argument(
-        "checkpoint", help="checkpoint stem, .safetensors or .json path (or a .pt/.pth state dict)"
-    )
-    parser.add_argument(
-        "--dataset", help="camvid | cityscapes | ade20k | folder (default: the one it was trained on)"
-    )
+    parser.add_argument("checkpoint", help="checkpoint stem, .safetensors or .json path (or a .pt/.pth state dict)")
+    parser.add_argument("--dataset", help="camvid | cityscapes | ade20k | folder (default: the one it was trained on)")
     parser.add_argument("--data-root", help="dataset root (default: $CAMVID_ROOT, $CITYSCAPES_ROOT, ...)")
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
     parser.add_argument("--recurrence", type=int, help="loop count to run (default: the trained one)")
@@ -122,9 +118,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="auto mode: images with more pixels use sliding windows",
     )
     parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
-    parser.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda | cuda:N (default: CUDA when available)"
-    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: CUDA when available)")
     parser.add_argument("--num-workers", type=int, default=2, help="data-loading worker processes")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     return parser.parse_args(argv)
@@ -156,9 +150,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         )
     recurrence = metadata["recurrence"] if args.recurrence is None else args.recurrence
     if recurrence > 0 and model.attention is None:
-        raise EvaluationError(
-            f"checkpoint {args.checkpoint} is a baseline without attention: only --recurrence 0 runs"
-        )
+        raise EvaluationError(f"checkpoint {args.checkpoint} is a baseline without attention: only --recurrence 0 runs")
     dataset = SegmentationDataset(spec, EvalTransform(metadata["mean"], metadata["std"]))
     inference = {
         "mode": args.mode,
@@ -170,9 +162,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     }
     indices = shard_indices(len(dataset), max_images=args.max_images)
     started = time.perf_counter()
-    confusion = confusion_over_dataset(
-        model, dataset, device, indices, recurrence, inference, args.num_workers
-    )
+    confusion = confusion_over_dataset(model, dataset, device, indices, recurrence, inference, args.num_workers)
     seconds = time.perf_counter() - started
     scores = scores_from_confusion(confusion, metadata["class_names"])
     print(format_scores_table(scores))

@@ -45,10 +45,7 @@ def export_run(
     weights, sidecar = save_checkpoint(model, destination, carried, half=half)
     name = weights.name[: -len(".safetensors")]
     index = write_index(weights.parent, default=name if make_default else None)
-    print(
-        f"exported {source} -> {weights} ({weights.stat().st_size / 1e6:.1f} MB); "
-        f"index default: {index['default']}"
-    )
+    print(f"exported {source} -> {weights} ({weights.stat().st_size / 1e6:.1f} MB); index default: {index['default']}")
     return index
 
 
@@ -56,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="training run folder (holds best.* and last.*)")
     parser.add_argument("destination", type=Path, help="checkpoint stem to write, e.g. checkpoints/camvid_r2")
-    parser.add_argument(
-        "--which", choices=["best", "last"], default="best", help="which checkpoint of the run"
-    )
+    parser.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of the run")
     parser.add_argument("--half", action="store_true", help="store float16 weights (loaded back as float32)")
     parser.add_argument("--default", action="store_true", help="make it the folder index's default model")
     args = parser.parse_args(argv)

@@ -14,9 +14,7 @@ def confusion_matrix(
 ) -> torch.Tensor:
     """Counts (K, K) int64 with rows = true class, columns = predicted class; ignored pixels skipped."""
     if predictions.shape != labels.shape:
-        raise ValueError(
-            f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape"
-        )
+        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
     valid = labels != ignore_index
     truth = labels[valid].long()
     predicted = predictions[valid].long()
@@ -45,9 +43,7 @@ class SegmentationScores:
             "mIoU": clean(self.mean_iou),
             "pixel_accuracy": clean(self.pixel_accuracy),
             "mean_accuracy": clean(self.mean_accuracy),
-            "per_class_iou": {
-                name: clean(value) for name, value in zip(self.class_names, self.iou, strict=True)
-            },
+            "per_class_iou": {name: clean(value) for name, value in zip(self.class_names, self.iou, strict=True)},
         }
 
 
@@ -58,9 +54,7 @@ def scores_from_confusion(confusion: torch.Tensor, class_names: Sequence[str]) -
     per_class_truth = confusion.sum(dim=1)
     per_class_predicted = confusion.sum(dim=0)
     union = per_class_truth + per_class_predicted - true_positive
-    iou = torch.where(
-        union > 0, true_positive / union.clamp(min=1), torch.tensor(float("nan"), dtype=torch.float64)
-    )
+    iou = torch.where(union > 0, true_positive / union.clamp(min=1), torch.tensor(float("nan"), dtype=torch.float64))
     accuracy = torch.where(
         per_class_truth > 0,
         true_positive / per_class_truth.clamp(min=1),

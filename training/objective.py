@@ -60,9 +60,7 @@ class SegmentationObjective(nn.Module):
             total = total + self.aux_weight * parts["aux"]
         if self.consistency is not None:
             if output.embeddings is None:
-                raise ValueError(
-                    "loss.ccl is on but the model returns no embeddings: set model.ccl_channels > 0"
-                )
+                raise ValueError("loss.ccl is on but the model returns no embeddings: set model.ccl_channels > 0")
             parts["ccl"] = self.consistency(output.embeddings.float(), labels)  # (B, E, h, w)
             total = total + parts["ccl"]
         return total, parts

@@ -47,9 +47,7 @@ def read_saved_config(out_dir: Path) -> dict | None:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise RunFolderError(
-            f"{path} is not valid YAML ({error}); fix it or start over with --overwrite"
-        ) from error
+        raise RunFolderError(f"{path} is not valid YAML ({error}); fix it or start over with --overwrite") from error
 
 
 def check_run_folder(out_dir: Path, config: dict, resume: bool, overwrite: bool) -> None:
@@ -75,11 +73,7 @@ def check_run_folder(out_dir: Path, config: dict, resume: bool, overwrite: bool)
             f"{out_dir} is not empty and holds no training run: choose a new --out folder (or --overwrite)"
         )
     changed = differing_keys(saved, config, ignore=())
-    what = (
-        f"a different run (differs in {', '.join(changed[:6])})"
-        if changed
-        else "a run with this configuration"
-    )
+    what = f"a different run (differs in {', '.join(changed[:6])})" if changed else "a run with this configuration"
     raise RunFolderError(
         f"{out_dir} already holds {what}: pass --resume to continue it, --overwrite to replace it, "
         "or choose another --out folder"
@@ -94,6 +88,13 @@ def clear_run_artefacts(out_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of saves cut short by a crash (atomic_write names them .NAME.*.tmp)."""
+    for name in RUN_ARTEFACTS:
+        for stale in out_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -144,6 +145,4 @@ class MetricsLog:
 
 def read_metrics(out_dir: Path) -> list[dict]:
     path = out_dir / METRICS_FILE
-    return (
-        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    )
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

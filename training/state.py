@@ -33,9 +33,7 @@ def _numpy_state() -> dict:
 
 def _set_numpy_state(state: dict) -> None:
     keys = state["keys"].numpy().astype(np.uint32)
-    np.random.set_state(
-        (state["kind"], keys, state["position"], state["has_gauss"], state["cached_gaussian"])
-    )
+    np.random.set_state((state["kind"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]))
 
 
 def _python_state() -> dict:
@@ -55,9 +53,7 @@ def _gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's copy of `tensor` (same shape on all ranks), in rank order."""
     if not (dist.is_available() and dist.is_initialized()):
         return [tensor]
-    backend_device = (
-        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    )
+    backend_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
     local = tensor.to(backend_device) if backend_device is not None else tensor
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, local)
@@ -91,7 +87,5 @@ def load_training_state(path: Path) -> dict:
     """The saved state; only tensors and plain containers are accepted (weights_only=True)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise ValueError(
-            f"{path} is not a training state of version {STATE_VERSION}; start a new run instead"
-        )
+        raise ValueError(f"{path} is not a training state of version {STATE_VERSION}; start a new run instead")
     return state

@@ -48,6 +48,7 @@ from .run_folder import (
     check_run_folder,
     clear_run_artefacts,
     read_saved_config,
+    remove_stale_temporaries,
     update_run_record,
     write_config,
 )
@@ -137,6 +138,7 @@ def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
 class TrainSummary:
     out_dir: Path
     step: int
+    finished: bool
     best_miou: float | None
     best_step: int | None
     last_scores: dict | None
@@ -176,6 +178,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if overwrite:
                 clear_run_artefacts(self.out_dir)
+            remove_stale_temporaries(self.out_dir)
             write_config(self.out_dir, self.config)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
             if self.resumed_state is None and not (self.out_dir / "run.json").is_file():
@@ -194,9 +197,7 @@ class Trainer:
                 )
             else:
                 step = self.resumed_state["step"] if self.resumed_state else 0
-                update_run_record(
-                    self.out_dir, {"resumed": [{"time": now, "step": step, "command": sys.argv}]}
-                )
+                update_run_record(self.out_dir, {"resumed": [{"time": now, "step": step, "command": sys.argv}]})
         barrier(self.processes)
 
     @staticmethod
@@ -210,12 +211,8 @@ class Trainer:
         self.train_spec = find_dataset(data["dataset"], data["root"], data["train_split"])
         self.val_spec = find_dataset(data["dataset"], data["root"], data["val_split"])
         if self.val_spec.classes != self.train_spec.classes:
-            raise ConfigError(
-                f"splits {data['train_split']} and {data['val_split']} have different class lists"
-            )
-        transform = TrainTransform(
-            data["crop_size"], data["scale_range"], data["flip"], data["mean"], data["std"]
-        )
+            raise ConfigError(f"splits {data['train_split']} and {data['val_split']} have different class lists")
+        transform = TrainTransform(data["crop_size"], data["scale_range"], data["flip"], data["mean"], data["std"])
         self.train_set = SegmentationDataset(self.train_spec, transform, seed=self.config["seed"])
         self.val_set = SegmentationDataset(self.val_spec, EvalTransform(data["mean"], data["std"]))
 
@@ -370,9 +367,7 @@ class Trainer:
             output = self.network(images)
             loss, parts = self.objective(output, labels)
         if not self._all_finite(loss):
-            raise NonFiniteLossError(
-                self._non_finite_message(f"loss is {loss.item()} at iteration {self.step + 1}")
-            )
+            raise NonFiniteLossError(self._non_finite_message(f"loss is {loss.item()} at iteration {self.step + 1}"))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -432,14 +427,12 @@ class Trainer:
 
     # -- the loop --
 
-    def run(self) -> TrainSummary:
+    def run(self, stop_at: int | None = None, max_minutes: float | None = None) -> TrainSummary:
+        """Train to the end of the schedule, or pause (state saved) at iteration `stop_at` / after `max_minutes`."""
         train = self.config["train"]
         total = self.config["optim"]["iterations"]
-        log = (
-            MetricsLog(self.out_dir / METRICS_FILE, keep_until_step=self.step)
-            if self.processes.is_main
-            else None
-        )
+        deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
+        log = MetricsLog(self.out_dir / METRICS_FILE, keep_until_step=self.step) if self.processes.is_main else None
         writer = self._tensorboard() if self.processes.is_main else None
         batches = iter(self._train_loader(self.step))
         bar = tqdm(
@@ -466,8 +459,12 @@ class Trainer:
                     window = _Window()
                 if self.step % train["val_every"] == 0 or self.step == total:
                     self._log_validation(self.validate(), log, writer, bar)
-                if self.step % train["save_every"] == 0 or self.step == total:
+                pause = self.step < total and self._should_pause(stop_at, deadline)
+                if self.step % train["save_every"] == 0 or self.step == total or pause:
                     self.save_state()
+                if pause:
+                    bar.write(f"paused at iteration {self.step} of {total} (state saved): continue with --resume")
+                    break
         finally:
             bar.close()
             del batches  # stops loader workers
@@ -475,7 +472,18 @@ class Trainer:
                 log.close()
             if writer is not None:
                 writer.close()
-        return TrainSummary(self.out_dir, self.step, self.best_miou, self.best_step, self.last_scores)
+        return TrainSummary(
+            self.out_dir, self.step, self.step >= total, self.best_miou, self.best_step, self.last_scores
+        )
+
+    def _should_pause(self, stop_at: int | None, deadline: float | None) -> bool:
+        pause = stop_at is not None and self.step >= stop_at
+        if deadline is not None:
+            out_of_time = torch.tensor([float(time.monotonic() > deadline)], device=self.device)
+            if self.processes.distributed:
+                dist.all_reduce(out_of_time, op=dist.ReduceOp.MAX)  # clocks differ: pause together
+            pause = pause or bool(out_of_time.item())
+        return pause
 
     def _tensorboard(self):
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
@@ -557,11 +565,16 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    stop_at: int | None = None,
+    max_minutes: float | None = None,
 ) -> TrainSummary:
-    """Train (or resume) one run; the in-process entry point behind the command line."""
+    """Train (or resume) one run; the in-process entry point behind the command line.
+
+    stop_at / max_minutes pause the run (state saved) so that it can continue later with resume=True.
+    """
     trainer = Trainer(config, Path(out_dir), resume, overwrite, show_progress)
     try:
-        return trainer.run()
+        return trainer.run(stop_at, max_minutes)
     finally:
         trainer.close()
 
@@ -588,12 +601,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Train CCNet (SGD + poly schedule, aux loss 0.4, optional OHEM / class weights / CCL). "
         "Settings: built-in defaults < --config YAML < --set / flags. Resumable; runs under torchrun (DDP).",
     )
-    parser.add_argument(
-        "--config", type=Path, help="YAML config (see training/configs/); default: built-in defaults"
-    )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="run folder (config, state, logs, checkpoints)"
-    )
+    parser.add_argument("--config", type=Path, help="YAML config (see training/configs/); default: built-in defaults")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (config, state, logs, checkpoints)")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -612,15 +621,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--val-every", type=int, help="validate every N iterations")
     parser.add_argument("--save-every", type=int, help="save the resumable state every N iterations")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last saved state"
-    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     parser.add_argument(
         "--export",
         type=Path,
         metavar="DEST",
         help="after training, copy the best checkpoint to DEST (e.g. checkpoints/camvid_r2) and index it",
+    )
+    parser.add_argument(
+        "--stop-at", type=int, metavar="N", help="pause after iteration N (state saved; continue later with --resume)"
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="pause after this many minutes of training (state saved; continue with --resume)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     args = parser.parse_args(argv)
@@ -632,9 +647,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def resolve_config(args: argparse.Namespace) -> dict:
     """Defaults < config file < overrides; --resume without --config starts from the run's saved config."""
     overrides = list(args.overrides)
-    overrides += [
-        f"{key}={getattr(args, name)}" for name, key in FLAG_KEYS.items() if getattr(args, name) is not None
-    ]
+    overrides += [f"{key}={getattr(args, name)}" for name, key in FLAG_KEYS.items() if getattr(args, name) is not None]
     if args.resume and args.config is None:
         saved = read_saved_config(args.out)
         if saved is None:
@@ -645,21 +658,30 @@ def resolve_config(args: argparse.Namespace) -> dict:
     return load_config(args.config, overrides)
 
 
+def report_and_export(summary: TrainSummary, export: Path | None) -> None:
+    if not summary.finished:
+        print(f"paused at iteration {summary.step}; continue with --resume --out {summary.out_dir}")
+        return
+    if summary.best_miou is not None:
+        print(
+            f"finished at iteration {summary.step}; best val mIoU {100 * summary.best_miou:.2f}% "
+            f"at iteration {summary.best_step}; checkpoints in {summary.out_dir}"
+        )
+    if export is not None:
+        from .export import export_run
+
+        export_run(summary.out_dir, export)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = resolve_config(args)
-        summary = train(config, args.out, args.resume, args.overwrite, show_progress=not args.no_progress)
-        is_main = int(os.environ.get("RANK", 0)) == 0
-        if is_main and summary.last_scores is not None:
-            print(
-                f"finished at iteration {summary.step}; best val mIoU {100 * summary.best_miou:.2f}% "
-                f"at iteration {summary.best_step}; checkpoints in {summary.out_dir}"
-            )
-        if is_main and args.export is not None:
-            from .export import export_run
-
-            export_run(args.out, args.export)
+        summary = train(
+            config, args.out, args.resume, args.overwrite, not args.no_progress, args.stop_at, args.max_minutes
+        )
+        if int(os.environ.get("RANK", 0)) == 0:
+            report_and_export(summary, args.export)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NON_FINITE

@@ -55,14 +55,10 @@ def random_crop(
     height, width = label.shape
     top = int(rng.integers(0, height - size[0] + 1))
     left = int(rng.integers(0, width - size[1] + 1))
-    return image[top : top + size[0], left : left + size[1]], label[
-        top : top + size[0], left : left + size[1]
-    ]
+    return image[top : top + size[0], left : left + size[1]], label[top : top + size[0], left : left + size[1]]
 
 
-def random_flip(
-    image: np.ndarray, label: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def random_flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if rng.random() < 0.5:
         return image[:, ::-1], label[:, ::-1]
     return image, label

@@ -1,0 +1,225 @@
+"""The training pipeline in-process: learning, run folders, config, bad runs, losses, export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import tiny_training_config
+
+from ccnet.checkpoint import load_checkpoint, read_index
+from training import class_weights as class_weights_module
+from training import train as train_module
+from training.config import ConfigError, differing_keys, flatten, load_config
+from training.datasets import find_dataset
+from training.errors import RunFolderError
+from training.export import export_run
+from training.run_folder import read_metrics
+from training.sampling import ResumableShardSampler
+from training.state import load_training_state
+from training.train import poly_lr, train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCNET_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _take(iterator, count):
+    return [next(iterator) for _ in range(count)]
+
+
+# --- it learns ----------------------------------------------------------------------------------------
+
+
+def test_overfits_two_images(camvid_factory):
+    root = camvid_factory({"train": 2})
+    shutil.copytree(root / "train", root / "val")
+    shutil.copytree(root / "trainannot", root / "valannot")
+    config = tiny_training_config(
+        root,
+        data={"scale_range": [1.0, 1.0], "flip": False},
+        model={"dropout": 0.0},
+        optim={"iterations": 150, "lr": 0.05},
+        train={"val_every": 150, "save_every": 150, "log_every": 50},
+    )
+    summary = train(config, root.parent / "run", show_progress=False)
+    assert summary.step == 150
+    assert summary.last_scores["pixel_accuracy"] >= 0.9  # evaluated in eval mode on the same two images
+
+
+# --- what a run leaves behind -------------------------------------------------------------------------
+
+
+def test_run_folder_holds_config_logs_and_checkpoints(camvid_factory, tmp_path):
+    config = tiny_training_config(camvid_factory())
+    out = tmp_path / "run"
+    summary = train(config, out, show_progress=False)
+    assert summary.step == 6 and summary.best_step in (3, 6)
+    assert yaml.safe_load((out / "config.yaml").read_text()) == config
+    records = read_metrics(out)
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records if r["kind"] == "val"] == [3, 6]
+    assert {"loss", "seg", "aux", "lr", "images_per_s"} <= set(records[0])
+    assert set(records[-1]["per_class_iou"]) == set(find_dataset("camvid", config["data"]["root"], "val").classes.names)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 0 and run["world_size"] == 1 and run["code_version"].startswith("0.1.0")
+    model, metadata = load_checkpoint(out / "best", device="cpu")
+    assert metadata["dataset"] == "camvid" and metadata["input_size"] == [32, 48] and metadata["recurrence"] == 2
+    assert metadata["train_config"] == config and metadata["metrics"]["step"] == summary.best_step
+    assert metadata["mean"] == [123.675, 116.28, 103.53]
+    state = load_training_state(out / "state.pt")
+    assert state["step"] == 6 and set(state["rng"]) == {"numpy", "python", "torch", "cuda"}
+
+
+def test_folder_with_another_run_is_refused_unless_resume_or_overwrite(camvid_factory, tmp_path):
+    root = camvid_factory()
+    config = tiny_training_config(root, optim={"iterations": 2}, train={"val_every": 2})
+    out = tmp_path / "run"
+    train(config, out, show_progress=False)
+    other = tiny_training_config(root, optim={"iterations": 2, "lr": 0.02}, train={"val_every": 2})
+    with pytest.raises(RunFolderError, match=r"already holds a different run \(differs in optim.lr\).*--resume"):
+        train(other, out, show_progress=False)
+    with pytest.raises(RunFolderError, match="already holds a run with this configuration"):
+        train(config, out, show_progress=False)
+    with pytest.raises(RunFolderError, match="--resume would change the run.*optim.lr"):
+        train(other, out, resume=True, show_progress=False)
+    assert train(config, out, resume=True, show_progress=False).step == 2  # finished: nothing left to do
+    summary = train(other, out, overwrite=True, show_progress=False)
+    assert summary.step == 2 and yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"] == 0.02
+    assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"] == [1, 2]  # old log replaced
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="holds no training run"):
+        train(config, stranger, show_progress=False)
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        train(config, tmp_path / "empty", resume=True, show_progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_state(camvid_factory, tmp_path, capsys):
+    root = camvid_factory()
+    config_file = tmp_path / "explode.yaml"
+    config = tiny_training_config(root, optim={"iterations": 20, "lr": 1e12}, train={"save_every": 1, "val_every": 100})
+    config_file.write_text(yaml.safe_dump(config))
+    code = train_module.main(["--config", str(config_file), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == train_module.EXIT_NON_FINITE
+    message = capsys.readouterr().err
+    assert "at iteration" in message or "after iteration" in message
+    assert "Last good training state" in message and "--resume" in message
+    state = load_training_state(tmp_path / "run" / "state.pt")
+    assert 1 <= state["step"] < 20
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert f"iteration {state['step']})" in message  # names the state it kept
+
+
+def test_bad_config_and_data_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CAMVID_ROOT", raising=False)
+    code = train_module.main(["--out", str(tmp_path / "run"), "--set", "optim.lr=fast"])
+    assert code == 2 and "optim.lr" in capsys.readouterr().err
+    code = train_module.main(["--out", str(tmp_path / "run"), "--set", "model.depth=3"])
+    assert code == 2 and "unknown config key 'model.depth'" in capsys.readouterr().err
+    code = train_module.main(["--out", str(tmp_path / "run")])
+    assert code == 2 and "CAMVID_ROOT" in capsys.readouterr().err
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--resume" in text and "--overwrite" in text and "--set" in text
+
+
+# --- losses -------------------------------------------------------------------------------------------
+
+
+def test_ohem_class_weights_and_ccl_train(camvid_factory, tmp_path):
+    config = tiny_training_config(
+        camvid_factory(),
+        model={"ccl_channels": 16},
+        loss={"ohem": True, "ohem_min_kept": 500, "class_weights": "enet", "ccl": True},
+        optim={"iterations": 2},
+        train={"val_every": 2},
+    )
+    train(config, tmp_path / "run", show_progress=False)
+    first = read_metrics(tmp_path / "run")[0]
+    assert first["ccl"] >= 0 and np.isfinite(first["loss"])
+    weights = json.loads((tmp_path / "run" / "run.json").read_text())["class_weights"]
+    assert len(weights) == 11 and all(1.0 <= w <= 1 / np.log(1.02) for w in weights)
+
+
+def test_enet_class_weights_are_counted_once_and_cached(camvid_factory, monkeypatch):
+    spec = find_dataset("camvid", camvid_factory({"train": 3}), "train")
+    counts = class_weights_module.class_pixel_counts(spec)
+    labels = np.stack([np.asarray(__import__("PIL.Image").Image.open(s.label)) for s in spec.samples])
+    assert counts.tolist() == [int((labels == k).sum()) for k in range(11)]
+    weights = class_weights_module.enet_weights(counts)
+    assert weights[0] == pytest.approx(1 / np.log(1.02 + counts[0] / counts.sum()))
+    monkeypatch.setattr(class_weights_module, "count_pixels", lambda *a, **k: pytest.fail("not cached"))
+    assert class_weights_module.class_pixel_counts(spec).tolist() == counts.tolist()
+
+
+# --- schedule, data order, config ---------------------------------------------------------------------
+
+
+def test_poly_schedule():
+    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
+
+
+def test_sampler_resumes_mid_epoch_and_shards_like_distributed_sampler():
+    full = _take(iter(ResumableShardSampler(7, seed=1)), 20)
+    assert _take(iter(ResumableShardSampler(7, seed=1, start=9)), 11) == full[9:]
+    assert sorted(i for _, i in full[:7]) == list(range(7)) and {e for e, _ in full[:7]} == {0}
+    ranks = [_take(iter(ResumableShardSampler(8, seed=1, rank=r, world_size=2)), 4) for r in (0, 1)]
+    assert sorted(i for rank in ranks for _, i in rank) == list(range(8))
+
+
+def test_config_layers_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.02\nmodel:\n  recurrence: 1\n")
+    config = load_config(path, ["optim.lr=0.03", "data.crop_size=[64, 64]"])
+    assert config["optim"]["lr"] == 0.03 and config["model"]["recurrence"] == 1
+    assert config["data"]["crop_size"] == [64, 64] and config["optim"]["momentum"] == 0.9
+    with pytest.raises(ConfigError, match="YAML reads 1e-4 as text"):
+        load_config(None, ["optim.weight_decay=1e-4"])
+    with pytest.raises(ConfigError, match="model.ccl_channels"):
+        load_config(None, ["loss.ccl=true"])
+    with pytest.raises(ConfigError, match="must look like"):
+        load_config(None, ["optim.lr"])
+
+
+def test_shipped_camvid_configs_differ_only_in_loops_and_ccl():
+    names = ["camvid_r0", "camvid_r1", "camvid_r2", "camvid_r3", "camvid_r2_ccl"]
+    configs = {name: load_config(CONFIGS / f"{name}.yaml") for name in names}
+    allowed = {"model.recurrence", "model.ccl_channels", "loss.ccl"}
+    for name in names:
+        assert set(differing_keys(configs["camvid_r2"], configs[name], ignore=())) <= allowed, name
+    assert [configs[n]["model"]["recurrence"] for n in names] == [0, 1, 2, 3, 2]
+    assert configs["camvid_r2_ccl"]["loss"]["ccl"] and configs["camvid_r2_ccl"]["model"]["ccl_channels"] == 16
+    r2 = flatten(configs["camvid_r2"])
+    assert r2["model.backbone"] == "resnet18" and r2["model.base_width"] == 32 and r2["model.head_channels"] == 128
+    assert r2["optim.batch_size"] == 8 and r2["optim.lr"] == 0.01 and r2["loss.class_weights"] == "enet"
+
+
+# --- export -------------------------------------------------------------------------------------------
+
+
+def test_export_bundles_the_best_checkpoint_into_an_index(camvid_factory, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_training_config(camvid_factory()), out, show_progress=False)
+    bundle = tmp_path / "checkpoints"
+    export_run(out, bundle / "tiny_r2", half=True, make_default=True)
+    index = read_index(bundle)
+    assert index["default"] == "tiny_r2" and index["models"][0]["weights_dtype"] == "float16"
+    model, metadata = load_checkpoint(bundle / "tiny_r2", device="cpu")
+    original = json.loads((out / "best.json").read_text())
+    assert metadata["metrics"] == original["metrics"] and metadata["code_version"] == original["code_version"]
