@@ -53,6 +53,12 @@ class CheckpointError(ValueError):
 # --- small helpers ------------------------------------------------------------------------------------
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call write(temporary_path) in path's folder, then rename over path (all or nothing)."""
     path = Path(path)
@@ -60,6 +66,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
+        os.chmod(temporary, _default_file_mode())  # mkstemp makes 0600 files; give the usual permissions
         write(temporary)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())

@@ -114,7 +114,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(camvid_factory, tmp
     assert code == train_module.EXIT_NON_FINITE
     message = capsys.readouterr().err
     assert "at iteration" in message or "after iteration" in message
-    assert "Last good training state" in message and "--resume" in message
+    assert "Last good training state" in message and "--overwrite" in message
     state = load_training_state(tmp_path / "run" / "state.pt")
     assert 1 <= state["step"] < 20
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())

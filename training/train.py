@@ -340,8 +340,9 @@ class Trainer:
         state = self.out_dir / STATE_FILE
         saved = f"{state} (iteration {load_training_state(state)['step']})" if state.is_file() else "none yet"
         return (
-            f"{what}; training stopped. Last good training state: {saved}. Lower optim.lr or check the data, "
-            "then continue with --resume"
+            f"{what}; training stopped. Last good training state: {saved}; best/last checkpoints untouched. "
+            "Resuming would repeat the same steps: fix the cause (e.g. lower optim.lr, check the data) and "
+            "start again with --overwrite"
         )
 
     # -- one iteration --
