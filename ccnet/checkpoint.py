@@ -225,7 +225,9 @@ def complete_metadata(model: torch.nn.Module, metadata: Mapping) -> dict:
         "train_config": None,
         "split": "",
     }
-    return defaults | dict(metadata) | derived
+    merged = defaults | dict(metadata) | derived
+    ordered = {field: merged[field] for field in SIDECAR_FIELDS if field in merged}  # stable, readable order
+    return ordered | {key: value for key, value in merged.items() if key not in ordered}
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -408,7 +408,8 @@ class Trainer:
             "dataset": self.train_spec.classes.dataset,
             "split": data["val_split"],
             "metrics": scores.to_dict() | {"step": self.step},
-            "train_config": self.config,
+            # The dataset root is this machine's path: not worth shipping inside a checkpoint.
+            "train_config": self.config | {"data": self.config["data"] | {"root": None}},
             "step": self.step,
             "seed": self.config["seed"],
         }
