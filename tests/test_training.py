@@ -224,3 +224,18 @@ def test_export_bundles_the_best_checkpoint_into_an_index(camvid_factory, tmp_pa
     model, metadata = load_checkpoint(bundle / "tiny_r2", device="cpu")
     original = json.loads((out / "best.json").read_text())
     assert metadata["metrics"] == original["metrics"] and metadata["code_version"] == original["code_version"]
+
+
+def test_pause_then_resume_from_the_run_folder_and_export(camvid_factory, tmp_path, capsys):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_training_config(camvid_factory(), optim={"iterations": 4})))
+    out, bundle = tmp_path / "run", tmp_path / "checkpoints"
+    assert train_module.main(["--config", str(config_file), "--out", str(out), "--stop-at", "1", "--no-progress"]) == 0
+    assert "paused at iteration 1" in capsys.readouterr().out
+    assert load_training_state(out / "state.pt")["step"] == 1
+    summary = train(load_config(config_file), out, resume=True, show_progress=False, max_minutes=1e-6)
+    assert not summary.finished and summary.step == 2  # out of time after one more iteration, state saved
+    code = train_module.main(["--out", str(out), "--resume", "--export", str(bundle / "tiny"), "--no-progress"])
+    assert code == 0 and "finished at iteration 4" in capsys.readouterr().out
+    assert [m["name"] for m in read_index(bundle)["models"]] == ["tiny"]
+    assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"] == [1, 2, 3, 4]
