@@ -130,6 +130,7 @@ def test_bad_config_and_data_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert code == 2 and "unknown config key 'model.depth'" in capsys.readouterr().err
     code = train_module.main(["--out", str(tmp_path / "run")])
     assert code == 2 and "CAMVID_ROOT" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written: the same command works once the data is there
 
 
 def test_help(capsys):

@@ -37,6 +37,7 @@ from ccnet.model import build_model
 from .class_weights import class_pixel_counts, enet_weights
 from .config import ConfigError, load_config
 from .datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
+from .distributed import barrier, init_processes, leave_processes
 from .errors import USER_ERRORS, NonFiniteLossError, RunFolderError
 from .evaluate import confusion_over_dataset, reduce_confusion, shard_indices
 from .metrics import SegmentationScores, scores_from_confusion
@@ -64,57 +65,6 @@ from .transforms import EvalTransform, TrainTransform
 
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
-
-
-# --- processes and devices ----------------------------------------------------------------------------
-
-
-@dataclass
-class Processes:
-    """Where this process stands in a (possibly single-process) DDP job started by torchrun."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def resolve_device(option: str, local_rank: int = 0) -> torch.device:
-    if option == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(option)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {option!r} but CUDA is not available here: use --device cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
-
-
-def init_processes(device_option: str) -> tuple[Processes, torch.device]:
-    """Join the torchrun job if there is one (gloo on CPU, NCCL on CUDA); pick this process's device."""
-    processes = Processes(
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
-    device = resolve_device(device_option, processes.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if processes.distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return processes, device
-
-
-def barrier(processes: Processes) -> None:
-    if processes.distributed:
-        dist.barrier()
 
 
 def _worker_init(_: int) -> None:
@@ -162,14 +112,15 @@ class Trainer:
         check_run_folder(self.out_dir, config, resume, overwrite)
         state_path = self.out_dir / STATE_FILE
         self.resumed_state = load_training_state(state_path) if resume and state_path.is_file() else None
-        self._prepare_folder(overwrite)
         self._seed(config["seed"] + self.processes.rank)
+        # Everything that can fail on bad data or settings comes before the run folder is touched.
         self._build_data()
         self._build_model()
         self._build_optimisation()
         self.step, self.best_miou, self.best_step, self.last_scores = 0, None, None, None
         if self.resumed_state is not None:
             self._restore(self.resumed_state)
+        self._prepare_folder(overwrite)
 
     # -- set-up --
 
@@ -193,6 +144,7 @@ class Trainer:
                         "torch": torch.__version__,
                         "device": str(self.device),
                         "command": sys.argv,
+                        "class_weights": self.class_weights,
                     },
                 )
             else:
@@ -292,8 +244,6 @@ class Trainer:
         )
         self.amp = bool(train["amp"]) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        if self.processes.is_main and self.class_weights is not None:
-            update_run_record(self.out_dir, {"class_weights": self.class_weights})
 
     # -- state --
 
@@ -537,10 +487,6 @@ class Trainer:
             f"(best {100 * self.best_miou:.2f}% at {self.best_step})"
         )
 
-    def close(self) -> None:
-        if self.processes.distributed and dist.is_initialized():
-            dist.destroy_process_group()
-
 
 class _Window:
     """Loss means and throughput since the last log line."""
@@ -574,11 +520,10 @@ def train(
 
     stop_at / max_minutes pause the run (state saved) so that it can continue later with resume=True.
     """
-    trainer = Trainer(config, Path(out_dir), resume, overwrite, show_progress)
     try:
-        return trainer.run(stop_at, max_minutes)
+        return Trainer(config, Path(out_dir), resume, overwrite, show_progress).run(stop_at, max_minutes)
     finally:
-        trainer.close()
+        leave_processes()
 
 
 # --- command line -------------------------------------------------------------------------------------
