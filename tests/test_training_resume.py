@@ -3,6 +3,7 @@ progress since its last saved state, and ends with the weights of an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -70,8 +71,10 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(camvid_factory
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
     saved = load_training_state(out / "state.pt")["step"]
+    assert saved < ITERATIONS, "the run finished before it could be killed"
     assert saved % SAVE_EVERY == 0 and reached - saved <= SAVE_EVERY  # lost at most what came after the save
 
     code = train_module.main(["--out", str(out), "--resume", "--no-progress"])  # config from the run folder
