@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ccnet.fast_attention import (
+    channels_last_view,
     criss_cross_attention_fused,
     criss_cross_step,
     from_channels_last,
     fused_projection_weights,
-    to_channels_last,
 )
 
 # -------------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class CrissCrossAttention(_Projections):
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         _check_feature_map(x, self.in_channels, 4, "(B, C, h, w)")
         weight, bias = self.fused_weights()  # (2C'+C, C), (2C'+C,)
-        out, attn = criss_cross_step(to_channels_last(x), weight, bias, self.qk_channels, return_attention)
+        out, attn = criss_cross_step(channels_last_view(x), weight, bias, self.qk_channels, return_attention)
         out = from_channels_last(out, like=x)  # (B, C, h, w)
         return (out, attn) if return_attention else out
 
@@ -192,7 +192,7 @@ class RecurrentCrissCrossAttention(nn.Module):
             return (x, []) if return_attention else x
         # The whole loop stays channels-last: one layout change in, one out.
         weight, bias = self.cca.fused_weights()  # (2C'+C, C), (2C'+C,)
-        state = to_channels_last(x)  # (B, h, w, C)
+        state = channels_last_view(x)  # (B, h, w, C)
         attentions = []
         for _ in range(loops):
             state, attn = criss_cross_step(state, weight, bias, self.cca.qk_channels, return_attention)

@@ -1,40 +1,61 @@
 """The fast exact criss-cross attention: channels-last tensors and a hand-written backward.
 
 Why it is fast (measured on CPU in ``docs/BENCHMARKS.md``):
-- Everything lives in channels-last (B, h, w, C). A row of the map is then a (w, C) matrix with a
-  contiguous last dim, and so is a column ((h, C), row stride w*C): both are fed to batched matrix
-  products as strided views, so nothing is permuted or copied to reach rows or columns.
-- The three 1x1 projections are one GEMM (``F.linear`` with the three weights stacked), and the
-  residual scale gamma is folded into the value weights, so ``out = x + A @ (gamma * V)`` is one
-  ``baddbmm`` per direction with the residual as its accumulator.
+- Everything lives in channels-last (B, h, w, C). For one image, its rows are a batch of (w, C)
+  matrices and its columns a batch of (h, C) matrices (row stride w*C), both with a contiguous last
+  dim, so batched matrix products read them as strided views: nothing is permuted or copied.
+- The three 1x1 projections are one GEMM (the three weights stacked), gamma is folded into the
+  value weights, and the residual is the accumulator of the aggregation (``out = x + A @ (gamma V)``
+  in one ``baddbmm``). In backward, ``grad_x = grad_out + grad_qkv @ W`` is one ``addmm``.
 - One softmax over the joined column and row scores (a shared max and sum), never concatenated.
-- A custom ``autograd.Function`` whose backward writes the query, key and value gradients straight
+- A custom ``autograd.Function``: its backward writes the query, key and value gradients straight
   into one buffer, the layout the projection's backward reads, with no slice-gradient zero fills.
+- The first loop reads an NCHW input in place: for one image, (C, h*w) transposed is a valid GEMM
+  operand, so the input is never converted; the gradient comes back channels-last.
 
 Attention is kept apart as ``attn_col`` (B, w, h, h) ``[b, x, y, y']`` and ``attn_row`` (B, h, w, w)
 ``[b, y, x, x']``; the public (B, h, w, h + w) layout is built only when asked for.
+The code is device-agnostic PyTorch (it also runs on CUDA, where batched products take the same
+strided views); loops over the batch keep every view strided rather than copied.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+# -------------------------------------------------------------------------------------------------
+# Layout helpers. x is channels-last (B, h, w, c) with a contiguous last dim.
+# -------------------------------------------------------------------------------------------------
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """(B, h, w, c) -> (B*h, w, c): one matrix per image row, a view whenever strides allow."""
-    b, h, w, c = t.shape
-    return t.reshape(b * h, w, c)
+def _columns(image_map: torch.Tensor) -> torch.Tensor:
+    """(h, w, c) -> (w, h, c): one image's columns as a batch of matrices (a strided view)."""
+    return image_map.transpose(0, 1)
 
 
-def _columns(t: torch.Tensor, image: int) -> torch.Tensor:
-    """(B, h, w, c) -> (w, h, c) for one image: one matrix per column, a strided view."""
-    return t[image].transpose(0, 1)
+def _pixels(image_map: torch.Tensor) -> torch.Tensor:
+    """(h, w, c) -> (h*w, c) as a view: one row per pixel (NHWC, or NCHW read transposed)."""
+    h, w, c = image_map.shape
+    return image_map.view(h * w, c) if image_map.is_contiguous() else image_map.flatten(0, 1)
 
 
 def _split(qkv: torch.Tensor, qk_channels: int):
-    """Views of the stacked projections: q, k (B, h, w, C'), v (B, h, w, C)."""
+    """Views of the stacked projections: q, k (..., C'), v (..., C)."""
     return qkv[..., :qk_channels], qkv[..., qk_channels : 2 * qk_channels], qkv[..., 2 * qk_channels :]
+
+
+# -------------------------------------------------------------------------------------------------
+# Forward pieces
+# -------------------------------------------------------------------------------------------------
+
+
+def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The stacked 1x1 projections as one GEMM per image: (B, h, w, C) -> (B, h, w, 2C' + C)."""
+    b, h, w, _ = x.shape
+    qkv = x.new_empty(b, h, w, weight.shape[0])  # (B, h, w, 2C'+C)
+    for image in range(b):
+        torch.addmm(bias, _pixels(x[image]), weight.t(), out=qkv[image].view(h * w, -1))
+    return qkv
 
 
 def joint_softmax_attention(q: torch.Tensor, k: torch.Tensor):
@@ -44,11 +65,12 @@ def joint_softmax_attention(q: torch.Tensor, k: torch.Tensor):
     own column entry is exactly 0 (it is counted in its row). Each pixel's h + w weights sum to 1.
     """
     b, h, w, _ = q.shape
-    energy_row = torch.bmm(_rows(q), _rows(k).transpose(1, 2)).view(b, h, w, w)  # (B, h, w, w)
+    energy_row = q.new_empty(b, h, w, w)  # (B, h, w, w)
     energy_col = q.new_empty(b, w, h, h)  # (B, w, h, h)
-    for image in range(b):  # b and x cannot share one batch dim of a strided view
-        cols_q, cols_k = _columns(q, image), _columns(k, image)  # (w, h, C')
-        torch.bmm(cols_q, cols_k.transpose(1, 2), out=energy_col[image])
+    for image in range(b):
+        torch.bmm(q[image], k[image].transpose(1, 2), out=energy_row[image])
+        cols_k = _columns(k[image])  # (w, h, C')
+        torch.bmm(_columns(q[image]), cols_k.transpose(1, 2), out=energy_col[image])
     energy_col.diagonal(dim1=2, dim2=3).fill_(float("-inf"))
 
     # One softmax over the joined scores: shared max and shared sum, computed in place.
@@ -66,100 +88,169 @@ def join_attention(attn_col: torch.Tensor, attn_row: torch.Tensor) -> torch.Tens
     return torch.cat([attn_col.permute(0, 2, 1, 3), attn_row], dim=-1)  # (B, h, w, h+w)
 
 
-def aggregate(attn_col, attn_row, v, residual=None):
-    """residual + sum over each pixel's cross of attention x value, channels-last (B, h, w, C)."""
-    b, h, w, c = v.shape
-    if residual is None:
-        out = torch.bmm(attn_row.view(b * h, w, w), _rows(v))  # (B*h, w, C)
-    else:
-        out = torch.baddbmm(_rows(residual), attn_row.view(b * h, w, w), _rows(v))  # (B*h, w, C)
-    out = out.view(b, h, w, c)
-    for image in range(b):
-        _columns(out, image).baddbmm_(attn_col[image], _columns(v, image))  # (w, h, C) += (w,h,h)@(w,h,C)
+def aggregate(attn_col, attn_row, v, residual=None) -> torch.Tensor:
+    """residual + sum over each pixel's cross of attention x value; channels-last (B, h, w, C)."""
+    out = torch.empty_like(v, memory_format=torch.contiguous_format)  # (B, h, w, C)
+    for image in range(v.shape[0]):
+        if residual is None:
+            torch.bmm(attn_row[image], v[image], out=out[image])  # (h, w, C)
+        else:
+            torch.baddbmm(residual[image], attn_row[image], v[image], out=out[image])
+        _columns(out[image]).baddbmm_(attn_col[image], _columns(v[image]))  # (w, h, C)
     return out
 
 
-class CrissCrossFunction(torch.autograd.Function):
-    """out = residual + CCA(q, k, v) on channels-last stacked projections ``qkv`` (B, h, w, 2C' + C).
+# -------------------------------------------------------------------------------------------------
+# Backward pieces: gradients of the attention part, written into one (B, h, w, 2C' + C) buffer.
+# -------------------------------------------------------------------------------------------------
 
-    Saves qkv and the two attention parts (B*h*w*(h + w) numbers, less than v itself) and writes
-    the q, k, v gradients into one (B, h, w, 2C' + C) buffer, the layout ``F.linear``'s backward reads.
-    """
 
-    @staticmethod
-    def forward(ctx, qkv, residual, qk_channels: int, return_attention: bool):
-        q, k, v = _split(qkv, qk_channels)
-        attn_col, attn_row = joint_softmax_attention(q, k)  # (B, w, h, h), (B, h, w, w)
-        out = aggregate(attn_col, attn_row, v, residual)  # (B, h, w, C)
-        ctx.save_for_backward(qkv, attn_col, attn_row)
-        ctx.qk_channels = qk_channels
-        ctx.has_residual = residual is not None
-        ctx.set_materialize_grads(False)
-        if return_attention:
-            return out, join_attention(attn_col, attn_row)  # (B, h, w, h+w)
-        empty = qkv.new_empty(0)
-        ctx.mark_non_differentiable(empty)
-        return out, empty
+def attention_backward(qkv, attn_col, attn_row, qk_channels, grad_out, grad_attn) -> torch.Tensor:
+    """d(loss)/d(qkv) given the gradients of the aggregation (B, h, w, C) and of the attention."""
+    q, k, v = _split(qkv, qk_channels)
+    h = q.shape[1]
+    grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)  # (B, h, w, 2C'+C)
+    grad_q, grad_k, grad_v = _split(grad_qkv, qk_channels)
+    if grad_out is not None:
+        _value_gradient(attn_col, attn_row, grad_out, grad_v)
+        grad_row, grad_col = _attention_gradient(grad_out, v)  # (B, h, w, w), (B, w, h, h)
+    else:
+        grad_v.zero_()
+        grad_row, grad_col = torch.zeros_like(attn_row), torch.zeros_like(attn_col)
+    if grad_attn is not None:
+        grad_col += grad_attn[..., :h].permute(0, 2, 1, 3)
+        grad_row += grad_attn[..., h:]
 
-    @staticmethod
-    def backward(ctx, grad_out, grad_attn):
-        qkv, attn_col, attn_row = ctx.saved_tensors
-        q, k, v = _split(qkv, ctx.qk_channels)
-        b, h, w, _ = q.shape
-        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)  # (B, h, w, 2C'+C)
-        grad_q, grad_k, grad_v = _split(grad_qkv, ctx.qk_channels)
-
-        # Gradient of the attention weights, still split (B, h, w, w) and (B, w, h, h).
-        if grad_out is not None:
-            grad_out = grad_out.contiguous()  # (B, h, w, C)
-            _value_gradient(attn_col, attn_row, grad_out, grad_v)
-            grad_row, grad_col = _attention_gradient(grad_out, v)
-        else:
-            grad_v.zero_()
-            grad_row, grad_col = torch.zeros_like(attn_row), torch.zeros_like(attn_col)
-        if grad_attn is not None and grad_attn.numel():
-            grad_col += grad_attn[..., :h].permute(0, 2, 1, 3)
-            grad_row += grad_attn[..., h:]
-
-        # Softmax backward over the joined scores: dE = A * (dA - sum(A * dA)), in place.
-        dot = (attn_row * grad_row).sum(-1) + (attn_col * grad_col).sum(-1).transpose(1, 2)  # (B, h, w)
-        grad_energy_row = grad_row.sub_(dot.unsqueeze(-1)).mul_(attn_row)  # (B, h, w, w)
-        grad_energy_col = grad_col.sub_(dot.transpose(1, 2).unsqueeze(-1)).mul_(attn_col)  # (B, w, h, h)
-        _query_key_gradients(grad_energy_col, grad_energy_row, q, k, grad_q, grad_k)
-
-        grad_residual = grad_out if ctx.has_residual else None
-        return grad_qkv, grad_residual, None, None
+    # Softmax backward over the joined scores: dE = A * (dA - sum(A * dA)), in place.
+    dot = (attn_row * grad_row).sum(-1) + (attn_col * grad_col).sum(-1).transpose(1, 2)  # (B, h, w)
+    grad_energy_row = grad_row.sub_(dot.unsqueeze(-1)).mul_(attn_row)  # (B, h, w, w)
+    grad_energy_col = grad_col.sub_(dot.transpose(1, 2).unsqueeze(-1)).mul_(attn_col)  # (B, w, h, h)
+    _query_key_gradients(grad_energy_col, grad_energy_row, q, k, grad_q, grad_k)
+    return grad_qkv
 
 
 def _value_gradient(attn_col, attn_row, grad_out, grad_v):
-    """grad_v = A^T grad_out along rows, plus along columns; written into the grad_qkv buffer."""
-    b, h, w, _ = grad_out.shape
-    torch.bmm(attn_row.view(b * h, w, w).transpose(1, 2), _rows(grad_out), out=_rows(grad_v))
-    for image in range(b):
-        cols_grad = _columns(grad_out, image)  # (w, h, C)
-        _columns(grad_v, image).baddbmm_(attn_col[image].transpose(1, 2), cols_grad)
+    """grad_v = A^T grad_out along rows, plus along columns."""
+    for image in range(grad_out.shape[0]):
+        torch.bmm(attn_row[image].transpose(1, 2), grad_out[image], out=grad_v[image])  # (h, w, C)
+        cols_grad_v = _columns(grad_v[image])  # (w, h, C)
+        cols_grad_v.baddbmm_(attn_col[image].transpose(1, 2), _columns(grad_out[image]))
 
 
 def _attention_gradient(grad_out, v):
     """dA = grad_out . v over each pixel's row and column: (B, h, w, w) and (B, w, h, h)."""
     b, h, w, _ = v.shape
-    grad_row = torch.bmm(_rows(grad_out), _rows(v).transpose(1, 2)).view(b, h, w, w)  # (B, h, w, w)
+    grad_row = v.new_empty(b, h, w, w)  # (B, h, w, w)
     grad_col = v.new_empty(b, w, h, h)  # (B, w, h, h)
     for image in range(b):
-        torch.bmm(_columns(grad_out, image), _columns(v, image).transpose(1, 2), out=grad_col[image])
+        torch.bmm(grad_out[image], v[image].transpose(1, 2), out=grad_row[image])
+        cols_v = _columns(v[image])  # (w, h, C)
+        torch.bmm(_columns(grad_out[image]), cols_v.transpose(1, 2), out=grad_col[image])
     return grad_row, grad_col
 
 
 def _query_key_gradients(grad_energy_col, grad_energy_row, q, k, grad_q, grad_k):
-    """dQ = dE K and dK = dE^T Q along rows and columns, written into the grad_qkv buffer."""
-    b, h, w, _ = q.shape
-    rows_grad = grad_energy_row.view(b * h, w, w)
-    torch.bmm(rows_grad, _rows(k), out=_rows(grad_q))
-    torch.bmm(rows_grad.transpose(1, 2), _rows(q), out=_rows(grad_k))
-    for image in range(b):
+    """dQ = dE K and dK = dE^T Q along rows, plus along columns."""
+    for image in range(q.shape[0]):
+        rows_grad = grad_energy_row[image]  # (h, w, w)
+        torch.bmm(rows_grad, k[image], out=grad_q[image])
+        torch.bmm(rows_grad.transpose(1, 2), q[image], out=grad_k[image])
         cols_grad = grad_energy_col[image]  # (w, h, h)
-        _columns(grad_q, image).baddbmm_(cols_grad, _columns(k, image))
-        _columns(grad_k, image).baddbmm_(cols_grad.transpose(1, 2), _columns(q, image))
+        _columns(grad_q[image]).baddbmm_(cols_grad, _columns(k[image]))
+        _columns(grad_k[image]).baddbmm_(cols_grad.transpose(1, 2), _columns(q[image]))
+
+
+# -------------------------------------------------------------------------------------------------
+# Autograd functions
+# -------------------------------------------------------------------------------------------------
+
+
+def _optional_attention(ctx, qkv, attn_col, attn_row, return_attention: bool) -> torch.Tensor:
+    if return_attention:
+        return join_attention(attn_col, attn_row)  # (B, h, w, h+w)
+    empty = qkv.new_empty(0)
+    ctx.mark_non_differentiable(empty)
+    return empty
+
+
+def _attention_grad_or_none(grad_attn):
+    return grad_attn if grad_attn is not None and grad_attn.numel() else None
+
+
+class CrissCrossStepFunction(torch.autograd.Function):
+    """One RCCA loop, channels-last: out = x + CCA(x W^T + b) with gamma folded into W and b.
+
+    Inputs x (B, h, w, C) (any strides with a per-image (h*w, C) view: NHWC, or NCHW permuted),
+    weight (2C' + C, C), bias (2C' + C,). Saves x, weight, the projections qkv and the two attention
+    parts (B*h*w*(h + w) numbers, less than v itself).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, qk_channels: int, return_attention: bool):
+        qkv = project(x, weight, bias)  # (B, h, w, 2C'+C)
+        q, k, v = _split(qkv, qk_channels)
+        attn_col, attn_row = joint_softmax_attention(q, k)  # (B, w, h, h), (B, h, w, w)
+        out = aggregate(attn_col, attn_row, v, residual=x)  # (B, h, w, C)
+        ctx.save_for_backward(x, weight, qkv, attn_col, attn_row)
+        ctx.qk_channels = qk_channels
+        ctx.set_materialize_grads(False)
+        return out, _optional_attention(ctx, qkv, attn_col, attn_row, return_attention)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_attn):
+        x, weight, qkv, attn_col, attn_row = ctx.saved_tensors
+        grad_out_nhwc = grad_out.contiguous() if grad_out is not None else None  # (B, h, w, C)
+        grad_attn = _attention_grad_or_none(grad_attn)
+        grad_qkv = attention_backward(qkv, attn_col, attn_row, ctx.qk_channels, grad_out_nhwc, grad_attn)
+        grads = _projection_backward(ctx, x, weight, grad_qkv, grad_out, grad_out_nhwc)
+        return (*grads, None, None)
+
+
+def _projection_backward(ctx, x, weight, grad_qkv, grad_out, grad_out_nhwc):
+    """Gradients of x (residual + projection, one addmm per image), of the weight and of the bias.
+
+    grad_x takes x's own strides (NCHW for the first loop), so no layout change follows it.
+    """
+    b, h, w, _ = x.shape
+    grad_x = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.empty_like(x)  # (B, h, w, C), x's strides
+        if grad_out is None:
+            grad_x.zero_()
+        else:  # the residual's gradient, then the projection's accumulated onto it
+            copy_between_layouts(grad_x, grad_out if grad_out.stride() == grad_x.stride() else grad_out_nhwc)
+        for image in range(b):
+            _pixels(grad_x[image]).addmm_(grad_qkv[image].view(h * w, -1), weight)  # (h*w, C)
+    if ctx.needs_input_grad[1]:
+        grad_weight = torch.zeros_like(weight)  # (2C'+C, C)
+        for image in range(b):
+            grad_weight.addmm_(grad_qkv[image].view(h * w, -1).t(), _pixels(x[image]))
+    if ctx.needs_input_grad[2]:
+        grad_bias = grad_qkv.sum(dim=(0, 1, 2))  # (2C'+C,)
+    return grad_x, grad_weight, grad_bias
+
+
+class CrissCrossFunction(torch.autograd.Function):
+    """CCA on channels-last stacked projections qkv (B, h, w, 2C' + C), no residual."""
+
+    @staticmethod
+    def forward(ctx, qkv, qk_channels: int, return_attention: bool):
+        q, k, v = _split(qkv, qk_channels)
+        attn_col, attn_row = joint_softmax_attention(q, k)  # (B, w, h, h), (B, h, w, w)
+        out = aggregate(attn_col, attn_row, v)  # (B, h, w, C)
+        ctx.save_for_backward(qkv, attn_col, attn_row)
+        ctx.qk_channels = qk_channels
+        ctx.set_materialize_grads(False)
+        return out, _optional_attention(ctx, qkv, attn_col, attn_row, return_attention)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_attn):
+        qkv, attn_col, attn_row = ctx.saved_tensors
+        if grad_out is not None:
+            grad_out = grad_out.contiguous()  # (B, h, w, C)
+        grad_attn = _attention_grad_or_none(grad_attn)
+        grad_qkv = attention_backward(qkv, attn_col, attn_row, ctx.qk_channels, grad_out, grad_attn)
+        return grad_qkv, None, None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -177,12 +268,20 @@ def fused_projection_weights(query_conv, key_conv, value_conv, gamma):
 
 
 def criss_cross_step(x_nhwc, weight, bias, qk_channels: int, return_attention: bool = False):
-    """One CCA loop in channels-last: x + gamma * CCA(x), gamma already folded into weight and bias.
+    """One CCA loop: x + gamma * CCA(x), gamma already folded into weight and bias.
 
-    x_nhwc (B, h, w, C) -> (out (B, h, w, C), attn (B, h, w, h + w) or an empty tensor).
+    x_nhwc (B, h, w, C) -> (out (B, h, w, C) contiguous, attn (B, h, w, h + w) or an empty tensor).
     """
-    qkv = F.linear(x_nhwc, weight, bias)  # (B, h, w, 2C'+C)
-    return CrissCrossFunction.apply(qkv, x_nhwc, qk_channels, return_attention)
+    if not _has_pixel_view(x_nhwc):
+        x_nhwc = x_nhwc.contiguous()
+    return CrissCrossStepFunction.apply(x_nhwc, weight, bias, qk_channels, return_attention)
+
+
+def _has_pixel_view(x: torch.Tensor) -> bool:
+    """True when every image of (B, h, w, C) flattens to an (h*w, C) view with a unit stride."""
+    _, h, w, _ = x.shape
+    rows_merge = h == 1 or w == 1 or x.stride(1) == w * x.stride(2)
+    return rows_merge and (x.stride(3) == 1 or x.stride(2) == 1 or x.shape[3] == 1)
 
 
 def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
@@ -191,18 +290,54 @@ def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     Returns (aggregated (B, C, h, w), attn (B, h, w, h + w)), both differentiable.
     """
     qkv = torch.cat([q, k, v], dim=1).permute(0, 2, 3, 1).contiguous()  # (B, h, w, 2C'+C)
-    out, attn = CrissCrossFunction.apply(qkv, None, q.shape[1], True)  # (B, h, w, C)
+    out, attn = CrissCrossFunction.apply(qkv, q.shape[1], True)  # (B, h, w, C)
     return out.permute(0, 3, 1, 2).contiguous(), attn  # (B, C, h, w)
 
 
-def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> contiguous (B, h, w, C); free when x is already in channels_last format."""
-    return x.permute(0, 2, 3, 1).contiguous()  # (B, h, w, C)
+def channels_last_view(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, h, w, C) view; the fast path reads NCHW and NHWC strides alike."""
+    return x.permute(0, 2, 3, 1)  # (B, h, w, C)
 
 
 def from_channels_last(x_nhwc: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B, h, w, C) -> (B, C, h, w) in the memory format of ``like`` (the module's input)."""
-    out = x_nhwc.permute(0, 3, 1, 2)  # (B, C, h, w), channels_last strides
     if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
-        return out
-    return out.contiguous()
+        return x_nhwc.permute(0, 3, 1, 2)  # (B, C, h, w), channels_last strides: a view
+    return ToChannelsFirst.apply(x_nhwc)  # (B, C, h, w) contiguous
+
+
+class ToChannelsFirst(torch.autograd.Function):
+    """(B, h, w, C) -> contiguous (B, C, h, w), copied in blocks of pixels (``copy_between_layouts``)."""
+
+    @staticmethod
+    def forward(ctx, x_nhwc):
+        return transpose_to_channels_first(x_nhwc)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.permute(0, 2, 3, 1)  # (B, h, w, C) view; the consumer copies the fast way
+
+
+def transpose_to_channels_first(x_nhwc: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, C) -> contiguous (B, C, h, w)."""
+    b, h, w, c = x_nhwc.shape
+    out = x_nhwc.new_empty(b, c, h, w)  # (B, C, h, w)
+    copy_between_layouts(out.permute(0, 2, 3, 1), x_nhwc)
+    return out
+
+
+def copy_between_layouts(target: torch.Tensor, source: torch.Tensor, block: int = 256) -> None:
+    """target[...] = source for two (B, h, w, C) views, transposing NHWC -> NCHW in pixel blocks.
+
+    PyTorch's own strided copy NHWC -> NCHW measured 4-7x slower on CPU here (it writes with a
+    stride of h*w floats); 256 pixels at a time keeps reads and writes in cache.
+    """
+    b, h, w, c = target.shape
+    channels_first = target.stride(3) != 1 and source.stride(3) == 1
+    if not channels_first or target.device.type != "cpu" or h * w <= block:
+        target.copy_(source)
+        return
+    for image in range(b):
+        rows, columns = _pixels(source[image]), _pixels(target[image]).t()  # (h*w, C), (C, h*w)
+        for start in range(0, h * w, block):
+            columns[:, start : start + block].copy_(rows[start : start + block].t())
