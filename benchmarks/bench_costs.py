@@ -165,7 +165,9 @@ def worker(spec: dict) -> dict:
 
     result = {"flops": count_flops(infer)}
     infer()  # warm-up
-    result["infer_mb"] = common.measure_peak_mb(infer, device)
+    result["infer_alloc_mb"] = common.measure_peak_allocated_mb(infer)
+    if spec["scope"] == "head":  # a whole network's RSS peak mostly measures the C heap's reuse
+        result["infer_rss_mb"] = common.measure_peak_mb(infer, device)
     if spec["scope"] == "head" and spec["variant"] != "baseline":
         x.requires_grad_(True)
 
@@ -175,7 +177,8 @@ def worker(spec: dict) -> dict:
             module(x).sum().backward()
 
         train()
-        result["train_mb"] = common.measure_peak_mb(train, device)
+        result["train_alloc_mb"] = common.measure_peak_allocated_mb(train)
+        result["train_rss_mb"] = common.measure_peak_mb(train, device)
         x.requires_grad_(False)
     if spec["time"]:
         common.wait_until_quiet(log=lambda m: print(m, file=sys.stderr))
@@ -203,18 +206,19 @@ def run(args, log=print) -> dict:
 
 
 def _increment(results, scope, variant, key):
-    value, base = results[(scope, variant)].get(key), results[(scope, "baseline")].get(key, 0.0)
-    return None if value is None else value - base
+    value, base = results[(scope, variant)].get(key), results[(scope, "baseline")].get(key)
+    return None if value is None else value - (base or 0.0)
 
 
 def format_table(run_result: dict) -> str:
     results, device = run_result["results"], run_result["device"]
-    memory_method = common.MEMORY_METHOD_CUDA if device == "cuda" else common.MEMORY_METHOD_CPU
+    rss_method = common.MEMORY_METHOD_CUDA if device == "cuda" else common.MEMORY_METHOD_CPU
     lines = [
         f"One 1x3x769x769 image (97x97x512 at the attention), float32, batch 1; {run_result['machine']}.",
         "FLOPs: `torch.utils.flop_counter.FlopCounterMode` (GEMMs and convolutions, 2 per multiply-add); "
-        "analytic: `bench_costs.analytic_flops`. Memory: " + memory_method + ". Increments are over the "
-        "same network without attention (head scope: over the identity).",
+        "analytic: `bench_costs.analytic_flops`. Memory, main columns: " + common.MEMORY_METHOD_ALLOCATOR
+        + ". Peak RSS columns: " + rss_method + ". Increments are over the same network without "
+        "attention (head scope: over the identity); each variant runs in its own process.",
         "",
     ]
     for scope in run_result["scopes"]:
@@ -228,46 +232,48 @@ def format_table(run_result: dict) -> str:
 
 def _scope_table(results, scope) -> list[str]:
     what = ("attention module alone on the 97x97x512 map" if scope == "head"
-            else "whole CCNet ResNet-101 (output stride 8) on the 769x769 image")
+            else "whole CCNet ResNet-101 (output stride 8) on the 769x769 image, forward")
     lines = [
         f"**Scope: {scope}** ({what}).",
         "",
         "| variant | GFLOPs (counter) | GFLOPs (analytic) | paper GFLOPs | memory, inference (MB) "
-        "| paper memory (MB) | memory, training fwd+bwd (MB) | forward time (ms) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| paper memory (MB) | inference, peak RSS (MB) | training fwd+bwd (MB) | training, peak RSS (MB) "
+        "| forward time (ms) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for variant in VARIANTS[1:]:
         if "error" in results[(scope, variant)] or "error" in results[(scope, "baseline")]:
             continue
         flops = _increment(results, scope, variant, "flops") / 1e9
-        infer = _increment(results, scope, variant, "infer_mb")
-        train = results[(scope, variant)].get("train_mb")
-        time_ms = _increment(results, scope, variant, "infer_ms")
-        paper_flops, paper_mb = PAPER[variant]
         analytic = analytic_flops(variant) / 1e9
-        lines.append(
-            f"| {variant} | {flops:.1f} | {analytic:.1f} | {paper_flops:g} | {infer:.0f} "
-            f"| {paper_mb} | {_fmt(train, '.0f')} | {_fmt(time_ms, '.0f')} |"
-        )
+        paper_flops, paper_mb = PAPER[variant]
+        cells = [
+            f"{flops:.1f}", f"{analytic:.1f}", f"{paper_flops:g}",
+            _fmt(_increment(results, scope, variant, "infer_alloc_mb"), ".0f"), f"{paper_mb}",
+            _fmt(_increment(results, scope, variant, "infer_rss_mb"), ".0f"),
+            _fmt(results[(scope, variant)].get("train_alloc_mb"), ".0f"),
+            _fmt(results[(scope, variant)].get("train_rss_mb"), ".0f"),
+            _fmt(_increment(results, scope, variant, "infer_ms"), ".0f"),
+        ]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
 def _ratio_lines(results, scope) -> list[str]:
-    lines = ["| ratio | FLOPs (ours) | FLOPs (paper) | memory (ours) | memory (paper) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| ratio | FLOPs (ours) | FLOPs (paper) | memory, inference (ours) | memory, training (ours) "
+             "| memory (paper) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for loops in (1, 2, 3):
         rcca = f"RCCA R={loops}"
         if any("error" in results[(scope, v)] for v in ("baseline", rcca, "non-local")):
             continue
         flops = _increment(results, scope, "non-local", "flops") / _increment(results, scope, rcca, "flops")
-        memory = _increment(results, scope, "non-local", "infer_mb") / max(
-            _increment(results, scope, rcca, "infer_mb"), 1e-9)
-        paper_flops = PAPER["non-local"][0] / PAPER[rcca][0]
-        paper_memory = PAPER["non-local"][1] / PAPER[rcca][1]
-        lines.append(
-            f"| non-local / {rcca} | {flops:.1f}x | {paper_flops:.1f}x "
-            f"| {memory:.1f}x | {paper_memory:.1f}x |"
-        )
+        cells = [f"{flops:.1f}x", f"{PAPER['non-local'][0] / PAPER[rcca][0]:.1f}x"]
+        for key in ("infer_alloc_mb", "train_alloc_mb"):
+            ours, theirs = _increment(results, scope, rcca, key), _increment(results, scope, "non-local", key)
+            cells.append(f"{theirs / ours:.1f}x" if ours and theirs and ours > 0.5 else "-")
+        cells.append(f"{PAPER['non-local'][1] / PAPER[rcca][1]:.1f}x")
+        lines.append(f"| non-local / {rcca} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

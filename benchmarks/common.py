@@ -143,6 +143,33 @@ MEMORY_METHOD_CPU = (
 MEMORY_METHOD_CUDA = "CUDA: torch.cuda.max_memory_allocated during one call minus memory allocated before it"
 
 
+MEMORY_METHOD_ALLOCATOR = (
+    "allocator peak: the largest sum of live tensor bytes during one call, from the PyTorch "
+    "profiler's allocation records (profile_memory=True), over what was live before it; the CPU "
+    "analogue of CUDA's max_memory_allocated, blind to the C library's heap caching"
+)
+
+
+def measure_peak_allocated_mb(call: Callable[[], object]) -> float:
+    """Peak of live tensor bytes (MiB) allocated by ``call()`` beyond those live before it."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        stack.extend(event.children)
+        if event.tag == _EventType.Allocation:
+            events.append(event)
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_time_ns):
+        live += event.extra_fields.alloc_size  # negative for a free
+        peak = max(peak, live)
+    return peak / 2**20
+
+
 def measure_peak_mb(call: Callable[[], object], device: str = "cpu") -> float:
     """Peak memory increment (MiB) of ``call()`` over what is allocated before it."""
     if device == "cuda":
