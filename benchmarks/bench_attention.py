@@ -151,7 +151,10 @@ def worker(spec: dict) -> dict:
     step = build_step(spec["method"], spec["h"], spec["w"], spec["channels"], spec["loops"], spec["mode"],
                       spec["device"])
     step()  # warm-up: thread pools, library buffers
-    return {"peak_mb": common.measure_peak_mb(step, spec["device"])}
+    result = {"peak_mb": common.measure_peak_mb(step, spec["device"])}
+    if spec["device"] == "cpu":
+        result["alloc_mb"] = common.measure_peak_allocated_mb(step)
+    return result
 
 
 def measure_memory(args, method, h, w) -> dict:
@@ -189,10 +192,11 @@ def run(args, log=print) -> dict:
 
 
 def _add_memory_ratios(rows):
-    base = {r["size"]: r.get("peak_mb") for r in rows if r["method"] == BASELINE}
-    for row in rows:
-        if row.get("peak_mb") is not None and base.get(row["size"]):
-            row["memory_ratio"] = row["peak_mb"] / base[row["size"]]
+    for key in ("peak_mb", "alloc_mb"):
+        base = {r["size"]: r.get(key) for r in rows if r["method"] == BASELINE}
+        for row in rows:
+            if row.get(key) is not None and base.get(row["size"]):
+                row[key.replace("_mb", "_ratio")] = row[key] / base[row["size"]]
 
 
 def format_table(result: dict) -> str:
@@ -203,25 +207,32 @@ def format_table(result: dict) -> str:
     lines = [
         f"R = {args['recurrence']}, C = {args['channels']}, batch 1, {what}, float32; {result['machine']}. "
         f"Time: minimum (median) of {args['rounds']} interleaved rounds; speed-up = einsum time / time, "
-        f"same run. Memory: peak increment in a fresh process ({memory_how}). "
+        f"same run. Memory: peak increment in a fresh process ({memory_how}; allocator peak = live tensor bytes). "
         f"Machine load while timing: {'; '.join(loads)}.",
         "",
-        "| feature map | method | time (ms) | speed-up vs einsum | peak memory (MB) | memory vs einsum |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| feature map | method | time (ms) | speed-up vs einsum | peak RSS (MB) | vs einsum "
+        "| allocator peak (MB) | vs einsum |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
         if "error" in row:
-            lines.append(f"| {row['size']} | {row['method']} | failed: {row['error']} | | | |")
+            lines.append(f"| {row['size']} | {row['method']} | failed: {row['error']} | | | | | |")
             continue
         compile_note = f" (first call {row['compile_s']:.0f} s)" if "compile_s" in row else ""
-        memory = f"{row['peak_mb']:.0f}" if "peak_mb" in row else "-"
-        ratio = f"{row['memory_ratio']:.2f}x" if "memory_ratio" in row else "-"
+        memory = [_fmt(row.get(key), spec) for key, spec in
+                  (("peak_mb", ".0f"), ("peak_ratio", ".2f"), ("alloc_mb", ".0f"), ("alloc_ratio", ".2f"))]
+        memory[1] += "x" if memory[1] != "-" else ""
+        memory[3] += "x" if memory[3] != "-" else ""
         time_ms = f"{row['time_ms']:.0f} ({row['median_ms']:.0f})"
         lines.append(
             f"| {row['size']} | {row['method']}{compile_note} | {time_ms} "
-            f"| **{row['speedup']:.2f}x** | {memory} | {ratio} |"
+            f"| **{row['speedup']:.2f}x** | " + " | ".join(memory) + " |"
         )
     return "\n".join(lines)
+
+
+def _fmt(value, spec) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def main(argv=None):
