@@ -38,11 +38,12 @@ from ccnet.attention import (
 )
 
 BASELINE = "einsum (common)"
+OURS = "ours (fused, default)"
 METHODS = [
     "dense masked reference",
     BASELINE,
     "first bmm (v0)",
-    "ours (fused, default)",
+    OURS,
     "non-local (1 block)",
 ]
 COMPILED = ["einsum + torch.compile", "ours + torch.compile"]
@@ -102,10 +103,10 @@ def _forward_function(method: str, rcca, loops: int):
     cca = rcca.cca
     base = method.replace(" + torch.compile", "")
     if base == "ours":
-        base = "ours (fused, default)"
+        base = OURS
     if base == "einsum":
         base = BASELINE
-    if base == "ours (fused, default)":
+    if base == OURS:
         forward = rcca
     elif base == "non-local (1 block)":
         def forward(x):
@@ -228,7 +229,32 @@ def format_table(result: dict) -> str:
             f"| {row['size']} | {row['method']}{compile_note} | {time_ms} "
             f"| **{row['speedup']:.2f}x** | " + " | ".join(memory) + " |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + target_lines(result))
+
+
+TARGETS = {  # issue 6, training step at R = 2: minimum speed-up over einsum, and peak memory no higher
+    "97x97x512": (1.5, True),
+    "45x60x512": (1.0, False),
+}
+
+
+def target_lines(result: dict) -> list[str]:
+    """The issue's targets, checked against this run's ratios (training mode only)."""
+    if result["args"]["mode"] != "train":
+        return []
+    lines = []
+    for size, (min_speedup, memory_too) in TARGETS.items():
+        row = next((r for r in result["rows"] if r["size"] == size and r["method"] == OURS), None)
+        if row is None or "error" in row:
+            continue
+        met = row["speedup"] >= min_speedup
+        text = f"{size}: {row['speedup']:.2f}x the einsum speed (target >= {min_speedup:g}x)"
+        if memory_too and "peak_ratio" in row:
+            met = met and row["peak_ratio"] <= 1.0
+            text += f", peak RSS {row['peak_ratio']:.2f}x and allocator peak {row['alloc_ratio']:.2f}x of einsum's"
+            text += " (target <= 1x)"
+        lines.append(f"- {'met' if met else 'NOT met'}: {text}.")
+    return ["", "Targets (issue 6):", ""] + lines if lines else []
 
 
 def _fmt(value, spec) -> str:
