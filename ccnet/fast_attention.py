@@ -22,6 +22,7 @@ strided views); loops over the batch keep every view strided rather than copied.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 # -------------------------------------------------------------------------------------------------
 # Layout helpers. x is channels-last (B, h, w, c) with a contiguous last dim.
@@ -197,6 +198,7 @@ class CrissCrossStepFunction(torch.autograd.Function):
         return out, _optional_attention(ctx, qkv, attn_col, attn_row, return_attention)
 
     @staticmethod
+    @once_differentiable  # the backward is hand-written: no double backward (create_graph=True)
     def backward(ctx, grad_out, grad_attn):
         x, weight, qkv, attn_col, attn_row = ctx.saved_tensors
         grad_out_nhwc = grad_out.contiguous() if grad_out is not None else None  # (B, h, w, C)
@@ -244,6 +246,7 @@ class CrissCrossFunction(torch.autograd.Function):
         return out, _optional_attention(ctx, qkv, attn_col, attn_row, return_attention)
 
     @staticmethod
+    @once_differentiable  # the backward is hand-written: no double backward (create_graph=True)
     def backward(ctx, grad_out, grad_attn):
         qkv, attn_col, attn_row = ctx.saved_tensors
         if grad_out is not None:
