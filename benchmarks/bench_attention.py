@@ -6,6 +6,7 @@ forward + backward (training) or forward only under ``torch.no_grad`` (inference
   einsum (common)          the formulation most public CCNet code uses (1x1 convs + einsum)
   first bmm (v0)           our first version: batched products over permuted copies
   ours (fused, default)    ``RecurrentCrissCrossAttention`` as the model runs it (ccnet.fast_attention)
+  ours, attention recomputed in backward   the same with ``recompute=True`` (less memory kept)
   einsum + torch.compile   with --compile; compile time reported apart
   ours + torch.compile     with --compile
   non-local (1 block)      a non-local block with the same projections (dense attention, once)
@@ -36,14 +37,17 @@ from ccnet.attention import (
     criss_cross_attention_reference,
     non_local_attention,
 )
+from ccnet.fast_attention import channels_last_view, criss_cross_step, from_channels_last
 
 BASELINE = "einsum (common)"
 OURS = "ours (fused, default)"
+RECOMPUTE = "ours, attention recomputed in backward"
 METHODS = [
     "dense masked reference",
     BASELINE,
     "first bmm (v0)",
     OURS,
+    RECOMPUTE,
     "non-local (1 block)",
 ]
 COMPILED = ["einsum + torch.compile", "ours + torch.compile"]
@@ -108,6 +112,13 @@ def _forward_function(method: str, rcca, loops: int):
         base = BASELINE
     if base == OURS:
         forward = rcca
+    elif base == RECOMPUTE:
+        def forward(x):
+            weight, bias = cca.fused_weights()
+            state = channels_last_view(x)  # (B, h, w, C)
+            for _ in range(loops):
+                state, _ = criss_cross_step(state, weight, bias, cca.qk_channels, recompute=True)
+            return from_channels_last(state, like=x)
     elif base == "non-local (1 block)":
         def forward(x):
             aggregated, _ = non_local_attention(*cca.project(x))  # (B, C, h, w)

@@ -187,12 +187,13 @@ class CrissCrossStepFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, qk_channels: int, return_attention: bool):
+    def forward(ctx, x, weight, bias, qk_channels: int, return_attention: bool, recompute: bool = False):
         qkv = project(x, weight, bias)  # (B, h, w, 2C'+C)
         q, k, v = _split(qkv, qk_channels)
         attn_col, attn_row = joint_softmax_attention(q, k)  # (B, w, h, h), (B, h, w, w)
         out = aggregate(attn_col, attn_row, v, residual=x)  # (B, h, w, C)
-        ctx.save_for_backward(x, weight, qkv, attn_col, attn_row)
+        kept = (None, None) if recompute else (attn_col, attn_row)  # recomputed from q, k in backward
+        ctx.save_for_backward(x, weight, qkv, *kept)
         ctx.qk_channels = qk_channels
         ctx.set_materialize_grads(False)
         return out, _optional_attention(ctx, qkv, attn_col, attn_row, return_attention)
@@ -201,11 +202,13 @@ class CrissCrossStepFunction(torch.autograd.Function):
     @once_differentiable  # the backward is hand-written: no double backward (create_graph=True)
     def backward(ctx, grad_out, grad_attn):
         x, weight, qkv, attn_col, attn_row = ctx.saved_tensors
+        if attn_col is None:
+            attn_col, attn_row = joint_softmax_attention(*_split(qkv, ctx.qk_channels)[:2])
         grad_out_nhwc = grad_out.contiguous() if grad_out is not None else None  # (B, h, w, C)
         grad_attn = _attention_grad_or_none(grad_attn)
         grad_qkv = attention_backward(qkv, attn_col, attn_row, ctx.qk_channels, grad_out_nhwc, grad_attn)
         grads = _projection_backward(ctx, x, weight, grad_qkv, grad_out, grad_out_nhwc)
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
 def _projection_backward(ctx, x, weight, grad_qkv, grad_out, grad_out_nhwc):
@@ -270,14 +273,23 @@ def fused_projection_weights(query_conv, key_conv, value_conv, gamma):
     return weight, bias
 
 
-def criss_cross_step(x_nhwc, weight, bias, qk_channels: int, return_attention: bool = False):
+# Recompute the attention in backward instead of keeping it from forward: saves B*h*w*(h + w) floats
+# per loop (7 MB at 97x97) for about one extra affinity product and softmax. Off by default: at
+# 97x97x512 the memory kept is small beside the projections' (see docs/BENCHMARKS.md).
+RECOMPUTE_ATTENTION = False
+
+
+def criss_cross_step(x_nhwc, weight, bias, qk_channels: int, return_attention: bool = False,
+                     recompute: bool | None = None):
     """One CCA loop: x + gamma * CCA(x), gamma already folded into weight and bias.
 
     x_nhwc (B, h, w, C) -> (out (B, h, w, C) contiguous, attn (B, h, w, h + w) or an empty tensor).
+    recompute: recompute the attention in backward (None: ``RECOMPUTE_ATTENTION``).
     """
     if not _has_pixel_view(x_nhwc):
         x_nhwc = x_nhwc.contiguous()
-    return CrissCrossStepFunction.apply(x_nhwc, weight, bias, qk_channels, return_attention)
+    recompute = RECOMPUTE_ATTENTION if recompute is None else recompute
+    return CrissCrossStepFunction.apply(x_nhwc, weight, bias, qk_channels, return_attention, recompute)
 
 
 def _has_pixel_view(x: torch.Tensor) -> bool:

@@ -7,6 +7,7 @@ Every comparison is in float64 on fresh random inputs, against explicit loops of
 import pytest
 import torch
 
+from ccnet import fast_attention
 from ccnet.attention import (
     CrissCrossAttention,
     RecurrentCrissCrossAttention,
@@ -70,6 +71,16 @@ def test_rcca_values_and_gradients_equal_reference(b, h, w, loops):
     ref = torch.autograd.grad(loss_of(ref_out, ref_attentions, weights), inputs)
     for name, g_fast, g_ref in zip(["x", *dict(rcca.named_parameters())], fast, ref, strict=True):
         torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-9, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_recomputed_attention_gives_the_same_gradients(monkeypatch):
+    rcca = make_rcca(recurrence=2)
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64, requires_grad=True)
+    stored = torch.autograd.grad(rcca(x).square().sum(), [x, *rcca.parameters()])
+    monkeypatch.setattr(fast_attention, "RECOMPUTE_ATTENTION", True)
+    recomputed = torch.autograd.grad(rcca(x).square().sum(), [x, *rcca.parameters()])
+    for a, b in zip(stored, recomputed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_rcca_gradcheck_through_output_and_attention():
