@@ -204,26 +204,40 @@ class CrissCrossStepFunction(torch.autograd.Function):
         x, weight, qkv, attn_col, attn_row = ctx.saved_tensors
         if attn_col is None:
             attn_col, attn_row = joint_softmax_attention(*_split(qkv, ctx.qk_channels)[:2])
-        grad_out_nhwc = grad_out.contiguous() if grad_out is not None else None  # (B, h, w, C)
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None  # (B, h, w, C), x's strides
+        grad_out_nhwc = _residual_gradient(grad_out, grad_x)  # (B, h, w, C) contiguous, or None
         grad_attn = _attention_grad_or_none(grad_attn)
         grad_qkv = attention_backward(qkv, attn_col, attn_row, ctx.qk_channels, grad_out_nhwc, grad_attn)
-        grads = _projection_backward(ctx, x, weight, grad_qkv, grad_out, grad_out_nhwc)
+        grads = _projection_backward(ctx, x, weight, grad_qkv, grad_x)
         return (*grads, None, None, None)
 
 
-def _projection_backward(ctx, x, weight, grad_qkv, grad_out, grad_out_nhwc):
-    """Gradients of x (residual + projection, one addmm per image), of the weight and of the bias.
+def _residual_gradient(grad_out, grad_x):
+    """grad_out as a contiguous (B, h, w, C) tensor, and grad_x filled with it (the residual path).
+
+    When grad_x is itself contiguous channels-last, it *is* that tensor: the attention backward
+    reads it before the projection's gradient is accumulated onto it, which saves a buffer and a copy.
+    """
+    if grad_out is None:
+        if grad_x is not None:
+            grad_x.zero_()
+        return None
+    if grad_x is not None and grad_x.is_contiguous():
+        return grad_x.copy_(grad_out)
+    grad_out_nhwc = grad_out.contiguous()
+    if grad_x is not None:  # channels-first grad_x: transpose from whichever source has its layout
+        copy_between_layouts(grad_x, grad_out if grad_out.stride() == grad_x.stride() else grad_out_nhwc)
+    return grad_out_nhwc
+
+
+def _projection_backward(ctx, x, weight, grad_qkv, grad_x):
+    """Gradients of x (the residual's, already in grad_x, plus the projection's), weight and bias.
 
     grad_x takes x's own strides (NCHW for the first loop), so no layout change follows it.
     """
     b, h, w, _ = x.shape
-    grad_x = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_x = torch.empty_like(x)  # (B, h, w, C), x's strides
-        if grad_out is None:
-            grad_x.zero_()
-        else:  # the residual's gradient, then the projection's accumulated onto it
-            copy_between_layouts(grad_x, grad_out if grad_out.stride() == grad_x.stride() else grad_out_nhwc)
+    grad_weight = grad_bias = None
+    if grad_x is not None:
         for image in range(b):
             _pixels(grad_x[image]).addmm_(grad_qkv[image].view(h * w, -1), weight)  # (h*w, C)
     if ctx.needs_input_grad[1]:
