@@ -53,7 +53,7 @@ def worker(spec: dict) -> dict:
 
     device = spec["device"]
     model, metadata = load_checkpoint(spec["path"], device=device)
-    result = {"recurrence": metadata.get("recurrence"), "dataset": metadata.get("dataset")}
+    result = {key: metadata.get(key) for key in ("recurrence", "dataset", "backbone")}
     images = torch.randn(1, 3, *INFER_SIZE, device=device)
     model.eval()
 
@@ -116,16 +116,16 @@ def format_table(result: dict) -> str:
         f"(median) of {result['args']['rounds']}. Training: one SGD step (cross-entropy + 0.4 x auxiliary) "
         "on random crops of the trained size; images/s from the minimum step time.",
         "",
-        "| model | dataset | R | inference 360x480 (ms) | training crop x batch | training images/s |",
-        "| --- | --- | ---: | ---: | --- | ---: |",
+        "| model | backbone | dataset | R | inference 360x480 (ms) | training crop x batch | training images/s |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: |",
     ]
     for row in result["rows"]:
         if "error" in row:
-            lines.append(f"| {row['name']} | failed: {row['error']} | | | | |")
+            lines.append(f"| {row['name']} | failed: {row['error']} | | | | | |")
             continue
         crop = f"{row['train_crop'][0]}x{row['train_crop'][1]} x {row['train_batch']}"
         lines.append(
-            f"| {row['name']} | {row.get('dataset') or '-'} | {row.get('recurrence', '-')} "
+            f"| {row['name']} | {row.get('backbone') or '-'} | {row.get('dataset') or '-'} | {row.get('recurrence', '-')} "
             f"| {row['infer_ms']:.0f} ({row['infer_median_ms']:.0f}) | {crop} | {row['train_images_per_s']:.2f} |"
         )
     return "\n".join(lines)
