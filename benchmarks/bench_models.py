@@ -125,7 +125,8 @@ def format_table(result: dict) -> str:
             continue
         crop = f"{row['train_crop'][0]}x{row['train_crop'][1]} x {row['train_batch']}"
         lines.append(
-            f"| {row['name']} | {row.get('backbone') or '-'} | {row.get('dataset') or '-'} | {row.get('recurrence', '-')} "
+            f"| {row['name']} | {row.get('backbone') or '-'} | {row.get('dataset') or '-'} "
+            f"| {row.get('recurrence', '-')} "
             f"| {row['infer_ms']:.0f} ({row['infer_median_ms']:.0f}) | {crop} | {row['train_images_per_s']:.2f} |"
         )
     return "\n".join(lines)
