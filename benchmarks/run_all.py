@@ -3,6 +3,7 @@
 Sections (each a script of its own in benchmarks/, runnable alone):
   attention   bench_attention.py: R = 2 forward + backward at 97x97 and 45x60, all formulations,
               torch.compile variants with their compile time; then forward-only (inference)
+  ablations   bench_ablations.py: the fast path's design choices against their alternatives
   costs       bench_costs.py: the paper's FLOPs / memory table at 769x769, ours beside the paper's
   growth      bench_growth.py: time and memory against map size 16x16 .. 128x128, fitted exponents,
               the plot docs/growth.png
@@ -26,13 +27,14 @@ import datetime
 import sys
 from pathlib import Path
 
+import bench_ablations
 import bench_attention
 import bench_costs
 import bench_growth
 import bench_models
 import common
 
-SECTIONS = ["attention", "costs", "growth", "models"]
+SECTIONS = ["attention", "ablations", "costs", "growth", "models"]
 RESULTS = Path(__file__).resolve().parent / "results"
 TEMPLATE = Path(__file__).resolve().parent / "BENCHMARKS.template.md"
 OUTPUT = common.DOCS / "BENCHMARKS.md"
@@ -66,6 +68,10 @@ def run_attention(args) -> str:
     )
 
 
+def run_ablations(args) -> str:
+    return bench_ablations.run(bench_ablations.parse_args(["--rounds", "3" if args.quick else "11"]), log)
+
+
 def run_costs(args) -> str:
     return bench_costs.format_table(bench_costs.run(bench_costs.parse_args(["--device", args.device]), log))
 
@@ -82,7 +88,13 @@ def run_models(args) -> str:
     return bench_models.format_table(bench_models.run(bench_models.parse_args(options), log))
 
 
-RUNNERS = {"attention": run_attention, "costs": run_costs, "growth": run_growth, "models": run_models}
+RUNNERS = {
+    "attention": run_attention,
+    "ablations": run_ablations,
+    "costs": run_costs,
+    "growth": run_growth,
+    "models": run_models,
+}
 
 
 def section_text(name: str) -> str:
