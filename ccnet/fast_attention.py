@@ -35,9 +35,12 @@ def _columns(image_map: torch.Tensor) -> torch.Tensor:
 
 
 def _pixels(image_map: torch.Tensor) -> torch.Tensor:
-    """(h, w, c) -> (h*w, c) as a view: one row per pixel (NHWC, or NCHW read transposed)."""
+    """(h, w, c) -> (h*w, c), always a view (results are written through it): one row per pixel.
+
+    NHWC gives a row-major matrix, NCHW seen as (h, w, c) a column-major one; both are GEMM operands.
+    """
     h, w, c = image_map.shape
-    return image_map.view(h * w, c) if image_map.is_contiguous() else image_map.flatten(0, 1)
+    return image_map.view(h * w, c)
 
 
 def _split(qkv: torch.Tensor, qk_channels: int):
