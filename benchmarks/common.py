@@ -87,11 +87,13 @@ def wait_until_quiet(max_busy: float = 0.2, timeout_s: float = 1800.0, log=print
     Returns the busy fraction seen last. Raises TimeoutError after timeout_s (never times anything
     while a training run is flagged).
     """
+    global _last_busy
     deadline = time.monotonic() + timeout_s
     said = False
     while True:
         busy = 1.0 if training_running() else cpu_busy_fraction()
         if busy < max_busy:
+            _last_busy = busy
             return busy
         if time.monotonic() > deadline:
             raise TimeoutError(f"machine not quiet after {timeout_s:.0f} s (busy {busy:.0%}); not timing")
@@ -102,9 +104,14 @@ def wait_until_quiet(max_busy: float = 0.2, timeout_s: float = 1800.0, log=print
         time.sleep(10)
 
 
+_last_busy: float | None = None
+
+
 def load_note() -> str:
+    """How loaded the machine was: CPU use just before the last timing, and the load average now."""
     one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+    before = f"CPUs {_last_busy:.0%} busy just before timing, " if _last_busy is not None else ""
+    return f"{before}load average {one:.2f} (1 min) / {five:.2f} (5 min) counting the benchmark itself"
 
 
 # -------------------------------------------------------------------------------------------------

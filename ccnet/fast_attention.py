@@ -323,7 +323,7 @@ def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     """
     qkv = torch.cat([q, k, v], dim=1).permute(0, 2, 3, 1).contiguous()  # (B, h, w, 2C'+C)
     out, attn = CrissCrossFunction.apply(qkv, q.shape[1], True)  # (B, h, w, C)
-    return out.permute(0, 3, 1, 2).contiguous(), attn  # (B, C, h, w)
+    return ToChannelsFirst.apply(out), attn  # (B, C, h, w)
 
 
 def channels_last_view(x: torch.Tensor) -> torch.Tensor:
