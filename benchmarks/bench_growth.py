@@ -12,7 +12,8 @@ log(time) and log(memory) against log(N) over all sizes and over the largest fou
 FLOP count's slope is given beside them.
 
 Time: minimum of --rounds interleaved rounds, each repeating a call until it lasts >= 50 ms.
-Memory: peak increment in a fresh process per point (``common.MEMORY_METHOD_CPU``).
+Memory: allocator peak in a fresh process per point (``common.MEMORY_METHOD_ALLOCATOR``: live tensor
+bytes, steadier than the peak RSS for small maps; CUDA allocator statistics on CUDA).
 Plot: ``docs/growth.png`` (needs matplotlib; skipped with a message without it).
 
     python benchmarks/bench_growth.py
@@ -127,7 +128,9 @@ def measure_times(args, side: int, log) -> dict:
 def worker(spec: dict) -> dict:
     step = build_step(spec["method"], spec["side"], spec["channels"], spec["device"])
     step()
-    return {"peak_mb": common.measure_peak_mb(step, spec["device"])}
+    if spec["device"] == "cuda":
+        return {"peak_mb": common.measure_peak_mb(step, "cuda")}
+    return {"peak_mb": common.measure_peak_allocated_mb(step)}
 
 
 def fit_exponent(ns: list[float], values: list[float]) -> float:
@@ -181,7 +184,7 @@ def plot(result: dict, path: Path, log) -> str | None:
         log("matplotlib not installed: no plot (pip install matplotlib)")
         return None
     rows = result["rows"]
-    keys = [("time_ms", "forward + backward time (ms)"), ("peak_mb", "peak memory increment (MB)")]
+    keys = [("time_ms", "forward + backward time (ms)"), ("peak_mb", "peak memory increment (MB, allocator)")]
     keys = [(k, label) for k, label in keys if any(r.get(k) is not None for r in rows)]
     figure, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 5))
     axes = [axes] if len(keys) == 1 else axes
@@ -193,7 +196,7 @@ def plot(result: dict, path: Path, log) -> str | None:
             ns, values = zip(*points, strict=True)
             slope = result["fits"].get((method, key, "large"), float("nan"))
             style = "-o" if "module" in method else "--s"
-            axis.plot(ns, values, style, label=f"{method} (slope {slope:.2f})")
+            axis.plot(ns, values, style, label=f"{method} (slope {slope:.2f}, largest 4)")
         _reference_slopes(axis, rows, key)
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -202,7 +205,8 @@ def plot(result: dict, path: Path, log) -> str | None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(f"Cost growth, batch 1, float32 - {result['machine']}", fontsize=9)
-    figure.text(0.5, 0.01, "time: min of interleaved rounds; memory: peak RSS increment in a fresh process",
+    figure.text(0.5, 0.01, "time: min of interleaved rounds; memory: allocator peak (live tensor bytes) "
+                "in a fresh process",
                 ha="center", fontsize=8)
     figure.tight_layout(rect=(0, 0.03, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +237,7 @@ def format_table(result: dict) -> str:
     lines = [
         f"C = {result['args']['channels']}, batch 1, float32, forward + backward; {result['machine']}. "
         f"Time: minimum of {result['args']['rounds']} interleaved rounds (each call repeated to >= 50 ms); "
-        f"memory: peak RSS increment in a fresh process. Load: {result['load']}.",
+        f"memory: allocator peak (live tensor bytes) in a fresh process. Load: {result['load']}.",
         "",
         "| map | N | " + " | ".join(f"{m} ms / MB" for m in METHODS) + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in METHODS) + " |",
