@@ -18,6 +18,7 @@ the tables is benchmarks/BENCHMARKS.template.md. Nothing is timed while a traini
     python benchmarks/run_all.py                 # everything (about 15 minutes on 2 cores)
     python benchmarks/run_all.py --only costs    # one section, the others from their last run
     python benchmarks/run_all.py --quick         # a smoke run: fewer rounds and sizes
+    python benchmarks/run_all.py --render        # rebuild the document after editing the template
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="sections to re-run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer rounds and sizes")
+    parser.add_argument("--render", action="store_true", help="only rebuild the document from the last results")
     parser.add_argument("--output", default=str(OUTPUT), help="markdown file to write")
     parser.add_argument("--device", default="cuda" if common.torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
@@ -113,7 +115,7 @@ def render(output: Path) -> None:
 def main(argv=None):
     args = parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
-    for name in args.only or SECTIONS:
+    for name in [] if args.render else args.only or SECTIONS:
         log(f"== {name}")
         quick = " (quick smoke run: fewer rounds and sizes, not for quoting)" if args.quick else ""
         stamp = f"_Measured {datetime.date.today().isoformat()} by `python benchmarks/run_all.py`{quick}._"
