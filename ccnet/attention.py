@@ -4,9 +4,13 @@ Layout of the 2D attention returned everywhere: (B, h, w, h + w). For the pixel 
 ``attn[b, y, x, :h]`` are its weights over its column (rows 0..h-1 at column x, its own entry
 exactly 0 so that it is counted once) and ``attn[b, y, x, h:]`` over its row (itself included).
 
-Three formulations of the same maths live here:
-- ``criss_cross_attention``: the fast path the modules use (batched matrix products).
+Formulations of the same maths live here:
+- ``criss_cross_attention``: the fast path (``ccnet.fast_attention``: channels-last tensors, one
+  joint softmax, a hand-written backward). The modules use its fused form, which also merges the
+  three 1x1 projections into one GEMM and the residual into the aggregation.
 - ``criss_cross_attention_einsum``: the formulation most public code uses, kept for benchmarks.
+- ``criss_cross_attention_bmm``: our first version (batched products over permuted copies), kept
+  for the benchmark history.
 - ``criss_cross_attention_reference``: dense (hw x hw) attention with everything off the cross
   masked to -inf. Slow and memory hungry; it is the definition the others are tested against.
 """
@@ -16,6 +20,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ccnet.fast_attention import (
+    channels_last_view,
+    criss_cross_attention_fused,
+    criss_cross_step,
+    from_channels_last,
+    fused_projection_weights,
+)
 
 # -------------------------------------------------------------------------------------------------
 # Functional forms on projected tensors: q, k (B, C', h, w), v (B, C, h, w).
@@ -29,7 +41,12 @@ def _own_position_mask(h: int, device: torch.device) -> torch.Tensor:
 
 
 def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-    """Exact criss-cross attention with batched matrix products over contiguous layouts."""
+    """Exact criss-cross attention, the fastest path (channels-last, hand-written backward)."""
+    return criss_cross_attention_fused(q, k, v)
+
+
+def criss_cross_attention_bmm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Our first version: batched matrix products over permuted contiguous copies."""
     b, _, h, w = q.shape
     # Column scores: for each column x, (h, C') @ (C', h) gives every pixel's column affinities.
     q_cols = q.permute(0, 3, 2, 1).reshape(b * w, h, -1)  # (B*w, h, C')
@@ -138,6 +155,10 @@ class _Projections(nn.Module):
     def project(self, x: torch.Tensor):
         return self.query_conv(x), self.key_conv(x), self.value_conv(x)
 
+    def fused_weights(self):
+        """The three projections as one (2C' + C, C) weight and bias, gamma folded into the value part."""
+        return fused_projection_weights(self.query_conv, self.key_conv, self.value_conv, self.gamma)
+
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, qk_channels={self.qk_channels}"
 
@@ -150,8 +171,9 @@ class CrissCrossAttention(_Projections):
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         _check_feature_map(x, self.in_channels, 4, "(B, C, h, w)")
-        aggregated, attn = criss_cross_attention(*self.project(x))  # (B, C, h, w), (B, h, w, h+w)
-        out = self.gamma * aggregated + x
+        weight, bias = self.fused_weights()  # (2C'+C, C), (2C'+C,)
+        out, attn = criss_cross_step(channels_last_view(x), weight, bias, self.qk_channels, return_attention)
+        out = from_channels_last(out, like=x)  # (B, C, h, w)
         return (out, attn) if return_attention else out
 
 
@@ -166,14 +188,18 @@ class RecurrentCrissCrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, recurrence: int | None = None, return_attention: bool = False):
         loops = self.recurrence if recurrence is None else _check_recurrence(recurrence)
         _check_feature_map(x, self.cca.in_channels, 4, "(B, C, h, w)")
+        if loops == 0:
+            return (x, []) if return_attention else x
+        # The whole loop stays channels-last: one layout change in, one out.
+        weight, bias = self.cca.fused_weights()  # (2C'+C, C), (2C'+C,)
+        state = channels_last_view(x)  # (B, h, w, C)
         attentions = []
         for _ in range(loops):
+            state, attn = criss_cross_step(state, weight, bias, self.cca.qk_channels, return_attention)
             if return_attention:
-                x, attn = self.cca(x, return_attention=True)  # (B, C, h, w), (B, h, w, h+w)
-                attentions.append(attn)
-            else:
-                x = self.cca(x)
-        return (x, attentions) if return_attention else x
+                attentions.append(attn)  # (B, h, w, h+w)
+        out = from_channels_last(state, like=x)  # (B, C, h, w)
+        return (out, attentions) if return_attention else out
 
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}"

@@ -12,6 +12,7 @@ from ccnet.attention import (
     criss_cross_attention,
     criss_cross_attention_3d,
     criss_cross_attention_3d_reference,
+    criss_cross_attention_bmm,
     criss_cross_attention_einsum,
     criss_cross_attention_reference,
     criss_cross_mask_3d,
@@ -20,7 +21,7 @@ from ccnet.attention import (
 )
 
 SHAPES = [(1, 5, 5), (2, 4, 7), (2, 7, 3), (1, 1, 6), (2, 6, 1), (1, 1, 1)]  # (B, h, w)
-FAST_PATHS = [criss_cross_attention, criss_cross_attention_einsum]
+FAST_PATHS = [criss_cross_attention, criss_cross_attention_einsum, criss_cross_attention_bmm]
 
 
 def random_qkv(b, h, w, qk=3, c=4, requires_grad=False):

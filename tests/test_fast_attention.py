@@ -1,0 +1,215 @@
+"""The fast path (ccnet.fast_attention) against the dense masked reference: values, gradients, layouts.
+
+Every comparison is in float64 on fresh random inputs, against explicit loops of
+``criss_cross_attention_reference`` on the module's own 1x1 convolutions (the definition).
+"""
+
+import pytest
+import torch
+
+from ccnet import fast_attention
+from ccnet.attention import (
+    CrissCrossAttention,
+    RecurrentCrissCrossAttention,
+    criss_cross_attention,
+    criss_cross_attention_reference,
+)
+from ccnet.fast_attention import (
+    CrissCrossFunction,
+    CrissCrossStepFunction,
+    copy_between_layouts,
+    criss_cross_step,
+    fused_projection_weights,
+    joint_softmax_attention,
+    transpose_to_channels_first,
+)
+
+# (B, h, w): square, wide, tall, a single row or column, and more pixels than one copy block (256)
+SHAPES = [(2, 5, 4), (1, 3, 7), (2, 6, 1), (1, 1, 5), (1, 1, 1), (2, 17, 19)]
+
+
+def make_rcca(c=6, qk=2, recurrence=2, seed=0):
+    torch.manual_seed(seed)
+    rcca = RecurrentCrissCrossAttention(c, recurrence, qk_channels=qk).double()
+    with torch.no_grad():
+        rcca.cca.gamma.fill_(0.8)  # gamma 0 would hide the attention path
+    return rcca
+
+
+def reference_rcca(rcca, x, loops):
+    """The definition: R explicit loops of dense masked attention on the module's convolutions."""
+    attentions = []
+    for _ in range(loops):
+        aggregated, attn = criss_cross_attention_reference(*rcca.cca.project(x))
+        x = rcca.cca.gamma * aggregated + x
+        attentions.append(attn)
+    return x, attentions
+
+
+def loss_of(out, attentions, weights):
+    """A random linear functional of the output and of every attention map, so all paths get gradient."""
+    total = (out * weights[0]).sum()
+    for attn, weight in zip(attentions, weights[1:], strict=True):
+        total = total + (attn * weight).sum()
+    return total
+
+
+@pytest.mark.parametrize("b,h,w", SHAPES)
+@pytest.mark.parametrize("loops", [1, 3])
+def test_rcca_values_and_gradients_equal_reference(b, h, w, loops):
+    rcca = make_rcca(recurrence=loops)
+    x = torch.randn(b, 6, h, w, dtype=torch.float64, requires_grad=True)
+    out, attentions = rcca(x, return_attention=True)
+    ref_out, ref_attentions = reference_rcca(rcca, x, loops)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+    for got, want in zip(attentions, ref_attentions, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+    weights = [torch.randn_like(out)] + [torch.randn_like(a) for a in attentions]
+    inputs = [x, *rcca.parameters()]
+    fast = torch.autograd.grad(loss_of(out, attentions, weights), inputs)
+    ref = torch.autograd.grad(loss_of(ref_out, ref_attentions, weights), inputs)
+    for name, g_fast, g_ref in zip(["x", *dict(rcca.named_parameters())], fast, ref, strict=True):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-9, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_recomputed_attention_gives_the_same_gradients(monkeypatch):
+    rcca = make_rcca(recurrence=2)
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64, requires_grad=True)
+    stored = torch.autograd.grad(rcca(x).square().sum(), [x, *rcca.parameters()])
+    monkeypatch.setattr(fast_attention, "RECOMPUTE_ATTENTION", True)
+    recomputed = torch.autograd.grad(rcca(x).square().sum(), [x, *rcca.parameters()])
+    for a, b in zip(stored, recomputed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_rcca_gradcheck_through_output_and_attention():
+    rcca = make_rcca(c=4, recurrence=2)
+    x = torch.randn(2, 4, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def both(inp):
+        out, attentions = rcca(inp, return_attention=True)
+        return (out, *attentions)
+
+    assert torch.autograd.gradcheck(both, (x,))
+
+
+def test_rcca_parameter_gradients_without_input_gradient():
+    rcca = make_rcca()
+    x = torch.randn(1, 6, 4, 5, dtype=torch.float64)  # no requires_grad: grad_x is skipped
+    out = rcca(x)
+    ref_out, _ = reference_rcca(rcca, x, 2)
+    weight = torch.randn_like(out)
+    fast = torch.autograd.grad((out * weight).sum(), list(rcca.parameters()))
+    ref = torch.autograd.grad((ref_out * weight).sum(), list(rcca.parameters()))
+    for g_fast, g_ref in zip(fast, ref, strict=True):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-9)
+
+
+def fused_weights(rcca):
+    cca = rcca.cca
+    weight, bias = fused_projection_weights(cca.query_conv, cca.key_conv, cca.value_conv, cca.gamma)
+    return weight.detach().requires_grad_(), bias.detach().requires_grad_()
+
+
+def test_step_function_gradcheck_on_channels_first_input():
+    weight, bias = fused_weights(make_rcca(c=4, qk=2))
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)  # NCHW, read in place
+
+    def step(inp, w, b):
+        return CrissCrossStepFunction.apply(inp.permute(0, 2, 3, 1), w, b, 2, True)
+
+    assert torch.autograd.gradcheck(step, (x, weight, bias))
+
+
+def test_step_function_gradcheck_on_channels_last_input():
+    weight, bias = fused_weights(make_rcca(c=4, qk=2))
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)  # (B, h, w, C)
+    assert torch.autograd.gradcheck(lambda *t: CrissCrossStepFunction.apply(*t, 2, True), (x, weight, bias))
+
+
+def test_double_backward_raises_a_clear_error():
+    rcca = make_rcca()
+    x = torch.randn(1, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(rcca(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable|does not require grad"):
+        grad.sum().backward()
+
+
+def test_attention_only_function_gradcheck():
+    qkv = torch.randn(2, 4, 3, 2 + 2 + 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: CrissCrossFunction.apply(t, 2, True), (qkv,))
+    assert torch.autograd.gradcheck(lambda t: CrissCrossFunction.apply(t, 2, False)[0], (qkv,))
+
+
+def test_gradient_keeps_the_input_layout():
+    rcca = make_rcca()
+    for x in (torch.randn(1, 6, 17, 19, dtype=torch.float64),
+              torch.randn(1, 6, 17, 19, dtype=torch.float64).contiguous(memory_format=torch.channels_last)):
+        x.requires_grad_(True)
+        rcca(x).sum().backward()
+        assert x.grad.stride() == x.stride()
+
+
+def test_output_keeps_the_input_memory_format():
+    rcca = make_rcca()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    assert rcca(x).is_contiguous()
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    out = rcca(channels_last)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, rcca(x), rtol=1e-12, atol=1e-12)
+    assert CrissCrossAttention(6).double()(channels_last).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_float32_matches_float64_reference():
+    rcca = make_rcca(c=32, qk=4).float()
+    x = torch.randn(2, 32, 13, 11)
+    ref_out, _ = reference_rcca(rcca.double(), x.double(), 2)
+    torch.testing.assert_close(rcca.float()(x).double(), ref_out, rtol=1e-4, atol=1e-4)
+
+
+def test_joint_softmax_is_exact_for_extreme_scores():
+    # Large scores would overflow exp() without the shared max; rows and columns must share it.
+    q = torch.randn(1, 4, 5, 3, dtype=torch.float64) * 40
+    k = torch.randn(1, 4, 5, 3, dtype=torch.float64) * 40
+    attn_col, attn_row = joint_softmax_attention(q, k)
+    total = attn_col.sum(-1).transpose(1, 2) + attn_row.sum(-1)  # (B, h, w)
+    torch.testing.assert_close(total, torch.ones_like(total))
+    assert torch.isfinite(attn_col).all() and torch.isfinite(attn_row).all()
+    v = torch.zeros(1, 1, 4, 5, dtype=torch.float64)
+    _, ref = criss_cross_attention_reference(q.permute(0, 3, 1, 2), k.permute(0, 3, 1, 2), v)
+    _, got = criss_cross_attention(q.permute(0, 3, 1, 2), k.permute(0, 3, 1, 2), v)
+    torch.testing.assert_close(got, ref)
+
+
+@pytest.mark.parametrize("block", [4, 256])
+def test_blocked_layout_copies(block):
+    source = torch.randn(2, 7, 9, 5)  # (B, h, w, C) contiguous
+    target = torch.empty(2, 5, 7, 9).permute(0, 2, 3, 1)  # an NCHW buffer seen as (B, h, w, C)
+    copy_between_layouts(target, source, block=block)
+    torch.testing.assert_close(target, source)
+    torch.testing.assert_close(transpose_to_channels_first(source), source.permute(0, 3, 1, 2))
+
+
+def test_step_accepts_any_strides():
+    weight, bias = fused_weights(make_rcca())
+    x = torch.randn(1, 6, 4, 10, dtype=torch.float64)[..., ::2]  # (B, C, h, w) with a step in w
+    out, _ = criss_cross_step(x.permute(0, 2, 3, 1), weight, bias, 2)
+    ref_out, _ = reference_rcca(make_rcca(recurrence=1), x, 1)
+    torch.testing.assert_close(out.permute(0, 3, 1, 2), ref_out, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fast_path_matches_cpu():
+    rcca = make_rcca(c=8, qk=2, recurrence=2)
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64, requires_grad=True)
+    out, attentions = rcca(x, return_attention=True)
+    out.sum().backward()
+    x_gpu = x.detach().cuda().requires_grad_()
+    rcca_gpu = make_rcca(c=8, qk=2, recurrence=2).cuda()
+    out_gpu, attentions_gpu = rcca_gpu(x_gpu, return_attention=True)
+    out_gpu.sum().backward()
+    torch.testing.assert_close(out_gpu.cpu(), out)
+    torch.testing.assert_close(attentions_gpu[-1].cpu(), attentions[-1])
+    torch.testing.assert_close(x_gpu.grad.cpu(), x.grad)
