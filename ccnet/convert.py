@@ -44,6 +44,7 @@ import os
 import re
 import sys
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -125,10 +126,10 @@ OFFICIAL_RENAMES = {
 
 _RENAMES = {"mmseg": MMSEG_RENAMES, "official": OFFICIAL_RENAMES}
 
-# Keys that say which layout a file has, to catch a file given under the wrong format.
+# Keys that say which layout a file has (its attention's query), to catch a file given under the wrong format.
 _SIGNATURE_KEYS = {
-    "mmseg": ("decode_head.cca.query_conv.weight", "backbone.stem.0.weight"),
-    "official": ("head.cca.query_conv.weight", "conv1.weight"),
+    "mmseg": "decode_head.cca.query_conv.weight",
+    "official": "head.cca.query_conv.weight",
 }
 
 
@@ -171,8 +172,9 @@ def _load_torch_file(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the unpickler raises many types; each means "not plain tensors"
         text = str(error)
-        if "Weights only load failed" in text:
-            blocked = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        # A torch.save file (a zip) or a pickle naming a class: real content that weights_only refuses.
+        if "Weights only load failed" in text and (blocked or zipfile.is_zipfile(path)):
             what = f" (it holds {blocked.group(1)})" if blocked else ""
             raise ConversionError(
                 f"{path} holds pickled Python objects that torch.load(weights_only=True) refuses{what}. "
@@ -427,18 +429,17 @@ def _strip_wrappers(source_format: str, state: Mapping[str, torch.Tensor], notes
 
 def _check_format(source_format: str, state: Mapping[str, torch.Tensor]) -> None:
     own, other = _SIGNATURE_KEYS[source_format], _SIGNATURE_KEYS[_other_format(source_format)]
-    if any(key in state for key in own):
+    if own in state:
         return
-    if any(key in state for key in other):
+    if other in state:
         raise ConversionError(
             f"this is not an {source_format} checkpoint but looks like an {_other_format(source_format)} "
-            f"one (it has {next(key for key in other if key in state)}): run "
-            f"`python -m ccnet.convert {_other_format(source_format)} ...`"
+            f"one (it has {other}): run `python -m ccnet.convert {_other_format(source_format)} ...`"
         )
-    sample = ", ".join(sorted(state)[:6])
+    sample = ", ".join(list(state)[:5])
     raise ConversionError(
-        f"not a CCNet checkpoint in the {source_format} layout: none of {', '.join(own)} is in it "
-        f"(its keys start: {sample} ...)"
+        f"not a CCNet checkpoint in the {source_format} layout: it has no {own} (the criss-cross attention); "
+        f"its keys start {sample} ..."
     )
 
 
