@@ -746,6 +746,8 @@ def convert_file(
 ) -> tuple[Path, Path, dict]:
     """Read, convert, check and write; returns (weights path, sidecar path, sidecar)."""
     source_path = Path(input_path)
+    if input_size is not None and (len(input_size) != 2 or min(input_size) < 1):
+        raise ConversionError(f"--input-size takes two positive integers H W, got {list(input_size)}")
     published = _published_name(source_path) if source_format == "mmseg" else None
     weights, sidecar = output_paths(_resolve_output(str(output), source_path, published))
     existing = [str(path) for path in (weights, sidecar) if path.exists()]
@@ -762,14 +764,20 @@ def convert_file(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ccnet.convert",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Convert a published CCNet checkpoint (mmsegmentation's model zoo, or the official code's "
-            "Cityscapes models) into this project's safetensors + JSON sidecar format, for the app and "
-            "ccnet.checkpoint. The source is read with torch.load(weights_only=True) only; every key must "
-            "fit exactly or nothing is written."
+            "Convert a published CCNet checkpoint (mmsegmentation's model zoo, or the official code's\n"
+            "Cityscapes models) into this project's safetensors + JSON sidecar format (app, ccnet.checkpoint).\n"
+            "The source is read with torch.load(weights_only=True) only; every key must fit exactly, or\n"
+            "nothing is written."
         ),
-        epilog="Example: python -m ccnet.convert mmseg ccnet_r101-d8_769x769_80k_cityscapes_20200618_011502-"
-        "ad3cd481.pth checkpoints/converted/   (see docs/CONVERT.md)",
+        epilog=(
+            "examples (docs/CONVERT.md says where to get the files):\n"
+            "  python -m ccnet.convert mmseg \\\n"
+            "      ccnet_r101-d8_769x769_80k_cityscapes_20200618_011502-ad3cd481.pth checkpoints/converted/\n"
+            "  python -m ccnet.convert official CCNet_R1.pth checkpoints/converted/official_r1 --recurrence 1\n"
+            "then: CCNET_CHECKPOINTS=checkpoints/converted ./scripts/run_app.sh"
+        ),
     )
     parser.add_argument("format", choices=FORMATS, help="mmseg: mmsegmentation; official: speedinghzl/CCNet")
     parser.add_argument("input", help="the source checkpoint (.pth)")
