@@ -321,7 +321,7 @@ def _fill_batch_counters(state: dict, model: nn.Module, notes: list[str]) -> Non
     filled = 0
     for prefix in _bn_prefixes(model):
         key = f"{prefix}.num_batches_tracked"
-        if key not in state and f"{prefix}.running_mean" in state:
+        if key not in state:
             state[key] = torch.tensor(0, dtype=torch.long)
             filled += 1
     if filled:

@@ -337,6 +337,28 @@ def test_the_official_full_size_key_list_converts_and_runs():
     assert len(out.attentions) == 2
 
 
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ("drop layer3.22.bn3.running_mean", "missing from the checkpoint (1):\n  layer3.22.bn3.running_mean (->"),
+        ("drop head.cca.gamma", "head.cca.gamma (-> head.attention.cca.gamma, shape (1,))"),
+        ("add dsn.2.weight", "left over in the checkpoint (1):\n  dsn.2.weight (no place in CCNet)"),
+        ("add head.conva.0.bias", "head.conva.0.bias (-> head.reduce.conv.bias, not in CCNet)"),
+    ],
+)
+def test_the_official_key_list_with_a_key_missing_or_extra_is_refused_by_name(change, words):
+    keys = json.loads(OFFICIAL_KEYS.read_text())
+    action, key = change.split()
+    if action == "drop":
+        del keys[key]
+    else:
+        keys[key] = [3]
+    with pytest.raises(ConversionError) as caught:
+        convert_state_dict("official", meta_state(keys))
+    assert words in str(caught.value)
+    assert "nothing was written" in str(caught.value)
+
+
 def test_folding_a_conv_bias_into_the_next_batch_norm_is_exact():
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 5, 3, padding=1).double()
