@@ -416,7 +416,11 @@ def _check_complete(
 def _strip_wrappers(source_format: str, state: Mapping[str, torch.Tensor], notes: list[str]) -> dict:
     state = dict(state)
     if any(key.startswith("module.") for key in state):
-        state = {key.removeprefix("module."): value for key, value in state.items()}
+        stripped = {key.removeprefix("module."): value for key, value in state.items()}
+        if len(stripped) != len(state):
+            twice = sorted(key for key in state if key.startswith("module.") and key[7:] in state)
+            raise ConversionError(f"keys present with and without 'module.': {', '.join(twice[:5])}")
+        state = stripped
         notes.append("'module.' prefix (DataParallel) stripped")
     if source_format == "official":
         loss_keys = sorted(key for key in state if key.startswith("criterion."))
@@ -465,7 +469,7 @@ def _resolve_recurrence(recurrence: int | None, meta: Mapping, notes: list[str])
         notes.append(f"trained loop count {recurrence} (given)")
         return recurrence
     stored = _recurrence_from_meta(meta)
-    if stored is not None:
+    if stored is not None and stored >= 1:
         notes.append(f"trained loop count {stored} (from the checkpoint's meta)")
         return stored
     notes.append(f"trained loop count {DEFAULT_RECURRENCE} (default; the checkpoint does not say)")
@@ -493,6 +497,8 @@ def convert_state_dict(
         target = rename_key(key, renames)
         if target is None:
             unmatched.append(key)
+        elif target in renamed:  # two source keys for one place: neither may silently win
+            raise ConversionError(f"{origin[target]} and {key} both map to {target}; the checkpoint is ambiguous")
         else:
             renamed[target], origin[target] = tensor, key
     loops = _resolve_recurrence(recurrence, meta or {}, notes)

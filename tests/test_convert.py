@@ -421,6 +421,13 @@ def test_left_over_and_mismatched_keys_are_all_listed():
     )
 
 
+def test_a_key_given_twice_is_refused():
+    state = small_official_model().state_dict()
+    state["module.conv1.weight"] = state["conv1.weight"]
+    with pytest.raises(ConversionError, match=r"with and without 'module.': module.conv1.weight"):
+        convert_state_dict("official", state)
+
+
 def test_an_unsupported_depth_is_refused_by_name():
     state = small_official_model().state_dict()
     state = {key: value for key, value in state.items() if not key.startswith("layer3.5.")}
