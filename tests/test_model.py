@@ -404,24 +404,6 @@ def test_bad_decode_arguments_raise():
 
 MMSEG_TESTDATA = os.environ.get("CCNET_MMSEG_TESTDATA", "")
 
-# The few renames from mmsegmentation's head names to ours (the converter owns the full mapping).
-MMSEG_RENAMES = {
-    "decode_head.convs.0.": "head.reduce.",
-    "decode_head.convs.1.": "head.project.",
-    "decode_head.conv_cat.": "head.fuse.",
-    "decode_head.cca.": "head.attention.cca.",
-    "decode_head.conv_seg.": "head.classifier.",
-    "auxiliary_head.convs.0.": "aux_head.reduce.",
-    "auxiliary_head.conv_seg.": "aux_head.classifier.",
-}
-
-
-def rename_mmseg_key(key: str) -> str:
-    for old, new in MMSEG_RENAMES.items():
-        if key.startswith(old):
-            return new + key[len(old) :]
-    return key
-
 
 @pytest.mark.skipif(
     not (MMSEG_TESTDATA and Path(MMSEG_TESTDATA).is_dir()),
@@ -431,20 +413,22 @@ def rename_mmseg_key(key: str) -> str:
 def test_reproduces_mmsegmentation_logits(name):
     from safetensors.torch import load_file
 
+    from ccnet.convert import convert_state_dict  # owns the key mapping (tests/test_convert.py tests it)
+
     checkpoint = torch.load(Path(MMSEG_TESTDATA) / f"ccnet_{name}_small.pth", weights_only=True)
     depth, base, stem, _, _, channels, classes = checkpoint["meta"]["arch"]
-    state = {rename_mmseg_key(k): v for k, v in checkpoint["state_dict"].items()}
-    state["head.attention.cca.gamma"] = state.pop("head.attention.cca.gamma.scale").reshape(1)
+    conversion = convert_state_dict("mmseg", checkpoint["state_dict"], checkpoint["meta"])
     model = CCNet(
         classes,
         f"resnet{depth}",
         base_width=base,
         head_channels=channels,
-        aux_channels=state["aux_head.classifier.weight"].shape[1],
+        aux_channels=conversion.model_config["aux_channels"],
         stem="deep",
         stem_channels=stem,
     ).eval()
-    model.load_state_dict(state, strict=True)
+    assert model.config == conversion.model_config
+    model.load_state_dict(conversion.state_dict, strict=True)
     io = load_file(str(Path(MMSEG_TESTDATA) / f"ccnet_{name}_small_io.safetensors"))
     with torch.no_grad():
         features = model.encode(io["input"])
