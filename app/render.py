@@ -1,0 +1,197 @@
+"""Pictures: colour overlays as images, plotly figures around them, legends, the downloadable panel.
+
+Overlays are rendered here as (H, W, 3) uint8 images and shipped to the browser as small JPEGs; only a
+feature-resolution grid (h x w, a few thousand cells) travels as chart data, for hovering.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import plotly.graph_objects as go
+
+COLORMAPS = {
+    "Inferno": cv2.COLORMAP_INFERNO,
+    "Viridis": cv2.COLORMAP_VIRIDIS,
+    "Magma": cv2.COLORMAP_MAGMA,
+    "Turbo": cv2.COLORMAP_TURBO,
+    "Hot": cv2.COLORMAP_HOT,
+}
+JPEG_QUALITY = 90
+
+
+def colormap_table(name: str) -> np.ndarray:
+    """The colour map as a (256, 3) RGB lookup table (OpenCV's, so image and colour bar agree exactly)."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], COLORMAPS[name])  # (256, 1, 3)
+    return np.ascontiguousarray(bgr[:, 0, ::-1])  # (256, 3) RGB
+
+
+@dataclass(frozen=True)
+class ColourScale:
+    """How map values become colours: the colour bar shows exactly this."""
+
+    colormap: str = "Inferno"
+    vmin: float = 0.0
+    vmax: float = 1.0
+    title: str = "influence"
+
+    def to_levels(self, values: np.ndarray) -> np.ndarray:
+        """Values -> 0..255 colour levels, clipped at the scale's ends."""
+        span = max(self.vmax - self.vmin, 1e-12)
+        return ((values - self.vmin) / span * 255.0).clip(0, 255).astype(np.uint8)
+
+    def plotly_colorscale(self, steps: int = 16) -> list[list]:
+        table = colormap_table(self.colormap)  # (256, 3)
+        positions = np.linspace(0, 1, steps)
+        return [[float(p), "rgb({},{},{})".format(*table[int(round(p * 255))])] for p in positions]
+
+
+def blend(image: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
+    """(H, W, 3) uint8 images -> image seen through `overlay` at `opacity` (0 = image only)."""
+    return cv2.addWeighted(overlay, float(opacity), image, 1.0 - float(opacity), 0.0)
+
+
+def upsample(values: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndarray:
+    """(h, w) -> (H, W): nearest shows the model's cells as they are, bilinear looks smoother."""
+    interpolation = cv2.INTER_LINEAR if smooth else cv2.INTER_NEAREST
+    return cv2.resize(values.astype(np.float32), (size[1], size[0]), interpolation=interpolation)
+
+
+def influence_rgb(
+    image: np.ndarray, influence: np.ndarray, scale: ColourScale, opacity: float, smooth: bool = False
+) -> np.ndarray:
+    """Influence map (h, w) as a heatmap over image (H, W, 3)."""
+    levels = scale.to_levels(upsample(influence, image.shape[:2], smooth))  # (H, W) uint8
+    colours = colormap_table(scale.colormap)[levels]  # (H, W, 3)
+    return blend(image, colours, opacity)
+
+
+def segmentation_rgb(
+    image: np.ndarray, prediction: np.ndarray, palette: np.ndarray, opacity: float
+) -> np.ndarray:
+    """Class map (H, W) as palette colours (K, 3) over image (H, W, 3)."""
+    colours = palette[np.minimum(prediction, len(palette) - 1)]  # (H, W, 3)
+    return blend(image, colours.astype(np.uint8), opacity)
+
+
+def draw_marker(rgb: np.ndarray, px: int, py: int) -> np.ndarray:
+    """A ring visible on any background (black outside, white inside) around pixel (px, py)."""
+    marked = rgb.copy()
+    radius = max(5, round(max(rgb.shape[:2]) / 70))
+    cv2.circle(marked, (int(px), int(py)), radius, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.circle(marked, (int(px), int(py)), radius, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.circle(marked, (int(px), int(py)), 1, (255, 255, 255), -1)
+    return marked
+
+
+def jpeg_data_uri(rgb: np.ndarray) -> str:
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # OpenCV writes BGR
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the overlay as JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+@dataclass(frozen=True)
+class HoverGrid:
+    """What hovering a cell shows: its influence and the class predicted there, at feature resolution."""
+
+    values: np.ndarray  # (h, w) influence
+    class_names: np.ndarray  # (h, w) str
+    image_size: tuple[int, int]  # (H, W)
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        height, width = self.image_size
+        rows, cols = self.values.shape
+        return (np.arange(cols) + 0.5) * width / cols, (np.arange(rows) + 0.5) * height / rows  # (w,), (h,)
+
+
+def overlay_figure(
+    rgb: np.ndarray,
+    hover: HoverGrid,
+    scale: ColourScale | None = None,
+    click: tuple[int, int] | None = None,
+    height_px: int = 300,
+) -> go.Figure:
+    """An image (as a layout image) with an invisible hover grid; a colour bar when `scale` is given."""
+    height, width = rgb.shape[:2]
+    xs, ys = hover.centres()
+    figure = go.Figure(
+        go.Heatmap(
+            z=hover.values,
+            x=xs,
+            y=ys,
+            customdata=hover.class_names,
+            hovertemplate="x %{x:.0f}, y %{y:.0f}<br>influence %{z:.3g}<br>%{customdata}<extra></extra>",
+            # Fully transparent cells still receive hover events; the picture is the layout image below.
+            opacity=0.0,
+            showscale=scale is not None,
+            colorscale=scale.plotly_colorscale() if scale else "Greys",
+            zmin=scale.vmin if scale else None,
+            zmax=scale.vmax if scale else None,
+            colorbar=_colorbar(scale),
+        )
+    )
+    if click is not None:
+        figure.add_trace(
+            go.Scatter(
+                x=[click[0]], y=[click[1]], mode="markers", hoverinfo="skip", showlegend=False,
+                marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="white", width=2)),
+            )
+        )
+    figure.add_layout_image(
+        source=jpeg_data_uri(rgb), xref="x", yref="y", x=0, y=0, sizex=width, sizey=height,
+        sizing="stretch", layer="below",
+    )
+    figure.update_xaxes(range=[0, width], visible=False, constrain="domain")
+    figure.update_yaxes(range=[height, 0], visible=False, scaleanchor="x", constrain="domain")
+    figure.update_layout(
+        height=height_px, margin=dict(l=0, r=0, t=0, b=0), dragmode=False,
+        plot_bgcolor="rgba(0,0,0,0)", paper_bgcolor="rgba(0,0,0,0)",
+    )
+    return figure
+
+
+def _colorbar(scale: ColourScale | None) -> dict | None:
+    return dict(title=dict(text=scale.title, side="right"), thickness=10, len=0.9) if scale else None
+
+
+def class_legend_html(class_ids: list[int], class_names: list[str], palette: np.ndarray) -> str:
+    """Coloured chips naming the classes (ids index class_names and palette)."""
+    chips = []
+    for class_id in class_ids:
+        red, green, blue = (int(c) for c in palette[class_id])
+        name = html.escape(class_names[class_id] if class_id < len(class_names) else f"class {class_id}")
+        chips.append(
+            f'<span style="display:inline-block;margin:1px 6px 1px 0;white-space:nowrap">'
+            f'<span style="display:inline-block;width:0.8em;height:0.8em;border:1px solid #888;'
+            f'background:rgb({red},{green},{blue});margin-right:3px;vertical-align:middle"></span>{name}</span>'
+        )
+    return '<div style="font-size:0.8em;line-height:1.5">' + "".join(chips) + "</div>"
+
+
+def panel_png(titles: list[str], rows: list[list[np.ndarray]]) -> bytes:
+    """Side-by-side panel: one column per title, each row a list of (H, W, 3) images, as PNG bytes."""
+    header_height = 28
+    tiles = []
+    for column, title in enumerate(titles):
+        header = np.full((header_height, rows[0][column].shape[1], 3), 255, np.uint8)
+        cv2.putText(header, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.concatenate([header] + [row[column] for row in rows], axis=0))  # (28 + n H, W, 3)
+    gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
+    panel = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(panel[:, :, ::-1]))
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the panel as PNG")
+    return encoded.tobytes()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
