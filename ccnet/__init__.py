@@ -1,3 +1,22 @@
-"""Criss-cross attention (CCNet) library."""
+"""Criss-cross attention (CCNet) library: attention modules, the segmentation model, losses,
+influence maps, and the checkpoint format the app serves."""
+
+from ccnet.attention import (
+    RCCA,
+    CrissCrossAttention,
+    CrissCrossAttention3D,
+    NonLocalBlock,
+    RecurrentCrissCrossAttention,
+)
+from ccnet.propagation import influence_maps
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "RCCA",
+    "CrissCrossAttention",
+    "CrissCrossAttention3D",
+    "NonLocalBlock",
+    "RecurrentCrissCrossAttention",
+    "influence_maps",
+]

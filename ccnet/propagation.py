@@ -1,0 +1,102 @@
+"""From per-loop criss-cross attention to a pixel's influence map after 1..R loops.
+
+With A_r the (hw x hw) attention of loop r (rows are receiving pixels), the influence of every
+source position on pixel u after r loops is the row ``e_u^T A_r ... A_1`` (brief, section RCCA,
+treating the 1x1 convolutions as identity). Rollout adds the residual path: ``T_r = |gamma_r| A_r + I``.
+
+The dense matrices are never built: applying ``m^T A`` to a map m only touches each pixel's cross,
+O(hw (h + w)) per loop. Chain r applies A_r first and A_1 last, so the R chains use different
+loops at each step; they are advanced together, one step for all of them at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+MODES = ("attention", "rollout")
+
+
+def apply_cross_transposed(maps: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """``m^T A`` for each map m: spread every pixel's mass over its cross by its attention weights.
+
+    maps (..., h, w) and attn (..., h, w, h + w) with matching leading dims; returns (..., h, w).
+    """
+    h = maps.shape[-2]
+    to_column = torch.einsum("...yx,...yxi->...ix", maps, attn[..., :h])  # (..., h, w)
+    to_row = torch.einsum("...yx,...yxj->...yj", maps, attn[..., h:])  # (..., h, w)
+    return to_column + to_row
+
+
+def influence_maps(
+    attentions: Sequence[torch.Tensor],
+    y: int,
+    x: int,
+    mode: str = "attention",
+    gammas: float | Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Influence of every feature position on position (y, x) after 1, 2, ..., R loops.
+
+    attentions: R tensors (B, h, w, h + w) or (h, w, h + w), loop 1 first (as RCCA returns them).
+    mode: "attention" composes the attention alone; "rollout" includes the residual path,
+    ``|gamma_r| * A_r + I`` per loop. gammas: the residual scale of each loop (one float for all,
+    default 1.0); only used by rollout.
+    Returns (B, R, h, w) or (R, h, w); map r - 1 sums to 1.
+    """
+    stacked, batched = _stack_attentions(attentions)  # (R, B, h, w, h+w)
+    loops, batch, h, w, _ = stacked.shape
+    _check_position(y, x, h, w)
+    scales = _residual_scales(mode, gammas, loops, stacked)  # (R,) or None
+
+    # chains[r] follows "after r + 1 loops"; all start as the one-hot map of (y, x).
+    chains = stacked.new_zeros(loops, batch, h, w)  # (R, B, h, w)
+    chains[:, :, y, x] = 1
+    for step in range(loops):
+        active = torch.arange(step, loops, device=stacked.device)  # chains still to advance
+        loop_index = active - step  # chain r applies loop r - step at this step (0-based)
+        current = chains[active]  # (n, B, h, w)
+        spread = apply_cross_transposed(current, stacked[loop_index])  # (n, B, h, w)
+        if scales is not None:
+            spread = scales[loop_index].view(-1, 1, 1, 1) * spread + current
+        chains[active] = spread
+
+    chains = chains / chains.sum(dim=(-2, -1), keepdim=True)  # each map sums to 1
+    maps = chains.transpose(0, 1)  # (B, R, h, w)
+    return maps if batched else maps[0]
+
+
+def _stack_attentions(attentions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    if isinstance(attentions, torch.Tensor):
+        raise ValueError("attentions must be a list of per-loop tensors (as RCCA returns), not one tensor")
+    if len(attentions) == 0:
+        raise ValueError("attentions is empty: influence maps need at least one loop (recurrence >= 1)")
+    shapes = {tuple(a.shape) for a in attentions}
+    if len(shapes) != 1:
+        raise ValueError(f"every loop's attention must have the same shape, got {sorted(shapes)}")
+    shape = shapes.pop()
+    if len(shape) not in (3, 4) or shape[-1] != shape[-3] + shape[-2]:
+        raise ValueError(f"expected attention tensors (B, h, w, h + w) or (h, w, h + w), got {shape}")
+    batched = len(shape) == 4
+    stacked = torch.stack([a if batched else a.unsqueeze(0) for a in attentions])  # (R, B, h, w, h+w)
+    return stacked, batched
+
+
+def _check_position(y: int, x: int, h: int, w: int) -> None:
+    if not (0 <= y < h and 0 <= x < w):
+        raise ValueError(f"position (y={y}, x={x}) is outside the {h}x{w} feature map")
+
+
+def _residual_scales(mode: str, gammas, loops: int, like: torch.Tensor) -> torch.Tensor | None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "attention":
+        return None
+    if gammas is None:
+        gammas = 1.0
+    if isinstance(gammas, (int, float)):
+        gammas = [float(gammas)] * loops
+    if len(gammas) != loops:
+        raise ValueError(f"rollout needs one gamma per loop ({loops}), got {len(gammas)}")
+    # Magnitude of the attention path against the identity: a negative learned gamma still mixes in.
+    return torch.tensor([abs(float(g)) for g in gammas], dtype=like.dtype, device=like.device)
