@@ -161,13 +161,13 @@ def test_panel_png_and_npy_round_trip():
 
 
 def test_settings_from_environment(tmp_path):
-    settings = Settings.from_env(
-        {"CCNET_CHECKPOINTS": str(tmp_path), "CCNET_EXAMPLES": "data", "CCNET_DEVICE": "CPU", "CCNET_MAX_SIDE": "640"}
-    )
+    environ = {"CCNET_CHECKPOINTS": str(tmp_path), "CCNET_EXAMPLES": "data", "CCNET_DEVICE": "CPU"}
+    settings = Settings.from_env(environ | {"CCNET_MAX_SIDE": "640"})
     assert settings.checkpoints == tmp_path and str(settings.examples) == "data"
     assert settings.device == "cpu" and settings.max_side == 640 and settings.cache_mb == 512
     defaults = Settings.from_env({})
-    assert defaults.checkpoints.name == "checkpoints" and defaults.examples is None and defaults.device == "auto"
+    assert defaults.checkpoints.name == "checkpoints" and defaults.examples is None
+    assert defaults.device == "auto"
 
 
 @pytest.mark.parametrize("value", ["abc", "10"])
