@@ -22,7 +22,7 @@ from app.view import POINT_KEY
 from tests.test_app_helpers import image_bytes, make_checkpoint_folder, save_tiny_checkpoint, street_rgb
 from tests.test_app_images import noise_png, png_header_only
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(Path(__file__).absolute().parent.parent / "app" / "main.py")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
