@@ -17,15 +17,13 @@ from ccnet.checkpoint import load_checkpoint, read_index
 
 LOOP_COUNTS = (1, 2, 3)
 HOW_TO_MAKE_A_CHECKPOINT = (
-    "Train one and export it into the checkpoint folder:\n\n"
+    "Train one, then export it into the checkpoint folder (which also writes its `index.json`):\n\n"
     "```bash\n"
-    "python -m training.train --config training/configs/camvid_r2.yaml \\\n"
+    "python -m training.train --config training/configs/camvid_r2.yaml --out runs/camvid_r2 \\\n"
     "    --data-root ../shared/datasets/camvid\n"
+    "python -m training.export runs/camvid_r2 checkpoints/camvid_r2 --default\n"
     "```\n\n"
-    "then copy the run's best checkpoint (`.safetensors` and its `.json` sidecar) into `checkpoints/` "
-    "and run "
-    "`python -c \"from ccnet.checkpoint import write_index; write_index('checkpoints')\"`. "
-    "Another folder can be served with `CCNET_CHECKPOINTS=/path/to/folder`."
+    "To serve another folder of checkpoints, start the app with `CCNET_CHECKPOINTS=/path/to/folder`."
 )
 
 
