@@ -180,6 +180,7 @@ class ColumnMaps:
     composed: np.ndarray  # (h, w), sums to 1
     per_loop: list[np.ndarray]  # R x (h, w): loop r's own attention (empty unless asked)
     cell: tuple[int, int]  # (y, x) on the feature grid
+    mode: str = "attention"  # how the maps were propagated
 
 
 def column_maps(
@@ -195,4 +196,4 @@ def column_maps(
             influence_maps([attention], *cell, mode=mode, gammas=gammas)[0].numpy()  # (h, w)
             for attention in decoded.attentions
         ]
-    return ColumnMaps(composed=maps[-1].numpy(), per_loop=per_loop, cell=cell)
+    return ColumnMaps(composed=maps[-1].numpy(), per_loop=per_loop, cell=cell, mode=mode)

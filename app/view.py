@@ -158,6 +158,9 @@ def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTrut
         f"R = {r.spec.recurrence}: {_class_name(r.loaded, r.clicked_class)}" for r in results
     ]
     st.markdown("Predicted class there: " + ", ".join(names))
+    if results[0].maps.mode == "rollout":
+        gammas = sorted({f"{abs(r.decoded.gamma):.3g} ({r.loaded.name})" for r in results})
+        st.caption("Rollout: each loop is |γ| A + I with the model's learned γ = " + ", ".join(gammas))
     if truth is not None:
         label = int(truth.labels[py, px])
         name = truth.class_names[label] if label < truth.num_classes else "void"

@@ -24,7 +24,7 @@ from app.explorer import column_maps, encode_and_decode
 from app.images import decode_image
 from app.models import load_model
 from app.stats import entropy_bits
-from tests.test_app_helpers import image_bytes, make_checkpoint_folder, street_rgb
+from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, street_rgb
 
 ROOT = Path(__file__).absolute().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -162,6 +162,14 @@ class Session:
         lines = [line for line in self.text().splitlines() if "entropy " in line]
         return [line.split("entropy ")[1].split(" bits")[0] for line in lines]
 
+    def hover_text(self, chart: int) -> str:
+        """Plotly's tooltip after moving the mouse over the chart."""
+        box = self.page.locator(".js-plotly-plot").nth(chart).bounding_box()
+        self.page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45)
+        tooltip = self.page.locator(".hovertext")
+        tooltip.first.wait_for(timeout=10_000)
+        return " ".join(tooltip.all_text_contents())
+
     def exceptions(self) -> int:
         return self.page.locator("[data-testid='stException']").count()
 
@@ -196,6 +204,8 @@ def test_upload_and_two_clicks_repaint_the_maps(server, browser):
     px, py = pixels[1]
     assert abs(px - 0.8 * 160) <= 2 and abs(py - 0.7 * 120) <= 2  # the pixel under the pointer
     assert session.entropies() == expected_entropies(folder, data, *pixels[-1])
+    hover = session.hover_text(0)
+    assert "influence" in hover and any(name in hover for name in CLASS_NAMES), hover  # value and class
     assert session.exceptions() == 0 and session.errors == []
 
     ARTIFACTS.mkdir(exist_ok=True)
