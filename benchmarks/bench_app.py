@@ -10,8 +10,9 @@ Two views of the same work:
 - parts: the steps of that path timed one by one, to see where the milliseconds go.
 
 Without --checkpoint it uses the folder's default model (checkpoints/index.json) and, when there is none
-yet, a small random-weight CCNet (resnet18, width 8), saying so: the click path's cost depends on the
-feature grid (45 x 60 at 360 x 480), not on the weights.
+yet, random weights in the architecture of training/configs/camvid_r2.yaml (the bundled default's
+recipe), saying so: timing depends on the architecture and the feature grid (45 x 60 at 360 x 480),
+not on the weights.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 import plotly.io  # noqa: E402
 import plotly.tools  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app import render  # noqa: E402
@@ -72,8 +74,9 @@ def checkpoint_folder(path: str | None, workdir: Path) -> tuple[Path, str]:
     folder = workdir / "checkpoints"
     folder.mkdir()
     if path is None:
+        architecture = _recipe_architecture()
         torch.manual_seed(0)
-        model = CCNet(11, backbone="resnet18", recurrence=2, base_width=8, head_channels=16).eval()
+        model = CCNet(11, **architecture).eval()
         with torch.no_grad():
             model.attention.cca.gamma.fill_(0.5)
         metadata = {
@@ -83,12 +86,26 @@ def checkpoint_folder(path: str | None, workdir: Path) -> tuple[Path, str]:
         }
         save_checkpoint(model, folder / "random_r2", metadata)
         write_index(folder, default="random_r2")
-        return folder, "random-weight CCNet (resnet18, base width 8, head 16): no bundled checkpoint yet"
+        shown = ", ".join(f"{key} {value}" for key, value in architecture.items())
+        return folder, f"random weights, no bundled checkpoint yet; architecture of {RECIPE.name}: {shown}"
     weights = Path(path).with_suffix(".safetensors")
     for source in (weights, weights.with_suffix(".json")):
         shutil.copy(source, folder / source.name)
     write_index(folder, default=weights.stem)
     return folder, f"{weights.name}"
+
+
+RECIPE = ROOT / "training" / "configs" / "camvid_r2.yaml"
+
+
+def _recipe_architecture() -> dict:
+    """The model section of the default model's training config (a small CCNet if it is not there)."""
+    fallback = {"backbone": "resnet18", "recurrence": 2, "base_width": 8, "head_channels": 16}
+    if not RECIPE.is_file():
+        return fallback
+    model = yaml.safe_load(RECIPE.read_text()).get("model", {})
+    keys = ("backbone", "recurrence", "base_width", "head_channels", "aux_channels", "ccl_channels")
+    return {key: model[key] for key in keys if model.get(key) is not None} or fallback
 
 
 def summary(values_ms: list[float]) -> str:

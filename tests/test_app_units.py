@@ -8,6 +8,7 @@ import math
 import threading
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from PIL import Image
@@ -142,6 +143,8 @@ def test_figure_holds_image_hover_grid_marker_and_colour_bar():
     assert len(figure.layout.shapes) == 2 and figure.layout.shapes[0].x0 == 5 - render.marker_radius((30, 40))
     plain = render.overlay_figure(uri, (30, 40), hover)
     assert not plain.data[0].showscale and not plain.layout.shapes
+    for built in (figure, plain):  # built without validation: every property must still be valid
+        go.Figure(built.to_dict())
 
 
 def test_legend_escapes_names():
