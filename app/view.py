@@ -25,7 +25,7 @@ from app.explorer import (
 )
 from app.grid import display_to_image
 from app.images import DecodedImage
-from app.models import LoadedModel
+from app.models import LOOP_COUNTS, LoadedModel
 from app.stats import InfluenceStats, image_miou, influence_stats
 
 PLOT_CONFIG = {"displayModeBar": False}
@@ -255,13 +255,14 @@ def _stats_lines(result: ColumnResult) -> None:
 
 
 def _per_loop_images(image, result: ColumnResult, options: ViewOptions, px: int, py: int) -> None:
-    pictures = []
-    for own in result.maps.per_loop:
+    """Each loop's own attention of the clicked cell, small, in a row of as many slots as the largest R."""
+    st.caption("Each loop's own attention of the clicked cell:")
+    slots = st.columns(max(LOOP_COUNTS))
+    for loop, (own, slot) in enumerate(zip(result.maps.per_loop, slots, strict=False), start=1):
         scale = render.ColourScale(options.colormap, 0.0, max(float(own.max()), 1e-12))
-        overlay = render.influence_rgb(image.rgb, own, scale, options.heat_opacity, options.smooth)
-        pictures.append(render.jpeg_bytes(render.draw_marker(overlay, px, py)))
-    captions = [f"loop {r} alone" for r in range(1, len(pictures) + 1)]
-    st.image(pictures, caption=captions, width=max(80, 270 // max(len(pictures), 1)))
+        overlay = render.draw_marker(render.influence_rgb(image.rgb, own, scale, options.heat_opacity, options.smooth),
+                                     px, py)
+        slot.image(render.jpeg_bytes(overlay), caption=f"loop {loop}", width="stretch")
 
 
 def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: int, py: int) -> None:
