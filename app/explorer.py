@@ -88,6 +88,10 @@ class Timings:
     """Milliseconds per step of one page run, shown in the timings expander."""
 
     steps: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_ms(self) -> float:
+        return 1000 * (time.perf_counter() - self.started)
 
     def measure(self, name: str):
         return _Stopwatch(self, name)
