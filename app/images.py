@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -49,6 +50,12 @@ class DecodedImage:
         return self.height / self.original_size[0]
 
 
+def shown_name(name: str, limit: int = 80) -> str:
+    """A file name safe to show in a message: markdown and HTML characters dropped, length bounded."""
+    safe = re.sub(r"[^\w .,()+-]", "_", name)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
 def image_digest(rgb: np.ndarray) -> str:
     """Hash of the pixels and shape, so two uploads of the same picture share cached results."""
     hasher = hashlib.blake2b(digest_size=16)
@@ -61,6 +68,7 @@ def decode_image(
     data: bytes, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
 ) -> DecodedImage:
     """Decode `data` into RGB, honouring EXIF orientation, converting any mode, scaling down to `max_side`."""
+    name = shown_name(name)
     if not data:
         raise ImageError(f"'{name}' is empty (0 bytes). Choose an image file (PNG, JPEG, WebP, BMP or TIFF).")
     image = _open_checked(data, max_pixels, name)

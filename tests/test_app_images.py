@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.images import MIN_SIDE, ImageError, decode_image, image_digest, resize_labels
+from app.images import MIN_SIDE, ImageError, decode_image, image_digest, resize_labels, shown_name
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -123,6 +123,13 @@ def png_header_only(width: int, height: int) -> bytes:
 def test_bad_input_is_one_clear_error(data, expected):
     with pytest.raises(ImageError, match=expected):
         decode_image(data, max_side=1024, name="upload.png")
+
+
+def test_file_names_in_messages_cannot_carry_markup():
+    with pytest.raises(ImageError) as raised:
+        decode_image(b"", name="[click](http://example.com)<b>x</b>.png")
+    assert "[" not in str(raised.value) and "<" not in str(raised.value)
+    assert len(shown_name("a" * 500)) == 80
 
 
 def test_digest_depends_on_pixels_and_shape():
