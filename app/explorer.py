@@ -78,6 +78,10 @@ class BoundedCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
     @property
     def nbytes(self) -> int:
         return self._bytes

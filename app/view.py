@@ -7,6 +7,7 @@ attentions are cached per (image, model, R), a click costs influence maps, stati
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from app.explorer import (
     Timings,
     cached_decodes,
     column_maps,
+    decode_key,
     single_threaded,
 )
 from app.grid import display_to_image
@@ -115,7 +117,9 @@ def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[s
     decodes = {}
     for name, loop_counts in wanted.items():
         start = time.perf_counter()
-        found, computed = cached_decodes(cache, models[name], image.rgb, image.digest, loop_counts)
+        new = any(decode_key(image.digest, name, r) not in cache for r in loop_counts)
+        with st.spinner(f"Running {name} on the image (once; clicks then reuse it)...") if new else nullcontext():
+            found, computed = cached_decodes(cache, models[name], image.rgb, image.digest, loop_counts)
         step = ENCODE_STEP if computed else "attentions from the cache"
         timings.add(step, 1000 * (time.perf_counter() - start))
         decodes.update({(name, r): decoded for r, decoded in found.items()})
