@@ -78,6 +78,8 @@ def test_valid_upload_shows_three_columns(app):
     assert headers == ["#### R = 1", "#### R = 2 (as trained)", "#### R = 3"]
     assert "Clicked pixel** (64, 48)" in texts(app)  # the centre until the first click
     assert texts(app).count("90% of the influence on") == 3
+    downloads = [button.proto.label for button in app.get("download_button")]
+    assert downloads == ["Download the panel (PNG)", "Download the maps (.npy)"]
 
 
 @pytest.mark.parametrize(
