@@ -1,0 +1,97 @@
+"""Sidebar controls: which models fill the columns, how maps are propagated and drawn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from app.models import LOOP_COUNTS, Catalogue, CatalogueEntry
+from app.render import COLORMAPS
+
+UNROLLED = "One model, unrolled R = 1, 2, 3"
+TRAINED = "Separately trained models per R"
+PROPAGATION = {"Attention only (composition)": "attention", "Rollout (with the residual path)": "rollout"}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of the comparison: which model, at which loop count."""
+
+    title: str
+    entry: CatalogueEntry
+    recurrence: int
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    mode: str  # "attention" or "rollout", passed to influence_maps
+    per_loop: bool  # also show each loop's own attention
+    colormap: str
+    heat_opacity: float
+    seg_opacity: float
+    smooth: bool  # bilinear instead of nearest upsampling of the feature-grid maps
+    shared_scale: bool  # one colour scale for all columns instead of one per column
+
+
+def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
+    """Comparison mode and models; None (with a message shown) when nothing can be compared."""
+    unrollable = [e for e in catalogue.entries if e.recurrence > 0]
+    if not unrollable:
+        st.sidebar.warning("Every checkpoint here is a baseline without attention (R = 0): nothing to show.")
+        return None
+    default = catalogue.default_entry()
+    if default not in unrollable:
+        default = unrollable[0]
+    trained = catalogue.trained_per_loop_count(default)
+    have_trained = all(trained[r] for r in LOOP_COUNTS)
+    comparison = st.sidebar.radio(
+        "Compare", [UNROLLED, TRAINED] if have_trained else [UNROLLED], key="comparison",
+        help="Unrolled: one model run with its loop count overridden at inference. "
+        "Trained: the models trained with R = 1, 2 and 3 from the checkpoint folder.",
+    )
+    if not have_trained:
+        missing = ", ".join(f"R = {r}" for r in LOOP_COUNTS if not trained[r])
+        st.sidebar.caption(f"Separately trained models need checkpoints for {missing} of {default.dataset}.")
+    if comparison == TRAINED:
+        return _trained_columns(trained)
+    names = [e.name for e in unrollable]
+    name = st.sidebar.selectbox(
+        "Model", names, index=names.index(default.name), key="model",
+        format_func=lambda n: catalogue.get(n).label,
+    )
+    entry = catalogue.get(name)
+    return [ColumnSpec(_unrolled_title(r, entry), entry, r) for r in LOOP_COUNTS]
+
+
+def _unrolled_title(recurrence: int, entry: CatalogueEntry) -> str:
+    return f"R = {recurrence}" + (" (as trained)" if recurrence == entry.recurrence else "")
+
+
+def _trained_columns(trained: dict[int, list[CatalogueEntry]]) -> list[ColumnSpec]:
+    columns = []
+    for r in LOOP_COUNTS:
+        candidates = trained[r]
+        entry = candidates[0]
+        if len(candidates) > 1:
+            choices = [e.name for e in candidates]
+            name = st.sidebar.selectbox(f"Model for R = {r}", choices, key=f"trained-{r}")
+            entry = next(e for e in candidates if e.name == name)
+        columns.append(ColumnSpec(f"R = {r}: {entry.name}", entry, r))
+    return columns
+
+
+def view_options() -> ViewOptions:
+    sidebar = st.sidebar
+    mode = PROPAGATION[sidebar.radio("Propagation", list(PROPAGATION), key="propagation",
+                                     help="Rollout multiplies |gamma| A_r + I per loop, gamma being the "
+                                     "model's learned residual scale; composition multiplies A_r alone.")]
+    per_loop = sidebar.checkbox("Show each loop's own attention", key="per_loop")
+    sidebar.subheader("Display")
+    colormap = sidebar.selectbox("Colour map", list(COLORMAPS), key="colormap")
+    heat_opacity = sidebar.slider("Heatmap opacity", 0.0, 1.0, 0.65, 0.05, key="heat_opacity")
+    seg_opacity = sidebar.slider("Segmentation opacity", 0.0, 1.0, 0.55, 0.05, key="seg_opacity")
+    smooth = sidebar.checkbox("Smooth maps (bilinear)", key="smooth",
+                              help="Off: each feature cell drawn as the block of pixels it covers.")
+    shared_scale = sidebar.checkbox("Same colour scale in every column", key="shared_scale")
+    return ViewOptions(mode, per_loop, colormap, heat_opacity, seg_opacity, smooth, shared_scale)

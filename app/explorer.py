@@ -1,0 +1,207 @@
+"""The app's computation: encode an image once per (model, loop count), then answer clicks from the cache.
+
+First result for an image: `model.encode` once, then `model.decode(..., recurrence=R, return_attention=True)`
+for each R; the per-loop attentions and the predicted classes are kept in a bounded cache shared by all
+sessions (keyed by image hash, model and R). A click then only runs `influence_maps` on cached attentions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from app.grid import pixel_to_cell, sample_at_cells
+from app.models import LoadedModel
+from ccnet.preprocess import to_tensor
+from ccnet.propagation import influence_maps
+
+
+@dataclass
+class Decoded:
+    """What one (image, model, R) decodes to; everything a click needs."""
+
+    attentions: list[torch.Tensor]  # R tensors (h, w, h + w) on the CPU, loop 1 first
+    prediction: np.ndarray  # (H, W) class index per pixel
+    gamma: float  # the model's residual scale, for rollout
+    classes_present: list[int] = field(default_factory=list)  # sorted class ids in `prediction`
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return int(self.attentions[0].shape[0]), int(self.attentions[0].shape[1])
+
+    @property
+    def grid_classes(self) -> np.ndarray:
+        """Predicted class under each feature cell's centre, (h, w)."""
+        return sample_at_cells(self.prediction, self.grid_size)
+
+    def nbytes(self) -> int:
+        return sum(a.numel() * a.element_size() for a in self.attentions) + self.prediction.nbytes
+
+
+class BoundedCache:
+    """Least-recently-used cache limited in bytes, safe to share between sessions (threads)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable):
+        with self._lock:
+            if key not in self._items:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key][0]
+
+    def put(self, key: Hashable, value, nbytes: int) -> None:
+        with self._lock:
+            if key in self._items:
+                self._bytes -= self._items.pop(key)[1]
+            self._items[key] = (value, nbytes)
+            self._bytes += nbytes
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+@dataclass
+class Timings:
+    """Milliseconds per step of one page run, shown in the timings expander."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_ms(self) -> float:
+        return 1000 * (time.perf_counter() - self.started)
+
+    def measure(self, name: str):
+        return _Stopwatch(self, name)
+
+    def add(self, name: str, milliseconds: float) -> None:
+        self.steps[name] = self.steps.get(name, 0.0) + milliseconds
+
+
+class _Stopwatch:
+    def __init__(self, timings: Timings, name: str):
+        self.timings, self.name = timings, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.timings.add(self.name, 1000 * (time.perf_counter() - self.start))
+
+
+def decode_key(digest: str, model_name: str, recurrence: int) -> tuple[str, str, int]:
+    return (digest, model_name, recurrence)
+
+
+@torch.inference_mode()
+def encode_and_decode(loaded: LoadedModel, rgb: np.ndarray, loop_counts: Sequence[int]) -> dict[int, Decoded]:
+    """Backbone once, then the head once per loop count: {R: Decoded}."""
+    metadata = loaded.metadata
+    images = to_tensor(rgb, metadata["mean"], metadata["std"]).to(loaded.device)  # (1, 3, H, W)
+    size = rgb.shape[:2]
+    results = {}
+    with loaded.lock:
+        features = loaded.model.encode(images)
+        for recurrence in loop_counts:
+            output = loaded.model.decode(features, size, recurrence=recurrence, return_attention=True)
+            prediction = _class_map(output.logits[0])  # (H, W)
+            results[recurrence] = Decoded(
+                attentions=[a[0].float().cpu() for a in output.attentions],  # R x (h, w, h + w)
+                prediction=prediction,
+                gamma=loaded.gamma,
+                classes_present=[int(c) for c in np.unique(prediction)],
+            )
+    return results
+
+
+def _class_map(logits: torch.Tensor) -> np.ndarray:
+    """(K, H, W) logits -> (H, W) class indices, as small an integer type as K allows."""
+    dtype = torch.uint8 if logits.shape[0] <= 256 else torch.int16
+    return logits.argmax(dim=0).to(dtype).cpu().numpy()
+
+
+def cached_decodes(
+    cache: BoundedCache,
+    loaded: LoadedModel,
+    rgb: np.ndarray,
+    digest: str,
+    loop_counts: Sequence[int],
+    compute: Callable[[LoadedModel, np.ndarray, Sequence[int]], dict[int, Decoded]] = encode_and_decode,
+) -> tuple[dict[int, Decoded], bool]:
+    """({R: Decoded}, computed_now): only the loop counts missing from the cache are decoded."""
+    found = {r: cache.get(decode_key(digest, loaded.name, r)) for r in loop_counts}
+    missing = [r for r, decoded in found.items() if decoded is None]
+    if missing:
+        fresh = compute(loaded, rgb, missing)
+        for recurrence, decoded in fresh.items():
+            cache.put(decode_key(digest, loaded.name, recurrence), decoded, decoded.nbytes())
+        found.update(fresh)
+    return found, bool(missing)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Run tiny tensor ops on the calling thread alone (a per-thread setting: other sessions keep theirs).
+
+    A click's maps are a few thousand cells: splitting them across cores buys nothing, and on a busy machine
+    waiting for a descheduled helper thread turned 5 ms into 100+ ms.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass
+class ColumnMaps:
+    """One column's maps for the clicked cell: after all its loops, and (optionally) each loop alone."""
+
+    composed: np.ndarray  # (h, w), sums to 1
+    per_loop: list[np.ndarray]  # R x (h, w): loop r's own attention (empty unless asked)
+    cell: tuple[int, int]  # (y, x) on the feature grid
+    mode: str = "attention"  # how the maps were propagated
+
+
+def column_maps(
+    decoded: Decoded, px: int, py: int, mode: str, with_per_loop: bool
+) -> ColumnMaps:
+    """Influence on image pixel (px, py) after the column's R loops, through `influence_maps`."""
+    cell = pixel_to_cell(px, py, decoded.prediction.shape[:2], decoded.grid_size)
+    gammas = decoded.gamma if mode == "rollout" else None
+    maps = influence_maps(decoded.attentions, *cell, mode=mode, gammas=gammas)  # (R, h, w)
+    per_loop = []
+    if with_per_loop:
+        per_loop = [
+            influence_maps([attention], *cell, mode=mode, gammas=gammas)[0].numpy()  # (h, w)
+            for attention in decoded.attentions
+        ]
+    return ColumnMaps(composed=maps[-1].numpy(), per_loop=per_loop, cell=cell, mode=mode)

@@ -1,0 +1,47 @@
+"""Geometry between the image (H x W pixels) and the model's feature grid (h x w cells).
+
+Cell (y, x) covers image rows [y * H / h, (y + 1) * H / h): the same convention as bilinear resizing with
+align_corners=False, which is how the model upsamples its logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Size = tuple[int, int]  # (height, width)
+
+
+def pixel_to_cell(px: float, py: float, image_size: Size, grid_size: Size) -> tuple[int, int]:
+    """Image pixel (px, py) -> feature cell (y, x), clamped inside the grid."""
+    height, width = image_size
+    rows, cols = grid_size
+    y = int(np.clip(np.floor(py * rows / height), 0, rows - 1))
+    x = int(np.clip(np.floor(px * cols / width), 0, cols - 1))
+    return y, x
+
+
+def cell_centre(y: int, x: int, image_size: Size, grid_size: Size) -> tuple[float, float]:
+    """Feature cell (y, x) -> the image pixel (px, py) at its centre."""
+    height, width = image_size
+    rows, cols = grid_size
+    return (x + 0.5) * width / cols, (y + 0.5) * height / rows
+
+
+def sample_at_cells(values: np.ndarray, grid_size: Size) -> np.ndarray:
+    """Per-pixel map (H, W) -> (h, w) by taking the pixel under each cell's centre (classes never blend)."""
+    height, width = values.shape[:2]
+    rows, cols = grid_size
+    ys = np.minimum(((np.arange(rows) + 0.5) * height / rows).astype(int), height - 1)  # (h,)
+    xs = np.minimum(((np.arange(cols) + 0.5) * width / cols).astype(int), width - 1)  # (w,)
+    return values[ys[:, None], xs[None, :]]  # (h, w)
+
+
+def display_to_image(
+    click_x: float, click_y: float, shown_size: tuple[float, float], image_size: Size
+) -> tuple[int, int]:
+    """A click on the shown image (shown_size = (width, height) in CSS pixels) -> image pixel (px, py)."""
+    shown_width, shown_height = shown_size
+    height, width = image_size
+    px = int(np.clip(click_x * width / max(shown_width, 1), 0, width - 1))
+    py = int(np.clip(click_y * height / max(shown_height, 1), 0, height - 1))
+    return px, py

@@ -1,0 +1,150 @@
+"""CCNet explorer: click a pixel, watch its influence spread over R = 1, 2, 3 criss-cross loops.
+
+Run from the repository root:  streamlit run app/main.py   (settings: see app/settings.py)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/main.py` puts app/ on the path, not the repository root that holds app, ccnet, training.
+_ROOT = str(Path(__file__).absolute().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app import controls  # noqa: E402
+from app.examples import load_example  # noqa: E402
+from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image  # noqa: E402
+from app.models import (  # noqa: E402
+    HOW_TO_MAKE_A_CHECKPOINT,
+    Catalogue,
+    LoadedModel,
+    ModelError,
+    read_catalogue,
+    resolve_device,
+)
+from app.resources import cached_examples, cached_model, shared_cache  # noqa: E402
+from app.settings import Settings, SettingsError  # noqa: E402
+from app.view import GroundTruth, exploration  # noqa: E402
+
+UPLOAD = "Upload"
+EXAMPLES = "Examples folder"
+
+
+def main() -> None:
+    st.set_page_config(page_title="CCNet explorer", layout="wide")
+    st.title("Criss-cross attention explorer")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        st.error(str(error))
+        return
+    device, device_warning = resolve_device(settings.device)
+    if device_warning:
+        st.sidebar.warning(device_warning)
+
+    catalogue = _catalogue_or_message(settings)
+    if catalogue is None:
+        return
+    image, truth = _choose_image(settings)
+    columns = controls.choose_columns(catalogue)
+    options = controls.view_options()
+    st.sidebar.caption(
+        f"Device: **{device}** (CCNET_DEVICE={settings.device}). Checkpoints: `{catalogue.folder}`"
+    )
+    if image is None or columns is None:
+        return
+    models = _load_models(columns, device)
+    if models is None:
+        return
+    exploration(image, truth, columns, models, options, shared_cache(settings.cache_mb * 2**20))
+
+
+def _catalogue_or_message(settings: Settings) -> Catalogue | None:
+    try:
+        catalogue = read_catalogue(settings.checkpoints)
+    except ModelError as error:
+        st.error(str(error))
+        return None
+    if not catalogue.entries:
+        st.warning(f"No trained checkpoint in `{settings.checkpoints}` yet, so there is nothing to explore.")
+        st.markdown(HOW_TO_MAKE_A_CHECKPOINT)
+        return None
+    return catalogue
+
+
+def _choose_image(settings: Settings) -> tuple[DecodedImage | None, GroundTruth | None]:
+    """Upload or examples folder -> decoded image (and ground truth); problems shown, never raised."""
+    st.sidebar.header("Image")
+    source = st.sidebar.radio("Source", [UPLOAD, EXAMPLES], key="source", horizontal=True)
+    try:
+        if source == UPLOAD:
+            return _uploaded_image(settings), None
+        return _example_image(settings)
+    except ImageError as error:
+        st.error(f"{error}\n\nThe app keeps working: choose another image.")
+        return None, None
+
+
+def _uploaded_image(settings: Settings) -> DecodedImage | None:
+    upload = st.sidebar.file_uploader("Image file", type=UPLOAD_EXTENSIONS, key="upload")
+    if upload is None:
+        st.info("Upload an image (PNG, JPEG, WebP, BMP or TIFF) in the sidebar, or pick an example.")
+        return None
+    image = _decoded_upload(upload.file_id, upload.getvalue(), upload.name, settings.max_side)
+    _show_notices(image)
+    return image
+
+
+def _decoded_upload(file_id: str, data: bytes, name: str, max_side: int) -> DecodedImage:
+    """Decode once per upload in this session (reruns reuse it)."""
+    key = ("decoded", file_id, max_side)
+    remembered = st.session_state.get("decoded_upload")
+    if remembered and remembered[0] == key:
+        return remembered[1]
+    image = decode_image(data, max_side=max_side, name=name)
+    st.session_state["decoded_upload"] = (key, image)
+    return image
+
+
+def _example_image(settings: Settings) -> tuple[DecodedImage | None, GroundTruth | None]:
+    examples = cached_examples(str(settings.examples) if settings.examples else None)
+    if not examples.examples:
+        st.info(examples.message)
+        return None, None
+    st.sidebar.caption(examples.message)
+    names = [example.name for example in examples.examples]
+    name = st.sidebar.selectbox("Example", names, key="example")
+    example = examples.examples[names.index(name)]
+    loaded = load_example(examples, example, settings.max_side)
+    _show_notices(loaded.image)
+    truth = None
+    if loaded.labels is not None:
+        truth = GroundTruth(loaded.labels, loaded.class_names, loaded.palette)
+    return loaded.image, truth
+
+
+def _show_notices(image: DecodedImage) -> None:
+    for notice in image.notices:
+        st.info(notice)
+
+
+def _load_models(columns: list[controls.ColumnSpec], device) -> dict[str, LoadedModel] | None:
+    models = {}
+    for spec in columns:
+        entry = spec.entry
+        if entry.name in models:
+            continue
+        try:
+            modified = entry.path.stat().st_mtime if entry.path.exists() else 0.0
+            models[entry.name] = cached_model(str(entry.path), str(device), modified)
+        except ModelError as error:
+            st.error(str(error))
+            return None
+    return models
+
+
+main()

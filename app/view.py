@@ -1,0 +1,308 @@
+"""The exploration: the clickable image, one column per loop count, numbers, downloads, timings.
+
+`exploration` is a Streamlit fragment: a click reruns only this part of the page, and since the
+attentions are cached per (image, model, R), a click costs influence maps, statistics and drawing.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+from streamlit_image_coordinates import streamlit_image_coordinates
+
+from app import render
+from app.controls import ColumnSpec, ViewOptions
+from app.explorer import (
+    BoundedCache,
+    ColumnMaps,
+    Decoded,
+    Timings,
+    cached_decodes,
+    column_maps,
+    decode_key,
+    single_threaded,
+)
+from app.grid import display_to_image
+from app.images import DecodedImage
+from app.models import LOOP_COUNTS, LoadedModel
+from app.stats import InfluenceStats, image_miou, influence_stats
+
+PLOT_CONFIG = {"displayModeBar": False}
+POINT_KEY = "point"  # session state: {"digest", "px", "py"} of the last click on the current image
+ENCODE_STEP = "encode + decode (new image or model)"
+
+
+@dataclass
+class GroundTruth:
+    labels: np.ndarray  # (H, W) uint8, 255 = ignore
+    class_names: list[str]  # the dataset's, in label order
+    palette: np.ndarray  # (K, 3) the dataset's colours
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class ColumnResult:
+    spec: ColumnSpec
+    loaded: LoadedModel
+    decoded: Decoded
+    maps: ColumnMaps
+    stats: InfluenceStats
+    clicked_class: int
+
+
+def current_point(image: DecodedImage) -> tuple[int, int]:
+    """The last click on this image, or its centre before the first click."""
+    point = st.session_state.get(POINT_KEY)
+    if point and point.get("digest") == image.digest:
+        return int(point["px"]), int(point["py"])
+    return image.width // 2, image.height // 2
+
+
+def _remember_click(widget_key: str, image: DecodedImage) -> None:
+    """Click callback: runs before the rerun, so the new point is marked on everything drawn after it."""
+    value = st.session_state.get(widget_key)
+    if not value or "x" not in value:
+        return
+    shown = (value["width"], value["height"])
+    px, py = display_to_image(value["x"], value["y"], shown, (image.height, image.width))
+    st.session_state[POINT_KEY] = {"digest": image.digest, "px": px, "py": py}
+
+
+@st.fragment
+def exploration(
+    image: DecodedImage,
+    truth: GroundTruth | None,
+    columns: list[ColumnSpec],
+    models: dict[str, LoadedModel],
+    options: ViewOptions,
+    cache: BoundedCache,
+) -> None:
+    timings = Timings()
+    decodes = _decodes_for_columns(image, columns, models, cache, timings)
+    px, py = current_point(image)
+
+    results = []
+    with timings.measure("influence maps + statistics"), single_threaded():
+        for spec in columns:
+            decoded = decodes[(spec.entry.name, spec.recurrence)]
+            results.append(_column_result(spec, models[spec.entry.name], decoded, px, py, options, truth))
+
+    # One row: the image to click, then one column per loop count, so everything is seen at once.
+    picker, *outputs = st.columns([1] * (1 + len(results)))
+    with picker, timings.measure("clickable image + summary"):
+        _clickable_image(image, px, py)
+        _point_summary(image, results, px, py, truth, cache)
+    with timings.measure("render + send columns"):
+        scales = _colour_scales(results, options)
+        pictures = [
+            _show_column(column, image, result, scale, options, cache, px, py)
+            for column, result, scale in zip(outputs, results, scales, strict=True)
+        ]
+    with timings.measure("download buttons"):
+        _downloads(image, results, pictures, px, py)
+    _timings_expander(timings, cache)
+
+
+def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[str, int], Decoded]:
+    wanted: dict[str, list[int]] = {}
+    for spec in columns:
+        wanted.setdefault(spec.entry.name, []).append(spec.recurrence)
+    decodes = {}
+    for name, loop_counts in wanted.items():
+        start = time.perf_counter()
+        new = any(decode_key(image.digest, name, r) not in cache for r in loop_counts)
+        with st.spinner(f"Running {name} on the image (once; clicks then reuse it)...") if new else nullcontext():
+            found, computed = cached_decodes(cache, models[name], image.rgb, image.digest, loop_counts)
+        step = ENCODE_STEP if computed else "attentions from the cache"
+        timings.add(step, 1000 * (time.perf_counter() - start))
+        decodes.update({(name, r): decoded for r, decoded in found.items()})
+    return decodes
+
+
+def _column_result(spec, loaded, decoded, px, py, options, truth) -> ColumnResult:
+    maps = column_maps(decoded, px, py, options.mode, options.per_loop)
+    clicked_class = int(decoded.prediction[py, px])
+    miou = None
+    if truth is not None and truth.num_classes == len(loaded.class_names):
+        miou = image_miou(decoded.prediction, truth.labels, truth.num_classes)
+    stats = influence_stats(maps.composed, decoded.grid_classes, clicked_class, miou)
+    return ColumnResult(spec, loaded, decoded, maps, stats, clicked_class)
+
+
+def _clickable_image(image: DecodedImage, px: int, py: int) -> None:
+    widget_key = f"click-{image.digest}"  # a new image gets a fresh widget, not the old click
+    streamlit_image_coordinates(
+        render.draw_marker(image.rgb, px, py),
+        key=widget_key,
+        width="stretch",
+        image_format="JPEG",
+        jpeg_quality=90,
+        cursor="crosshair",
+        # The component's callback takes no arguments: bind key and image here.
+        on_click=lambda: _remember_click(widget_key, image),
+    )
+    st.caption("Click a pixel: each map below shows how much every position feeds into it.")
+
+
+def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTruth | None, cache) -> None:
+    first = results[0]
+    y, x = first.maps.cell
+    rows, cols = first.decoded.grid_size
+    st.markdown(
+        f"**Clicked pixel** ({px}, {py}) of {image.width} x {image.height} &rarr; feature cell "
+        f"(y={y}, x={x}) of the {rows} x {cols} grid"
+    )
+    names = [
+        f"R = {r.spec.recurrence}: {_class_name(r.loaded, r.clicked_class)}" for r in results
+    ]
+    st.markdown("Predicted class there: " + ", ".join(names))
+    if results[0].maps.mode == "rollout":
+        gammas = sorted({f"{abs(r.decoded.gamma):.3g} ({r.loaded.name})" for r in results})
+        st.caption("Rollout: each loop is |γ| A + I with the model's learned γ = " + ", ".join(gammas))
+    if truth is not None:
+        label = int(truth.labels[py, px])
+        name = truth.class_names[label] if label < truth.num_classes else "void"
+        st.markdown(f"Ground truth there: {name}")
+        truth_rgb = render.draw_marker(_truth_rgb(image, truth, cache), px, py)
+        st.image(render.jpeg_bytes(truth_rgb), caption="Ground truth (black: void)", width="stretch")
+
+
+def _truth_rgb(image: DecodedImage, truth: GroundTruth, cache: BoundedCache) -> np.ndarray:
+    key = ("truth", image.digest)
+    overlay = cache.get(key)
+    if overlay is None:
+        overlay = render.segmentation_rgb(image.rgb, truth.labels, _palette_with_void(truth.palette), 0.6)
+        cache.put(key, overlay, overlay.nbytes)
+    return overlay  # (H, W, 3)
+
+
+def _palette_with_void(palette: np.ndarray) -> np.ndarray:
+    full = np.zeros((256, 3), np.uint8)  # (256, 3): 255 (ignore) and unknown values stay black
+    full[: len(palette)] = palette
+    return full
+
+
+def _class_name(loaded: LoadedModel, class_id: int) -> str:
+    names = loaded.class_names
+    return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
+
+
+def _colour_scales(results: list[ColumnResult], options: ViewOptions) -> list[render.ColourScale]:
+    peaks = [float(r.maps.composed.max()) for r in results]
+    if options.shared_scale:
+        peaks = [max(peaks)] * len(peaks)
+    return [render.ColourScale(options.colormap, 0.0, max(peak, 1e-12), "influence") for peak in peaks]
+
+
+def _show_column(column, image, result: ColumnResult, scale, options, cache, px, py):
+    """Draw one column; returns its marked (influence, segmentation) overlays (H, W, 3) for the panel."""
+    loaded, decoded = result.loaded, result.decoded
+    names = np.asarray(loaded.class_names + ["?"], dtype=object)
+    grid_classes = np.minimum(decoded.grid_classes, len(loaded.class_names))  # (h, w)
+    hover = render.HoverGrid(result.maps.composed, names[grid_classes], (image.height, image.width))
+    influence = render.influence_rgb(
+        image.rgb, result.maps.composed, scale, options.heat_opacity, options.smooth
+    )  # (H, W, 3)
+    segmentation = render.draw_marker(_segmentation_rgb(image, result, options.seg_opacity, cache), px, py)
+    size, height, marker = (image.height, image.width), _figure_height(image), (px, py)
+    with column:
+        st.markdown(f"#### {result.spec.title}")
+        # Only the influence map is a chart (hover: value and class); the segmentation is a plain image,
+        # which costs a third of a chart to send and to paint.
+        st.plotly_chart(
+            render.overlay_figure(render.jpeg_data_uri(influence), size, hover, scale, marker, height),
+            config=PLOT_CONFIG, key=f"influence-{result.spec.recurrence}",
+        )
+        _stats_lines(result)
+        st.image(render.jpeg_bytes(segmentation), caption=f"segmentation at R = {result.spec.recurrence}",
+                 width="stretch")
+        present = [c for c in decoded.classes_present if c < len(loaded.class_names)]
+        st.html(render.class_legend_html(present, loaded.class_names, loaded.palette))
+        if options.per_loop:
+            _per_loop_images(image, result, options, px, py)
+    return render.draw_marker(influence, px, py), segmentation
+
+
+def _segmentation_rgb(image: DecodedImage, result: ColumnResult, opacity: float, cache) -> np.ndarray:
+    """The overlay does not change with clicks: blend it once per image, model, R and opacity."""
+    key = ("segmentation", image.digest, result.loaded.name, result.spec.recurrence, round(opacity, 3))
+    overlay = cache.get(key)
+    if overlay is None:
+        prediction, palette = result.decoded.prediction, result.loaded.palette
+        overlay = render.segmentation_rgb(image.rgb, prediction, palette, opacity)  # (H, W, 3)
+        cache.put(key, overlay, overlay.nbytes)
+    return overlay
+
+
+def _figure_height(image: DecodedImage, column_width: int = 280) -> int:
+    """Plot height that lets the image fill a typical column's width (plotly needs a fixed height)."""
+    return int(np.clip(round(column_width * image.height / image.width), 150, 600))
+
+
+def _stats_lines(result: ColumnResult) -> None:
+    stats = result.stats
+    lines = [
+        f"90% of the influence on **{100 * stats.coverage_90:.3g}%** of the image",
+        f"entropy **{stats.entropy_bits:.3f} bits** ({100 * stats.entropy_share:.0f}% of uniform)",
+        f"on its own class ({_class_name(result.loaded, result.clicked_class)}): "
+        f"**{100 * stats.own_class_share:.1f}%**",
+    ]
+    if stats.miou is not None:
+        lines.append(f"image mIoU at R = {result.spec.recurrence}: **{100 * stats.miou:.1f}%**")
+    st.markdown("  \n".join(lines))
+
+
+def _per_loop_images(image, result: ColumnResult, options: ViewOptions, px: int, py: int) -> None:
+    """Each loop's own attention of the clicked cell, small, in a row of as many slots as the largest R."""
+    st.caption("Each loop's own attention of the clicked cell:")
+    slots = st.columns(max(LOOP_COUNTS))
+    for loop, (own, slot) in enumerate(zip(result.maps.per_loop, slots, strict=False), start=1):
+        scale = render.ColourScale(options.colormap, 0.0, max(float(own.max()), 1e-12))
+        overlay = render.draw_marker(render.influence_rgb(image.rgb, own, scale, options.heat_opacity, options.smooth),
+                                     px, py)
+        slot.image(render.jpeg_bytes(overlay), caption=f"loop {loop}", width="stretch")
+
+
+def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: int, py: int) -> None:
+    """pictures: each column's marked (influence, segmentation) overlays, (H, W, 3) each."""
+    stem = f"ccnet_{image.digest[:8]}_x{px}_y{py}"
+    titles = [r.spec.title for r in results]
+
+    def panel() -> bytes:  # built only when the button is pressed
+        rows = [[influence for influence, _ in pictures], [segmentation for _, segmentation in pictures]]
+        return render.panel_png(titles, rows)
+
+    left, right = st.columns(2)
+    left.download_button(
+        "Download the panel (PNG)", data=panel, file_name=f"{stem}.png",
+        mime="image/png", on_click="ignore", key="download-panel",
+    )
+    grids = {r.maps.composed.shape for r in results}
+    if len(grids) == 1:
+        stacked = np.stack([r.maps.composed for r in results]).astype(np.float32)  # (columns, h, w)
+        right.download_button(
+            "Download the maps (.npy)", data=lambda: render.npy_bytes(stacked),
+            file_name=f"{stem}.npy", mime="application/octet-stream", on_click="ignore", key="download-maps",
+            help=f"float32 array (columns, h, w) = {stacked.shape}, columns in the order "
+            f"{', '.join(titles)}; each map sums to 1.",
+        )
+    else:
+        right.caption("The columns' feature grids differ in size: their maps cannot share one array.")
+
+
+def _timings_expander(timings: Timings, cache: BoundedCache) -> None:
+    with st.expander("Timings (server side, this run)"):
+        total = timings.elapsed_ms()  # wall time of the whole exploration, steps and the glue between them
+        st.markdown("\n".join(f"- {name}: {ms:.1f} ms" for name, ms in timings.steps.items())
+                    + f"\n- **total: {total:.1f} ms**")
+        st.caption(
+            f"Attention cache: {len(cache)} entries, {cache.nbytes / 2**20:.1f} MiB of "
+            f"{cache.max_bytes / 2**20:.0f} MiB; {cache.hits} hits, {cache.misses} misses."
+        )

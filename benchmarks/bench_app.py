@@ -1,0 +1,231 @@
+"""How fast the explorer answers: first result for a new image, and a click, at 360 x 480 on this machine.
+
+    python benchmarks/bench_app.py [--checkpoint checkpoints/camvid_r2.safetensors] [--repeats 20]
+
+Two views of the same work:
+- page: the real page script run by Streamlit's AppTest; the numbers are the app's own timings expander
+  (server time of the exploration fragment: maps, statistics, drawing, charts handed to Streamlit), plus
+  the upload's decoding for a new image. The websocket and the browser's repaint are not included: the
+  browser test measures click -> repaint (test-artifacts/browser_timings.json).
+- parts: the steps of that path timed one by one, to see where the milliseconds go.
+
+Without --checkpoint it uses the folder's default model (checkpoints/index.json) and, when there is none
+yet, random weights in the architecture of training/configs/camvid_r2.yaml (the bundled default's
+recipe), saying so: timing depends on the architecture and the feature grid (45 x 60 at 360 x 480),
+not on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).absolute().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import plotly.io  # noqa: E402
+import plotly.tools  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from app import render  # noqa: E402
+from app.explorer import column_maps, encode_and_decode, single_threaded  # noqa: E402
+from app.images import decode_image  # noqa: E402
+from app.models import load_model, read_catalogue  # noqa: E402
+from app.stats import influence_stats  # noqa: E402
+from app.view import ENCODE_STEP  # noqa: E402
+from ccnet.checkpoint import save_checkpoint, write_index  # noqa: E402
+from ccnet.model import CCNet  # noqa: E402
+
+
+def synthetic_street(height: int, width: int, seed: int) -> np.ndarray:
+    """A street-like picture (sky, facade, road, a car) with noise, so every repeat hashes differently."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.float32)
+    image[: height // 3] = (120, 170, 230)
+    image[height // 3 : 2 * height // 3] = (150, 60, 50)
+    image[2 * height // 3 :] = (90, 90, 95)
+    image[height // 2 : 3 * height // 4, width // 4 : width // 2] = (30, 40, 160)
+    return (image + rng.normal(0, 12, image.shape)).clip(0, 255).astype(np.uint8)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def checkpoint_folder(path: str | None, workdir: Path) -> tuple[Path, str]:
+    """A folder holding exactly one model as its default, and a description of that model."""
+    if path is None:
+        catalogue = read_catalogue(ROOT / "checkpoints")
+        entry = catalogue.default_entry()
+        if entry is not None:
+            path = str(entry.path)
+    folder = workdir / "checkpoints"
+    folder.mkdir()
+    if path is None:
+        architecture = _recipe_architecture()
+        torch.manual_seed(0)
+        model = CCNet(11, **architecture).eval()
+        with torch.no_grad():
+            model.attention.cca.gamma.fill_(0.5)
+        metadata = {
+            "class_names": [f"class {k}" for k in range(11)],
+            "palette": [[20 * k, 255 - 20 * k, 90] for k in range(11)],
+            "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "dataset": "synthetic", "split": "",
+        }
+        save_checkpoint(model, folder / "random_r2", metadata)
+        write_index(folder, default="random_r2")
+        shown = ", ".join(f"{key} {value}" for key, value in architecture.items())
+        return folder, f"random weights, no bundled checkpoint yet; architecture of {RECIPE.name}: {shown}"
+    weights = Path(path).with_suffix(".safetensors")
+    for source in (weights, weights.with_suffix(".json")):
+        shutil.copy(source, folder / source.name)
+    write_index(folder, default=weights.stem)
+    return folder, f"{weights.name}"
+
+
+RECIPE = ROOT / "training" / "configs" / "camvid_r2.yaml"
+
+
+def _recipe_architecture() -> dict:
+    """The model section of the default model's training config (a small CCNet if it is not there)."""
+    fallback = {"backbone": "resnet18", "recurrence": 2, "base_width": 8, "head_channels": 16}
+    if not RECIPE.is_file():
+        return fallback
+    model = yaml.safe_load(RECIPE.read_text()).get("model", {})
+    keys = ("backbone", "recurrence", "base_width", "head_channels", "aux_channels", "ccl_channels")
+    return {key: model[key] for key in keys if model.get(key) is not None} or fallback
+
+
+def summary(values_ms: list[float]) -> str:
+    ordered = sorted(values_ms)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return f"median {statistics.median(ordered):7.1f} ms, p90 {p90:7.1f} ms, max {ordered[-1]:7.1f} ms"
+
+
+def timings_from_page(app) -> dict[str, float]:
+    """The app's own timings expander: {'step': ms, ..., 'total': ms}."""
+    for markdown in app.markdown:
+        if "**total:" in markdown.value:
+            steps = {}
+            for line in markdown.value.splitlines():
+                name, _, value = line.strip("- *").rpartition(": ")
+                steps[name] = float(value.removesuffix(" ms").strip("*"))
+            return steps
+    raise RuntimeError("the page showed no timings: " + "; ".join(e.value for e in app.error))
+
+
+def bench_page(folder: Path, height: int, width: int, repeats: int, new_images: int) -> dict[str, list[float]]:
+    """First result for new images and clicks, through the real page script (AppTest)."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ.update({"CCNET_CHECKPOINTS": str(folder), "CCNET_DEVICE": os.environ.get("CCNET_DEVICE", "auto")})
+    os.environ.pop("CCNET_EXAMPLES", None)
+    app = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300)
+    app.run()
+    results: dict[str, list[float]] = {"first result": [], "first: upload decode": [], "first: encode + decode": [],
+                                       "click": []}
+    rng = np.random.default_rng(0)
+    for index in range(new_images + 1):
+        data = png_bytes(synthetic_street(height, width, seed=1000 + index))
+        start = time.perf_counter()
+        digest = decode_image(data).digest  # what the page does with an upload, timed here
+        decode_ms = 1000 * (time.perf_counter() - start)
+        app.sidebar.file_uploader(key="upload").set_value((f"street{index}.png", data, "image/png"))
+        app.run()
+        steps = timings_from_page(app)
+        if index == 0:
+            continue  # the very first run also warms up torch and the caches
+        results["first result"].append(decode_ms + steps["total"])
+        results["first: upload decode"].append(decode_ms)
+        results["first: encode + decode"].append(steps.get(ENCODE_STEP, 0.0))
+    for _ in range(repeats):
+        point = {"digest": digest, "px": int(rng.integers(width)), "py": int(rng.integers(height))}
+        app.session_state["point"] = point
+        app.run()
+        results["click"].append(timings_from_page(app)["total"])
+    return results
+
+
+def bench_parts(folder: Path, height: int, width: int, repeats: int) -> dict[str, list[float]]:
+    """The click path's steps one by one, for the three columns of one model unrolled R = 1, 2, 3."""
+    entry = read_catalogue(folder).default_entry()
+    loaded = load_model(entry.path, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    rgb = synthetic_street(height, width, seed=7)
+    decoded = encode_and_decode(loaded, rgb, [1, 2, 3])
+    rng = np.random.default_rng(1)
+    parts: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def clock(name: str):
+        start = time.perf_counter()
+        yield
+        parts.setdefault(name, []).append(1000 * (time.perf_counter() - start))
+
+    names = np.asarray(loaded.class_names + ["?"], dtype=object)
+    size = (height, width)
+    for _ in range(repeats):
+        px, py = int(rng.integers(width)), int(rng.integers(height))
+        with clock("influence maps"), single_threaded():
+            maps = [column_maps(decoded[r], px, py, "attention", with_per_loop=False).composed for r in (1, 2, 3)]
+        with clock("statistics"):
+            for influence, r in zip(maps, (1, 2, 3), strict=True):
+                influence_stats(influence, decoded[r].grid_classes, int(decoded[r].prediction[py, px]))
+        scales = [render.ColourScale("Inferno", 0.0, float(influence.max())) for influence in maps]
+        with clock("overlays + JPEG"):
+            overlays = [render.influence_rgb(rgb, m, s, 0.65) for m, s in zip(maps, scales, strict=True)]
+            uris = [render.jpeg_data_uri(overlay) for overlay in overlays]
+        with clock("plotly figures"):
+            figures = [
+                render.overlay_figure(uri, size, render.HoverGrid(m, names[decoded[r].grid_classes], size), s, (px, py))
+                for uri, m, s, r in zip(uris, maps, scales, (1, 2, 3), strict=True)
+            ]
+        with clock("Streamlit chart serialisation"):
+            for figure in figures:  # what st.plotly_chart does with a figure
+                plotly.io.to_json(plotly.tools.return_figure_from_figure_or_data(figure, True), validate=False)
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the folder's default model)")
+    parser.add_argument("--size", default="360x480", help="image height x width (default 360x480)")
+    parser.add_argument("--repeats", type=int, default=20, help="clicks to time (default 20)")
+    parser.add_argument("--new-images", type=int, default=5, help="new images to time (default 5)")
+    args = parser.parse_args(argv)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+
+    with tempfile.TemporaryDirectory() as workdir:
+        folder, described = checkpoint_folder(args.checkpoint, Path(workdir))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"model: {described}; device: {device}; torch threads: {torch.get_num_threads()}; "
+              f"image {height} x {width}")
+        page = bench_page(folder, height, width, args.repeats, args.new_images)
+        parts = bench_parts(folder, height, width, args.repeats)
+
+    print("\n| measured (server side) | result | goal |\n| --- | --- | --- |")
+    goals = {"first result": "< 1500 ms", "click": "< 50 ms"}
+    for name, values in page.items():
+        print(f"| {name} | {summary(values)} | {goals.get(name, '')} |")
+    print("\n| click path, step by step (3 columns) | result |\n| --- | --- |")
+    for name, values in parts.items():
+        print(f"| {name} | {summary(values)} |")
+    failed = statistics.median(page["click"]) >= 50 or statistics.median(page["first result"]) >= 1500
+    print("\nmedian within the goals" if not failed else "\nmedian OUTSIDE a goal (see above)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

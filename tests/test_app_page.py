@@ -1,0 +1,219 @@
+"""The Streamlit page through AppTest: start-up, uploads good and bad, examples, modes and options.
+
+Clicks cannot be made without a browser (see test_browser_app.py); setting the session's point is the
+same input the click callback writes, so the click path is checked here too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app.explorer import column_maps, encode_and_decode
+from app.models import load_model
+from app.resources import cached_model
+from app.stats import entropy_bits
+from app.view import POINT_KEY
+from tests.test_app_helpers import image_bytes, make_checkpoint_folder, save_tiny_checkpoint, street_rgb
+from tests.test_app_images import noise_png, png_header_only
+
+MAIN = str(Path(__file__).absolute().parent.parent / "app" / "main.py")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    """R = 1, 2, 3 tiny models, so both comparison modes are available."""
+    return make_checkpoint_folder(tmp_path_factory.mktemp("checkpoints"), recurrences=(1, 2, 3))
+
+
+@pytest.fixture
+def app(monkeypatch, checkpoints) -> AppTest:
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
+    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    return AppTest.from_file(MAIN, default_timeout=60)
+
+
+def texts(app: AppTest) -> str:
+    parts = [m.value for m in app.markdown] + [m.value for m in app.caption]
+    parts += [m.value for m in app.info] + [m.value for m in app.warning] + [m.value for m in app.error]
+    return "\n".join(parts)
+
+
+def upload(app: AppTest, name: str, data: bytes) -> AppTest:
+    app.sidebar.file_uploader(key="upload").set_value((name, data, "application/octet-stream"))
+    return app.run()
+
+
+def assert_no_exception(app: AppTest) -> None:
+    assert not app.exception, [e.value for e in app.exception]
+
+
+def test_no_checkpoint_says_how_to_make_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(tmp_path / "empty"))
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert_no_exception(app)
+    assert "No trained checkpoint" in texts(app)
+    assert "python -m training.train --config training/configs/camvid_r2.yaml" in texts(app)
+
+
+def test_default_load_asks_for_an_image_and_shows_the_device(app):
+    app.run()
+    assert_no_exception(app)
+    assert "Upload an image" in texts(app)
+    assert "Device: **cpu**" in texts(app)
+
+
+def test_valid_upload_shows_three_columns(app):
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    assert_no_exception(app)
+    assert not app.error
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == ["#### R = 1", "#### R = 2 (as trained)", "#### R = 3"]
+    assert "Clicked pixel** (64, 48)" in texts(app)  # the centre until the first click
+    assert texts(app).count("90% of the influence on") == 3
+    downloads = [button.proto.label for button in app.get("download_button")]
+    assert downloads == ["Download the panel (PNG)", "Download the maps (.npy)"]
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("empty.png", b"", "empty (0 bytes)"),
+        ("notes.png", b"certainly not an image", "not an image"),
+        ("cut.png", noise_png()[:3000], "truncated or corrupt"),
+        ("bomb.png", png_header_only(30000, 30000), "too many pixels"),
+        ("tiny.png", image_bytes(street_rgb(16, 16)), "at least 32 pixels"),
+    ],
+    ids=["empty", "not-an-image", "truncated", "bomb", "tiny"],
+)
+def test_bad_upload_is_a_message_and_the_app_keeps_working(app, name, data, message):
+    upload(app.run(), name, data)
+    assert_no_exception(app)
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
+    upload(app, "street.png", image_bytes(street_rgb()))
+    assert_no_exception(app)
+    assert not app.error and "Clicked pixel" in texts(app)
+
+
+def test_large_upload_is_scaled_with_a_visible_notice(app, monkeypatch):
+    monkeypatch.setenv("CCNET_MAX_SIDE", "96")
+    upload(app.run(), "big.png", image_bytes(street_rgb(150, 200)))
+    assert_no_exception(app)
+    assert "Scaled down from 200 x 150 to 96 x 72" in texts(app)
+
+
+def test_checkpoint_that_fails_to_load_is_a_message(monkeypatch, tmp_path):
+    folder = make_checkpoint_folder(tmp_path / "broken", recurrences=(2,))
+    (folder / "tiny_r2.safetensors").write_bytes(b"\0" * 100)  # corrupt weights, index still lists them
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    app = upload(AppTest.from_file(MAIN, default_timeout=60).run(), "street.png", image_bytes(street_rgb()))
+    assert_no_exception(app)
+    assert any("could not be loaded" in e.value for e in app.error)
+
+
+def test_broken_settings_are_a_message(monkeypatch, checkpoints):
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setenv("CCNET_MAX_SIDE", "huge")
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert_no_exception(app)
+    assert any("CCNET_MAX_SIDE" in e.value for e in app.error)
+
+
+def entropies(app: AppTest) -> list[str]:
+    lines = [line for line in texts(app).splitlines() if "entropy **" in line]
+    return [line.split("entropy **")[1].split(" bits")[0] for line in lines]
+
+
+def test_modes_and_options_switch_without_errors(app):
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    attention = entropies(app)
+    app.sidebar.radio(key="propagation").set_value("Rollout (with the residual path)").run()
+    assert_no_exception(app)
+    assert entropies(app) != attention  # rollout keeps mass on the clicked pixel: a different map
+    app.sidebar.checkbox(key="per_loop").check().run()
+    assert_no_exception(app)
+    captions = [caption for image in app.image for caption in image.captions]
+    assert captions.count("loop 1") == 3 and captions.count("loop 3") == 1
+    app.sidebar.selectbox(key="colormap").set_value("Viridis").run()
+    app.sidebar.checkbox(key="smooth").check().run()
+    app.sidebar.checkbox(key="shared_scale").check().run()
+    app.sidebar.slider(key="heat_opacity").set_value(0.3).run()
+    app.sidebar.slider(key="seg_opacity").set_value(0.9).run()
+    assert_no_exception(app)
+    app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
+    assert_no_exception(app)
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == ["#### R = 1: tiny_r1", "#### R = 2: tiny_r2", "#### R = 3: tiny_r3"]
+
+
+def test_a_click_recomputes_the_maps_exactly(app, checkpoints):
+    rgb = street_rgb()
+    upload(app.run(), "street.png", image_bytes(rgb))
+    digest = app.session_state["decoded_upload"][1].digest
+    app.session_state[POINT_KEY] = {"digest": digest, "px": 20, "py": 70}
+    app.run()
+    assert_no_exception(app)
+    assert "Clicked pixel** (20, 70)" in texts(app)
+    loaded = load_model(checkpoints / "tiny_r2.safetensors", torch.device("cpu"))
+    decoded = encode_and_decode(loaded, rgb, [1, 2, 3])
+    maps = [column_maps(decoded[r], 20, 70, "attention", with_per_loop=False).composed for r in (1, 2, 3)]
+    expected = [f"{entropy_bits(influence):.3f}" for influence in maps]
+    assert entropies(app) == expected
+
+
+def test_switching_image_resets_the_point(app):
+    upload(app.run(), "a.png", image_bytes(street_rgb(seed=1)))
+    digest = app.session_state["decoded_upload"][1].digest
+    app.session_state[POINT_KEY] = {"digest": digest, "px": 5, "py": 5}
+    upload(app.run(), "b.png", image_bytes(street_rgb(80, 120, seed=2)))
+    assert "Clicked pixel** (60, 40)" in texts(app)
+
+
+def test_model_is_loaded_once_per_process(checkpoints):
+    path = str(checkpoints / "tiny_r2.safetensors")
+    first = cached_model(path, "cpu", 1.0)
+    assert cached_model(path, "cpu", 1.0) is first
+
+
+def camvid_like(root: Path, count: int = 2) -> Path:
+    """A tiny dataset in CamVid's SegNet layout: RGB frames and single-channel label PNGs (11 = void)."""
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for index in range(count):
+            rgb = street_rgb(72, 96, seed=index)
+            labels = np.full((72, 96), 3, np.uint8)
+            labels[:24] = 0
+            labels[-4:] = 11
+            Image.fromarray(rgb).save(root / split / f"f{index}.png")
+            Image.fromarray(labels).save(root / f"{split}annot" / f"f{index}.png")
+    return root
+
+
+def test_examples_folder_with_a_dataset_loads_ground_truth(monkeypatch, tmp_path):
+    from ccnet.classes import CAMVID
+
+    folder = tmp_path / "camvid_checkpoints"
+    save_tiny_checkpoint(folder, "camvid_r2", recurrence=2, classes=CAMVID)
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CCNET_EXAMPLES", str(camvid_like(tmp_path / "camvid")))
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    app.sidebar.radio(key="source").set_value("Examples folder").run()
+    assert_no_exception(app)
+    assert "camvid dataset" in texts(app) and "with ground truth" in texts(app)
+    assert "Ground truth there: Road" in texts(app)
+    assert texts(app).count("image mIoU at R =") == 3
+
+
+def test_examples_list_says_how_to_set_it_when_empty(app):
+    app.run()
+    app.sidebar.radio(key="source").set_value("Examples folder").run()
+    assert_no_exception(app)
+    assert "CCNET_EXAMPLES=../shared/datasets/camvid" in texts(app)

@@ -1,0 +1,329 @@
+"""The app's pieces on their own: geometry, statistics, rendering, settings, catalogue, examples, cache."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+from PIL import Image
+
+from app import render
+from app.examples import HOW_TO_SET_EXAMPLES, discover_examples, load_example
+from app.explorer import BoundedCache, cached_decodes, column_maps, encode_and_decode
+from app.grid import cell_centre, display_to_image, pixel_to_cell, sample_at_cells
+from app.models import load_model, read_catalogue, resolve_device
+from app.settings import Settings, SettingsError
+from app.stats import coverage_share, entropy_bits, image_miou, influence_stats, own_class_share
+from ccnet.propagation import influence_maps
+from tests.test_app_helpers import make_checkpoint_folder, street_rgb
+
+# --- geometry -------------------------------------------------------------------------------------------
+
+
+def test_pixel_to_cell_matches_the_cells_pixels_cover():
+    assert pixel_to_cell(0, 0, (360, 480), (45, 60)) == (0, 0)
+    assert pixel_to_cell(7, 7, (360, 480), (45, 60)) == (0, 0)
+    assert pixel_to_cell(8, 15, (360, 480), (45, 60)) == (1, 1)
+    assert pixel_to_cell(479, 359, (360, 480), (45, 60)) == (44, 59)
+    assert pixel_to_cell(10_000, -5, (360, 480), (45, 60)) == (0, 59)  # clamped
+
+
+def test_cell_centre_maps_back_into_its_cell():
+    for y, x in [(0, 0), (3, 7), (44, 59)]:
+        px, py = cell_centre(y, x, (360, 480), (45, 60))
+        assert pixel_to_cell(px, py, (360, 480), (45, 60)) == (y, x)
+
+
+def test_sample_at_cells_takes_the_pixel_under_each_centre():
+    classes = np.zeros((8, 8), np.uint8)
+    classes[4:, 4:] = 7
+    assert np.array_equal(sample_at_cells(classes, (2, 2)), [[0, 0], [0, 7]])
+
+
+def test_display_to_image_undoes_the_display_scale():
+    assert display_to_image(100, 50, (240, 180), (360, 480)) == (200, 100)
+    assert display_to_image(240, 180, (240, 180), (360, 480)) == (479, 359)
+
+
+# --- statistics -----------------------------------------------------------------------------------------
+
+
+def test_coverage_share_of_one_hot_and_uniform_maps():
+    one_hot = np.zeros((10, 10))
+    one_hot[3, 3] = 1
+    assert coverage_share(one_hot) == pytest.approx(0.01)
+    assert coverage_share(np.full((10, 10), 0.01)) == pytest.approx(0.9)
+
+
+def test_coverage_share_counts_the_fewest_cells_reaching_the_mass():
+    influence = np.array([[0.5, 0.3], [0.15, 0.05]])
+    assert coverage_share(influence, 0.8) == pytest.approx(0.5)
+    assert coverage_share(influence, 0.81) == pytest.approx(0.75)
+
+
+def test_entropy_in_bits():
+    assert entropy_bits(np.full((4, 4), 1 / 16)) == pytest.approx(4.0)
+    one_hot = np.zeros((4, 4))
+    one_hot[0, 0] = 1
+    assert entropy_bits(one_hot) == 0.0
+
+
+def test_own_class_share():
+    influence = np.array([[0.5, 0.25], [0.25, 0.0]])
+    classes = np.array([[1, 2], [1, 2]])
+    assert own_class_share(influence, classes, 1) == pytest.approx(0.75)
+
+
+def test_influence_stats_bundle():
+    stats = influence_stats(np.full((4, 4), 1 / 16), np.zeros((4, 4), int), 0, miou=0.5)
+    assert stats.entropy_share == pytest.approx(1.0) and stats.own_class_share == pytest.approx(1.0)
+    assert stats.miou == 0.5
+
+
+def test_image_miou_on_hand_made_prediction():
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 255]])
+    prediction = np.array([[0, 0, 0, 1], [0, 0, 1, 1]])
+    # class 0: TP 4, FP 1 -> 4/5; class 1: TP 2, FN 1 -> 2/3 (the void pixel is ignored)
+    assert image_miou(prediction, labels, num_classes=3) == pytest.approx((4 / 5 + 2 / 3) / 2)
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+def test_colour_scale_maps_its_ends_to_the_table_ends():
+    scale = render.ColourScale("Viridis", 0.0, 2.0)
+    assert list(scale.to_levels(np.array([-1.0, 0.0, 1.0, 2.0, 3.0]))) == [0, 0, 127, 255, 255]
+    colorscale = scale.plotly_colorscale()
+    table = render.colormap_table("Viridis")
+    assert colorscale[0] == [0.0, "rgb({},{},{})".format(*table[0])]
+    assert colorscale[-1] == [1.0, "rgb({},{},{})".format(*table[255])]
+
+
+def test_influence_overlay_colours_the_hot_cell():
+    image = np.zeros((40, 40, 3), np.uint8)
+    influence = np.zeros((4, 4))
+    influence[1, 2] = 1.0
+    scale = render.ColourScale("Hot", 0.0, 1.0)
+    overlay = render.influence_rgb(image, influence, scale, opacity=1.0)
+    assert overlay.shape == (40, 40, 3)
+    hot, cold = render.colormap_table("Hot")[255], render.colormap_table("Hot")[0]
+    assert np.array_equal(overlay[15, 25], hot) and np.array_equal(overlay[0, 0], cold)
+    smooth = render.influence_rgb(image, influence, scale, opacity=1.0, smooth=True)
+    assert smooth.shape == (40, 40, 3)
+
+
+def test_segmentation_overlay_uses_the_palette():
+    image = np.zeros((4, 4, 3), np.uint8)
+    prediction = np.array([[0, 1], [1, 0]]).repeat(2, 0).repeat(2, 1)
+    palette = np.array([[255, 0, 0], [0, 0, 255]], np.uint8)
+    overlay = render.segmentation_rgb(image, prediction, palette, opacity=1.0)
+    assert list(overlay[0, 0]) == [255, 0, 0] and list(overlay[0, 3]) == [0, 0, 255]
+
+
+def test_marker_is_drawn_without_touching_the_input():
+    image = np.full((60, 60, 3), 128, np.uint8)
+    marked = render.draw_marker(image, 30, 30)
+    assert (image == 128).all() and (marked != 128).any()
+
+
+def test_figure_holds_image_hover_grid_marker_and_colour_bar():
+    hover = render.HoverGrid(np.random.rand(3, 4), np.full((3, 4), "road", dtype=object), (30, 40))
+    uri = render.jpeg_data_uri(np.zeros((30, 40, 3), np.uint8))
+    figure = render.overlay_figure(uri, (30, 40), hover, render.ColourScale(), marker=(5, 6), height_px=100)
+    heatmap = figure.data[0]
+    assert heatmap.opacity == 0 and heatmap.showscale and tuple(heatmap.z.shape) == (3, 4)
+    assert list(heatmap.x) == [5, 15, 25, 35] and list(heatmap.y) == [5, 15, 25]
+    assert figure.layout.images[0].source.startswith("data:image/jpeg;base64,")
+    assert len(figure.layout.shapes) == 2 and figure.layout.shapes[0].x0 == 5 - render.marker_radius((30, 40))
+    plain = render.overlay_figure(uri, (30, 40), hover)
+    assert not plain.data[0].showscale and not plain.layout.shapes
+    for built in (figure, plain):  # built without validation: every property must still be valid
+        go.Figure(built.to_dict())
+
+
+def test_legend_escapes_names():
+    html_text = render.class_legend_html([0], ["<b>road</b>"], np.array([[1, 2, 3]]))
+    assert "&lt;b&gt;road" in html_text and "rgb(1,2,3)" in html_text
+
+
+def test_panel_png_and_npy_round_trip():
+    tiles = [[np.zeros((20, 30, 3), np.uint8)] * 3, [np.full((20, 30, 3), 255, np.uint8)] * 3]
+    panel = Image.open(io.BytesIO(render.panel_png(["R = 1", "R = 2", "R = 3"], tiles)))
+    assert panel.size == (3 * 30 + 2 * 6, 28 + 40)
+    maps = np.random.rand(3, 4, 5).astype(np.float32)
+    assert np.array_equal(np.load(io.BytesIO(render.npy_bytes(maps))), maps)
+
+
+# --- settings and models --------------------------------------------------------------------------------
+
+
+def test_settings_from_environment(tmp_path):
+    environ = {"CCNET_CHECKPOINTS": str(tmp_path), "CCNET_EXAMPLES": "data", "CCNET_DEVICE": "CPU"}
+    settings = Settings.from_env(environ | {"CCNET_MAX_SIDE": "640"})
+    assert settings.checkpoints == tmp_path and str(settings.examples) == "data"
+    assert settings.device == "cpu" and settings.max_side == 640 and settings.cache_mb == 512
+    defaults = Settings.from_env({})
+    assert defaults.checkpoints.name == "checkpoints" and defaults.examples is None
+    assert defaults.device == "auto"
+
+
+@pytest.mark.parametrize("value", ["abc", "10"])
+def test_bad_settings_name_the_variable(value):
+    with pytest.raises(SettingsError, match="CCNET_MAX_SIDE"):
+        Settings.from_env({"CCNET_MAX_SIDE": value})
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == (torch.device("cpu"), None)
+    assert resolve_device("auto")[0].type == ("cuda" if torch.cuda.is_available() else "cpu")
+    device, warning = resolve_device("banana")
+    assert device.type == "cpu" and "not a device name" in warning
+    if not torch.cuda.is_available():
+        device, warning = resolve_device("cuda")
+        assert device.type == "cpu" and "CUDA is not available" in warning
+
+
+def test_catalogue_lists_models_and_trained_loop_counts(tmp_path):
+    folder = make_checkpoint_folder(tmp_path / "c", recurrences=(1, 2, 3))
+    catalogue = read_catalogue(folder)
+    assert catalogue.default_entry().name == "tiny_r2"
+    trained = catalogue.trained_per_loop_count(catalogue.default_entry())
+    assert [trained[r][0].name for r in (1, 2, 3)] == ["tiny_r1", "tiny_r2", "tiny_r3"]
+    assert "R=2" in catalogue.get("tiny_r2").label
+
+
+def test_catalogue_of_a_missing_folder_is_empty(tmp_path):
+    assert read_catalogue(tmp_path / "nowhere").entries == ()
+
+
+def test_catalogue_refuses_files_outside_its_folder(tmp_path):
+    folder = make_checkpoint_folder(tmp_path / "c", recurrences=(2,))
+    index = json.loads((folder / "index.json").read_text())
+    index["models"][0]["file"] = "../../etc/passwd"
+    (folder / "index.json").write_text(json.dumps(index))
+    assert read_catalogue(folder).entries == ()
+
+
+def test_loaded_model_exposes_what_the_page_needs(tmp_path):
+    folder = make_checkpoint_folder(tmp_path / "c", recurrences=(2,))
+    loaded = load_model(folder / "tiny_r2.safetensors", torch.device("cpu"))
+    assert loaded.class_names == ["sky", "building", "road", "car"] and loaded.palette.shape == (4, 3)
+    assert loaded.trained_recurrence == 2 and loaded.gamma == pytest.approx(0.5)
+
+
+# --- encode cache and click path ------------------------------------------------------------------------
+
+
+def test_bounded_cache_drops_least_recently_used():
+    cache = BoundedCache(max_bytes=100)
+    cache.put("a", 1, 40)
+    cache.put("b", 2, 40)
+    assert cache.get("a") == 1  # now "b" is the oldest
+    cache.put("c", 3, 40)
+    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+    assert cache.nbytes == 80 and len(cache) == 2
+
+
+def test_bounded_cache_is_safe_under_threads():
+    cache = BoundedCache(max_bytes=1000)
+
+    def work(offset):
+        for i in range(500):
+            cache.put((offset, i % 30), i, 10)
+            cache.get((offset, (i * 7) % 30))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.nbytes <= 1000 and cache.nbytes == 10 * len(cache)
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tmp_path_factory):
+    folder = make_checkpoint_folder(tmp_path_factory.mktemp("c"), recurrences=(2,))
+    return load_model(folder / "tiny_r2.safetensors", torch.device("cpu"))
+
+
+def test_encode_and_decode_matches_the_full_forward(tiny_loaded):
+    from ccnet.preprocess import to_tensor
+
+    rgb = street_rgb(64, 96)
+    decoded = encode_and_decode(tiny_loaded, rgb, [1, 3])
+    images = to_tensor(rgb, tiny_loaded.metadata["mean"], tiny_loaded.metadata["std"])
+    with torch.no_grad():
+        full = tiny_loaded.model(images, recurrence=3, return_attention=True)
+    assert len(decoded[3].attentions) == 3 and len(decoded[1].attentions) == 1
+    for ours, reference in zip(decoded[3].attentions, full.attentions, strict=True):
+        assert torch.allclose(ours, reference[0], atol=1e-6)
+    assert np.array_equal(decoded[3].prediction, full.logits[0].argmax(0).numpy())
+    assert decoded[3].grid_size == (8, 12) and decoded[3].gamma == pytest.approx(0.5)
+
+
+def test_cached_decodes_encode_once_per_image_model_and_loop_count(tiny_loaded):
+    calls = []
+
+    def counting(loaded, rgb, loop_counts):
+        calls.append(list(loop_counts))
+        return encode_and_decode(loaded, rgb, loop_counts)
+
+    cache = BoundedCache(max_bytes=2**30)
+    rgb = street_rgb(64, 96)
+    first, computed = cached_decodes(cache, tiny_loaded, rgb, "digest-a", [1, 2, 3], counting)
+    again, computed_again = cached_decodes(cache, tiny_loaded, rgb, "digest-a", [1, 2, 3], counting)
+    assert computed and not computed_again and calls == [[1, 2, 3]]
+    assert all(again[r] is first[r] for r in (1, 2, 3))
+    cached_decodes(cache, tiny_loaded, rgb, "digest-a", [2, 4], counting)
+    assert calls == [[1, 2, 3], [4]]  # only the missing loop count is decoded
+
+
+def test_column_maps_come_from_influence_maps(tiny_loaded):
+    decoded = encode_and_decode(tiny_loaded, street_rgb(64, 96), [3])[3]
+    maps = column_maps(decoded, px=50, py=20, mode="rollout", with_per_loop=True)
+    y, x = maps.cell
+    assert (y, x) == (2, 6)
+    expected = influence_maps(decoded.attentions, y, x, mode="rollout", gammas=decoded.gamma)[-1]
+    assert np.allclose(maps.composed, expected.numpy())
+    assert len(maps.per_loop) == 3 and all(math.isclose(m.sum(), 1, rel_tol=1e-5) for m in maps.per_loop)
+    alone = influence_maps([decoded.attentions[1]], y, x, mode="rollout", gammas=decoded.gamma)[0]
+    assert np.allclose(maps.per_loop[1], alone.numpy())
+
+
+# --- examples -------------------------------------------------------------------------------------------
+
+
+def test_examples_without_a_folder_say_how_to_set_one():
+    examples = discover_examples(None)
+    assert examples.examples == [] and examples.message == HOW_TO_SET_EXAMPLES
+
+
+def test_examples_folder_of_plain_images(tmp_path):
+    Image.fromarray(street_rgb()).save(tmp_path / "a.png")
+    Image.fromarray(street_rgb()).save(tmp_path / "b.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    examples = discover_examples(tmp_path)
+    assert [e.name for e in examples.examples] == ["a.png", "b.jpg"] and not examples.has_labels
+    loaded = load_example(examples, examples.examples[0], max_side=1024)
+    assert loaded.image.rgb.shape == (96, 128, 3) and loaded.labels is None
+
+
+def test_examples_folder_that_is_missing(tmp_path):
+    examples = discover_examples(tmp_path / "nowhere")
+    assert examples.examples == [] and "is not there" in examples.message
+
+
+def test_example_labels_follow_the_scaled_image(tmp_path):
+    from tests.test_app_page import camvid_like
+
+    examples = discover_examples(camvid_like(tmp_path / "camvid"))
+    assert examples.layout == "camvid" and len(examples.examples) == 4
+    loaded = load_example(examples, examples.examples[0], max_side=48)
+    assert loaded.image.rgb.shape == (36, 48, 3) and loaded.labels.shape == (36, 48)
+    assert set(np.unique(loaded.labels)) <= {0, 3, 255} and loaded.class_names[3] == "Road"

@@ -1,0 +1,241 @@
+"""The explorer in a real browser: Streamlit server + Debian's Chromium driven by Playwright.
+
+Upload, two real clicks, maps repainted and different, no exception on the page, a screenshot and the
+click-to-repaint times in test-artifacts/; and two sessions at once getting their own, correct numbers.
+Skips (with the reason) where /usr/bin/chromium or playwright is missing; `.ci/run` installs chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.explorer import column_maps, encode_and_decode
+from app.images import decode_image
+from app.models import load_model
+from app.stats import entropy_bits
+from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, street_rgb
+
+ROOT = Path(__file__).absolute().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+CLICK_WIDGET = "iframe[title='streamlit_image_coordinates.streamlit_image_coordinates']"
+# The influence charts' layout images: they change exactly when a column is repainted with new maps.
+MAP_SOURCES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(plot => (((plot.layout || {}).images || [])[0] || {}).source || '')"""
+MAPS_CHANGED = """(before) => {
+    const now = (""" + MAP_SOURCES + """)();
+    return now.length === before.length && now.length > 0
+        && now.every((source, i) => source && source !== before[i]);
+}"""
+
+
+def _skip_reason() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is missing (pip install -r requirements-dev.txt)"
+    return None
+
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer within {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A Streamlit server on a free loopback port, serving a tiny random-weight checkpoint."""
+    folder = make_checkpoint_folder(tmp_path_factory.mktemp("checkpoints"), recurrences=(2,))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CCNET_EXAMPLES"}
+    env |= {"CCNET_CHECKPOINTS": str(folder), "CCNET_DEVICE": "cpu", "PYTHONPATH": str(ROOT)}
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+        "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, log)
+        yield url, folder
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Session:
+    """One browser context (its own Streamlit session) with the page helpers the tests need."""
+
+    def __init__(self, browser, url: str):
+        self.context = browser.new_context(viewport={"width": 1500, "height": 1100})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.goto(url, wait_until="domcontentloaded")
+
+    def upload(self, name: str, data: bytes) -> None:
+        dropzone = self.page.locator("[data-testid='stFileUploaderDropzoneInput']")
+        dropzone.set_input_files(files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+        self.page.wait_for_selector("text=Clicked pixel", timeout=90_000)
+        self.page.wait_for_function(f"() => ({MAP_SOURCES})().filter(s => s).length === 3", timeout=60_000)
+        self.image().wait_for(state="visible")
+        self.page.wait_for_timeout(300)  # let the widget finish its first layout
+
+    def image(self):
+        return self.page.frame_locator(CLICK_WIDGET).locator("#image")
+
+    def map_sources(self) -> list[str]:
+        return self.page.evaluate(MAP_SOURCES)
+
+    def click(self, fraction_x: float, fraction_y: float) -> None:
+        """A real mouse click at a fraction of the shown image's width and height."""
+        box = self.image().bounding_box()
+        self.image().click(position={"x": fraction_x * box["width"], "y": fraction_y * box["height"]})
+
+    def wait_repainted(self, before: list[str], timeout_ms: int = 30_000) -> None:
+        self.page.wait_for_function(MAPS_CHANGED, arg=before, timeout=timeout_ms)
+
+    def text(self) -> str:
+        return "\n".join(self.page.locator("[data-testid='stMarkdownContainer']").all_inner_texts())
+
+    def clicked_pixel(self) -> tuple[int, int]:
+        line = next(line for line in self.text().splitlines() if line.startswith("Clicked pixel"))
+        px, py = line.split("(")[1].split(")")[0].split(",")
+        return int(px), int(py)
+
+    def entropies(self) -> list[str]:
+        lines = [line for line in self.text().splitlines() if "entropy " in line]
+        return [line.split("entropy ")[1].split(" bits")[0] for line in lines]
+
+    def hover_text(self, chart: int) -> str:
+        """Plotly's tooltip after moving the mouse over the chart."""
+        box = self.page.locator(".js-plotly-plot").nth(chart).bounding_box()
+        self.page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45)
+        tooltip = self.page.locator(".hovertext")
+        tooltip.first.wait_for(timeout=10_000)
+        return " ".join(tooltip.all_text_contents())
+
+    def exceptions(self) -> int:
+        return self.page.locator("[data-testid='stException']").count()
+
+
+def expected_entropies(folder: Path, data: bytes, px: int, py: int) -> list[str]:
+    """What the page must show for this image and pixel, computed here through the same library calls."""
+    loaded = load_model(folder / "tiny_r2.safetensors", torch.device("cpu"))
+    decoded = encode_and_decode(loaded, decode_image(data).rgb, [1, 2, 3])
+    maps = [column_maps(decoded[r], px, py, "attention", with_per_loop=False).composed for r in (1, 2, 3)]
+    return [f"{entropy_bits(influence):.3f}" for influence in maps]
+
+
+def test_upload_and_two_clicks_repaint_the_maps(server, browser):
+    url, folder = server
+    session = Session(browser, url)
+    data = image_bytes(street_rgb(120, 160, seed=5))
+    session.upload("street.png", data)
+    first_sources = session.map_sources()
+
+    repaint_ms, pixels, sources = [], [], []
+    for fraction in [(0.2, 0.3), (0.8, 0.7), (0.5, 0.1), (0.1, 0.9)]:
+        before = session.map_sources()
+        start = time.perf_counter()
+        session.click(*fraction)
+        session.wait_repainted(before)
+        repaint_ms.append(1000 * (time.perf_counter() - start))
+        pixels.append(session.clicked_pixel())
+        sources.append(session.map_sources())
+
+    assert len(set(pixels)) == 4, pixels
+    assert sources[0] != first_sources and sources[1] != sources[0]  # each click changed all three maps
+    px, py = pixels[1]
+    assert abs(px - 0.8 * 160) <= 2 and abs(py - 0.7 * 120) <= 2  # the pixel under the pointer
+    assert session.entropies() == expected_entropies(folder, data, *pixels[-1])
+    hover = session.hover_text(0)
+    assert "influence" in hover and any(name in hover for name in CLASS_NAMES), hover  # value and class
+    assert session.exceptions() == 0 and session.errors == []
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    session.page.screenshot(path=str(ARTIFACTS / "browser_app.png"))
+    median = statistics.median(repaint_ms)
+    report = {"click_to_repaint_ms": [round(ms) for ms in repaint_ms], "median_ms": round(median)}
+    (ARTIFACTS / "browser_timings.json").write_text(json.dumps(report, indent=2) + "\n")
+    session.context.close()
+    assert median < 1000, report
+
+
+def test_two_sessions_at_once_get_their_own_results(server, browser):
+    url, folder = server
+    first, second = Session(browser, url), Session(browser, url)
+    images = {
+        session: image_bytes(street_rgb(96, 128, seed=seed)) for session, seed in ((first, 11), (second, 12))
+    }
+    for session, data in images.items():
+        session.upload(f"seed{id(session)}.png", data)
+    before = {session: session.map_sources() for session in images}
+    first.click(0.25, 0.25)  # both clicks are in flight before either page is checked
+    second.click(0.75, 0.6)
+    for session in images:
+        session.wait_repainted(before[session])
+
+    for session, data in images.items():
+        px, py = session.clicked_pixel()
+        assert session.entropies() == expected_entropies(folder, data, px, py)
+        assert session.exceptions() == 0 and session.errors == []
+    assert first.clicked_pixel() != second.clicked_pixel()
+    assert first.map_sources() != second.map_sources()
+    for session in images:
+        session.context.close()
