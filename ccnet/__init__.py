@@ -1,6 +1,7 @@
 """Criss-cross attention (CCNet) library: attention modules, the segmentation model, losses,
 influence maps, and the checkpoint format the app serves."""
 
+from ccnet import classes
 from ccnet.attention import (
     RCCA,
     CrissCrossAttention,
@@ -8,6 +9,8 @@ from ccnet.attention import (
     NonLocalBlock,
     RecurrentCrissCrossAttention,
 )
+from ccnet.checkpoint import CheckpointError, load_checkpoint, read_index, save_checkpoint, write_index
+from ccnet.inference import predict
 from ccnet.losses import CategoryConsistentLoss, OhemCrossEntropy
 from ccnet.model import (
     BACKBONES,
@@ -18,11 +21,22 @@ from ccnet.model import (
     build_model,
     load_backbone_weights,
 )
+from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from ccnet.propagation import influence_maps
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "classes",
+    "load_checkpoint",
+    "predict",
+    "read_index",
+    "save_checkpoint",
+    "to_tensor",
+    "write_index",
     "BACKBONES",
     "BackboneFeatures",
     "CCNet",
