@@ -99,6 +99,11 @@ RUNNERS = {
 }
 
 
+def result_file(name: str, device: str) -> str:
+    """CUDA results are kept beside the CPU ones (the document shows both; a GPU is only sometimes lent)."""
+    return f"{name}_cuda.md" if device.startswith("cuda") else f"{name}.md"
+
+
 def section_text(name: str) -> str:
     path = RESULTS / f"{name}.md"
     return path.read_text().strip() if path.is_file() else "_Not measured yet: `python benchmarks/run_all.py`._"
@@ -107,7 +112,8 @@ def section_text(name: str) -> str:
 def render(output: Path) -> None:
     text = TEMPLATE.read_text()
     for name in SECTIONS:
-        text = text.replace("{{" + name + "}}", section_text(name))
+        for key in (name, f"{name}_cuda"):
+            text = text.replace("{{" + key + "}}", section_text(key))
     output.write_text(text)
     log(f"wrote {output}")
 
@@ -119,7 +125,7 @@ def main(argv=None):
         log(f"== {name}")
         quick = " (quick smoke run: fewer rounds and sizes, not for quoting)" if args.quick else ""
         stamp = f"_Measured {datetime.date.today().isoformat()} by `python benchmarks/run_all.py`{quick}._"
-        (RESULTS / f"{name}.md").write_text(stamp + "\n\n" + RUNNERS[name](args) + "\n")
+        (RESULTS / result_file(name, args.device)).write_text(stamp + "\n\n" + RUNNERS[name](args) + "\n")
     render(Path(args.output))
 
 
