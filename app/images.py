@@ -97,9 +97,7 @@ def _open_checked(data: bytes, max_pixels: int, name: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"'{name}' declares too many pixels to decode safely ({error}).") from error
     except UnidentifiedImageError as error:
-        raise ImageError(
-            f"'{name}' is not an image this app can read. Use PNG, JPEG, WebP, BMP or TIFF."
-        ) from error
+        raise ImageError(f"'{name}' is not an image this app can read. Use PNG, JPEG, WebP, BMP or TIFF.") from error
     except Exception as error:  # a malformed header can raise almost anything inside PIL's parsers
         raise ImageError(f"'{name}' is truncated or corrupt and could not be read ({_reason(error)}).") from error
     width, height = image.size

@@ -30,8 +30,11 @@ def cached_model(path: str, device: str, modified: float) -> LoadedModel:
         MODEL_LOADS[path] += 1
         count = MODEL_LOADS[path]
     # One line in the server log per load (tests and operators count them).
-    print(f"ccnet-app: loaded model {Path(path).name} on {device} (load #{count} of this file)", file=sys.stderr,
-          flush=True)
+    print(
+        f"ccnet-app: loaded model {Path(path).name} on {device} (load #{count} of this file)",
+        file=sys.stderr,
+        flush=True,
+    )
     return loaded
 
 

@@ -34,16 +34,28 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 CLICK_WIDGET = "iframe[title='streamlit_image_coordinates.streamlit_image_coordinates']"
 MAP_SOURCES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
     .map(plot => (((plot.layout || {}).images || [])[0] || {}).source || '')"""
 UPLOADED = (
     "() => document.body.innerText.includes('Clicked pixel') && (" + MAP_SOURCES + ")().filter(s => s).length === 3"
 )
-REPAINTED = """(before) => { const now = (""" + MAP_SOURCES + """)();
+REPAINTED = (
+    """(before) => { const now = ("""
+    + MAP_SOURCES
+    + """)();
     return now.length === before.length && now.length > 0 && now.every((s, i) => s && s !== before[i]); }"""
+)
 LOAD_LINE = re.compile(r"ccnet-app: loaded model (\S+)")
 
 
@@ -102,10 +114,27 @@ def streamlit_server(log: Path, checkpoints: Path, cache_mb: int, timeout: float
     """A real server on 127.0.0.1 (never another interface); its RSS is sampled every 0.2 s while it runs."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "CCNET_EXAMPLES"}
-    env |= {"CCNET_CHECKPOINTS": str(checkpoints), "CCNET_DEVICE": "cpu", "CCNET_CACHE_MB": str(cache_mb),
-            "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
+    env |= {
+        "CCNET_CHECKPOINTS": str(checkpoints),
+        "CCNET_DEVICE": "cpu",
+        "CCNET_CACHE_MB": str(cache_mb),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app/main.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+    ]
     with open(log, "w") as output:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log)
@@ -180,8 +209,7 @@ def open_sessions(browser, url: str, count: int, seed: int = 0) -> list[Session]
         page.goto(url, wait_until="domcontentloaded")
         sessions.append(session)
     for session in sessions:
-        session.page.wait_for_selector("[data-testid='stFileUploaderDropzoneInput']", state="attached",
-                                       timeout=90_000)
+        session.page.wait_for_selector("[data-testid='stFileUploaderDropzoneInput']", state="attached", timeout=90_000)
     return sessions
 
 
@@ -205,7 +233,8 @@ def upload_all(sessions: list[Session], timeout: float = 180) -> list[float]:
     for session in sessions:
         started.append(time.monotonic())
         session.page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
-            files=[{"name": f"street{session.index}.png", "mimeType": "image/png", "buffer": session.image}])
+            files=[{"name": f"street{session.index}.png", "mimeType": "image/png", "buffer": session.image}]
+        )
     return _wait_all(sessions, UPLOADED, [None] * len(sessions), started, timeout)
 
 
@@ -223,8 +252,12 @@ def click_all(sessions: list[Session], fractions: list[tuple[float, float]], tim
 
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"n": len(ordered), "p50": statistics.median(ordered),
-            "p90": ordered[min(len(ordered) - 1, int(np.ceil(0.9 * len(ordered))) - 1)], "max": ordered[-1]}
+    return {
+        "n": len(ordered),
+        "p50": statistics.median(ordered),
+        "p90": ordered[min(len(ordered) - 1, int(np.ceil(0.9 * len(ordered))) - 1)],
+        "max": ordered[-1],
+    }
 
 
 @dataclass
@@ -239,8 +272,16 @@ class ConcurrencyResult:
 
 
 @contextmanager
-def concurrent_run(browser, checkpoints: Path, log: Path, sessions: int = 8, rounds: int = 2, cache_mb: int = 64,
-                   seed: int = 0, progress=None):
+def concurrent_run(
+    browser,
+    checkpoints: Path,
+    log: Path,
+    sessions: int = 8,
+    rounds: int = 2,
+    cache_mb: int = 64,
+    seed: int = 0,
+    progress=None,
+):
     """Run the whole scenario and yield its result while the server and the pages are still up (for checks)."""
     with streamlit_server(log, checkpoints, cache_mb) as server:
         rss_after_start = rss_bytes(server.process.pid)
@@ -256,8 +297,9 @@ def concurrent_run(browser, checkpoints: Path, log: Path, sessions: int = 8, rou
                 if progress is not None:
                     progress.update(1)
             peak = max(server.rss_samples + [rss_bytes(server.process.pid)])
-            yield ConcurrencyResult(opened, upload_s, click_s, server.model_loads(), rss_after_start, peak,
-                                    server.rss_samples)
+            yield ConcurrencyResult(
+                opened, upload_s, click_s, server.model_loads(), rss_after_start, peak, server.rss_samples
+            )
         finally:
             for session in opened:
                 session.context.close()
@@ -270,8 +312,10 @@ def table(result: ConcurrencyResult) -> str:
         rows.append(f"| {name} | {stats['n']} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['max']:.2f} |")
     loads = ", ".join(f"{name}: {count}" for name, count in sorted(result.model_loads.items()))
     rows.append("")
-    rows.append(f"model loads: {loads}; server RSS after start {result.rss_after_start / 2**20:.0f} MiB, "
-                f"peak {result.rss_peak / 2**20:.0f} MiB")
+    rows.append(
+        f"model loads: {loads}; server RSS after start {result.rss_after_start / 2**20:.0f} MiB, "
+        f"peak {result.rss_peak / 2**20:.0f} MiB"
+    )
     return "\n".join(rows)
 
 
@@ -291,8 +335,15 @@ def main(argv: list[str] | None = None) -> int:
 
     with sync_playwright() as playwright, tqdm(total=1 + arguments.rounds, desc="upload + click rounds") as bar:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        with concurrent_run(browser, arguments.checkpoints, arguments.log, arguments.sessions, arguments.rounds,
-                            arguments.cache_mb, progress=bar) as result:
+        with concurrent_run(
+            browser,
+            arguments.checkpoints,
+            arguments.log,
+            arguments.sessions,
+            arguments.rounds,
+            arguments.cache_mb,
+            progress=bar,
+        ) as result:
             pass
         browser.close()
     print(f"\n{arguments.sessions} sessions, {arguments.rounds} click rounds, {os.cpu_count()} CPU cores\n")

@@ -177,9 +177,7 @@ def _is_colour(value) -> bool:
 
 
 def _is_size(value) -> bool:
-    return value is None or (
-        isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
-    )
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value))
 
 
 # field -> (check, what it must be)
@@ -240,8 +238,7 @@ def validate_metadata(metadata: Mapping, source: str = "sidecar") -> None:
     for field in ("num_classes", "backbone", "recurrence"):
         if field in config and config[field] != metadata[field]:
             raise CheckpointError(
-                f"{source}: field '{field}' is {metadata[field]!r} "
-                f"but model_config.{field} is {config[field]!r}"
+                f"{source}: field '{field}' is {metadata[field]!r} but model_config.{field} is {config[field]!r}"
             )
 
 
@@ -274,9 +271,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The validated sidecar of a checkpoint (stem, .safetensors or .json path)."""
     _, sidecar = checkpoint_paths(path)
     if not sidecar.is_file():
-        raise CheckpointError(
-            f"no sidecar {sidecar}: every checkpoint needs its JSON sidecar beside the weights"
-        )
+        raise CheckpointError(f"no sidecar {sidecar}: every checkpoint needs its JSON sidecar beside the weights")
     try:
         metadata = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -354,9 +349,7 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             header = opened.metadata() or {}
             return {key: opened.get_tensor(key) for key in opened.keys()}, header  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, TypeError) as error:  # unknown dtypes raise TypeError
-        raise CheckpointError(
-            f"cannot read {path} as safetensors ({error}); re-export the checkpoint"
-        ) from error
+        raise CheckpointError(f"cannot read {path} as safetensors ({error}); re-export the checkpoint") from error
 
 
 def _check_dtypes(state: Mapping[str, torch.Tensor], metadata: Mapping, source: str) -> None:
@@ -383,17 +376,11 @@ def _check_same_save(header: Mapping[str, str], metadata: Mapping, source: str) 
         )
 
 
-def _check_state_matches(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], metadata: Mapping, source: str
-):
+def _check_state_matches(model: torch.nn.Module, state: Mapping[str, torch.Tensor], metadata: Mapping, source: str):
     """Keys and shapes of the file against the model its sidecar describes."""
     expected = model.state_dict()
     classifier = "head.classifier.weight"
-    if (
-        classifier in state
-        and classifier in expected
-        and state[classifier].shape[0] != metadata["num_classes"]
-    ):
+    if classifier in state and classifier in expected and state[classifier].shape[0] != metadata["num_classes"]:
         raise CheckpointError(
             f"{source}: field 'num_classes' is {metadata['num_classes']} but the weights' classifier "
             f"({classifier}) has {state[classifier].shape[0]} outputs"
@@ -412,14 +399,10 @@ def _check_state_matches(
         if state[key].shape != tensor.shape
     ]
     if wrong:
-        raise CheckpointError(
-            f"{source}: field 'model_config' does not describe these weights: {'; '.join(wrong[:8])}"
-        )
+        raise CheckpointError(f"{source}: field 'model_config' does not describe these weights: {'; '.join(wrong[:8])}")
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(
-                f"{source}: weights {key} hold NaN or inf values; use an earlier checkpoint"
-            )
+            raise CheckpointError(f"{source}: weights {key} hold NaN or inf values; use an earlier checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None):
@@ -455,9 +438,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         _check_dtypes(state, metadata, source)
     _check_same_save(header, metadata, source)
     expected = model.state_dict()
-    model.load_state_dict(
-        {key: tensor.to(expected[key].dtype) for key, tensor in state.items()}
-    )  # fp16 -> fp32
+    model.load_state_dict({key: tensor.to(expected[key].dtype) for key, tensor in state.items()})  # fp16 -> fp32
     device = torch.device(device) if device is not None else _default_device()
     return model.to(device).eval(), metadata
 
@@ -587,7 +568,5 @@ def read_index(folder: str | os.PathLike) -> dict:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON ({error}); rebuild it with write_index") from error
     if not isinstance(index, dict) or not isinstance(index.get("models"), list):
-        raise CheckpointError(
-            f'{path}: expected {{"default": name, "models": [...]}}; rebuild it with write_index'
-        )
+        raise CheckpointError(f'{path}: expected {{"default": name, "models": [...]}}; rebuild it with write_index')
     return _without_refused_entries(path, index)

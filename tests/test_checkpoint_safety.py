@@ -29,8 +29,15 @@ PROJECT_CODE = ("ccnet", "training", "app", "benchmarks")
 
 
 def _metadata(**changes) -> dict:
-    base = {"class_names": list(CAMVID.names), "palette": CAMVID.palette_lists(), "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "input_size": [32, 48], "dataset": "camvid", "split": "val"}
+    base = {
+        "class_names": list(CAMVID.names),
+        "palette": CAMVID.palette_lists(),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "input_size": [32, 48],
+        "dataset": "camvid",
+        "split": "val",
+    }
     return base | changes
 
 
@@ -148,8 +155,13 @@ def test_class_count_and_shapes_are_checked_against_the_weights(model, tmp_path,
     _edit(sidecar, num_classes=12, class_names=names, palette=palette, model_config=config | {"num_classes": 12})
     with pytest.raises(CheckpointError, match="field 'num_classes' is 12 but the weights' classifier"):
         load_checkpoint(tmp_path / "m", device="cpu")
-    _edit(sidecar, num_classes=11, class_names=list(CAMVID.names), palette=CAMVID.palette_lists(),
-          model_config=config | {"head_channels": 24})
+    _edit(
+        sidecar,
+        num_classes=11,
+        class_names=list(CAMVID.names),
+        palette=CAMVID.palette_lists(),
+        model_config=config | {"head_channels": 24},
+    )
     with pytest.raises(CheckpointError, match=r"does not describe these weights: .*\(16, .*vs model \(24"):
         load_checkpoint(tmp_path / "m", device="cpu")
 
@@ -190,8 +202,19 @@ def test_the_bundled_checkpoints_pass_every_check():
 # --- names stay inside the checkpoint folder ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["../x.safetensors", "/etc/passwd", "sub/x.safetensors", "..", ".hidden.json",
-                                  "x/../../y.json", "", "C:\\x.safetensors"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x.safetensors",
+        "/etc/passwd",
+        "sub/x.safetensors",
+        "..",
+        ".hidden.json",
+        "x/../../y.json",
+        "",
+        "C:\\x.safetensors",
+    ],
+)
 def test_names_that_escape_the_folder_are_refused(tmp_path, name):
     with pytest.raises(CheckpointError, match="refusing"):
         resolve_in_folder(tmp_path, name)
@@ -206,9 +229,14 @@ def test_index_drops_entries_leading_outside_and_keeps_the_rest(model, tmp_path)
     scanned = read_index(folder)  # no index.json: the folder is scanned
     assert [entry["name"] for entry in scanned["models"]] == ["good"]
     good = scanned["models"][0]
-    bad = [good | {"file": "../outside/secret.safetensors"}, good | {"name": "/etc/passwd"},
-           good | {"sidecar": "../outside/secret.json"}, good | {"name": "linked", "file": "linked.safetensors"},
-           good | {"file": "good.json"}, "not an entry"]
+    bad = [
+        good | {"file": "../outside/secret.safetensors"},
+        good | {"name": "/etc/passwd"},
+        good | {"sidecar": "../outside/secret.json"},
+        good | {"name": "linked", "file": "linked.safetensors"},
+        good | {"file": "good.json"},
+        "not an entry",
+    ]
     (folder / "index.json").write_text(json.dumps({"default": "good", "models": [good, *bad]}))
     index = read_index(folder)
     assert index["models"] == [good] and len(index["refused"]) == len(bad)
@@ -251,8 +279,9 @@ def _temporary_size(folder: Path) -> int:
 def _kill_at(folder: Path, fraction: float, final_size: int, seed: int) -> None:
     """Start the slow writer and SIGKILL it once its temporary file holds `fraction` of the final size."""
     command = [sys.executable, "-c", SLOW_WRITER, str(folder / "m"), str(seed), json.dumps(_metadata())]
-    process = subprocess.Popen(command, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
     try:
         while _temporary_size(folder) < fraction * final_size:

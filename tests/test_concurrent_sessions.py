@@ -51,8 +51,7 @@ def test_eight_sessions_at_once_each_get_their_own_results(tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            with concurrent_run(browser, CHECKPOINTS, tmp_path / "streamlit.log", SESSIONS, ROUNDS,
-                                CACHE_MB) as result:
+            with concurrent_run(browser, CHECKPOINTS, tmp_path / "streamlit.log", SESSIONS, ROUNDS, CACHE_MB) as result:
                 shown = []
                 for session in result.sessions:
                     px, py, width, height = session.clicked_pixel()

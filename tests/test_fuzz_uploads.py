@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).absolute().parent.parent
 SEED = 20261126
@@ -84,8 +85,17 @@ def _bmp_declaring(width: int, height: int) -> bytes:
 
 
 def _tiff_declaring(width: int, height: int) -> bytes:
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, 16)]
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8 + 2 + 12 * 9 + 4),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, 16),
+    ]
     ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0\0\0\0"
     return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0" * 16
 
@@ -100,14 +110,28 @@ def _jpeg_declaring(width: int, height: int, rng: np.random.Generator) -> bytes:
 
 def _webp_declaring(width: int, height: int) -> bytes:
     """A VP8X (extended) WebP header declaring the canvas size, with nothing after it."""
-    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\0\0\0\0" + (width - 1).to_bytes(3, "little") + (
-        height - 1).to_bytes(3, "little")
+    vp8x = (
+        b"VP8X"
+        + struct.pack("<I", 10)
+        + b"\0\0\0\0"
+        + (width - 1).to_bytes(3, "little")
+        + (height - 1).to_bytes(3, "little")
+    )
     return b"RIFF" + struct.pack("<I", 4 + len(vp8x)) + b"WEBP" + vp8x
 
 
 def random_bytes(rng: np.random.Generator, count: int) -> list[FuzzInput]:
-    magics = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\0\0\0\0WEBPVP8 ", b"BM", b"II*\0", b"MM\0*",
-              b"GIF89a", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"]
+    magics = [
+        b"",
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+        b"RIFF\0\0\0\0WEBPVP8 ",
+        b"BM",
+        b"II*\0",
+        b"MM\0*",
+        b"GIF89a",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+    ]
     inputs = []
     for index in range(count):
         magic = magics[index % len(magics)]
@@ -121,8 +145,9 @@ def truncated(rng: np.random.Generator, count: int) -> list[FuzzInput]:
     for index in range(count):
         fmt, data = _valid_image(rng)
         cut = int(rng.integers(0, len(data)))
-        inputs.append(FuzzInput("truncated", f"{fmt} cut at {cut}/{len(data)}", f"cut{index}.{fmt.lower()}",
-                                data[:cut]))
+        inputs.append(
+            FuzzInput("truncated", f"{fmt} cut at {cut}/{len(data)}", f"cut{index}.{fmt.lower()}", data[:cut])
+        )
     return inputs
 
 
@@ -135,14 +160,27 @@ def mutated(rng: np.random.Generator, count: int) -> list[FuzzInput]:
         flips = int(rng.integers(1, 24))
         for position in rng.integers(0, len(data), flips):
             data[int(position)] = int(rng.integers(0, 256))
-        inputs.append(FuzzInput("mutated", f"{fmt} with {flips} bytes changed", f"mut{index}.{fmt.lower()}",
-                                bytes(data)))
+        inputs.append(
+            FuzzInput("mutated", f"{fmt} with {flips} bytes changed", f"mut{index}.{fmt.lower()}", bytes(data))
+        )
     return inputs
 
 
 def wrong_extensions(rng: np.random.Generator, count: int) -> list[FuzzInput]:
-    names = ["photo.jpg", "photo.png", "scan.tiff", "image.webp", "notes.txt", "program.exe", "noextension",
-             "archive.tar.gz", "picture.gif", ".hidden", "x" * 300 + ".png", "[link](x)<b>.png"]
+    names = [
+        "photo.jpg",
+        "photo.png",
+        "scan.tiff",
+        "image.webp",
+        "notes.txt",
+        "program.exe",
+        "noextension",
+        "archive.tar.gz",
+        "picture.gif",
+        ".hidden",
+        "x" * 300 + ".png",
+        "[link](x)<b>.png",
+    ]
     inputs = []
     for index in range(count):
         fmt, data = _valid_image(rng)
@@ -152,8 +190,27 @@ def wrong_extensions(rng: np.random.Generator, count: int) -> list[FuzzInput]:
 
 
 # Every mode a file can arrive in ("La", premultiplied LA, exists only in memory: no format stores it).
-MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "LA", "PA", "RGBX", "RGBa",
-         "I;16", "I;16L", "I;16B", "P+transparency"]
+MODES = [
+    "1",
+    "L",
+    "P",
+    "RGB",
+    "RGBA",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+    "I",
+    "F",
+    "LA",
+    "PA",
+    "RGBX",
+    "RGBa",
+    "I;16",
+    "I;16L",
+    "I;16B",
+    "P+transparency",
+]
 
 
 def _in_mode(rng: np.random.Generator, mode: str):
@@ -188,8 +245,9 @@ def every_mode(rng: np.random.Generator, repeats: int) -> list[FuzzInput]:
                     data = _encode(image, fmt)
                 except (OSError, ValueError, KeyError, TypeError):
                     continue  # this format cannot store this mode
-                inputs.append(FuzzInput("mode", f"{mode} as {fmt} #{repeat}", f"mode.{fmt.lower()}", data,
-                                        must_decode=True))
+                inputs.append(
+                    FuzzInput("mode", f"{mode} as {fmt} #{repeat}", f"mode.{fmt.lower()}", data, must_decode=True)
+                )
     return inputs
 
 
@@ -199,29 +257,57 @@ def extreme_sizes(rng: np.random.Generator) -> list[FuzzInput]:
     inputs = []
     for width, height in ((1, 1), (1, 10000), (10000, 1), (31, 31), (32, 32), (32, 4000), (40, 1100)):
         data = _encode(Image.new("RGB", (width, height), (10, 200, 30)), "PNG")
-        inputs.append(FuzzInput("extreme-size", f"real {width}x{height} PNG", "real.png", data,
-                                must_decode=min(width, height) >= 32 and max(width, height) <= 1100 and width != 32))
-    inputs.append(FuzzInput("extreme-size", "real 4000x3000 JPEG", "camera.jpg",
-                            _encode(_random_picture(rng, 3000, 4000), "JPEG", quality=80), must_decode=True))
+        inputs.append(
+            FuzzInput(
+                "extreme-size",
+                f"real {width}x{height} PNG",
+                "real.png",
+                data,
+                must_decode=min(width, height) >= 32 and max(width, height) <= 1100 and width != 32,
+            )
+        )
+    inputs.append(
+        FuzzInput(
+            "extreme-size",
+            "real 4000x3000 JPEG",
+            "camera.jpg",
+            _encode(_random_picture(rng, 3000, 4000), "JPEG", quality=80),
+            must_decode=True,
+        )
+    )
     for width, height in ((20000, 20000), (65535, 65535), (100000, 1), (1, 100000), (7072, 7072), (0, 0)):
-        inputs.append(FuzzInput("extreme-size", f"PNG header {width}x{height}", "bomb.png",
-                                _png_declaring(width, height)))
+        inputs.append(
+            FuzzInput("extreme-size", f"PNG header {width}x{height}", "bomb.png", _png_declaring(width, height))
+        )
         if width and width < 70000 and height < 70000:
-            inputs.append(FuzzInput("extreme-size", f"BMP header {width}x{height}", "bomb.bmp",
-                                    _bmp_declaring(width, height)))
-            inputs.append(FuzzInput("extreme-size", f"TIFF header {width}x{height}", "bomb.tif",
-                                    _tiff_declaring(width, height)))
-            inputs.append(FuzzInput("extreme-size", f"JPEG header {width}x{height}", "bomb.jpg",
-                                    _jpeg_declaring(width, height, rng)))
+            inputs.append(
+                FuzzInput("extreme-size", f"BMP header {width}x{height}", "bomb.bmp", _bmp_declaring(width, height))
+            )
+            inputs.append(
+                FuzzInput("extreme-size", f"TIFF header {width}x{height}", "bomb.tif", _tiff_declaring(width, height))
+            )
+            inputs.append(
+                FuzzInput(
+                    "extreme-size", f"JPEG header {width}x{height}", "bomb.jpg", _jpeg_declaring(width, height, rng)
+                )
+            )
         if 0 < width <= 2**24 and 0 < height <= 2**24:
-            inputs.append(FuzzInput("extreme-size", f"WebP header {width}x{height}", "bomb.webp",
-                                    _webp_declaring(width, height)))
+            inputs.append(
+                FuzzInput("extreme-size", f"WebP header {width}x{height}", "bomb.webp", _webp_declaring(width, height))
+            )
     # Real decompression bombs just inside the pixel limit: a few KB that decode to ~50 M pixels.
     side = 7000
     for colour_type, channels in ((0, 1), (2, 3), (6, 4)):
         rows = (b"\0" + b"\0" * (side * channels)) * side  # filter byte + zero pixels per row
-        inputs.append(FuzzInput("extreme-size", f"{side}x{side} zero PNG, {channels} channels", "zeros.png",
-                                _png_declaring(side, side, rows, colour_type), must_decode=True))
+        inputs.append(
+            FuzzInput(
+                "extreme-size",
+                f"{side}x{side} zero PNG, {channels} channels",
+                "zeros.png",
+                _png_declaring(side, side, rows, colour_type),
+                must_decode=True,
+            )
+        )
     return inputs
 
 
@@ -232,16 +318,30 @@ def animated(rng: np.random.Generator, count: int) -> list[FuzzInput]:
     for index in range(count):
         frames = [_random_picture(rng, 48, 64) for _ in range(int(rng.integers(2, 6)))]
         fmt = ["GIF", "PNG", "WEBP", "TIFF"][index % 4]
-        data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=50, loop=0) if fmt != (
-            "TIFF") else _encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+        data = (
+            _encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=50, loop=0)
+            if fmt != ("TIFF")
+            else _encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+        )
         if index % 3 == 2:  # cut inside a later frame
             data = data[: int(rng.integers(len(data) // 2, len(data)))]
         label = f"{len(frames)}-frame {fmt}" + (" (cut)" if index % 3 == 2 else "")
-        inputs.append(FuzzInput("animated", label, f"anim.{fmt.lower()}", data,
-                                must_decode=fmt != "GIF" and index % 3 != 2))
-    inputs.append(FuzzInput("animated", "GIF with 300 frames", "long.gif",
-                            _encode(Image.new("P", (40, 40)), "GIF", save_all=True,
-                                    append_images=[Image.new("P", (40, 40), i % 256) for i in range(299)])))
+        inputs.append(
+            FuzzInput("animated", label, f"anim.{fmt.lower()}", data, must_decode=fmt != "GIF" and index % 3 != 2)
+        )
+    inputs.append(
+        FuzzInput(
+            "animated",
+            "GIF with 300 frames",
+            "long.gif",
+            _encode(
+                Image.new("P", (40, 40)),
+                "GIF",
+                save_all=True,
+                append_images=[Image.new("P", (40, 40), i % 256) for i in range(299)],
+            ),
+        )
+    )
     return inputs
 
 
@@ -264,10 +364,10 @@ def huge_exif(rng: np.random.Generator, count: int) -> list[FuzzInput]:
             except Exception:  # a container that refuses raw garbage: give it the structured block
                 data = _encode(picture, fmt, exif=exif.tobytes())
         else:
-            data = _encode(picture, fmt, exif=exif.tobytes()) if fmt != "TIFF" else _encode(
-                picture, fmt, tiffinfo=exif)
-        inputs.append(FuzzInput("huge-exif", f"{fmt} with {size // 1024} KiB EXIF", f"exif.{fmt.lower()}", data,
-                                must_decode=True))
+            data = _encode(picture, fmt, exif=exif.tobytes()) if fmt != "TIFF" else _encode(picture, fmt, tiffinfo=exif)
+        inputs.append(
+            FuzzInput("huge-exif", f"{fmt} with {size // 1024} KiB EXIF", f"exif.{fmt.lower()}", data, must_decode=True)
+        )
     return inputs
 
 
@@ -315,14 +415,21 @@ def worker() -> None:
         data = requests.read(request["size"])
         try:
             decoded = decode_image(data, name=request["name"])
-            answer = {"outcome": "decoded", "shape": list(decoded.rgb.shape), "dtype": str(decoded.rgb.dtype),
-                      "digest_ok": decoded.digest == image_digest(decoded.rgb),
-                      "contiguous": bool(decoded.rgb.flags.c_contiguous)}
+            answer = {
+                "outcome": "decoded",
+                "shape": list(decoded.rgb.shape),
+                "dtype": str(decoded.rgb.dtype),
+                "digest_ok": decoded.digest == image_digest(decoded.rgb),
+                "contiguous": bool(decoded.rgb.flags.c_contiguous),
+            }
         except ImageError as error:
             answer = {"outcome": "image_error", "message": str(error)}
         except BaseException as error:  # noqa: B036 -- exactly what the fuzzing hunts for
-            answer = {"outcome": "crash", "message": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc()[-2000:]}
+            answer = {
+                "outcome": "crash",
+                "message": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc()[-2000:],
+            }
         answer["max_rss"] = _proc_status("VmHWM")
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
@@ -336,8 +443,14 @@ class DecodeWorker:
 
     def _start(self) -> None:
         env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+        )
 
     def decode(self, item: FuzzInput, timeout: float = PER_INPUT_SECONDS) -> dict:
         if self.process is None or self.process.poll() is not None:
@@ -416,16 +529,23 @@ def test_generated_inputs_cover_every_category():
     inputs = generate_inputs()
     counts = Counter(item.category for item in inputs)
     assert len(inputs) >= 500, counts
-    assert set(counts) == {"random-bytes", "truncated", "mutated", "wrong-extension", "mode", "extreme-size",
-                           "animated", "huge-exif"}
+    assert set(counts) == {
+        "random-bytes",
+        "truncated",
+        "mutated",
+        "wrong-extension",
+        "mode",
+        "extreme-size",
+        "animated",
+        "huge-exif",
+    }
     modes = {item.label.split(" as ")[0] for item in inputs if item.category == "mode"}
     assert modes == set(MODES), set(MODES) - modes  # every mode stored in at least one allowed format
     assert [item.data for item in generate_inputs()[:50]] == [item.data for item in inputs[:50]]  # seeded
 
 
+@pytest.mark.slow
 def test_every_fuzz_input_decodes_or_gives_one_clear_error():
-    import pytest
-
     inputs = generate_inputs()
     outcomes, failures, peak = run_fuzz(inputs)
     summary = {f"{category}/{outcome}": count for (category, outcome), count in sorted(outcomes.items())}
