@@ -89,7 +89,7 @@ def test_five_kills_and_resumes_match_an_uninterrupted_run(camvid_factory, tmp_p
 
     assert train_module.main(["--out", str(out), "--resume", "--no-progress"]) == 0
     resumes = json.loads((out / "run.json").read_text())["resumed"]
-    assert [entry["step"] for entry in resumes] == saved_after_kill + [saved_after_kill[-1]] or len(resumes) == KILLS
+    assert [entry["step"] for entry in resumes] == saved_after_kill  # each life resumed from the last save
     assert load_training_state(out / "state.pt")["step"] == ITERATIONS
     assert not list(out.glob(".*.tmp"))
 
