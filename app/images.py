@@ -73,15 +73,15 @@ def decode_image(
         raise ImageError(f"'{name}' is empty (0 bytes). Choose an image file (PNG, JPEG, WebP, BMP or TIFF).")
     image = _open_checked(data, max_pixels, name)
     notices: list[str] = []
-    image = _first_frame(image, notices)
+    image = _first_frame(image, notices, name)
     stored_width, stored_height = image.size
     _check_min_side((stored_height, stored_width), name)
     _reduce_while_decoding(image, max_side)
     loaded = _load_pixels(image, name)
-    oriented = _apply_exif_orientation(loaded, notices)
+    oriented = _apply_exif_orientation(loaded, notices)  # before shrinking: TIFF keeps its tag outside `info`
     turned = oriented.size != loaded.size  # a 90-degree EXIF rotation swaps the sides
     original_size = (stored_width, stored_height) if turned else (stored_height, stored_width)
-    rgb = _to_rgb_array(oriented, notices, name)  # (H, W, 3) uint8
+    rgb = _to_rgb_array(_shrink_before_converting(oriented, max_side, name), notices, name)  # (H, W, 3) uint8
     rgb = _scale_to_max_side(rgb, original_size, max_side, notices)
     _check_min_side(rgb.shape[:2], name, after_scaling=True)
     return DecodedImage(rgb=rgb, original_size=original_size, notices=notices, digest=image_digest(rgb))
@@ -97,12 +97,9 @@ def _open_checked(data: bytes, max_pixels: int, name: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"'{name}' declares too many pixels to decode safely ({error}).") from error
     except UnidentifiedImageError as error:
-        raise ImageError(
-            f"'{name}' is not an image this app can read. Use PNG, JPEG, WebP, BMP or TIFF."
-        ) from error
+        raise ImageError(f"'{name}' is not an image this app can read. Use PNG, JPEG, WebP, BMP or TIFF.") from error
     except Exception as error:  # a malformed header can raise almost anything inside PIL's parsers
-        reason = f"{type(error).__name__}: {error}"
-        raise ImageError(f"'{name}' is truncated or corrupt and could not be read ({reason}).") from error
+        raise ImageError(f"'{name}' is truncated or corrupt and could not be read ({_reason(error)}).") from error
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -112,10 +109,25 @@ def _open_checked(data: bytes, max_pixels: int, name: str) -> Image.Image:
     return image
 
 
-def _first_frame(image: Image.Image, notices: list[str]) -> Image.Image:
-    if getattr(image, "n_frames", 1) > 1:
-        notices.append(f"The file holds {image.n_frames} frames or pages; only the first is used.")
-        image.seek(0)
+def _first_frame(image: Image.Image, notices: list[str], name: str) -> Image.Image:
+    """Frame 0 of an animation or multi-page file, without counting the frames.
+
+    Counting (`n_frames`) walks every frame's header: slow on a file with thousands, and a broken later page
+    raises from inside PIL (a truncated multi-page TIFF raises TypeError). `is_animated` looks one frame ahead.
+    """
+    try:
+        several = bool(getattr(image, "is_animated", False))
+    except Exception:  # a later frame is broken; the first one may still be fine
+        several = True
+    if several:
+        notices.append("The file holds several frames or pages; only the first is used.")
+        try:
+            image.seek(0)
+        except Exception as error:
+            raise ImageError(
+                f"'{name}' is truncated or corrupt: its first frame could not be read ({_reason(error)}). "
+                "Re-export it as a single image."
+            ) from error
     return image
 
 
@@ -149,13 +161,38 @@ def _reduce_while_decoding(image: Image.Image, max_side: int) -> None:
         image.draft("RGB", (int(image.width * scale) + 1, int(image.height * scale) + 1))
 
 
+# Modes PIL's box reduction averages correctly (palette and 1-bit images would average indices or bits).
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "I", "F", "CMYK", "RGBX")
+
+
+def _shrink_before_converting(image: Image.Image, max_side: int, name: str) -> Image.Image:
+    """Box-reduce a large image by an integer factor first, so mode conversions copy a small image.
+
+    A 7000 x 7000 RGBA file is 196 MB decoded; compositing it on white at full size would need five such
+    copies. The result keeps its longest side >= max_side; `_scale_to_max_side` does the exact fit.
+    """
+    factor = max(image.size) // max_side
+    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    try:
+        return image.reduce(factor)
+    except Exception as error:
+        raise ImageError(f"'{name}' could not be scaled down ({_reason(error)}). Re-export it smaller.") from error
+
+
+def _reason(error: BaseException, limit: int = 160) -> str:
+    """The library's own words, bounded: messages are for people, not for dumps."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _load_pixels(image: Image.Image, name: str) -> Image.Image:
     # PIL refuses truncated data by default (ImageFile.LOAD_TRUNCATED_IMAGES is False): never half an image.
     try:
         image.load()
     except Exception as error:
         raise ImageError(
-            f"'{name}' is truncated or corrupt and could not be decoded ({type(error).__name__}: {error}). "
+            f"'{name}' is truncated or corrupt and could not be decoded ({_reason(error)}). "
             "Re-export or re-download it."
         ) from error
     return image
@@ -166,7 +203,7 @@ def _to_rgb_array(image: Image.Image, notices: list[str], name: str) -> np.ndarr
         return _convert_mode(image, notices)
     except Exception as error:  # exotic modes PIL cannot convert
         raise ImageError(
-            f"'{name}' uses colour mode {image.mode}, which could not be converted to RGB ({error}). "
+            f"'{name}' uses colour mode {image.mode}, which could not be converted to RGB ({_reason(error)}). "
             "Save it as an 8-bit RGB PNG or JPEG."
         ) from error
 

@@ -5,6 +5,9 @@ Kept apart from the page script so that importing them has no side effects (test
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections import Counter
 from pathlib import Path
 
 import streamlit as st
@@ -14,11 +17,25 @@ from app.examples import ExampleSet, discover_examples
 from app.explorer import BoundedCache
 from app.models import LoadedModel, load_model
 
+# How often each checkpoint was loaded in this process: the proof that sessions share one copy.
+MODEL_LOADS: Counter[str] = Counter()
+_LOADS_LOCK = threading.Lock()
+
 
 @st.cache_resource(show_spinner="Loading the model (once per server)...", max_entries=8)
 def cached_model(path: str, device: str, modified: float) -> LoadedModel:
     """One copy of each model per server process; `modified` reloads a checkpoint replaced on disk."""
-    return load_model(Path(path), torch.device(device))
+    loaded = load_model(Path(path), torch.device(device))
+    with _LOADS_LOCK:
+        MODEL_LOADS[path] += 1
+        count = MODEL_LOADS[path]
+    # One line in the server log per load (tests and operators count them).
+    print(
+        f"ccnet-app: loaded model {Path(path).name} on {device} (load #{count} of this file)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return loaded
 
 
 @st.cache_resource

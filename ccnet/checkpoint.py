@@ -4,23 +4,27 @@
     <stem>.json          the sidecar (fields in SIDECAR_FIELDS), validated on every load
 
 Nothing is ever unpickled: a `.pt`/`.pth` file is read with `torch.load(weights_only=True)` and refused
-when that fails. Files are written to a temporary name and renamed, so a crash leaves the old file.
-`read_index` / `write_index` keep `index.json` of a checkpoint folder (what the app lists).
+when that fails. Files are written to a temporary name and renamed, so a crash leaves the old file; both
+files of a save carry the same `save_id`, so weights and a sidecar from different saves are never mixed.
+`read_index` / `write_index` keep `index.json` of a checkpoint folder (what the app lists); names in an
+index that would lead outside its folder (`../x`, absolute paths, symlinks out) are refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -34,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "read_index",
     "read_metadata",
+    "resolve_in_folder",
     "save_checkpoint",
     "validate_metadata",
     "write_index",
@@ -44,6 +49,10 @@ INDEX_FILE = "index.json"
 WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
 TORCH_SUFFIXES = (".pt", ".pth")
+# What the weights file may hold: floating weights in the sidecar's `weights_dtype`, integer counters.
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+INTEGER_DTYPES = (torch.int64, torch.int32)
+SAVE_ID_KEY = "ccnet_save_id"  # in the safetensors header; `save_id` in the sidecar
 
 
 class CheckpointError(ValueError):
@@ -59,9 +68,8 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call write(temporary_path) in path's folder, then rename over path (all or nothing)."""
-    path = Path(path)
+def _write_temporary(path: Path, write: Callable[[str], None]) -> str:
+    """write(temporary) to a hidden `.<name>.*.tmp` beside `path`, flushed to disk; removed if it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -70,21 +78,48 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(temporary)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return temporary
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames in `folder` durable (a power cut must not bring back the old names)."""
+    with suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call write(temporary_path) in path's folder, then rename over path (all or nothing)."""
+    path = Path(path)
+    temporary = _write_temporary(path, write)
+    try:
         os.replace(temporary, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    _fsync_folder(path.parent)
     return path
 
 
-def _write_json(path: Path, content: Mapping) -> None:
+def _json_writer(content: Mapping) -> Callable[[str], None]:
     def write(temporary: str) -> None:
         with open(temporary, "w") as stream:
             json.dump(content, stream, indent=2)
             stream.write("\n")
 
-    atomic_write(path, write)
+    return write
+
+
+def _write_json(path: Path, content: Mapping) -> None:
+    atomic_write(path, _json_writer(content))
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -142,9 +177,7 @@ def _is_colour(value) -> bool:
 
 
 def _is_size(value) -> bool:
-    return value is None or (
-        isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
-    )
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value))
 
 
 # field -> (check, what it must be)
@@ -196,12 +229,16 @@ def validate_metadata(metadata: Mapping, source: str = "sidecar") -> None:
             raise CheckpointError(
                 f"{source}: field '{field}' has {len(metadata[field])} entries, num_classes is {count}"
             )
+    dtype = metadata.get("weights_dtype", "float32")
+    if dtype not in WEIGHTS_DTYPES:
+        raise CheckpointError(f"{source}: field 'weights_dtype' must be one of {sorted(WEIGHTS_DTYPES)}, got {dtype!r}")
+    if not isinstance(metadata.get("save_id", ""), str):
+        raise CheckpointError(f"{source}: field 'save_id' must be a string, got {metadata['save_id']!r}")
     config = metadata["model_config"]
     for field in ("num_classes", "backbone", "recurrence"):
         if field in config and config[field] != metadata[field]:
             raise CheckpointError(
-                f"{source}: field '{field}' is {metadata[field]!r} "
-                f"but model_config.{field} is {config[field]!r}"
+                f"{source}: field '{field}' is {metadata[field]!r} but model_config.{field} is {config[field]!r}"
             )
 
 
@@ -234,9 +271,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The validated sidecar of a checkpoint (stem, .safetensors or .json path)."""
     _, sidecar = checkpoint_paths(path)
     if not sidecar.is_file():
-        raise CheckpointError(
-            f"no sidecar {sidecar}: every checkpoint needs its JSON sidecar beside the weights"
-        )
+        raise CheckpointError(f"no sidecar {sidecar}: every checkpoint needs its JSON sidecar beside the weights")
     try:
         metadata = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -267,11 +302,23 @@ def save_checkpoint(
     come from the model and the code (model_config, num_classes, code_version, ...) are filled in.
     """
     weights, sidecar = checkpoint_paths(path)
+    save_id = uuid.uuid4().hex
     content = complete_metadata(model, metadata) | {"weights_dtype": "float16" if half else "float32"}
+    content["save_id"] = save_id
     validate_metadata(content, f"metadata for {sidecar}")
     state = _state_for_saving(model, half)
-    atomic_write(weights, lambda temporary: save_file(state, temporary, metadata={"format": "pt"}))
-    _write_json(sidecar, content)
+    header = {"format": "pt", SAVE_ID_KEY: save_id}
+    # Both files are complete on disk before either replaces its predecessor: a kill during the (long)
+    # writing leaves the previous checkpoint whole; one between the two renames is caught by `save_id`.
+    weights_temporary = _write_temporary(weights, lambda temporary: save_file(state, temporary, metadata=header))
+    try:
+        sidecar_temporary = _write_temporary(sidecar, _json_writer(content))
+    except BaseException:
+        os.unlink(weights_temporary)
+        raise
+    os.replace(weights_temporary, weights)
+    os.replace(sidecar_temporary, sidecar)
+    _fsync_folder(weights.parent)
     return weights, sidecar
 
 
@@ -293,28 +340,47 @@ def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     return dict(loaded), metadata
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, header metadata) of a safetensors file."""
     if not path.is_file():
         raise CheckpointError(f"no weights file {path}")
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as error:
+        with safe_open(str(path), framework="pt", device="cpu") as opened:
+            header = opened.metadata() or {}
+            return {key: opened.get_tensor(key) for key in opened.keys()}, header  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, TypeError) as error:  # unknown dtypes raise TypeError
+        raise CheckpointError(f"cannot read {path} as safetensors ({error}); re-export the checkpoint") from error
+
+
+def _check_dtypes(state: Mapping[str, torch.Tensor], metadata: Mapping, source: str) -> None:
+    """Floating tensors in the sidecar's `weights_dtype`, integer buffers as int32/int64, nothing else."""
+    expected = WEIGHTS_DTYPES[metadata.get("weights_dtype", "float32")]
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and tensor.dtype != expected:
+            raise CheckpointError(
+                f"{source}: field 'weights_dtype' is {metadata.get('weights_dtype', 'float32')!r} but {key} "
+                f"is stored as {tensor.dtype}; re-export the checkpoint"
+            )
+        if not tensor.is_floating_point() and tensor.dtype not in INTEGER_DTYPES:
+            raise CheckpointError(f"{source}: weights {key} have the unsupported dtype {tensor.dtype}")
+
+
+def _check_same_save(header: Mapping[str, str], metadata: Mapping, source: str) -> None:
+    """A sidecar and weights from different saves (a save killed between its two renames, a copied file)."""
+    stored, described = header.get(SAVE_ID_KEY), metadata.get("save_id")
+    if stored and described and stored != described:
         raise CheckpointError(
-            f"cannot read {path} as safetensors ({error}); re-export the checkpoint"
-        ) from error
+            f"{source}: field 'save_id' is {described!r} but the weights were written by save {stored!r}: "
+            "the sidecar belongs to other weights (an interrupted save, or a file copied over). "
+            "Re-export the checkpoint from its training run."
+        )
 
 
-def _check_state_matches(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], metadata: Mapping, source: str
-):
+def _check_state_matches(model: torch.nn.Module, state: Mapping[str, torch.Tensor], metadata: Mapping, source: str):
     """Keys and shapes of the file against the model its sidecar describes."""
     expected = model.state_dict()
     classifier = "head.classifier.weight"
-    if (
-        classifier in state
-        and classifier in expected
-        and state[classifier].shape[0] != metadata["num_classes"]
-    ):
+    if classifier in state and classifier in expected and state[classifier].shape[0] != metadata["num_classes"]:
         raise CheckpointError(
             f"{source}: field 'num_classes' is {metadata['num_classes']} but the weights' classifier "
             f"({classifier}) has {state[classifier].shape[0]} outputs"
@@ -333,14 +399,10 @@ def _check_state_matches(
         if state[key].shape != tensor.shape
     ]
     if wrong:
-        raise CheckpointError(
-            f"{source}: field 'model_config' does not describe these weights: {'; '.join(wrong[:8])}"
-        )
+        raise CheckpointError(f"{source}: field 'model_config' does not describe these weights: {'; '.join(wrong[:8])}")
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(
-                f"{source}: weights {key} hold NaN or inf values; use an earlier checkpoint"
-            )
+            raise CheckpointError(f"{source}: weights {key} hold NaN or inf values; use an earlier checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None):
@@ -356,6 +418,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         if not path.is_file():
             raise CheckpointError(f"no checkpoint file {path}")
         state, metadata = _read_torch_file(path)
+        header = {}
         source = str(path)
         if metadata is None:
             metadata = read_metadata(path.with_suffix(""))
@@ -364,17 +427,18 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     else:
         weights, sidecar = checkpoint_paths(path)
         metadata = read_metadata(sidecar)
-        state = _read_weights(weights)
+        state, header = _read_weights(weights)
         source = str(sidecar)
     try:
         model = build_model(metadata["model_config"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source}: field 'model_config' cannot build a model: {error}") from error
     _check_state_matches(model, state, metadata, source)
+    if path.suffix not in TORCH_SUFFIXES:
+        _check_dtypes(state, metadata, source)
+    _check_same_save(header, metadata, source)
     expected = model.state_dict()
-    model.load_state_dict(
-        {key: tensor.to(expected[key].dtype) for key, tensor in state.items()}
-    )  # fp16 -> fp32
+    model.load_state_dict({key: tensor.to(expected[key].dtype) for key, tensor in state.items()})  # fp16 -> fp32
     device = torch.device(device) if device is not None else _default_device()
     return model.to(device).eval(), metadata
 
@@ -402,13 +466,66 @@ def _index_entry(sidecar: Path, metadata: Mapping) -> dict:
     }
 
 
+# A checkpoint name is a plain file stem: no folder parts, no leading dot (temporary files start with one).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def resolve_in_folder(folder: str | os.PathLike, file_name: str) -> Path:
+    """`folder / file_name`, refused (CheckpointError) unless it is a plain name that stays inside `folder`.
+
+    Refuses `../x`, `sub/x`, absolute paths, hidden names and symlinks whose target lies outside the folder.
+    """
+    folder = Path(folder)
+    if not isinstance(file_name, str) or not _NAME.fullmatch(file_name) or ".." in file_name:
+        raise CheckpointError(f"{file_name!r} is not a plain file name inside {folder}; refusing it")
+    path = folder / file_name
+    if folder.resolve() != path.resolve().parent:
+        raise CheckpointError(f"{file_name!r} in {folder} leads outside the folder (a symlink?); refusing it")
+    return path
+
+
 def _scan(folder: Path) -> list[dict]:
     entries = []
     for sidecar in sorted(folder.glob(f"*{SIDECAR_SUFFIX}")):
-        if sidecar.name == INDEX_FILE or not checkpoint_paths(sidecar)[0].is_file():
+        weights = checkpoint_paths(sidecar)[0]
+        if sidecar.name == INDEX_FILE or not weights.is_file():
             continue
+        try:
+            resolve_in_folder(folder, sidecar.name)
+            resolve_in_folder(folder, weights.name)
+        except CheckpointError:
+            continue  # hidden, odd or escaping names are never listed
         entries.append(_index_entry(sidecar, read_metadata(sidecar)))
     return entries
+
+
+def _entry_problem(folder: Path, entry) -> str | None:
+    """Why an index entry cannot be served (None: it is fine): every file it names must lie in `folder`."""
+    if not isinstance(entry, dict):
+        return f"entry {entry!r} is not an object"
+    for field in ("name", "file", "sidecar"):
+        if field not in entry:
+            continue
+        name = entry[field]
+        try:
+            resolve_in_folder(folder, name + WEIGHTS_SUFFIX if field == "name" and isinstance(name, str) else name)
+        except CheckpointError as error:
+            return f"field '{field}': {error}"
+    if "file" in entry and not entry["file"].endswith(WEIGHTS_SUFFIX):
+        return f"field 'file' {entry['file']!r} is not a {WEIGHTS_SUFFIX} file"
+    return None
+
+
+def _without_refused_entries(path: Path, index: dict) -> dict:
+    """The index with entries naming files outside its folder removed (listed under "refused", with why)."""
+    kept, refused = [], []
+    for entry in index["models"]:
+        problem = _entry_problem(path.parent, entry)
+        if problem is None:
+            kept.append(entry)
+        else:
+            refused.append(f"{path}: {problem}")
+    return index | {"models": kept} | ({"refused": refused} if refused else {})
 
 
 def _pick_default(entries: list[dict], wanted: str | None) -> str | None:
@@ -437,7 +554,10 @@ def write_index(folder: str | os.PathLike, default: str | None = None) -> dict:
 
 
 def read_index(folder: str | os.PathLike) -> dict:
-    """{"default": name, "models": [...]} of a checkpoint folder (scanned if it has no index.json yet)."""
+    """{"default": name, "models": [...]} of a checkpoint folder (scanned if it has no index.json yet).
+
+    Entries naming files outside the folder are dropped and explained under "refused" (the others stay usable).
+    """
     folder = Path(folder)
     path = folder / INDEX_FILE
     if not path.is_file():
@@ -448,7 +568,5 @@ def read_index(folder: str | os.PathLike) -> dict:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON ({error}); rebuild it with write_index") from error
     if not isinstance(index, dict) or not isinstance(index.get("models"), list):
-        raise CheckpointError(
-            f'{path}: expected {{"default": name, "models": [...]}}; rebuild it with write_index'
-        )
-    return index
+        raise CheckpointError(f'{path}: expected {{"default": name, "models": [...]}}; rebuild it with write_index')
+    return _without_refused_entries(path, index)

@@ -98,11 +98,14 @@ def test_animated_image_keeps_first_frame():
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header declares a size but carries (almost) no pixel data: a decompression bomb's shape."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(
-        b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,3 +148,31 @@ def test_labels_resize_nearest_keeps_class_values():
     labels = np.array([[0, 3], [11, 5]], dtype=np.uint8)
     resized = resize_labels(labels, (4, 4))
     assert set(np.unique(resized)) == {0, 3, 5, 11}
+
+
+def test_multi_page_tiff_cut_in_a_later_page_still_gives_its_first_page():
+    """Found by the fuzzer: counting the pages of such a file raised TypeError from inside PIL."""
+    pages = [Image.fromarray(np.full((48, 64, 3), value, np.uint8)) for value in (10, 100, 200, 250)]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    for cut in (len(data) // 2 + 100, len(data) * 3 // 4, len(data) - 10):
+        decoded = decode_image(data[:cut])
+        assert (decoded.rgb == 10).all() and any("first is used" in n for n in decoded.notices)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "F"])
+def test_large_images_are_shrunk_before_mode_conversion(mode):
+    """A large file is box-reduced first (peak memory), then fitted exactly; colours and alpha survive."""
+    rgba = np.zeros((2100, 3100, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    rgba[:, :1550, 3] = 0  # left half fully transparent
+    source = Image.fromarray(rgba)
+    if mode == "L":
+        source = source.convert("RGB").convert("L")
+    elif mode == "F":
+        source = Image.fromarray(np.full((2100, 3100), 0.5, np.float32))
+    decoded = decode_image(encode(source, "TIFF"), max_side=1000)
+    assert decoded.rgb.shape == (677, 1000, 3) and decoded.original_size == (2100, 3100)
+    if mode == "RGBA":
+        assert (decoded.rgb[:, :400] == 255).all() and (decoded.rgb[:, 600:] == [200, 0, 0]).all()
+    else:
+        assert decoded.rgb.std() == 0  # a uniform image stays uniform through both resizing steps
