@@ -45,23 +45,27 @@ def colour_scales(shown: list[ShownMap], options: ViewOptions) -> list[ColourSca
 
 
 def colour_scale(values: np.ndarray, options: ViewOptions) -> ColourScale:
-    """The scale for these shown values (each a share of the clicked pixel's total influence)."""
-    peak = max(float(values.max()) if values.size else 0.0, TINY)
-    what = "influence off the row and column" if options.hide_cross else "influence"
+    """The scale for these shown values (each a share of the clicked pixel's total influence).
+
+    Its title (two short lines: what, then how it is scaled) is the colour bar's caption.
+    """
+    peak = max(float(values.max()) if values.size else 0.0, 0.0)
+    what = "influence off the cross" if options.hide_cross else "influence"
+    if peak <= 0:  # e.g. R = 1 with the cross hidden: one loop puts nothing anywhere else
+        return ColourScale(options.colormap, 0.0, TINY, f"{what}<br>0 everywhere")
     if options.scale_mode == "percentile":
-        limit = max(float(np.percentile(values, options.percentile)) if values.size else 0.0, TINY)
-        title = f"{what} (share of total), clamped at its {options.percentile:g}th percentile = {_pct(limit)}"
+        limit = max(float(np.percentile(values, options.percentile)), TINY)
+        title = f"{what}<br>clamped at p{options.percentile:g} = {_pct(limit)}"
         return ColourScale(options.colormap, 0.0, limit, title)
     if options.scale_mode == "value":
         limit = options.clamp_percent / 100.0
-        return ColourScale(options.colormap, 0.0, limit, f"{what} (share of total), clamped at {_pct(limit)}")
+        return ColourScale(options.colormap, 0.0, limit, f"{what}<br>clamped at {_pct(limit)}")
     if options.scale_mode == "log":
         positive = values[values > 0]
-        low = max(float(positive.min()) if positive.size else TINY, peak * 10.0**-LOG_DECADES)
+        low = max(float(positive.min()), peak * 10.0**-LOG_DECADES)
         low = min(low, peak / 10.0)  # at least one decade, so the bar has a tick
-        title = f"{what} (share of total), log scale {_pct(low)} to {_pct(peak)}"
-        return ColourScale(options.colormap, low, peak, title, log=True)
-    return ColourScale(options.colormap, 0.0, peak, f"{what} (share of total), 0 to {_pct(peak)}")
+        return ColourScale(options.colormap, low, peak, f"{what}<br>log scale, {_pct(low)} to {_pct(peak)}", log=True)
+    return ColourScale(options.colormap, 0.0, peak, f"{what}<br>0 to {_pct(peak)}")
 
 
 def _pct(value: float) -> str:

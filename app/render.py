@@ -25,7 +25,7 @@ COLORMAPS = {
     "Hot": cv2.COLORMAP_HOT,
 }
 JPEG_QUALITY = 90
-COLORBAR_HEIGHT = 48  # pixels under an image for its horizontal colour bar
+COLORBAR_HEIGHT = 64  # pixels under an image for its horizontal colour bar and its two-line title
 
 
 @functools.cache
@@ -317,7 +317,7 @@ def share_figure(titles: list[str], on_cross: list[float], height_px: int = 220)
     layout = dict(
         barmode="stack",
         height=height_px,
-        margin=dict(l=0, r=0, t=30, b=0),
+        margin=dict(l=0, r=0, t=34, b=0),
         yaxis=dict(tickformat=".0%", range=[0, 1]),
         legend=dict(orientation="h", y=1.15, x=0),
     )

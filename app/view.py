@@ -168,16 +168,13 @@ def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=N
 
 def _comparison_controls() -> None:
     """Compare two pixels (e.g. two of the same car, or a car and the road): each click places A or B."""
-    left, right = st.columns([1, 1])
-    left.checkbox(
+    st.checkbox(
         "Compare two pixels",
         key=COMPARE_KEY,
-        help="Each click places the pixel chosen on the right, then switches to the other one.",
+        help="Each click places the pixel chosen below, then switches to the other one.",
     )
     if st.session_state.get(COMPARE_KEY):
-        right.radio(
-            "Next click places", [PIXEL_A, PIXEL_B], key=TARGET_KEY, horizontal=True, label_visibility="collapsed"
-        )
+        st.radio("Next click places", [PIXEL_A, PIXEL_B], key=TARGET_KEY, horizontal=True)
 
 
 def _clickable_image(image: DecodedImage, px: int, py: int, second_point=None) -> None:

@@ -31,14 +31,14 @@ def test_linear_scale_spans_zero_to_the_peak_and_says_so():
     influence = cross_dominated_map()
     scale = colour_scale(influence.ravel(), options())
     assert (scale.vmin, scale.vmax, scale.log) == (0.0, pytest.approx(influence.max()), False)
-    assert scale.title.startswith("influence (share of total), 0 to ")
+    assert scale.title.startswith("influence<br>0 to ")
 
 
 def test_percentile_clamp_uses_that_percentile_of_the_values():
     influence = cross_dominated_map()
     scale = colour_scale(influence.ravel(), options(scale_mode="percentile", percentile=50.0))
     assert scale.vmax == pytest.approx(np.percentile(influence, 50.0))
-    assert "clamped at its 50th percentile" in scale.title
+    assert "clamped at p50 = " in scale.title
     levels = scale.to_levels(influence)
     assert (levels[influence >= scale.vmax] == 255).all()  # everything above saturates
 
@@ -70,13 +70,22 @@ def test_hidden_cross_leaves_the_image_uncoloured_and_rescales_to_the_rest():
     assert shown.visible_values().sum() == pytest.approx(1 - cross_share(influence, 2, 3), rel=1e-5)
     scale = colour_scale(shown.visible_values(), options(hide_cross=True))
     assert scale.vmax == pytest.approx(influence[0, 0], rel=1e-5)  # the off-cross peak, not the cross's
-    assert scale.title.startswith("influence off the row and column")
+    assert scale.title.startswith("influence off the cross<br>")
     image = np.full((60, 80, 3), 77, np.uint8)
     drawn = render.influence_rgb(image, shown.values, scale, opacity=1.0, hidden=shown.hidden)
     assert (drawn[25, :] == 77).all() and (drawn[:, 35] == 77).all()  # row 2 and column 3 of cells: the image
     assert (drawn[5, 5] != 77).any()  # off the cross: coloured
     plain = shown_map(influence, (2, 3), hide=False)
     assert plain.hidden is None and plain.values is influence
+
+
+def test_nothing_off_the_cross_is_said_plainly():
+    one_loop = np.zeros((4, 5))
+    one_loop[1, :] = 0.1
+    one_loop[:, 2] = 0.1
+    shown = shown_map(one_loop, (1, 2), hide=True)
+    scale = colour_scale(shown.visible_values(), options(hide_cross=True, scale_mode="log"))
+    assert scale.title == "influence off the cross<br>0 everywhere" and not scale.log
 
 
 def test_shared_scale_pools_all_maps():

@@ -266,8 +266,8 @@ def test_cross_share_per_loop_count_comes_from_the_maps(app, checkpoints):
 @pytest.mark.parametrize(
     "mode, setting, title",
     [
-        ("Linear (0 to the largest value)", None, "influence (share of total), 0 to "),
-        ("Clamp at a percentile", ("clamp_percentile", 90.0), "clamped at its 90th percentile"),
+        ("Linear (0 to the largest value)", None, "influence<br>0 to "),
+        ("Clamp at a percentile", ("clamp_percentile", 90.0), "clamped at p90 = "),
         ("Clamp at a value", ("clamp_value", 0.25), "clamped at 0.25%"),
         ("Log scale", None, "log scale"),
     ],
@@ -294,7 +294,7 @@ def test_hiding_the_cross_changes_the_map_and_its_scale(app):
     assert_no_exception(app)
     after = map_images(app)
     assert all(new != old for new, old in zip(after, before, strict=True))
-    assert all(t.startswith("influence off the row and column") for t in colour_bar_titles(app))
+    assert all(t.startswith("influence off the cross<br>") for t in colour_bar_titles(app))
 
 
 def test_comparing_two_pixels(app):
