@@ -291,7 +291,7 @@ def changes_rgb(image: np.ndarray, changed: np.ndarray, after: np.ndarray, palet
     return picture
 
 
-def share_figure(titles: list[str], on_cross: list[float], height_px: int = 220) -> go.Figure:
+def share_figure(titles: list[str], on_cross: list[float], height_px: int = 260) -> go.Figure:
     """Stacked bars per column: the share of the influence on the clicked pixel's cross and off it."""
     off_cross = [1.0 - share for share in on_cross]
     bars = [
@@ -317,9 +317,9 @@ def share_figure(titles: list[str], on_cross: list[float], height_px: int = 220)
     layout = dict(
         barmode="stack",
         height=height_px,
-        margin=dict(l=0, r=0, t=34, b=0),
+        margin=dict(l=0, r=0, t=6, b=0),
         yaxis=dict(tickformat=".0%", range=[0, 1]),
-        legend=dict(orientation="h", y=1.15, x=0),
+        legend=dict(orientation="h", y=-0.14, yanchor="top", x=0, font=dict(size=11)),
     )
     return go.Figure(data=bars, layout=layout)
 

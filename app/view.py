@@ -302,7 +302,7 @@ def _second_pixel(image, result: ColumnResult, options: ViewOptions, second_poin
     overlay = render.influence_rgb(image.rgb, view.values, scale, options.heat_opacity, options.smooth, view.hidden)
     st.image(
         render.jpeg_bytes(render.draw_marker(overlay, *second_point, label="B")),
-        caption=f"pixel B at R = {result.spec.recurrence}; colours: {scale.title}",
+        caption=f"pixel B at R = {result.spec.recurrence}; colours: {scale.title.replace('<br>', ', ')}",
         width="stretch",
     )
     overlap = map_overlap(result.maps.composed, second.composed)
