@@ -166,12 +166,23 @@ class Session:
     def image(self):
         return self.page.frame_locator(CLICK_WIDGET).locator("#image")
 
+    def stable_box(self, tries: int = 20) -> dict:
+        """The image's box once it stops moving (a widget appearing above it shifts it)."""
+        box = self.image().bounding_box()
+        for _ in range(tries):
+            self.page.wait_for_timeout(100)
+            again = self.image().bounding_box()
+            if again == box:
+                return box
+            box = again
+        return box
+
     def map_sources(self) -> list[str]:
         return self.page.evaluate(MAP_SOURCES)
 
     def click(self, fraction_x: float, fraction_y: float) -> None:
         """A real mouse click at a fraction of the shown image's width and height."""
-        box = self.image().bounding_box()
+        box = self.stable_box()
         self.image().click(position={"x": fraction_x * box["width"], "y": fraction_y * box["height"]})
 
     def wait_repainted(self, before: list[str], timeout_ms: int = 30_000) -> None:
@@ -292,6 +303,8 @@ def test_hiding_the_cross_and_comparing_two_pixels(server, browser):
 
     session.page.get_by_text("Compare two pixels", exact=True).click()
     session.page.wait_for_selector("text=Pixel B", timeout=30_000)
+    session.image().wait_for(state="visible")
+    session.page.wait_for_timeout(500)  # the radio above the image has just appeared: let the layout settle
     before = session.map_sources()
     session.click(0.25, 0.5)  # places A (the radio starts on A), then switches to B
     session.wait_repainted(before)
