@@ -30,7 +30,7 @@ from app.models import (  # noqa: E402
 )
 from app.resources import cached_examples, cached_model, shared_cache  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
-from app.view import GroundTruth, exploration  # noqa: E402
+from app.view import GroundTruth, exploration, segmentation_changes  # noqa: E402
 
 SOURCE_KEY = "source"
 UPLOAD = "Upload"
@@ -71,7 +71,10 @@ def explorer_page() -> None:
     if models is None:
         return
     _describe_models(models)
-    exploration(image, truth, columns, models, options, shared_cache(settings.cache_mb * 2**20))
+    cache = shared_cache(settings.cache_mb * 2**20)
+    exploration(image, truth, columns, models, options, cache)
+    if options.show_changes:
+        segmentation_changes(image, columns, models, cache)
 
 
 def _describe_models(models: dict[str, LoadedModel]) -> None:

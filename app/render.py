@@ -291,37 +291,31 @@ def changes_rgb(image: np.ndarray, changed: np.ndarray, after: np.ndarray, palet
     return picture
 
 
-def share_figure(titles: list[str], on_cross: list[float], height_px: int = 260) -> go.Figure:
-    """Stacked bars per column: the share of the influence on the clicked pixel's cross and off it."""
-    off_cross = [1.0 - share for share in on_cross]
-    bars = [
-        go.Bar(
-            name="on its row and column",
-            x=titles,
-            y=on_cross,
-            marker_color="#f4a261",
-            text=[_percent(v) for v in on_cross],
-            textposition="inside",
-            hovertemplate="%{y:.2%}",
-        ),
-        go.Bar(
-            name="off them",
-            x=titles,
-            y=off_cross,
-            marker_color="#2a9d8f",
-            text=[_percent(v) for v in off_cross],
-            textposition="inside",
-            hovertemplate="%{y:.2%}",
-        ),
-    ]
-    layout = dict(
-        barmode="stack",
-        height=height_px,
-        margin=dict(l=0, r=0, t=6, b=0),
-        yaxis=dict(tickformat=".0%", range=[0, 1]),
-        legend=dict(orientation="h", y=-0.14, yanchor="top", x=0, font=dict(size=11)),
+ON_CROSS_COLOUR, OFF_CROSS_COLOUR = "#f4a261", "#2a9d8f"
+
+
+def share_bars_html(titles: list[str], on_cross: list[float]) -> str:
+    """One horizontal bar per column: the share of the influence on the clicked pixel's cross, then off it.
+
+    Plain HTML rather than a plotly chart: it is redrawn on every click, and HTML costs the browser less.
+    """
+    rows = []
+    for title, share in zip(titles, on_cross, strict=True):
+        on, off = 100 * share, 100 * (1 - share)
+        rows.append(
+            f'<div style="margin:2px 0"><div style="font-size:0.8em">{html.escape(title)}</div>'
+            '<div style="display:flex;height:1.3em;font-size:0.75em;line-height:1.3em;color:white;'
+            'border-radius:3px;overflow:hidden">'
+            f'<div class="on-cross" style="width:{on:.3f}%;background:{ON_CROSS_COLOUR};text-align:center;'
+            f'white-space:nowrap">{on:.1f}%</div>'
+            f'<div class="off-cross" style="width:{off:.3f}%;background:{OFF_CROSS_COLOUR};text-align:center;'
+            f'white-space:nowrap">{off:.1f}%</div></div></div>'
+        )
+    legend = (
+        f'<div style="font-size:0.75em;margin-top:3px"><span style="color:{ON_CROSS_COLOUR}">&#9632;</span> on its '
+        f'row and column &nbsp; <span style="color:{OFF_CROSS_COLOUR}">&#9632;</span> off them</div>'
     )
-    return go.Figure(data=bars, layout=layout)
+    return '<div class="cross-shares">' + "".join(rows) + legend + "</div>"
 
 
 def panel_png(titles: list[str], rows: list[list[np.ndarray]]) -> bytes:

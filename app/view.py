@@ -129,9 +129,6 @@ def exploration(
             _show_column(column, image, result, view, scale, options, cache, px, py, second_point)
             for column, result, view, scale in zip(outputs, results, shown, scales, strict=True)
         ]
-    if options.show_changes and len(results) > 1:
-        with timings.measure("segmentation changes"):
-            _segmentation_changes(image, results, cache)
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
     _timings_expander(timings, cache)
@@ -245,12 +242,8 @@ def _class_name(loaded: LoadedModel, class_id: int) -> str:
 
 def _cross_share_chart(results: list[ColumnResult]) -> None:
     """Does R = 2 reach beyond the cross? The share of the influence on the clicked cell's row and column."""
-    shares = [r.stats.cross_share for r in results]
-    st.plotly_chart(
-        render.share_figure([r.spec.title for r in results], shares),
-        config=PLOT_CONFIG,
-        key="cross-share",
-    )
+    st.markdown("**Where the influence comes from**")
+    st.html(render.share_bars_html([r.spec.title for r in results], [r.stats.cross_share for r in results]))
     one_loop = [r for r in results if len(r.decoded.attentions) == 1]
     note = (
         f" After one loop it is {100 * one_loop[0].stats.cross_share:.1f}%: one criss-cross step only reads "
@@ -355,8 +348,27 @@ def _per_loop_images(image, result: ColumnResult, options: ViewOptions, px: int,
         slot.image(render.jpeg_bytes(overlay), caption=f"loop {loop}", width="stretch")
 
 
-def _segmentation_changes(image: DecodedImage, results: list[ColumnResult], cache: BoundedCache) -> None:
-    """The paper's Fig. 6, interactive: pixels whose class changes from one column's R to the next."""
+@dataclass
+class DecodedColumn:
+    """A column without the click: what the segmentation-change view needs."""
+
+    spec: ColumnSpec
+    loaded: LoadedModel
+    decoded: Decoded
+
+
+def segmentation_changes(
+    image: DecodedImage, columns: list[ColumnSpec], models: dict[str, LoadedModel], cache: BoundedCache
+) -> None:
+    """The paper's Fig. 6, interactive: pixels whose class changes from one column's R to the next.
+
+    Outside the exploration fragment on purpose: it does not depend on the clicked pixel, so a click
+    does not redraw it. The decodes come from the shared cache the exploration has just filled.
+    """
+    if len(columns) < 2:
+        return
+    decodes = _decodes_for_columns(image, columns, models, cache, Timings())
+    results = [DecodedColumn(s, models[s.entry.name], decodes[(s.entry.name, s.recurrence)]) for s in columns]
     st.markdown("##### Where the segmentation changes between loop counts")
     pairs = list(zip(results[:-1], results[1:], strict=True))
     class_names = results[-1].loaded.class_names
@@ -373,7 +385,7 @@ def _segmentation_changes(image: DecodedImage, results: list[ColumnResult], cach
             _change_pair(image, before, after, wanted, cache)
 
 
-def _change_pair(image: DecodedImage, before: ColumnResult, after: ColumnResult, wanted: int | None, cache) -> None:
+def _change_pair(image: DecodedImage, before: DecodedColumn, after: DecodedColumn, wanted: int | None, cache) -> None:
     key = (
         "changes",
         image.digest,
@@ -399,7 +411,7 @@ def _change_pair(image: DecodedImage, before: ColumnResult, after: ColumnResult,
     title = f"R = {before.spec.recurrence} → R = {after.spec.recurrence}"
     st.image(
         picture,
-        caption=f"{title}: {100 * share:.2f}% of the pixels change class (outlined, in the new class's colour)",
+        caption=f"{title}: {100 * share:.3g}% of the pixels change class (outlined, in the new class's colour)",
         width="stretch",
     )
     if not transitions:

@@ -107,11 +107,12 @@ def test_figure_with_each_scale_is_valid_plotly(mode):
     assert (checked.data[0].zmin, checked.data[0].zmax) == pytest.approx(scale.bar_range())
 
 
-def test_share_figure_stacks_on_and_off_cross_to_one():
-    figure = go.Figure(render.share_figure(["R = 1", "R = 2"], [1.0, 0.4]).to_dict())
-    on, off = figure.data
-    assert list(on.y) == [1.0, 0.4] and list(off.y) == pytest.approx([0.0, 0.6])
-    assert figure.layout.barmode == "stack"
+def test_share_bars_split_each_column_on_and_off_the_cross():
+    html_text = render.share_bars_html(["R = 1", "R = <2>"], [1.0, 0.4])
+    assert 'class="on-cross" style="width:100.000%' in html_text and ">100.0%<" in html_text
+    assert 'class="on-cross" style="width:40.000%' in html_text
+    assert 'class="off-cross" style="width:60.000%' in html_text
+    assert "R = &lt;2&gt;" in html_text  # titles are escaped
 
 
 def test_second_marker_is_a_labelled_square():

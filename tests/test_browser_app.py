@@ -234,6 +234,8 @@ def expected_entropies(folder: Path, data: bytes, px: int, py: int) -> list[str]
 def test_upload_and_two_clicks_repaint_the_maps(server, browser):
     url, folder = server
     session = Session(browser, url)
+    session.page.get_by_text("How to read this page").wait_for(timeout=60_000)
+    session.dismiss_guide()  # timed without the first-visit guide, as after a user's first "Got it"
     data = image_bytes(street_rgb(120, 160, seed=5))
     session.upload("street.png", data)
     first_sources = session.map_sources()
