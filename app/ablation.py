@@ -233,6 +233,7 @@ def miou_figure(ablation: Ablation) -> go.Figure:
         )
     layout = dict(
         barmode="group",
+        showlegend=True,  # also with our bars alone: the legend names the dataset and split
         yaxis=dict(title="mIoU", tickformat=".0%", range=[0, 1]),
         height=380,
         margin=dict(t=30, b=10),
@@ -405,10 +406,12 @@ def ablation_page() -> None:
 def _miou_section(ablation: Ablation) -> None:
     st.subheader("mIoU per loop count")
     st.plotly_chart(miou_figure(ablation), key="ablation-miou")
-    st.caption(
-        "Ours: models trained with each R, evaluated on the validation split. The paper's Table 2 is "
-        "ResNet-101 on Cityscapes val: compare the trend across R, not the absolute level."
+    paper = (
+        " The paper's Table 2 is ResNet-101 on Cityscapes val: compare the trend across R, not the level."
+        if ablation.paper
+        else ""
     )
+    st.caption(f"Ours: models trained with each R, evaluated on the {ablation.split or 'validation'} split." + paper)
     unrolled = unrolled_figure(ablation)
     if unrolled is not None:
         st.markdown("**Loop count changed at inference only** (the weights trained with one R, run with R = 1, 2, 3)")
@@ -429,7 +432,7 @@ def _cost_section(ablation: Ablation) -> None:
     right.plotly_chart(figures[1], key="ablation-memory")
     st.caption(
         "Increments over the same network without the attention, one image, forward pass; "
-        "each loop reuses the same module, so the cost grows linearly with R."
+        "each loop runs the same module once more."
     )
 
 
