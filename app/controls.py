@@ -11,6 +11,12 @@ from app.render import COLORMAPS
 
 UNROLLED = "One model, unrolled R = 1, 2, 3"
 TRAINED = "Separately trained models per R"
+SCALE_MODES = {
+    "Linear (0 to the largest value)": "linear",
+    "Clamp at a percentile": "percentile",
+    "Clamp at a value": "value",
+    "Log scale": "log",
+}
 PROPAGATION = {"Attention only (composition)": "attention", "Rollout (with the residual path)": "rollout"}
 
 
@@ -32,6 +38,11 @@ class ViewOptions:
     seg_opacity: float
     smooth: bool  # bilinear instead of nearest upsampling of the feature-grid maps
     shared_scale: bool  # one colour scale for all columns instead of one per column
+    scale_mode: str = "linear"  # one of SCALE_MODES' values
+    percentile: float = 99.0  # clamp the colours at this percentile of the shown values
+    clamp_percent: float = 1.0  # clamp the colours at this share of the total influence, in %
+    hide_cross: bool = False  # leave the clicked pixel's own row and column uncoloured
+    show_changes: bool = True  # where the predicted class changes between loop counts
 
 
 def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
@@ -46,7 +57,9 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
     trained = catalogue.trained_per_loop_count(default)
     have_trained = all(trained[r] for r in LOOP_COUNTS)
     comparison = st.sidebar.radio(
-        "Compare", [UNROLLED, TRAINED] if have_trained else [UNROLLED], key="comparison",
+        "Compare",
+        [UNROLLED, TRAINED] if have_trained else [UNROLLED],
+        key="comparison",
         help="Unrolled: one model run with its loop count overridden at inference. "
         "Trained: the models trained with R = 1, 2 and 3 from the checkpoint folder.",
     )
@@ -57,7 +70,10 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
         return _trained_columns(trained)
     names = [e.name for e in unrollable]
     name = st.sidebar.selectbox(
-        "Model", names, index=names.index(default.name), key="model",
+        "Model",
+        names,
+        index=names.index(default.name),
+        key="model",
         format_func=lambda n: catalogue.get(n).label,
     )
     entry = catalogue.get(name)
@@ -83,15 +99,70 @@ def _trained_columns(trained: dict[int, list[CatalogueEntry]]) -> list[ColumnSpe
 
 def view_options() -> ViewOptions:
     sidebar = st.sidebar
-    mode = PROPAGATION[sidebar.radio("Propagation", list(PROPAGATION), key="propagation",
-                                     help="Rollout multiplies |gamma| A_r + I per loop, gamma being the "
-                                     "model's learned residual scale; composition multiplies A_r alone.")]
+    mode = PROPAGATION[
+        sidebar.radio(
+            "Propagation",
+            list(PROPAGATION),
+            key="propagation",
+            help="Rollout multiplies |gamma| A_r + I per loop, gamma being the "
+            "model's learned residual scale; composition multiplies A_r alone.",
+        )
+    ]
     per_loop = sidebar.checkbox("Show each loop's own attention", key="per_loop")
     sidebar.subheader("Display")
     colormap = sidebar.selectbox("Colour map", list(COLORMAPS), key="colormap")
     heat_opacity = sidebar.slider("Heatmap opacity", 0.0, 1.0, 0.65, 0.05, key="heat_opacity")
     seg_opacity = sidebar.slider("Segmentation opacity", 0.0, 1.0, 0.55, 0.05, key="seg_opacity")
-    smooth = sidebar.checkbox("Smooth maps (bilinear)", key="smooth",
-                              help="Off: each feature cell drawn as the block of pixels it covers.")
+    smooth = sidebar.checkbox(
+        "Smooth maps (bilinear)", key="smooth", help="Off: each feature cell drawn as the block of pixels it covers."
+    )
     shared_scale = sidebar.checkbox("Same colour scale in every column", key="shared_scale")
-    return ViewOptions(mode, per_loop, colormap, heat_opacity, seg_opacity, smooth, shared_scale)
+    scale_mode, percentile, clamp_percent = _scale_controls(sidebar)
+    hide_cross = sidebar.checkbox(
+        "Hide the clicked pixel's own row and column",
+        key="hide_cross",
+        help="The cross holds most of the influence and outshines the rest: hide it (and scale the colours "
+        "to what is left) to see what reaches the pixel from off its row and column.",
+    )
+    show_changes = sidebar.checkbox("Show where the segmentation changes between R", value=True, key="show_changes")
+    return ViewOptions(
+        mode,
+        per_loop,
+        colormap,
+        heat_opacity,
+        seg_opacity,
+        smooth,
+        shared_scale,
+        scale_mode,
+        percentile,
+        clamp_percent,
+        hide_cross,
+        show_changes,
+    )
+
+
+def _scale_controls(sidebar) -> tuple[str, float, float]:
+    """Colour scale for maps dominated by the cross: (mode, percentile, clamp value in % of the total)."""
+    scale_mode = SCALE_MODES[
+        sidebar.selectbox(
+            "Colour scale",
+            list(SCALE_MODES),
+            key="scale_mode",
+            help="Clamping saturates the few large values (the cross) so that small ones get colours too; "
+            "log scale spreads four decades over the colour map.",
+        )
+    ]
+    percentile, clamp_percent = 99.0, 1.0
+    if scale_mode == "percentile":
+        percentile = sidebar.slider("Clamp at percentile", 50.0, 100.0, 99.0, 0.5, key="clamp_percentile")
+    elif scale_mode == "value":
+        clamp_percent = sidebar.number_input(
+            "Clamp at (% of the total influence)",
+            min_value=0.001,
+            max_value=100.0,
+            value=1.0,
+            step=0.1,
+            format="%.3f",
+            key="clamp_value",
+        )
+    return scale_mode, float(percentile), float(clamp_percent)

@@ -191,9 +191,7 @@ class ColumnMaps:
     mode: str = "attention"  # how the maps were propagated
 
 
-def column_maps(
-    decoded: Decoded, px: int, py: int, mode: str, with_per_loop: bool
-) -> ColumnMaps:
+def column_maps(decoded: Decoded, px: int, py: int, mode: str, with_per_loop: bool) -> ColumnMaps:
     """Influence on image pixel (px, py) after the column's R loops, through `influence_maps`."""
     cell = pixel_to_cell(px, py, decoded.prediction.shape[:2], decoded.grid_size)
     gammas = decoded.gamma if mode == "rollout" else None

@@ -1,6 +1,7 @@
 """CCNet explorer: click a pixel, watch its influence spread over R = 1, 2, 3 criss-cross loops.
 
 Run from the repository root:  streamlit run app/main.py   (settings: see app/settings.py)
+Two pages (st.navigation): the explorer (this file's `explorer_page`) and the ablation (app/pages/ablation.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import streamlit as st  # noqa: E402
 
 from app import controls  # noqa: E402
 from app.examples import load_example  # noqa: E402
+from app.guide import first_visit_guide  # noqa: E402
 from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image  # noqa: E402
 from app.models import (  # noqa: E402
     HOW_TO_MAKE_A_CHECKPOINT,
@@ -28,20 +30,30 @@ from app.models import (  # noqa: E402
 )
 from app.resources import cached_examples, cached_model, shared_cache  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
-from app.view import GroundTruth, exploration  # noqa: E402
+from app.view import GroundTruth, exploration, segmentation_changes  # noqa: E402
 
+SOURCE_KEY = "source"
 UPLOAD = "Upload"
 EXAMPLES = "Examples folder"
 
 
 def main() -> None:
     st.set_page_config(page_title="CCNet explorer", layout="wide")
+    pages = [
+        st.Page(explorer_page, title="Explorer", default=True),
+        st.Page("pages/ablation.py", title="Ablation: R = 0 to 3", url_path="ablation"),
+    ]
+    st.navigation(pages).run()
+
+
+def explorer_page() -> None:
     st.title("Criss-cross attention explorer")
     try:
         settings = Settings.from_env()
     except SettingsError as error:
         st.error(str(error))
         return
+    first_visit_guide((SOURCE_KEY, EXAMPLES) if settings.examples else None)
     device, device_warning = resolve_device(settings.device)
     if device_warning:
         st.sidebar.warning(device_warning)
@@ -52,15 +64,27 @@ def main() -> None:
     image, truth = _choose_image(settings)
     columns = controls.choose_columns(catalogue)
     options = controls.view_options()
-    st.sidebar.caption(
-        f"Device: **{device}** (CCNET_DEVICE={settings.device}). Checkpoints: `{catalogue.folder}`"
-    )
+    st.sidebar.caption(f"Device: **{device}** (CCNET_DEVICE={settings.device}). Checkpoints: `{catalogue.folder}`")
     if image is None or columns is None:
         return
     models = _load_models(columns, device)
     if models is None:
         return
-    exploration(image, truth, columns, models, options, shared_cache(settings.cache_mb * 2**20))
+    _describe_models(models)
+    cache = shared_cache(settings.cache_mb * 2**20)
+    exploration(image, truth, columns, models, options, cache)
+    if options.show_changes:
+        segmentation_changes(image, columns, models, cache)
+
+
+def _describe_models(models: dict[str, LoadedModel]) -> None:
+    """Each model's dataset and class count (11 for CamVid, 19 Cityscapes, 150 ADE20K)."""
+    lines = [
+        f"- `{name}`: {loaded.metadata.get('dataset') or 'dataset unknown'}, {len(loaded.class_names)} classes, "
+        f"trained with R = {loaded.trained_recurrence}"
+        for name, loaded in models.items()
+    ]
+    st.sidebar.markdown("**Models shown**\n" + "\n".join(lines))
 
 
 def _catalogue_or_message(settings: Settings) -> Catalogue | None:
@@ -79,7 +103,7 @@ def _catalogue_or_message(settings: Settings) -> Catalogue | None:
 def _choose_image(settings: Settings) -> tuple[DecodedImage | None, GroundTruth | None]:
     """Upload or examples folder -> decoded image (and ground truth); problems shown, never raised."""
     st.sidebar.header("Image")
-    source = st.sidebar.radio("Source", [UPLOAD, EXAMPLES], key="source", horizontal=True)
+    source = st.sidebar.radio("Source", [UPLOAD, EXAMPLES], key=SOURCE_KEY, horizontal=True)
     try:
         if source == UPLOAD:
             return _uploaded_image(settings), None

@@ -10,6 +10,7 @@ import base64
 import functools
 import html
 import io
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -24,7 +25,7 @@ COLORMAPS = {
     "Hot": cv2.COLORMAP_HOT,
 }
 JPEG_QUALITY = 90
-COLORBAR_HEIGHT = 48  # pixels under an image for its horizontal colour bar
+COLORBAR_HEIGHT = 64  # pixels under an image for its horizontal colour bar and its two-line title
 
 
 @functools.cache
@@ -38,22 +39,48 @@ def colormap_table(name: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ColourScale:
-    """How map values become colours: the colour bar shows exactly this."""
+    """How map values become colours: the colour bar shows exactly this, and its title says what it is."""
 
     colormap: str = "Inferno"
     vmin: float = 0.0
     vmax: float = 1.0
     title: str = "influence"
+    log: bool = False  # colours spread over log10(vmin)..log10(vmax); vmin must then be > 0
+
+    def _ends(self) -> tuple[float, float]:
+        if self.log:
+            low = math.log10(max(self.vmin, 1e-30))
+            return low, max(math.log10(max(self.vmax, 1e-30)), low + 1e-6)
+        return self.vmin, self.vmax
 
     def to_levels(self, values: np.ndarray) -> np.ndarray:
         """Values -> 0..255 colour levels, clipped at the scale's ends."""
-        span = max(self.vmax - self.vmin, 1e-12)
-        return ((values - self.vmin) / span * 255.0).clip(0, 255).astype(np.uint8)
+        low, high = self._ends()
+        if self.log:
+            values = np.log10(np.maximum(values, 10.0**low))
+        span = max(high - low, 1e-12)
+        return ((values - low) / span * 255.0).clip(0, 255).astype(np.uint8)
 
     def plotly_colorscale(self, steps: int = 16) -> list[list]:
         table = colormap_table(self.colormap)  # (256, 3)
         positions = np.linspace(0, 1, steps)
         return [[float(p), "rgb({},{},{})".format(*table[int(round(p * 255))])] for p in positions]
+
+    def bar_range(self) -> tuple[float, float]:
+        """The colour bar's (zmin, zmax): log10 of the ends on a log scale."""
+        return self._ends()
+
+    def bar_ticks(self) -> dict:
+        """Colour bar ticks: on a log scale, one per decade labelled with the value itself."""
+        if not self.log:
+            return dict(tickformat=".2~%", nticks=5)
+        low, high = self._ends()
+        decades = list(range(math.ceil(low), math.floor(high) + 1)) or [round(low)]
+        return dict(tickvals=decades, ticktext=[_percent(10.0**d) for d in decades])
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2g}%"
 
 
 def blend(image: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
@@ -68,9 +95,15 @@ def upsample(values: np.ndarray, size: tuple[int, int], smooth: bool) -> np.ndar
 
 
 def influence_rgb(
-    image: np.ndarray, influence: np.ndarray, scale: ColourScale, opacity: float, smooth: bool = False
+    image: np.ndarray,
+    influence: np.ndarray,
+    scale: ColourScale,
+    opacity: float,
+    smooth: bool = False,
+    hidden: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Influence map (h, w) as a heatmap over image (H, W, 3)."""
+    """Influence map (h, w) as a heatmap over image (H, W, 3); cells where `hidden` (h, w) is True stay
+    uncoloured (the image shows through), e.g. the clicked pixel's cross."""
     table = colormap_table(scale.colormap)  # (256, 3)
     height, width = image.shape[:2]
     if smooth:
@@ -78,12 +111,14 @@ def influence_rgb(
     else:  # colour the few cells, then blow them up: same picture, a fraction of the work
         cells = table[scale.to_levels(influence)]  # (h, w, 3)
         colours = cv2.resize(cells, (width, height), interpolation=cv2.INTER_NEAREST)  # (H, W, 3)
-    return blend(image, colours, opacity)
+    blended = blend(image, colours, opacity)
+    if hidden is not None:
+        keep = cv2.resize(hidden.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0  # (H, W)
+        blended[keep] = image[keep]
+    return blended
 
 
-def segmentation_rgb(
-    image: np.ndarray, prediction: np.ndarray, palette: np.ndarray, opacity: float
-) -> np.ndarray:
+def segmentation_rgb(image: np.ndarray, prediction: np.ndarray, palette: np.ndarray, opacity: float) -> np.ndarray:
     """Class map (H, W) as palette colours (K, 3) over image (H, W, 3)."""
     colours = palette[np.minimum(prediction, len(palette) - 1)]  # (H, W, 3)
     return blend(image, colours.astype(np.uint8), opacity)
@@ -93,13 +128,26 @@ def marker_radius(image_size: tuple[int, int]) -> int:
     return max(5, round(max(image_size) / 70))
 
 
-def draw_marker(rgb: np.ndarray, px: int, py: int) -> np.ndarray:
-    """A ring visible on any background (black outside, white inside) around pixel (px, py)."""
+def draw_marker(rgb: np.ndarray, px: int, py: int, label: str = "") -> np.ndarray:
+    """A ring visible on any background (black outside, white inside) around pixel (px, py).
+
+    With a label (the second pixel "B") the ring becomes a square with the letter beside it.
+    """
     marked = rgb.copy()
     radius = marker_radius(rgb.shape[:2])
-    cv2.circle(marked, (int(px), int(py)), radius, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.circle(marked, (int(px), int(py)), radius, (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.circle(marked, (int(px), int(py)), 1, (255, 255, 255), -1)
+    centre = (int(px), int(py))
+    if label:
+        corner, opposite = (centre[0] - radius, centre[1] - radius), (centre[0] + radius, centre[1] + radius)
+        cv2.rectangle(marked, corner, opposite, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.rectangle(marked, corner, opposite, (255, 255, 255), 1, cv2.LINE_AA)
+        at = (centre[0] + radius + 2, centre[1] + radius)
+        scale = max(0.35, radius / 16)
+        cv2.putText(marked, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(marked, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    else:
+        cv2.circle(marked, centre, radius, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.circle(marked, centre, radius, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.circle(marked, centre, 1, (255, 255, 255), -1)
     return marked
 
 
@@ -158,14 +206,25 @@ def overlay_figure(
         opacity=0.0,  # transparent cells still answer hover events; the picture is the layout image
         showscale=scale is not None,
         colorscale=scale.plotly_colorscale() if scale else "Greys",
-        zmin=scale.vmin if scale else None,
-        zmax=scale.vmax if scale else None,
+        zmin=scale.bar_range()[0] if scale else None,
+        zmax=scale.bar_range()[1] if scale else None,
         colorbar=_colorbar(scale),
         _validate=False,
     )
     layout = dict(
-        images=[dict(source=image_uri, xref="x", yref="y", x=0, y=0, sizex=width, sizey=height,
-                     sizing="stretch", layer="below")],
+        images=[
+            dict(
+                source=image_uri,
+                xref="x",
+                yref="y",
+                x=0,
+                y=0,
+                sizex=width,
+                sizey=height,
+                sizing="stretch",
+                layer="below",
+            )
+        ],
         shapes=_marker_shapes(marker, image_size),
         xaxis=dict(range=[0, width], visible=False, constrain="domain"),
         yaxis=dict(range=[height, 0], visible=False, scaleanchor="x", constrain="domain"),
@@ -184,8 +243,7 @@ def _marker_shapes(marker: tuple[int, int] | None, image_size: tuple[int, int]) 
         return []
     px, py = marker
     radius = marker_radius(image_size)
-    box = dict(type="circle", xref="x", yref="y", x0=px - radius, x1=px + radius,
-               y0=py - radius, y1=py + radius)
+    box = dict(type="circle", xref="x", yref="y", x0=px - radius, x1=px + radius, y0=py - radius, y1=py + radius)
     return [dict(box, line=dict(color="black", width=3)), dict(box, line=dict(color="white", width=1))]
 
 
@@ -194,8 +252,15 @@ def _colorbar(scale: ColourScale | None) -> dict | None:
     if scale is None:
         return None
     return dict(
-        orientation="h", x=0.5, xanchor="center", y=-0.02, yanchor="top", len=1.0, thickness=8,
-        title=dict(text=scale.title, side="bottom"), tickformat=".2~g", nticks=5,
+        orientation="h",
+        x=0.5,
+        xanchor="center",
+        y=-0.02,
+        yanchor="top",
+        len=1.0,
+        thickness=8,
+        title=dict(text=scale.title, side="bottom", font=dict(size=11)),
+        **scale.bar_ticks(),
     )
 
 
@@ -210,7 +275,47 @@ def class_legend_html(class_ids: list[int], class_names: list[str], palette: np.
             f'<span style="display:inline-block;width:0.8em;height:0.8em;border:1px solid #888;'
             f'background:rgb({red},{green},{blue});margin-right:3px;vertical-align:middle"></span>{name}</span>'
         )
-    return '<div style="font-size:0.8em;line-height:1.5">' + "".join(chips) + "</div>"
+    # 150-class models: a long legend scrolls instead of pushing the page down
+    return '<div style="font-size:0.8em;line-height:1.5;max-height:7.5em;overflow-y:auto">' + "".join(chips) + "</div>"
+
+
+def changes_rgb(image: np.ndarray, changed: np.ndarray, after: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Changed pixels (H, W) in their new class's colour, outlined in yellow, over a dimmed grey image."""
+    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)  # (H, W, 3)
+    picture = (grey * 0.45).astype(np.uint8)
+    colours = palette[np.minimum(after, len(palette) - 1)].astype(np.uint8)  # (H, W, 3)
+    picture[changed] = colours[changed]
+    mask = changed.astype(np.uint8)
+    outline = (cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0) & ~changed  # (H, W)
+    picture[outline] = (255, 220, 0)
+    return picture
+
+
+ON_CROSS_COLOUR, OFF_CROSS_COLOUR = "#f4a261", "#2a9d8f"
+
+
+def share_bars_html(titles: list[str], on_cross: list[float]) -> str:
+    """One horizontal bar per column: the share of the influence on the clicked pixel's cross, then off it.
+
+    Plain HTML rather than a plotly chart: it is redrawn on every click, and HTML costs the browser less.
+    """
+    rows = []
+    for title, share in zip(titles, on_cross, strict=True):
+        on, off = 100 * share, 100 * (1 - share)
+        rows.append(
+            f'<div style="margin:2px 0"><div style="font-size:0.8em">{html.escape(title)}</div>'
+            '<div style="display:flex;height:1.3em;font-size:0.75em;line-height:1.3em;color:white;'
+            'border-radius:3px;overflow:hidden">'
+            f'<div class="on-cross" style="width:{on:.3f}%;background:{ON_CROSS_COLOUR};text-align:center;'
+            f'white-space:nowrap">{on:.1f}%</div>'
+            f'<div class="off-cross" style="width:{off:.3f}%;background:{OFF_CROSS_COLOUR};text-align:center;'
+            f'white-space:nowrap">{off:.1f}%</div></div></div>'
+        )
+    legend = (
+        f'<div style="font-size:0.75em;margin-top:3px"><span style="color:{ON_CROSS_COLOUR}">&#9632;</span> on its '
+        f'row and column &nbsp; <span style="color:{OFF_CROSS_COLOUR}">&#9632;</span> off them</div>'
+    )
+    return '<div class="cross-shares">' + "".join(rows) + legend + "</div>"
 
 
 def panel_png(titles: list[str], rows: list[list[np.ndarray]]) -> bytes:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ccnet.analysis import cross_share
 from training.metrics import confusion_matrix, scores_from_confusion
 
 
@@ -18,6 +19,7 @@ class InfluenceStats:
     entropy_share: float  # entropy over its maximum log2(h * w): 0 = one cell, 1 = uniform
     own_class_share: float  # share of the influence on cells predicted as the clicked pixel's class
     miou: float | None = None  # the image's mIoU at this loop count, when ground truth is known
+    cross_share: float | None = None  # share on the clicked cell's own row and column (1.0 after one loop)
 
 
 def coverage_share(influence: np.ndarray, mass: float = 0.9) -> float:
@@ -42,13 +44,13 @@ def own_class_share(influence: np.ndarray, classes_on_grid: np.ndarray, clicked_
     return float(influence[classes_on_grid == clicked_class].sum()) / total if total > 0 else 0.0
 
 
-def image_miou(
-    prediction: np.ndarray, labels: np.ndarray, num_classes: int, ignore_index: int = 255
-) -> float:
+def image_miou(prediction: np.ndarray, labels: np.ndarray, num_classes: int, ignore_index: int = 255) -> float:
     """The image's mean IoU, defined exactly as the evaluation script defines it (training.metrics)."""
     confusion = confusion_matrix(
-        torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(labels.astype(np.int64)),
-        num_classes, ignore_index,
+        torch.from_numpy(prediction.astype(np.int64)),
+        torch.from_numpy(labels.astype(np.int64)),
+        num_classes,
+        ignore_index,
     )  # (K, K)
     return float(scores_from_confusion(confusion, [str(k) for k in range(num_classes)]).mean_iou)
 
@@ -58,6 +60,7 @@ def influence_stats(
     classes_on_grid: np.ndarray,
     clicked_class: int,
     miou: float | None = None,
+    cell: tuple[int, int] | None = None,
 ) -> InfluenceStats:
     bits = entropy_bits(influence)
     return InfluenceStats(
@@ -66,4 +69,5 @@ def influence_stats(
         entropy_share=bits / math.log2(influence.size) if influence.size > 1 else 0.0,
         own_class_share=own_class_share(influence, classes_on_grid, clicked_class),
         miou=miou,
+        cross_share=cross_share(influence, *cell) if cell is not None else None,
     )

@@ -16,6 +16,7 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 from app import render
 from app.controls import ColumnSpec, ViewOptions
+from app.display import ShownMap, colour_scales, shown_map
 from app.explorer import (
     BoundedCache,
     ColumnMaps,
@@ -30,9 +31,16 @@ from app.grid import display_to_image
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
 from app.stats import InfluenceStats, image_miou, influence_stats
+from ccnet.analysis import cross_share, map_overlap, prediction_changes
 
 PLOT_CONFIG = {"displayModeBar": False}
 POINT_KEY = "point"  # session state: {"digest", "px", "py"} of the last click on the current image
+POINT_B_KEY = "point_b"  # the same for the second pixel, when comparing two
+COMPARE_KEY = "compare"  # checkbox: compare the clicked pixel (A) with a second one (B)
+TARGET_KEY = "click_target"  # radio: which pixel the next click places
+PIXEL_A, PIXEL_B = "pixel A", "pixel B"
+CHANGE_FILTER_KEY = "change_class"
+ALL_CHANGES = "all changes"
 ENCODE_STEP = "encode + decode (new image or model)"
 
 
@@ -55,24 +63,35 @@ class ColumnResult:
     maps: ColumnMaps
     stats: InfluenceStats
     clicked_class: int
+    second: ColumnMaps | None = None  # pixel B's maps, when comparing two pixels
 
 
-def current_point(image: DecodedImage) -> tuple[int, int]:
-    """The last click on this image, or its centre before the first click."""
-    point = st.session_state.get(POINT_KEY)
+def current_point(image: DecodedImage, key: str = POINT_KEY) -> tuple[int, int]:
+    """The last click on this image, or before the first click its centre (pixel A) or lower left (B)."""
+    point = st.session_state.get(key)
     if point and point.get("digest") == image.digest:
         return int(point["px"]), int(point["py"])
+    if key == POINT_B_KEY:
+        return image.width // 4, (3 * image.height) // 4
     return image.width // 2, image.height // 2
 
 
 def _remember_click(widget_key: str, image: DecodedImage) -> None:
-    """Click callback: runs before the rerun, so the new point is marked on everything drawn after it."""
+    """Click callback: runs before the rerun, so the new point is marked on everything drawn after it.
+
+    When comparing two pixels, a click places the pixel chosen in the radio, then the radio moves to
+    the other one: click A, click B, click A again, ...
+    """
     value = st.session_state.get(widget_key)
     if not value or "x" not in value:
         return
     shown = (value["width"], value["height"])
     px, py = display_to_image(value["x"], value["y"], shown, (image.height, image.width))
-    st.session_state[POINT_KEY] = {"digest": image.digest, "px": px, "py": py}
+    comparing = st.session_state.get(COMPARE_KEY, False)
+    second = comparing and st.session_state.get(TARGET_KEY) == PIXEL_B
+    st.session_state[POINT_B_KEY if second else POINT_KEY] = {"digest": image.digest, "px": px, "py": py}
+    if comparing:
+        st.session_state[TARGET_KEY] = PIXEL_A if second else PIXEL_B
 
 
 @st.fragment
@@ -87,23 +106,28 @@ def exploration(
     timings = Timings()
     decodes = _decodes_for_columns(image, columns, models, cache, timings)
     px, py = current_point(image)
+    comparing = bool(st.session_state.get(COMPARE_KEY, False))
+    second_point = current_point(image, POINT_B_KEY) if comparing else None
 
     results = []
     with timings.measure("influence maps + statistics"), single_threaded():
         for spec in columns:
             decoded = decodes[(spec.entry.name, spec.recurrence)]
-            results.append(_column_result(spec, models[spec.entry.name], decoded, px, py, options, truth))
+            results.append(_column_result(spec, models[spec.entry.name], decoded, px, py, options, truth, second_point))
 
     # One row: the image to click, then one column per loop count, so everything is seen at once.
     picker, *outputs = st.columns([1] * (1 + len(results)))
     with picker, timings.measure("clickable image + summary"):
-        _clickable_image(image, px, py)
+        _comparison_controls()
+        _clickable_image(image, px, py, second_point)
         _point_summary(image, results, px, py, truth, cache)
+        _cross_share_chart(results)
     with timings.measure("render + send columns"):
-        scales = _colour_scales(results, options)
+        shown = [shown_map(r.maps.composed, r.maps.cell, options.hide_cross) for r in results]
+        scales = colour_scales(shown, options)
         pictures = [
-            _show_column(column, image, result, scale, options, cache, px, py)
-            for column, result, scale in zip(outputs, results, scales, strict=True)
+            _show_column(column, image, result, view, scale, options, cache, px, py, second_point)
+            for column, result, view, scale in zip(outputs, results, shown, scales, strict=True)
         ]
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
@@ -126,20 +150,37 @@ def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[s
     return decodes
 
 
-def _column_result(spec, loaded, decoded, px, py, options, truth) -> ColumnResult:
+def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=None) -> ColumnResult:
     maps = column_maps(decoded, px, py, options.mode, options.per_loop)
     clicked_class = int(decoded.prediction[py, px])
     miou = None
     if truth is not None and truth.num_classes == len(loaded.class_names):
         miou = image_miou(decoded.prediction, truth.labels, truth.num_classes)
-    stats = influence_stats(maps.composed, decoded.grid_classes, clicked_class, miou)
-    return ColumnResult(spec, loaded, decoded, maps, stats, clicked_class)
+    stats = influence_stats(maps.composed, decoded.grid_classes, clicked_class, miou, cell=maps.cell)
+    second = None
+    if second_point is not None:
+        second = column_maps(decoded, *second_point, options.mode, with_per_loop=False)
+    return ColumnResult(spec, loaded, decoded, maps, stats, clicked_class, second)
 
 
-def _clickable_image(image: DecodedImage, px: int, py: int) -> None:
+def _comparison_controls() -> None:
+    """Compare two pixels (e.g. two of the same car, or a car and the road): each click places A or B."""
+    st.checkbox(
+        "Compare two pixels",
+        key=COMPARE_KEY,
+        help="Each click places the pixel chosen below, then switches to the other one.",
+    )
+    if st.session_state.get(COMPARE_KEY):
+        st.radio("Next click places", [PIXEL_A, PIXEL_B], key=TARGET_KEY, horizontal=True)
+
+
+def _clickable_image(image: DecodedImage, px: int, py: int, second_point=None) -> None:
     widget_key = f"click-{image.digest}"  # a new image gets a fresh widget, not the old click
+    marked = render.draw_marker(image.rgb, px, py)
+    if second_point is not None:
+        marked = render.draw_marker(marked, *second_point, label="B")
     streamlit_image_coordinates(
-        render.draw_marker(image.rgb, px, py),
+        marked,
         key=widget_key,
         width="stretch",
         image_format="JPEG",
@@ -159,10 +200,15 @@ def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTrut
         f"**Clicked pixel** ({px}, {py}) of {image.width} x {image.height} &rarr; feature cell "
         f"(y={y}, x={x}) of the {rows} x {cols} grid"
     )
-    names = [
-        f"R = {r.spec.recurrence}: {_class_name(r.loaded, r.clicked_class)}" for r in results
-    ]
+    names = [f"R = {r.spec.recurrence}: {_class_name(r.loaded, r.clicked_class)}" for r in results]
     st.markdown("Predicted class there: " + ", ".join(names))
+    second = first.second
+    if second is not None:
+        bx, by = current_point(image, POINT_B_KEY)
+        b_names = ", ".join(
+            f"R = {r.spec.recurrence}: {_class_name(r.loaded, int(r.decoded.prediction[by, bx]))}" for r in results
+        )
+        st.markdown(f"**Pixel B** ({bx}, {by}), cell (y={second.cell[0]}, x={second.cell[1]}): {b_names}")
     if results[0].maps.mode == "rollout":
         gammas = sorted({f"{abs(r.decoded.gamma):.3g} ({r.loaded.name})" for r in results})
         st.caption("Rollout: each loop is |γ| A + I with the model's learned γ = " + ", ".join(gammas))
@@ -194,21 +240,28 @@ def _class_name(loaded: LoadedModel, class_id: int) -> str:
     return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
 
 
-def _colour_scales(results: list[ColumnResult], options: ViewOptions) -> list[render.ColourScale]:
-    peaks = [float(r.maps.composed.max()) for r in results]
-    if options.shared_scale:
-        peaks = [max(peaks)] * len(peaks)
-    return [render.ColourScale(options.colormap, 0.0, max(peak, 1e-12), "influence") for peak in peaks]
+def _cross_share_chart(results: list[ColumnResult]) -> None:
+    """Does R = 2 reach beyond the cross? The share of the influence on the clicked cell's row and column."""
+    st.markdown("**Where the influence comes from**")
+    st.html(render.share_bars_html([r.spec.title for r in results], [r.stats.cross_share for r in results]))
+    one_loop = [r for r in results if len(r.decoded.attentions) == 1]
+    note = (
+        f" After one loop it is {100 * one_loop[0].stats.cross_share:.1f}%: one criss-cross step only reads "
+        "the pixel's row and column; the second loop reads those cells' crosses, i.e. the whole image."
+        if one_loop
+        else ""
+    )
+    st.caption("Share of the clicked pixel's influence that comes from its own row and column." + note)
 
 
-def _show_column(column, image, result: ColumnResult, scale, options, cache, px, py):
+def _show_column(column, image, result: ColumnResult, shown: ShownMap, scale, options, cache, px, py, second_point):
     """Draw one column; returns its marked (influence, segmentation) overlays (H, W, 3) for the panel."""
     loaded, decoded = result.loaded, result.decoded
     names = np.asarray(loaded.class_names + ["?"], dtype=object)
     grid_classes = np.minimum(decoded.grid_classes, len(loaded.class_names))  # (h, w)
     hover = render.HoverGrid(result.maps.composed, names[grid_classes], (image.height, image.width))
     influence = render.influence_rgb(
-        image.rgb, result.maps.composed, scale, options.heat_opacity, options.smooth
+        image.rgb, shown.values, scale, options.heat_opacity, options.smooth, shown.hidden
     )  # (H, W, 3)
     segmentation = render.draw_marker(_segmentation_rgb(image, result, options.seg_opacity, cache), px, py)
     size, height, marker = (image.height, image.width), _figure_height(image), (px, py)
@@ -218,16 +271,38 @@ def _show_column(column, image, result: ColumnResult, scale, options, cache, px,
         # which costs a third of a chart to send and to paint.
         st.plotly_chart(
             render.overlay_figure(render.jpeg_data_uri(influence), size, hover, scale, marker, height),
-            config=PLOT_CONFIG, key=f"influence-{result.spec.recurrence}",
+            config=PLOT_CONFIG,
+            key=f"influence-{result.spec.recurrence}",
         )
         _stats_lines(result)
-        st.image(render.jpeg_bytes(segmentation), caption=f"segmentation at R = {result.spec.recurrence}",
-                 width="stretch")
+        if result.second is not None:
+            _second_pixel(image, result, options, second_point)
+        st.image(
+            render.jpeg_bytes(segmentation), caption=f"segmentation at R = {result.spec.recurrence}", width="stretch"
+        )
         present = [c for c in decoded.classes_present if c < len(loaded.class_names)]
         st.html(render.class_legend_html(present, loaded.class_names, loaded.palette))
         if options.per_loop:
             _per_loop_images(image, result, options, px, py)
     return render.draw_marker(influence, px, py), segmentation
+
+
+def _second_pixel(image, result: ColumnResult, options: ViewOptions, second_point) -> None:
+    """Pixel B's map in the same column, drawn the same way (its own scale), and how much A and B share."""
+    second = result.second
+    view = shown_map(second.composed, second.cell, options.hide_cross)
+    scale = colour_scales([view], options)[0]
+    overlay = render.influence_rgb(image.rgb, view.values, scale, options.heat_opacity, options.smooth, view.hidden)
+    st.image(
+        render.jpeg_bytes(render.draw_marker(overlay, *second_point, label="B")),
+        caption=f"pixel B at R = {result.spec.recurrence}; colours: {scale.title.replace('<br>', ', ')}",
+        width="stretch",
+    )
+    overlap = map_overlap(result.maps.composed, second.composed)
+    st.markdown(
+        f"B on its row and column: **{100 * cross_share(second.composed, *second.cell):.1f}%**  \n"
+        f"A and B share **{100 * overlap:.1f}%** of their influence (sum of the smaller of the two maps)"
+    )
 
 
 def _segmentation_rgb(image: DecodedImage, result: ColumnResult, opacity: float, cache) -> np.ndarray:
@@ -253,6 +328,8 @@ def _stats_lines(result: ColumnResult) -> None:
         f"entropy **{stats.entropy_bits:.3f} bits** ({100 * stats.entropy_share:.0f}% of uniform)",
         f"on its own class ({_class_name(result.loaded, result.clicked_class)}): "
         f"**{100 * stats.own_class_share:.1f}%**",
+        f"on its own row and column: **{100 * stats.cross_share:.1f}%**, off them: "
+        f"**{100 * (1 - stats.cross_share):.1f}%**",
     ]
     if stats.miou is not None:
         lines.append(f"image mIoU at R = {result.spec.recurrence}: **{100 * stats.miou:.1f}%**")
@@ -265,9 +342,88 @@ def _per_loop_images(image, result: ColumnResult, options: ViewOptions, px: int,
     slots = st.columns(max(LOOP_COUNTS))
     for loop, (own, slot) in enumerate(zip(result.maps.per_loop, slots, strict=False), start=1):
         scale = render.ColourScale(options.colormap, 0.0, max(float(own.max()), 1e-12))
-        overlay = render.draw_marker(render.influence_rgb(image.rgb, own, scale, options.heat_opacity, options.smooth),
-                                     px, py)
+        overlay = render.draw_marker(
+            render.influence_rgb(image.rgb, own, scale, options.heat_opacity, options.smooth), px, py
+        )
         slot.image(render.jpeg_bytes(overlay), caption=f"loop {loop}", width="stretch")
+
+
+@dataclass
+class DecodedColumn:
+    """A column without the click: what the segmentation-change view needs."""
+
+    spec: ColumnSpec
+    loaded: LoadedModel
+    decoded: Decoded
+
+
+def segmentation_changes(
+    image: DecodedImage, columns: list[ColumnSpec], models: dict[str, LoadedModel], cache: BoundedCache
+) -> None:
+    """The paper's Fig. 6, interactive: pixels whose class changes from one column's R to the next.
+
+    Outside the exploration fragment on purpose: it does not depend on the clicked pixel, so a click
+    does not redraw it. The decodes come from the shared cache the exploration has just filled.
+    """
+    if len(columns) < 2:
+        return
+    decodes = _decodes_for_columns(image, columns, models, cache, Timings())
+    results = [DecodedColumn(s, models[s.entry.name], decodes[(s.entry.name, s.recurrence)]) for s in columns]
+    st.markdown("##### Where the segmentation changes between loop counts")
+    pairs = list(zip(results[:-1], results[1:], strict=True))
+    class_names = results[-1].loaded.class_names
+    choice = st.selectbox(
+        "Highlight",
+        [ALL_CHANGES] + class_names,
+        key=CHANGE_FILTER_KEY,
+        help="Only the changes into or out of this class.",
+    )
+    wanted = None if choice == ALL_CHANGES else class_names.index(choice)
+    slots = st.columns(len(pairs))
+    for slot, (before, after) in zip(slots, pairs, strict=True):
+        with slot:
+            _change_pair(image, before, after, wanted, cache)
+
+
+def _change_pair(image: DecodedImage, before: DecodedColumn, after: DecodedColumn, wanted: int | None, cache) -> None:
+    key = (
+        "changes",
+        image.digest,
+        before.loaded.name,
+        before.spec.recurrence,
+        after.loaded.name,
+        after.spec.recurrence,
+        wanted,
+    )
+    found = cache.get(key)
+    if found is None:
+        changes = prediction_changes(before.decoded.prediction, after.decoded.prediction)
+        changed = changes.changed  # (H, W)
+        if wanted is not None:
+            changed = changed & ((before.decoded.prediction == wanted) | (after.decoded.prediction == wanted))
+        picture = render.jpeg_bytes(
+            render.changes_rgb(image.rgb, changed, after.decoded.prediction, after.loaded.palette)
+        )
+        transitions = [t for t in changes.transitions if wanted is None or wanted in (t.before, t.after)]
+        found = (picture, transitions, float(changed.mean()))
+        cache.put(key, found, len(picture) + 64 * len(transitions))
+    picture, transitions, share = found
+    title = f"R = {before.spec.recurrence} → R = {after.spec.recurrence}"
+    st.image(
+        picture,
+        caption=f"{title}: {100 * share:.3g}% of the pixels change class (outlined, in the new class's colour)",
+        width="stretch",
+    )
+    if not transitions:
+        st.caption("No pixel changes class.")
+        return
+    lines = [
+        f"- {_class_name(before.loaded, t.before)} → {_class_name(after.loaded, t.after)}: "
+        f"{100 * t.share:.3g}% ({t.pixels} px)"
+        for t in transitions[:6]
+    ]
+    more = len(transitions) - 6
+    st.markdown("\n".join(lines) + (f"\n- and {more} smaller changes" if more > 0 else ""))
 
 
 def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: int, py: int) -> None:
@@ -281,15 +437,23 @@ def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: in
 
     left, right = st.columns(2)
     left.download_button(
-        "Download the panel (PNG)", data=panel, file_name=f"{stem}.png",
-        mime="image/png", on_click="ignore", key="download-panel",
+        "Download the panel (PNG)",
+        data=panel,
+        file_name=f"{stem}.png",
+        mime="image/png",
+        on_click="ignore",
+        key="download-panel",
     )
     grids = {r.maps.composed.shape for r in results}
     if len(grids) == 1:
         stacked = np.stack([r.maps.composed for r in results]).astype(np.float32)  # (columns, h, w)
         right.download_button(
-            "Download the maps (.npy)", data=lambda: render.npy_bytes(stacked),
-            file_name=f"{stem}.npy", mime="application/octet-stream", on_click="ignore", key="download-maps",
+            "Download the maps (.npy)",
+            data=lambda: render.npy_bytes(stacked),
+            file_name=f"{stem}.npy",
+            mime="application/octet-stream",
+            on_click="ignore",
+            key="download-maps",
             help=f"float32 array (columns, h, w) = {stacked.shape}, columns in the order "
             f"{', '.join(titles)}; each map sums to 1.",
         )
@@ -300,8 +464,9 @@ def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: in
 def _timings_expander(timings: Timings, cache: BoundedCache) -> None:
     with st.expander("Timings (server side, this run)"):
         total = timings.elapsed_ms()  # wall time of the whole exploration, steps and the glue between them
-        st.markdown("\n".join(f"- {name}: {ms:.1f} ms" for name, ms in timings.steps.items())
-                    + f"\n- **total: {total:.1f} ms**")
+        st.markdown(
+            "\n".join(f"- {name}: {ms:.1f} ms" for name, ms in timings.steps.items()) + f"\n- **total: {total:.1f} ms**"
+        )
         st.caption(
             f"Attention cache: {len(cache)} entries, {cache.nbytes / 2**20:.1f} MiB of "
             f"{cache.max_bytes / 2**20:.0f} MiB; {cache.hits} hits, {cache.misses} misses."

@@ -6,6 +6,7 @@ same input the click callback writes, so the click path is checked here too.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,15 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from app import view
 from app.explorer import column_maps, encode_and_decode
+from app.images import decode_image
 from app.models import load_model
 from app.resources import cached_model
 from app.stats import entropy_bits
-from app.view import POINT_KEY
-from tests.test_app_helpers import image_bytes, make_checkpoint_folder, save_tiny_checkpoint, street_rgb
+from app.view import CHANGE_FILTER_KEY, COMPARE_KEY, PIXEL_A, PIXEL_B, POINT_B_KEY, POINT_KEY, TARGET_KEY
+from ccnet.analysis import cross_share, prediction_changes
+from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, save_tiny_checkpoint, street_rgb
 from tests.test_app_images import noise_png, png_header_only
 
 MAIN = str(Path(__file__).absolute().parent.parent / "app" / "main.py")
@@ -217,3 +221,173 @@ def test_examples_list_says_how_to_set_it_when_empty(app):
     app.sidebar.radio(key="source").set_value("Examples folder").run()
     assert_no_exception(app)
     assert "CCNET_EXAMPLES=../shared/datasets/camvid" in texts(app)
+
+
+# --- issue 9: the views that answer "does R = 2 reach beyond the cross?" ---------------------------------
+
+
+def influence_charts(app: AppTest) -> list[dict]:
+    """The three influence charts' specs (the charts with a layout image), in column order."""
+    specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    return [spec for spec in specs if spec["layout"].get("images")]
+
+
+def colour_bar_titles(app: AppTest) -> list[str]:
+    return [spec["data"][0]["colorbar"]["title"]["text"] for spec in influence_charts(app)]
+
+
+def map_images(app: AppTest) -> list[str]:
+    return [spec["layout"]["images"][0]["source"] for spec in influence_charts(app)]
+
+
+def cross_lines(app: AppTest) -> list[str]:
+    lines = [line for line in texts(app).splitlines() if line.startswith("on its own row and column: **")]
+    return [line.split("**")[1] for line in lines]
+
+
+def uploaded(app: AppTest) -> AppTest:
+    return upload(app.run(), "street.png", image_bytes(street_rgb()))
+
+
+def test_cross_share_per_loop_count_comes_from_the_maps(app, checkpoints):
+    uploaded(app)
+    assert_no_exception(app)
+    loaded = load_model(checkpoints / "tiny_r2.safetensors", torch.device("cpu"))
+    decoded = encode_and_decode(loaded, street_rgb(), [1, 2, 3])
+    maps = [column_maps(decoded[r], 64, 48, "attention", with_per_loop=False) for r in (1, 2, 3)]
+    expected = [cross_share(m.composed, *m.cell) for m in maps]
+    assert expected[0] == pytest.approx(1.0) and expected[1] < 0.99  # from the maths, not special-cased
+    assert cross_lines(app) == [f"{100 * share:.1f}%" for share in expected]
+    bars = next(element.proto.body for element in app.get("html") if "cross-shares" in element.proto.body)
+    for share in expected:
+        assert f'class="on-cross" style="width:{100 * share:.3f}%' in bars
+    assert "After one loop it is 100.0%" in texts(app)
+
+
+@pytest.mark.parametrize(
+    "mode, setting, title",
+    [
+        ("Linear (0 to the largest value)", None, "influence<br>0 to "),
+        ("Clamp at a percentile", ("clamp_percentile", 90.0), "clamped at p90 = "),
+        ("Clamp at a value", ("clamp_value", 0.25), "clamped at 0.25%"),
+        ("Log scale", None, "log scale"),
+    ],
+)
+def test_each_colour_scale_says_what_it_shows(app, mode, setting, title):
+    uploaded(app)
+    before = map_images(app)
+    app.sidebar.selectbox(key="scale_mode").set_value(mode).run()
+    if setting is not None:
+        key, value = setting
+        widget = app.sidebar.slider(key=key) if key == "clamp_percentile" else app.sidebar.number_input(key=key)
+        widget.set_value(value).run()
+    assert_no_exception(app)
+    titles = colour_bar_titles(app)
+    assert len(titles) == 3 and all(title in t for t in titles), titles
+    if mode != "Linear (0 to the largest value)":
+        assert map_images(app) != before  # the colours changed too, not only the title
+
+
+def test_hiding_the_cross_changes_the_map_and_its_scale(app):
+    uploaded(app)
+    before = map_images(app)
+    app.sidebar.checkbox(key="hide_cross").check().run()
+    assert_no_exception(app)
+    after = map_images(app)
+    assert all(new != old for new, old in zip(after, before, strict=True))
+    assert all(t.startswith("influence off the cross<br>") for t in colour_bar_titles(app))
+
+
+def test_comparing_two_pixels(app):
+    uploaded(app)
+    app.checkbox(key=COMPARE_KEY).check().run()
+    assert_no_exception(app)
+    assert app.radio(key=TARGET_KEY).value == PIXEL_A
+    assert "**Pixel B** (32, 72)" in texts(app)  # lower left until placed
+    digest = app.session_state["decoded_upload"][1].digest
+    app.session_state[POINT_B_KEY] = {"digest": digest, "px": 100, "py": 20}
+    app.run()
+    assert "**Pixel B** (100, 20)" in texts(app)
+    overlaps = [line for line in texts(app).splitlines() if line.startswith("A and B share **")]
+    assert len(overlaps) == 3
+    captions = [caption for image in app.image for caption in image.captions]
+    assert sum(caption.startswith("pixel B at R =") for caption in captions) == 3
+    app.checkbox(key=COMPARE_KEY).uncheck().run()
+    assert "Pixel B" not in texts(app)
+
+
+def test_a_click_places_a_then_b_when_comparing(monkeypatch):
+    """The click callback: without comparing it moves A; when comparing it alternates A, B, A."""
+    image = decode_image(image_bytes(street_rgb()))
+    state = {"w": {"x": 10, "y": 20, "width": 128, "height": 96}}
+    monkeypatch.setattr(view.st, "session_state", state)
+    view._remember_click("w", image)
+    assert state[POINT_KEY]["px"] == 10 and POINT_B_KEY not in state and TARGET_KEY not in state
+    state.update({COMPARE_KEY: True, TARGET_KEY: PIXEL_B, "w": {"x": 30, "y": 40, "width": 128, "height": 96}})
+    view._remember_click("w", image)
+    assert (state[POINT_B_KEY]["px"], state[POINT_B_KEY]["py"]) == (30, 40) and state[TARGET_KEY] == PIXEL_A
+    state["w"] = {"x": 50, "y": 60, "width": 128, "height": 96}
+    view._remember_click("w", image)
+    assert state[POINT_KEY]["px"] == 50 and state[POINT_B_KEY]["px"] == 30 and state[TARGET_KEY] == PIXEL_B
+
+
+def change_lines(app: AppTest) -> list[str]:
+    return [line for line in texts(app).splitlines() if "→" in line and "px)" in line]
+
+
+def test_segmentation_changes_between_loop_counts(app, checkpoints):
+    uploaded(app)
+    app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
+    assert_no_exception(app)
+    assert "Where the segmentation changes between loop counts" in texts(app)
+    captions = [caption for image in app.image for caption in image.captions]
+    assert sum("R = 1 → R = 2" in c for c in captions) == 1 and sum("R = 2 → R = 3" in c for c in captions) == 1
+    rgb = decode_image(image_bytes(street_rgb())).rgb
+    predictions = [
+        encode_and_decode(load_model(checkpoints / f"tiny_r{r}.safetensors", torch.device("cpu")), rgb, [r])[r]
+        for r in (1, 2)
+    ]
+    changes = prediction_changes(predictions[0].prediction, predictions[1].prediction)
+    first = changes.transitions[0]  # different random models: their segmentations differ
+    names = f"{CLASS_NAMES[first.before]} → {CLASS_NAMES[first.after]}"
+    expected = f"- {names}: {100 * first.share:.3g}% ({first.pixels} px)"
+    assert expected in change_lines(app)
+    app.selectbox(key=CHANGE_FILTER_KEY).set_value(CLASS_NAMES[first.before]).run()
+    assert_no_exception(app)
+    assert change_lines(app) and all(CLASS_NAMES[first.before] in line for line in change_lines(app))
+    app.sidebar.checkbox(key="show_changes").uncheck().run()
+    assert "Where the segmentation changes" not in texts(app)
+
+
+def test_sidebar_names_each_models_dataset_and_class_count(app):
+    uploaded(app)
+    assert "`tiny_r2`: synthetic, 4 classes, trained with R = 2" in texts(app)
+
+
+def test_first_visit_guide_is_dismissed_for_the_session_and_comes_back(app):
+    app.run()
+    assert "What a criss-cross is" not in texts(app)
+    assert "**How to read this page**" in texts(app)
+    assert "Set `CCNET_EXAMPLES`" in texts(app)  # no examples folder: no example button, a hint instead
+    assert [b.label for b in app.button] == ["Got it"]
+    app.button(key="guide-close").click().run()
+    assert "How to read this page" not in texts(app)
+    app.run()
+    assert "How to read this page" not in texts(app)  # remembered across reruns
+    app.sidebar.button(key="guide-show").click().run()
+    assert "How to read this page" in texts(app)
+
+
+def test_guide_opens_an_example_in_one_click(monkeypatch, tmp_path):
+    from ccnet.classes import CAMVID
+
+    folder = tmp_path / "camvid_checkpoints"
+    save_tiny_checkpoint(folder, "camvid_r2", recurrence=2, classes=CAMVID)
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CCNET_EXAMPLES", str(camvid_like(tmp_path / "camvid")))
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert "Upload an image" in texts(app)
+    app.button(key="guide-example").click().run()
+    assert_no_exception(app)
+    assert app.sidebar.radio(key="source").value == "Examples folder"
+    assert "How to read this page" not in texts(app) and "Clicked pixel" in texts(app)

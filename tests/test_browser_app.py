@@ -24,24 +24,36 @@ from app.explorer import column_maps, encode_and_decode
 from app.images import decode_image
 from app.models import load_model
 from app.stats import entropy_bits
+from tests.test_app_ablation import summary_document
 from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, street_rgb
 
 ROOT = Path(__file__).absolute().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 CLICK_WIDGET = "iframe[title='streamlit_image_coordinates.streamlit_image_coordinates']"
 # The influence charts' layout images: they change exactly when a column is repainted with new maps.
+# Charts without a layout image (the cross-share bars) are left out.
 MAP_SOURCES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .map(plot => (((plot.layout || {}).images || [])[0] || {}).source || '')"""
-MAPS_CHANGED = """(before) => {
-    const now = (""" + MAP_SOURCES + """)();
+    .map(plot => (((plot.layout || {}).images || [])[0] || {}).source || '').filter(source => source)"""
+MAPS_CHANGED = (
+    """(before) => {
+    const now = ("""
+    + MAP_SOURCES
+    + """)();
     return now.length === before.length && now.length > 0
         && now.every((source, i) => source && source !== before[i]);
 }"""
+)
 
 
 def _skip_reason() -> str | None:
@@ -85,14 +97,29 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float
 def server(tmp_path_factory):
     """A Streamlit server on a free loopback port, serving a tiny random-weight checkpoint."""
     folder = make_checkpoint_folder(tmp_path_factory.mktemp("checkpoints"), recurrences=(2,))
+    summary = tmp_path_factory.mktemp("results") / "summary.json"
+    summary.write_text(json.dumps(summary_document()))  # the report's schema, made-up numbers
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "CCNET_EXAMPLES"}
-    env |= {"CCNET_CHECKPOINTS": str(folder), "CCNET_DEVICE": "cpu", "PYTHONPATH": str(ROOT)}
+    env |= {"CCNET_CHECKPOINTS": str(folder), "CCNET_DEVICE": "cpu", "PYTHONPATH": str(ROOT),
+            "CCNET_RESULTS": str(summary)}  # fmt: skip
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
     command = [
-        sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app/main.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
     ]
     with open(log, "w") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -139,12 +166,23 @@ class Session:
     def image(self):
         return self.page.frame_locator(CLICK_WIDGET).locator("#image")
 
+    def stable_box(self, tries: int = 20) -> dict:
+        """The image's box once it stops moving (a widget appearing above it shifts it)."""
+        box = self.image().bounding_box()
+        for _ in range(tries):
+            self.page.wait_for_timeout(100)
+            again = self.image().bounding_box()
+            if again == box:
+                return box
+            box = again
+        return box
+
     def map_sources(self) -> list[str]:
         return self.page.evaluate(MAP_SOURCES)
 
-    def click(self, fraction_x: float, fraction_y: float) -> None:
-        """A real mouse click at a fraction of the shown image's width and height."""
-        box = self.image().bounding_box()
+    def click(self, fraction_x: float, fraction_y: float, box: dict | None = None) -> None:
+        """A real mouse click at a fraction of the shown image's width and height (box: measured before)."""
+        box = box or self.stable_box()
         self.image().click(position={"x": fraction_x * box["width"], "y": fraction_y * box["height"]})
 
     def wait_repainted(self, before: list[str], timeout_ms: int = 30_000) -> None:
@@ -164,7 +202,11 @@ class Session:
 
     def hover_text(self, chart: int) -> str:
         """Plotly's tooltip after moving the mouse over the chart."""
-        box = self.page.locator(".js-plotly-plot").nth(chart).bounding_box()
+        with_images = self.page.evaluate(
+            "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map((p, i) => "
+            "(((p.layout || {}).images || []).length ? i : -1)).filter(i => i >= 0)"
+        )  # the influence charts only, not the cross-share bars
+        box = self.page.locator(".js-plotly-plot").nth(with_images[chart]).bounding_box()
         self.page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45)
         tooltip = self.page.locator(".hovertext")
         tooltip.first.wait_for(timeout=10_000)
@@ -172,6 +214,13 @@ class Session:
 
     def exceptions(self) -> int:
         return self.page.locator("[data-testid='stException']").count()
+
+    def check_sidebar_box(self, label: str) -> None:
+        self.page.locator("[data-testid='stSidebar']").get_by_text(label, exact=True).click()
+
+    def dismiss_guide(self) -> None:
+        self.page.get_by_role("button", name="Got it").click()
+        self.page.get_by_text("How to read this page").wait_for(state="detached", timeout=30_000)
 
 
 def expected_entropies(folder: Path, data: bytes, px: int, py: int) -> list[str]:
@@ -185,6 +234,8 @@ def expected_entropies(folder: Path, data: bytes, px: int, py: int) -> list[str]
 def test_upload_and_two_clicks_repaint_the_maps(server, browser):
     url, folder = server
     session = Session(browser, url)
+    session.page.get_by_text("How to read this page").wait_for(timeout=60_000)
+    session.dismiss_guide()  # timed without the first-visit guide, as after a user's first "Got it"
     data = image_bytes(street_rgb(120, 160, seed=5))
     session.upload("street.png", data)
     first_sources = session.map_sources()
@@ -192,8 +243,9 @@ def test_upload_and_two_clicks_repaint_the_maps(server, browser):
     repaint_ms, pixels, sources = [], [], []
     for fraction in [(0.2, 0.3), (0.8, 0.7), (0.5, 0.1), (0.1, 0.9)]:
         before = session.map_sources()
+        box = session.stable_box()  # waited for outside the timed click
         start = time.perf_counter()
-        session.click(*fraction)
+        session.click(*fraction, box=box)
         session.wait_repainted(before)
         repaint_ms.append(1000 * (time.perf_counter() - start))
         pixels.append(session.clicked_pixel())
@@ -220,9 +272,7 @@ def test_upload_and_two_clicks_repaint_the_maps(server, browser):
 def test_two_sessions_at_once_get_their_own_results(server, browser):
     url, folder = server
     first, second = Session(browser, url), Session(browser, url)
-    images = {
-        session: image_bytes(street_rgb(96, 128, seed=seed)) for session, seed in ((first, 11), (second, 12))
-    }
+    images = {session: image_bytes(street_rgb(96, 128, seed=seed)) for session, seed in ((first, 11), (second, 12))}
     for session, data in images.items():
         session.upload(f"seed{id(session)}.png", data)
     before = {session: session.map_sources() for session in images}
@@ -239,3 +289,54 @@ def test_two_sessions_at_once_get_their_own_results(server, browser):
     assert first.map_sources() != second.map_sources()
     for session in images:
         session.context.close()
+
+
+def test_hiding_the_cross_and_comparing_two_pixels(server, browser):
+    url, _ = server
+    session = Session(browser, url)
+    session.page.get_by_text("How to read this page").wait_for(timeout=60_000)  # the first-visit guide
+    session.dismiss_guide()
+    session.upload("street.png", image_bytes(street_rgb(120, 160, seed=7)))
+
+    before = session.map_sources()
+    session.check_sidebar_box("Hide the clicked pixel's own row and column")
+    session.wait_repainted(before)  # every map repainted without its cross
+    bars = session.page.locator(".js-plotly-plot .colorbar .cbtitle").all_text_contents()
+    assert sum(t.startswith("influence off the cross") for t in bars) == 3, bars
+
+    session.page.get_by_text("Compare two pixels", exact=True).click()
+    session.page.wait_for_selector("text=Pixel B", timeout=30_000)
+    session.image().wait_for(state="visible")
+    session.page.wait_for_timeout(500)  # the radio above the image has just appeared: let the layout settle
+    before = session.map_sources()
+    session.click(0.25, 0.5)  # places A (the radio starts on A), then switches to B
+    session.wait_repainted(before)
+    session.click(0.75, 0.25)  # places B: A's maps stay, B's line moves
+    session.page.wait_for_function(  # pixel B leaves its starting place, the lower left (40, 90)
+        "() => /Pixel B \\(\\d+, \\d+\\)/.test(document.body.innerText)"
+        " && !document.body.innerText.includes('Pixel B (40, 90)')",
+        timeout=30_000,
+    )
+    line = next(line for line in session.text().splitlines() if line.startswith("Pixel B"))
+    bx, by = (int(v) for v in line.split("(")[1].split(")")[0].split(","))
+    assert abs(bx - 120) <= 2 and abs(by - 30) <= 2, line
+    assert abs(session.clicked_pixel()[0] - 40) <= 2 and abs(session.clicked_pixel()[1] - 60) <= 2
+    assert session.exceptions() == 0 and session.errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    session.page.screenshot(path=str(ARTIFACTS / "browser_app_compare.png"), full_page=True)
+    session.context.close()
+
+
+def test_ablation_page_renders_its_charts(server, browser):
+    url, _ = server
+    session = Session(browser, f"{url}/ablation")
+    session.page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length === 5", timeout=90_000)
+    session.page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(p => p.querySelector('.main-svg'))",
+        timeout=30_000,
+    )
+    assert "mIoU per loop count" in session.page.inner_text("body")
+    assert session.exceptions() == 0 and session.errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    session.page.screenshot(path=str(ARTIFACTS / "browser_ablation.png"), full_page=True)
+    session.context.close()

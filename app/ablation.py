@@ -1,0 +1,473 @@
+"""The ablation page: what R (and CCL) buys, from the files the training and benchmark scripts write.
+
+Source of every number: `results/<dataset>/summary.json` (written by `python -m training.report`;
+path set by `CCNET_RESULTS`), and, when that file is missing or broken, the checkpoint folder's
+`index.json` and sidecars (mIoU and per-class IoU only). Nothing is typed in here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.settings import REPO_ROOT, Settings, SettingsError
+from ccnet.checkpoint import read_index
+
+RESULTS_ENV = "CCNET_RESULTS"  # read here (not in app/settings.py): only this page uses it
+DEFAULT_RESULTS = REPO_ROOT / "results" / "camvid" / "summary.json"
+HOW_TO_MAKE_THE_SUMMARY = (
+    "Generate it from the training records and the cost benchmark with `python -m training.report`, "
+    f"or point `{RESULTS_ENV}` at an existing `summary.json`."
+)
+OURS, PAPER = "#1f77b4", "#ff7f0e"
+
+
+def results_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    text = environ.get(RESULTS_ENV, "").strip()
+    return Path(text).expanduser() if text else DEFAULT_RESULTS
+
+
+@dataclass
+class Ablation:
+    """What the page can chart; each list holds only entries that passed the schema check."""
+
+    source: str  # where the numbers come from, shown on the page
+    dataset: str = ""
+    split: str = ""
+    generated: str = ""
+    classes: list[str] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)
+    seeds: list[dict] = field(default_factory=list)
+    costs: list[dict] = field(default_factory=list)
+    paper: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what was skipped, and why
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_share(value) -> bool:
+    return _is_number(value) and 0.0 <= value <= 1.0
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _share_map(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_share(v) for k, v in value.items())
+
+
+def _pair(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
+
+
+MODEL_FIELDS = {
+    "name": lambda v: isinstance(v, str) and bool(v),
+    "trained_recurrence": lambda v: _is_int(v) and v >= 0,
+    "ccl": lambda v: isinstance(v, bool),
+    "mIoU": _is_share,
+    "per_class_iou": _share_map,
+    "mIoU_at_recurrence": _share_map,
+}
+SEED_FIELDS = {"name": lambda v: isinstance(v, str), "seed": _is_int, "best_val_mIoU": _is_share}
+COST_FIELDS = {
+    "input": _pair,
+    "recurrence": lambda v: _is_int(v) and v >= 1,
+    "gflops_increment": _is_number,
+    "memory_mb_increment": _is_number,
+}
+PAPER_FIELDS = {
+    "setting": lambda v: isinstance(v, str),
+    "recurrence": _optional(lambda v: _is_int(v) and v >= 0),
+    "mIoU": _optional(_is_share),
+    "gflops_increment": _optional(_is_number),
+    "memory_mb_increment": _optional(_is_number),
+}
+
+
+def _valid_entries(document: dict, section: str, fields: dict, problems: list[str]) -> list[dict]:
+    entries = document.get(section, [])
+    if not isinstance(entries, list):
+        problems.append(f"`{section}` is not a list: left out.")
+        return []
+    valid = []
+    for position, entry in enumerate(entries):
+        bad = [name for name, check in fields.items() if not isinstance(entry, dict) or not check(entry.get(name))]
+        if bad:
+            problems.append(f"`{section}[{position}]` left out: missing or invalid {', '.join(bad)}.")
+        else:
+            valid.append(entry)
+    return valid
+
+
+def read_summary(path: Path) -> Ablation | None:
+    """The report's summary, checked against its schema; None with the reason shown when unusable.
+
+    Returns an Ablation whose `problems` lists entries skipped; None when the file is missing or is not
+    a JSON object (the caller then falls back to checkpoint metadata).
+    """
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SummaryError(f"`{path}` cannot be read as JSON ({error}). {HOW_TO_MAKE_THE_SUMMARY}") from error
+    if not isinstance(document, dict):
+        raise SummaryError(
+            f"`{path}` holds a {type(document).__name__}, not the report's object. " + HOW_TO_MAKE_THE_SUMMARY
+        )
+    problems: list[str] = []
+    classes = document.get("classes", [])
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        problems.append("`classes` is not a list of names: per-class IoU follows the models' own order.")
+        classes = []
+    return Ablation(
+        source=f"`{path}` (generated by `{document.get('generated_by', '?')}`)",
+        dataset=str(document.get("dataset", "")),
+        split=str(document.get("split", "")),
+        generated=str(document.get("generated", "")),
+        classes=classes,
+        models=_valid_entries(document, "models", MODEL_FIELDS, problems),
+        seeds=_valid_entries(document, "seeds", SEED_FIELDS, problems),
+        costs=_valid_entries(document, "costs", COST_FIELDS, problems),
+        paper=_valid_entries(document, "paper_table2", PAPER_FIELDS, problems),
+        problems=problems,
+    )
+
+
+class SummaryError(ValueError):
+    """A summary file that exists but cannot be used; the message says what to do."""
+
+
+def from_checkpoints(folder: Path) -> Ablation:
+    """Fallback: mIoU and per-class IoU from the checkpoint index and the sidecars' metrics."""
+    ablation = Ablation(source=f"checkpoint metadata in `{folder}` (index.json and sidecars)")
+    try:
+        index = read_index(folder)
+    except Exception as error:  # no folder or a broken index: the page says so and shows nothing more
+        ablation.problems.append(f"The checkpoint index of `{folder}` cannot be read ({error}).")
+        return ablation
+    for item in index.get("models", []):
+        metrics = _sidecar_metrics(folder, item)
+        model = {
+            "name": item.get("name"),
+            "trained_recurrence": item.get("recurrence"),
+            "ccl": bool(item.get("ccl", False)),
+            "mIoU": metrics.get("mIoU", item.get("mIoU")),
+            "per_class_iou": metrics.get("per_class_iou", {}),
+            "mIoU_at_recurrence": {},
+        }
+        ablation.dataset = ablation.dataset or str(item.get("dataset", ""))
+        bad = [name for name, check in MODEL_FIELDS.items() if not check(model.get(name))]
+        if bad:
+            ablation.problems.append(f"Checkpoint {item.get('name')!r} left out: no valid {', '.join(bad)}.")
+            continue
+        ablation.models.append(model)
+        ablation.classes = ablation.classes or list(model["per_class_iou"])
+    return ablation
+
+
+def _sidecar_metrics(folder: Path, item: dict) -> dict:
+    try:
+        sidecar = json.loads((folder / str(item.get("sidecar", ""))).read_text())
+        return sidecar.get("metrics", {}) if isinstance(sidecar, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------- charts
+
+
+def model_label(model: dict) -> str:
+    loops = model["trained_recurrence"]
+    label = "R = 0 (no attention)" if loops == 0 else f"R = {loops}"
+    return label + (" + CCL" if model["ccl"] else "")
+
+
+def _model_order(model: dict) -> tuple:
+    return (model["ccl"], model["trained_recurrence"], model["name"])
+
+
+def miou_figure(ablation: Ablation) -> go.Figure:
+    """Ours per trained loop count, beside the paper's Table 2 rows with the same R (other dataset)."""
+    models = sorted(ablation.models, key=_model_order)
+    labels = [model_label(m) for m in models]
+    ours = go.Bar(
+        name=f"ours ({ablation.dataset or 'this project'} {ablation.split})".replace(" )", ")"),
+        x=labels,
+        y=[m["mIoU"] for m in models],
+        marker_color=OURS,
+        text=[f"{100 * m['mIoU']:.1f}" for m in models],
+        textposition="outside",
+        customdata=[m["name"] for m in models],
+        hovertemplate="%{customdata}: %{y:.2%}<extra></extra>",
+    )
+    data = [ours]
+    paper_rows = _paper_by_label(ablation.paper, labels)
+    if paper_rows:
+        data.append(
+            go.Bar(
+                name="paper, Table 2 (ResNet-101, Cityscapes val)",
+                x=list(paper_rows),
+                y=[row["mIoU"] for row in paper_rows.values()],
+                marker_color=PAPER,
+                text=[f"{100 * row['mIoU']:.1f}" for row in paper_rows.values()],
+                textposition="outside",
+                customdata=[row["setting"] for row in paper_rows.values()],
+                hovertemplate="%{customdata}: %{y:.2%}<extra></extra>",
+            )
+        )
+    layout = dict(
+        barmode="group",
+        showlegend=True,  # also with our bars alone: the legend names the dataset and split
+        yaxis=dict(title="mIoU", tickformat=".0%", range=[0, 1]),
+        height=380,
+        margin=dict(t=30, b=10),
+        legend=dict(orientation="h", y=1.12),
+        xaxis=dict(categoryorder="array", categoryarray=labels),
+    )
+    return go.Figure(data=data, layout=layout)
+
+
+def _paper_by_label(paper: list[dict], labels: list[str]) -> dict[str, dict]:
+    """The paper's first (arXiv) row per loop count that has an mIoU, under our bar labels."""
+    rows: dict[str, dict] = {}
+    for row in paper:
+        if row["recurrence"] is None or row["mIoU"] is None:
+            continue
+        label = model_label({"trained_recurrence": row["recurrence"], "ccl": False})
+        if label in labels and label not in rows:
+            rows[label] = row
+    return rows
+
+
+def unrolled_figure(ablation: Ablation) -> go.Figure | None:
+    """Each attention model evaluated with its loop count overridden at inference (R = 1, 2, 3)."""
+    models = [m for m in sorted(ablation.models, key=_model_order) if m["mIoU_at_recurrence"]]
+    if not models:
+        return None
+    data = []
+    for model in models:
+        points = sorted((int(r), v) for r, v in model["mIoU_at_recurrence"].items() if r.isdigit())
+        data.append(
+            go.Scatter(
+                name=f"{model['name']} (trained {model_label(model)})",
+                mode="lines+markers",
+                x=[r for r, _ in points],
+                y=[v for _, v in points],
+                hovertemplate="run at R = %{x}: %{y:.2%}<extra></extra>",
+            )
+        )
+    layout = dict(
+        xaxis=dict(title="loop count at inference", dtick=1),
+        yaxis=dict(title="mIoU", tickformat=".0%"),
+        height=340,
+        margin=dict(t=30, b=10),
+    )
+    return go.Figure(data=data, layout=layout)
+
+
+def cost_figures(ablation: Ablation) -> tuple[go.Figure, go.Figure] | None:
+    """Extra GFLOPs and memory of the attention per loop count, one line per input size; the paper's points."""
+    if not ablation.costs:
+        return None
+    figures = []
+    for key, title in (
+        ("gflops_increment", "GFLOPs added by the attention"),
+        ("memory_mb_increment", "memory added by the attention (MB)"),
+    ):
+        data = []
+        for size in sorted({tuple(c["input"]) for c in ablation.costs}):
+            rows = sorted((c for c in ablation.costs if tuple(c["input"]) == size), key=lambda c: c["recurrence"])
+            feature = rows[0].get("feature") or ["?", "?"]
+            data.append(
+                go.Scatter(
+                    name=f"ours, {size[0]}x{size[1]} input ({feature[0]}x{feature[1]} features, "
+                    f"{rows[0].get('channels', '?')} ch)",
+                    mode="lines+markers",
+                    x=[c["recurrence"] for c in rows],
+                    y=[c[key] for c in rows],
+                    hovertemplate="R = %{x}: %{y:.3g}<extra></extra>",
+                )
+            )
+        paper = [r for r in ablation.paper if r["recurrence"] and r[key] is not None]
+        if paper:
+            data.append(
+                go.Scatter(
+                    name="paper, 769x769 (97x97 features, 512 ch)",
+                    mode="markers",
+                    marker=dict(symbol="diamond", size=11, color=PAPER),
+                    x=[r["recurrence"] for r in paper],
+                    y=[r[key] for r in paper],
+                    customdata=[r["setting"] for r in paper],
+                    hovertemplate="%{customdata}: %{y:.3g}<extra></extra>",
+                )
+            )
+        layout = dict(
+            title=dict(text=title, font=dict(size=14)),
+            xaxis=dict(title="R", dtick=1),
+            yaxis=dict(type="log", title=title),
+            height=380,
+            margin=dict(t=40, b=10),
+            legend=dict(orientation="h", y=-0.25),
+        )
+        figures.append(go.Figure(data=data, layout=layout))
+    return figures[0], figures[1]
+
+
+def per_class_figure(ablation: Ablation) -> go.Figure | None:
+    models = sorted(ablation.models, key=_model_order)
+    classes = ablation.classes or (list(models[0]["per_class_iou"]) if models else [])
+    if not models or not classes:
+        return None
+    data = [
+        go.Bar(
+            name=f"{model_label(m)} ({m['name']})",
+            x=classes,
+            y=[m["per_class_iou"].get(c) for c in classes],
+            hovertemplate=f"{m['name']}" + "<br>%{x}: %{y:.1%}<extra></extra>",
+        )
+        for m in models
+    ]
+    layout = dict(
+        barmode="group",
+        yaxis=dict(title="IoU", tickformat=".0%", range=[0, 1]),
+        height=420,
+        margin=dict(t=30, b=10),
+        legend=dict(orientation="h", y=1.1),
+    )
+    return go.Figure(data=data, layout=layout)
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+
+def load_ablation() -> Ablation:
+    """The summary when usable, else checkpoint metadata; reasons are kept in `problems`."""
+    path = results_path()
+    try:
+        summary = read_summary(path)
+    except SummaryError as error:
+        summary, reason = None, str(error)
+    else:
+        reason = f"`{path}` is not there yet. {HOW_TO_MAKE_THE_SUMMARY}"
+    if summary is not None and summary.models:
+        return summary
+    fallback = from_checkpoints(_checkpoint_folder())
+    if summary is not None:  # costs and the paper's rows are still usable; the models come from the checkpoints
+        summary.problems.append(f"No usable model in {summary.source}: the models below come from {fallback.source}.")
+        summary.models, summary.classes = fallback.models, summary.classes or fallback.classes
+        summary.problems += fallback.problems
+        return summary
+    fallback.problems.insert(0, reason + " Showing what the checkpoints' metadata holds instead.")
+    return fallback
+
+
+def _checkpoint_folder() -> Path:
+    try:
+        return Settings.from_env().checkpoints
+    except SettingsError:
+        return REPO_ROOT / "checkpoints"
+
+
+def ablation_page() -> None:
+    st.title("Ablation: what each loop count buys")
+    ablation = load_ablation()
+    st.caption(
+        f"Every number on this page comes from {ablation.source}"
+        + (f", generated {ablation.generated}" if ablation.generated else "")
+        + "."
+    )
+    for problem in ablation.problems:
+        st.warning(problem)
+    if not ablation.models:
+        st.info("No model results to chart yet. " + HOW_TO_MAKE_THE_SUMMARY)
+        return
+    _miou_section(ablation)
+    _cost_section(ablation)
+    _per_class_section(ablation)
+    _tables(ablation)
+
+
+def _miou_section(ablation: Ablation) -> None:
+    st.subheader("mIoU per loop count")
+    st.plotly_chart(miou_figure(ablation), key="ablation-miou")
+    paper = (
+        " The paper's Table 2 is ResNet-101 on Cityscapes val: compare the trend across R, not the level."
+        if ablation.paper
+        else ""
+    )
+    st.caption(f"Ours: models trained with each R, evaluated on the {ablation.split or 'validation'} split." + paper)
+    unrolled = unrolled_figure(ablation)
+    if unrolled is not None:
+        st.markdown("**Loop count changed at inference only** (the weights trained with one R, run with R = 1, 2, 3)")
+        st.plotly_chart(unrolled, key="ablation-unrolled")
+
+
+def _cost_section(ablation: Ablation) -> None:
+    st.subheader("FLOPs and memory per loop count")
+    figures = cost_figures(ablation)
+    if figures is None:
+        st.info(
+            "No cost measurements here: they come from the summary's `costs` (`python -m training.report` "
+            "runs the cost benchmark)."
+        )
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(figures[0], key="ablation-flops")
+    right.plotly_chart(figures[1], key="ablation-memory")
+    st.caption(
+        "Increments over the same network without the attention, one image, forward pass; "
+        "each loop runs the same module once more."
+    )
+
+
+def _per_class_section(ablation: Ablation) -> None:
+    st.subheader("Per-class IoU")
+    figure = per_class_figure(ablation)
+    if figure is None:
+        st.info("No per-class IoU in these results.")
+        return
+    st.plotly_chart(figure, key="ablation-per-class")
+
+
+def _tables(ablation: Ablation) -> None:
+    rows = [
+        {
+            "model": m["name"],
+            "R": m["trained_recurrence"],
+            "CCL": m["ccl"],
+            "seed": m.get("seed"),
+            "mIoU": round(100 * m["mIoU"], 2),
+            "params": m.get("params"),
+            "train s": m.get("train_seconds"),
+            "images/s": m.get("images_per_s"),
+            "device": m.get("train_device"),
+        }
+        for m in sorted(ablation.models, key=_model_order)
+    ]
+    with st.expander("The numbers behind the charts"):
+        st.dataframe(rows, hide_index=True)
+        if ablation.seeds:
+            st.markdown("**Seeds** (best validation mIoU of each training run)")
+            st.dataframe(
+                [
+                    {"model": s["name"], "seed": s["seed"], "best val mIoU": round(100 * s["best_val_mIoU"], 2)}
+                    for s in ablation.seeds
+                ],
+                hide_index=True,
+            )

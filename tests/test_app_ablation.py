@@ -1,0 +1,181 @@
+"""The ablation page: the report's summary.json (a fixture following its schema) and the checkpoint fallback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import plotly.graph_objects as go
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.ablation import (
+    SummaryError,
+    cost_figures,
+    from_checkpoints,
+    miou_figure,
+    per_class_figure,
+    read_summary,
+    results_path,
+    unrolled_figure,
+)
+from app.settings import REPO_ROOT
+
+ROOT = Path(__file__).absolute().parent.parent
+MAIN = str(ROOT / "app" / "main.py")
+PAGE = str(ROOT / "app" / "pages" / "ablation.py")
+CLASSES = ["Sky", "Road", "Car"]
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def model(name, loops, ccl=False, miou=0.5):
+    at_r = {} if loops == 0 else {"1": miou - 0.02, "2": miou, "3": miou + 0.01}
+    return {
+        "name": name, "trained_recurrence": loops, "ccl": ccl, "seed": 0, "mIoU": miou,
+        "per_class_iou": {c: miou + 0.1 * k for k, c in enumerate(CLASSES)}, "mIoU_at_recurrence": at_r,
+        "params": 1000 + loops, "train_seconds": 50.0, "images_per_s": 30.0, "train_device": "test",
+    }  # fmt: skip
+
+
+def summary_document() -> dict:
+    """A summary.json exactly in the schema `python -m training.report` writes, with made-up numbers."""
+    costs = [
+        {"input": list(size), "feature": [size[0] // 8, size[1] // 8], "recurrence": r, "channels": 128,
+         "gflops_increment": 0.1 * r * size[0] / 360, "memory_mb_increment": 2.0 * r * size[0] / 360}
+        for size in ((360, 480), (769, 769)) for r in (1, 2, 3)
+    ]  # fmt: skip
+    return {
+        "dataset": "camvid", "split": "val", "generated": "2026-11-26T02:00:00+00:00",
+        "generated_by": "python -m training.report", "classes": CLASSES,
+        "models": [model("camvid_r0", 0, miou=0.41), model("camvid_r1", 1, miou=0.42), model("camvid_r2", 2, miou=0.43),
+                   model("camvid_r3", 3, miou=0.44), model("camvid_r2_ccl", 2, ccl=True, miou=0.45)],
+        "seeds": [{"name": "camvid_r2", "seed": s, "best_val_mIoU": 0.43 + 0.01 * s} for s in (0, 1)],
+        "costs": costs,
+        "paper_table2": [
+            {"setting": "ResNet-101 baseline, Cityscapes val (arXiv)", "recurrence": 0, "mIoU": 0.751,
+             "gflops_increment": None, "memory_mb_increment": None},
+            {"setting": "+ RCCA R=1 (arXiv)", "recurrence": 1, "mIoU": 0.780, "gflops_increment": 8.3,
+             "memory_mb_increment": 53.0},
+            {"setting": "+ RCCA R=2 (arXiv)", "recurrence": 2, "mIoU": 0.798, "gflops_increment": 16.5,
+             "memory_mb_increment": 127.0},
+            {"setting": "+ Non-local (arXiv)", "recurrence": None, "mIoU": 0.791, "gflops_increment": 108.0,
+             "memory_mb_increment": 1411.0},
+        ],
+    }  # fmt: skip
+
+
+def write(path: Path, document) -> Path:
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_results_path_default_and_setting(tmp_path):
+    assert results_path({}) == REPO_ROOT / "results" / "camvid" / "summary.json"
+    assert results_path({"CCNET_RESULTS": str(tmp_path / "s.json")}) == tmp_path / "s.json"
+
+
+def test_summary_is_read_and_charted_from_the_file_values(tmp_path):
+    document = summary_document()
+    ablation = read_summary(write(tmp_path / "summary.json", document))
+    assert ablation.problems == [] and len(ablation.models) == 5 and ablation.dataset == "camvid"
+    miou = go.Figure(miou_figure(ablation).to_dict())  # validated
+    ours, paper = miou.data
+    assert list(ours.x) == ["R = 0 (no attention)", "R = 1", "R = 2", "R = 3", "R = 2 + CCL"]
+    assert list(ours.y) == [0.41, 0.42, 0.43, 0.44, 0.45]
+    assert list(paper.x) == ["R = 0 (no attention)", "R = 1", "R = 2"] and list(paper.y) == [0.751, 0.780, 0.798]
+    unrolled = go.Figure(unrolled_figure(ablation).to_dict())
+    assert len(unrolled.data) == 4 and list(unrolled.data[0].x) == [1, 2, 3]  # the R = 0 model has none
+    flops, memory = (go.Figure(f.to_dict()) for f in cost_figures(ablation))
+    assert [len(t.x) for t in flops.data] == [3, 3, 2]  # two input sizes, then the paper's R = 1, 2
+    assert list(memory.data[-1].y) == [53.0, 127.0]
+    per_class = go.Figure(per_class_figure(ablation).to_dict())
+    assert list(per_class.data[0].x) == CLASSES and per_class.data[0].y[2] == pytest.approx(0.61)
+
+
+def test_malformed_entries_are_skipped_and_named(tmp_path):
+    document = summary_document()
+    document["models"][1]["mIoU"] = 1.7
+    del document["models"][2]["per_class_iou"]
+    document["costs"][0]["input"] = "360x480"
+    document["seeds"] = "nope"
+    ablation = read_summary(write(tmp_path / "summary.json", document))
+    assert [m["name"] for m in ablation.models] == ["camvid_r0", "camvid_r3", "camvid_r2_ccl"]
+    assert len(ablation.costs) == 5 and ablation.seeds == []
+    joined = "\n".join(ablation.problems)
+    assert "`models[1]` left out: missing or invalid mIoU" in joined and "per_class_iou" in joined
+    assert "`costs[0]`" in joined and "`seeds` is not a list" in joined
+
+
+def test_missing_and_broken_files(tmp_path):
+    assert read_summary(tmp_path / "absent.json") is None
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(SummaryError, match="cannot be read as JSON"):
+        read_summary(tmp_path / "broken.json")
+    with pytest.raises(SummaryError, match="holds a list"):
+        read_summary(write(tmp_path / "list.json", [1, 2]))
+
+
+def test_fallback_reads_the_real_checkpoints_metadata():
+    ablation = from_checkpoints(ROOT / "checkpoints")
+    index = json.loads((ROOT / "checkpoints" / "index.json").read_text())
+    assert {m["name"]: m["mIoU"] for m in ablation.models} == {m["name"]: m["mIoU"] for m in index["models"]}
+    sidecar = json.loads((ROOT / "checkpoints" / "camvid_r2.json").read_text())
+    r2 = next(m for m in ablation.models if m["name"] == "camvid_r2")
+    assert r2["per_class_iou"] == sidecar["metrics"]["per_class_iou"] and len(ablation.classes) == 11
+    assert cost_figures(ablation) is None and unrolled_figure(ablation) is None
+
+
+def run_page(monkeypatch, summary: Path, checkpoints: Path = ROOT / "checkpoints") -> AppTest:
+    monkeypatch.setenv("CCNET_RESULTS", str(summary))
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
+    app = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def chart_titles(app: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["data"][0].get("name", "") for chart in app.get("plotly_chart")]
+
+
+def test_page_draws_every_chart_from_the_summary(monkeypatch, tmp_path):
+    app = run_page(monkeypatch, write(tmp_path / "summary.json", summary_document()))
+    assert len(app.get("plotly_chart")) == 5  # mIoU, unrolled, FLOPs, memory, per-class
+    assert not app.warning
+    assert "generated 2026-11-26T02:00:00+00:00" in app.caption[0].value
+    assert len(app.dataframe) == 2  # models and seeds
+
+
+def test_page_without_a_summary_falls_back_to_the_checkpoints(monkeypatch, tmp_path):
+    app = run_page(monkeypatch, tmp_path / "absent.json")
+    assert "is not there yet" in app.warning[0].value and "python -m training.report" in app.warning[0].value
+    assert len(app.get("plotly_chart")) == 2  # mIoU and per-class IoU from the sidecars
+    assert any("No cost measurements" in info.value for info in app.info)
+
+
+def test_page_with_a_broken_summary_says_so_and_keeps_working(monkeypatch, tmp_path):
+    (tmp_path / "summary.json").write_text("{")
+    app = run_page(monkeypatch, tmp_path / "summary.json")
+    assert "cannot be read as JSON" in app.warning[0].value
+    assert len(app.get("plotly_chart")) == 2
+
+
+def test_summary_without_models_keeps_its_costs(monkeypatch, tmp_path):
+    document = summary_document()
+    document["models"] = []
+    app = run_page(monkeypatch, write(tmp_path / "summary.json", document))
+    assert any("No usable model" in w.value for w in app.warning)
+    assert len(app.get("plotly_chart")) == 4  # mIoU, FLOPs, memory (from the summary), per-class (checkpoints)
+
+
+def test_nothing_at_all_is_a_message(monkeypatch, tmp_path):
+    app = run_page(monkeypatch, tmp_path / "absent.json", checkpoints=tmp_path / "none")
+    assert any("No model results" in info.value for info in app.info)
+    assert not app.get("plotly_chart")
+
+
+def test_page_is_reachable_from_the_explorer(monkeypatch, tmp_path):
+    monkeypatch.setenv("CCNET_RESULTS", str(write(tmp_path / "summary.json", summary_document())))
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    app.switch_page("pages/ablation.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.title[0].value.startswith("Ablation") and len(app.get("plotly_chart")) == 5
