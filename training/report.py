@@ -782,8 +782,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse",
         type=Path,
-        help="save the evaluations and costs to this JSON, or, when it exists, re-render from it without "
-        "evaluating again (for editing the text; the committed report is made without it)",
+        help="save the evaluations and costs to this JSON; when it already exists, re-render from it instead "
+        "of evaluating again (for editing the report's text)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
