@@ -238,9 +238,10 @@ def benchmark_tools():
 def attention_costs(model_config: dict, device: torch.device, advance=lambda: None) -> list[dict]:
     """FLOPs and memory increments of RCCA (R = 1, 2, 3) over the same network with R = 0, per input size.
 
-    Whole network, forward under no_grad, batch 1, float32, random weights (costs do not depend on them;
-    gamma set non-zero so no path could be skipped). Memory: allocator peak (benchmarks/common.py).
-    `_head_memory_mb` is the attention module alone on its feature map against the identity.
+    Whole network, batch 1, float32, random weights (costs do not depend on them; gamma set non-zero so no
+    path could be skipped), layers in eval mode. FLOPs: one forward. Memory: allocator peak
+    (benchmarks/common.py) of forward + backward, where every loop's activations are kept for the backward
+    pass (`memory_mb_increment`), and of a forward under no_grad (`_inference_memory_mb`).
     """
     count_flops, peak_mb = benchmark_tools()
     networks = {loops: _cost_network(model_config, loops, device) for loops in (0, *LOOP_COUNTS)}
@@ -250,19 +251,17 @@ def attention_costs(model_config: dict, device: torch.device, advance=lambda: No
         images = torch.randn(1, 3, *size, device=device)  # (1, 3, H, W)
         measured = {loops: _measure(net, images, count_flops, peak_mb) for loops, net in networks.items()}
         with torch.no_grad():
-            features = networks[1].encode(images).layer4  # (1, C4, h, w)
-            reduced = networks[1].head.reduce(features)  # (1, C, h, w)
+            feature = networks[0].encode(images).layer4.shape[-2:]  # (h, w) at output stride 8
         for loops in LOOP_COUNTS:
-            head_mb = peak_mb(_no_grad(lambda loops=loops, x=reduced: networks[loops].attention(x, loops)))
             costs.append(
                 {
                     "input": list(size),
-                    "feature": list(reduced.shape[-2:]),
+                    "feature": list(feature),
                     "recurrence": loops,
                     "channels": channels,
-                    "gflops_increment": (measured[loops][0] - measured[0][0]) / 1e9,
-                    "memory_mb_increment": measured[loops][1] - measured[0][1],
-                    "_head_memory_mb": head_mb,
+                    "gflops_increment": (measured[loops]["flops"] - measured[0]["flops"]) / 1e9,
+                    "memory_mb_increment": measured[loops]["train_mb"] - measured[0]["train_mb"],
+                    "_inference_memory_mb": measured[loops]["infer_mb"] - measured[0]["infer_mb"],
                 }
             )
         advance()
@@ -286,11 +285,18 @@ def _no_grad(call: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def _measure(network, images, count_flops, peak_mb) -> tuple[int, float]:
+def _measure(network, images, count_flops, peak_mb) -> dict:
     forward = _no_grad(lambda: network(images))
+
+    def forward_backward() -> None:
+        network.zero_grad(set_to_none=True)
+        network(images).logits.sum().backward()
+
     flops = count_flops(forward)
     forward()  # warm-up, as the benchmarks do
-    return flops, peak_mb(forward)
+    infer_mb = peak_mb(forward)
+    forward_backward()
+    return {"flops": flops, "infer_mb": infer_mb, "train_mb": peak_mb(forward_backward)}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -372,7 +378,7 @@ def _seed_values(summary: dict, name: str) -> dict[int, float]:
 def headline_table(summary: dict) -> list[str]:
     lines = [
         "| model | ours: val mIoU (seed 0, bundled) | ours: seed 1 best val | ours: GFLOPs incr. 769x769 "
-        "| ours: memory incr. 769x769 (MB) | paper setting (Cityscapes val, ResNet-101) | paper mIoU "
+        "| ours: memory incr. 769x769, fwd+bwd (MB) | paper setting (Cityscapes val, ResNet-101) | paper mIoU "
         "| paper GFLOPs incr. | paper memory incr. (MB) |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
@@ -557,8 +563,8 @@ def cross_evaluation(summary: dict) -> list[str]:
 
 def costs_table(summary: dict, costs: list[dict]) -> list[str]:
     lines = [
-        "| input | feature map | R | GFLOPs incr. (ours) | memory incr., whole network (MB) "
-        "| memory, attention alone (MB) | paper GFLOPs incr. (769x769, 512 ch) | paper memory incr. (MB) |",
+        "| input | feature map | R | GFLOPs incr. | memory incr., forward + backward (MB) "
+        "| memory incr., inference (MB) | paper GFLOPs incr. (769x769, 512 ch) | paper memory incr. (MB) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for cost in costs:
@@ -566,7 +572,7 @@ def costs_table(summary: dict, costs: list[dict]) -> list[str]:
         cells = [
             "x".join(map(str, cost["input"])), "x".join(map(str, cost["feature"])) + f"x{cost['channels']}",
             str(cost["recurrence"]), f"{cost['gflops_increment']:.3f}", f"{cost['memory_mb_increment']:.1f}",
-            f"{cost['_head_memory_mb']:.1f}", _num(paper and paper["gflops_increment"], "g"),
+            f"{cost['_inference_memory_mb']:.1f}", _num(paper and paper["gflops_increment"], "g"),
             _num(paper and paper["memory_mb_increment"], ".0f"),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -656,11 +662,13 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         "## Costs of the attention module",
         "",
         "Increments of RCCA at R loops over the same network with R = 0 (our bundled architecture, batch 1, "
-        "float32, forward without gradients). FLOPs: `torch.utils.flop_counter.FlopCounterMode` with the "
-        "in-place GEMM formulas of `benchmarks/bench_costs.py` (2 per multiply-add). Memory: allocator peak "
+        "float32, layers in eval mode). FLOPs: one forward, `torch.utils.flop_counter.FlopCounterMode` with "
+        "the in-place GEMM formulas of `benchmarks/bench_costs.py` (2 per multiply-add). Memory: allocator peak "
         "(`benchmarks/common.py`, `measure_peak_allocated_mb`: the largest sum of live tensor bytes during the "
-        "call), as the increment of the whole forward pass's peak and for the attention module alone on its "
-        "input map. A whole-network increment of 0 means the attention's own peak stays below the backbone's.",
+        "call) of the whole network, as the increment over R = 0 for forward + backward (every loop's "
+        "activations are kept for the backward pass, so it grows with R; `memory_mb_increment` in the summary) "
+        "and for a forward without gradients (each loop's tensors are freed before the next, so it does not). "
+        "The paper does not say which of the two its figures are; their growth with R matches the first.",
         "",
         *costs_table(summary, inputs.costs),
         "",
@@ -782,8 +790,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse",
         type=Path,
-        help="save the evaluations and costs to this JSON; when it already exists, re-render from it instead "
-        "of evaluating again (for editing the report's text)",
+        help="save the val evaluations to this JSON; when it already exists, take them from it instead of "
+        "evaluating again (for editing the report's text; costs and records are always measured and read)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -803,19 +811,20 @@ def make_report(args: argparse.Namespace) -> dict:
     spec = find_dataset("camvid", args.data_root, args.split)  # fail early on a missing root
     total = len(entries) * len(spec.samples) + len(COST_INPUTS)
     default = read_index(args.checkpoints).get("default")
-    if args.reuse is not None and args.reuse.is_file():  # re-render only: numbers of an earlier run
-        saved = json.loads(args.reuse.read_text())
-        models, costs = saved["models"], saved["costs"]
-    else:
-        with tqdm(total=total, desc="report", unit="step", disable=args.no_progress) as bar:
+    reuse = args.reuse is not None and args.reuse.is_file()  # re-render: evaluations of an earlier run
+    with tqdm(total=total, desc="report", unit="step", disable=args.no_progress) as bar:
+        if reuse:
+            models = json.loads(args.reuse.read_text())["models"]
+            bar.update(total - len(COST_INPUTS))
+        else:
             models = [
                 evaluate_model(e, args.checkpoints, args.data_root, args.split, device, bar.update) for e in entries
             ]
-            reference = next((m for m in models if m["name"] == default and m["trained_recurrence"] > 0), None)
-            reference = reference or next((m for m in models if m["trained_recurrence"] > 0), models[0])
-            costs = attention_costs(reference["_model_config"], device, bar.update)
-        if args.reuse is not None:
-            atomic_write(args.reuse, lambda tmp: Path(tmp).write_text(json.dumps({"models": models, "costs": costs})))
+        if args.reuse is not None and not reuse:
+            atomic_write(args.reuse, lambda tmp: Path(tmp).write_text(json.dumps({"models": models})))
+        reference = next((m for m in models if m["name"] == default and m["trained_recurrence"] > 0), None)
+        reference = reference or next((m for m in models if m["trained_recurrence"] > 0), models[0])
+        costs = attention_costs(reference["_model_config"], device, bar.update)
     inputs = ReportInputs(models, runs, costs, read_device_evals(args.records / "device_eval"), default)
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
