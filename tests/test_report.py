@@ -223,6 +223,7 @@ def test_markdown_is_marked_generated_and_carries_the_numbers(made):
     assert f"{100 * r2['mIoU']:.1f}" in markdown
     assert "R = 2 reaches >= 60 % val mIoU: not met" in markdown  # tiny random models are far below
     assert "-0.030" in markdown  # float16 minus float32 of the device evaluation, in points
+    assert "| RCCA R = 2 | 1.000 |" in markdown  # the learned gamma column, read from the weights
     for heading in (
         "Per-class IoU",
         "Every model at R = 1, 2, 3",

@@ -51,6 +51,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--pixel", type=float, nargs=2, metavar=("Y", "X"), default=(0.55, 0.5),
         help="the pixel whose influence is drawn, as fractions of the frame's height and width",
     )  # fmt: skip
+    parser.add_argument(
+        "--mode",
+        choices=["attention", "rollout"],
+        default="attention",
+        help="attention: compose the attention alone; rollout: |gamma| A + I per loop, with the model's gamma",
+    )
     parser.add_argument("--summary", type=Path, default=Path("results/camvid/summary.json"), help="report summary")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (git-ignored)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,7 +88,9 @@ def attention_models(folder: Path, wanted: Sequence[str] | None) -> list[str]:
 
 
 @torch.no_grad()
-def loop_influence(model, image_rgb: np.ndarray, metadata: dict, pixel, recurrence: int) -> np.ndarray:
+def loop_influence(
+    model, image_rgb: np.ndarray, metadata: dict, pixel, recurrence: int, mode: str = "attention"
+) -> np.ndarray:
     """(R, H, W) influence on the chosen pixel after 1..R loops, upsampled to the frame for drawing."""
     if model.attention is None:
         raise FigureError("a baseline (R = 0) has no attention to draw: pick a model with R >= 1")
@@ -90,7 +98,8 @@ def loop_influence(model, image_rgb: np.ndarray, metadata: dict, pixel, recurren
     output = model(images, recurrence=recurrence, return_attention=True)
     h, w = output.attentions[0].shape[1:3]
     y, x = min(int(pixel[0] * h), h - 1), min(int(pixel[1] * w), w - 1)  # feature position of the pixel
-    maps = influence_maps(output.attentions, y, x)  # (1, R, h, w)
+    gamma = float(model.attention.cca.gamma.detach())  # the residual scale rollout uses
+    maps = influence_maps(output.attentions, y, x, mode=mode, gammas=gamma)  # (1, R, h, w)
     upsampled = F.interpolate(maps, size=image_rgb.shape[:2], mode="nearest")  # (1, R, H, W)
     return upsampled[0].numpy()
 
@@ -149,7 +158,8 @@ def make_figures(args: argparse.Namespace) -> list[Path]:
         sample = spec.samples[index]
         image_rgb, _ = load_sample(sample, spec)  # (H, W, 3) uint8
         rows = {
-            name: loop_influence(m, image_rgb, meta, args.pixel, args.recurrence) for name, (m, meta) in loaded.items()
+            name: loop_influence(m, image_rgb, meta, args.pixel, args.recurrence, args.mode)
+            for name, (m, meta) in loaded.items()
         }
         path = args.out / f"influence_{Path(sample.image).stem}.png"
         draw_influence(plt, image_rgb, rows, args.pixel, path)
