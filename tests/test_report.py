@@ -125,7 +125,6 @@ def _evaluate(setup, name: str, loops: int | None) -> dict:
     return evaluate.evaluate_checkpoint(evaluate.parse_args(argv))
 
 
-@pytest.mark.slow  # pays for the module's report run (about 10 s of CPU; more on a busy machine)
 def test_schema_keys_and_types(made):
     summary = made[0]
     assert set(summary) == {"dataset", "split", "generated", "generated_by", "classes", "models", "seeds", "costs",
@@ -152,7 +151,6 @@ def test_schema_keys_and_types(made):
     assert [s["name"] for s in summary["seeds"]] == [n for n in MODELS for _ in (0, 1)]
 
 
-@pytest.mark.slow  # nine runs of training.evaluate
 def test_miou_equals_training_evaluate(made, setup):
     summary = made[0]
     by_name = {m["name"]: m for m in summary["models"]}
