@@ -53,9 +53,7 @@ def _logits(model: torch.nn.Module, images: torch.Tensor, recurrence: int | None
 
 
 @torch.no_grad()
-def whole_image_logits(
-    model: torch.nn.Module, images: torch.Tensor, recurrence: int | None = None
-) -> torch.Tensor:
+def whole_image_logits(model: torch.nn.Module, images: torch.Tensor, recurrence: int | None = None) -> torch.Tensor:
     """One forward pass over the whole image: (B, 3, H, W) -> (B, K, H, W)."""
     return _logits(model, images, recurrence)
 
@@ -113,9 +111,7 @@ def sliding_window_logits(
     return (summed / hits)[..., :height, :width]  # (B, K, H, W)
 
 
-def choose_mode(
-    size: Sequence[int], mode: str = "auto", max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS
-) -> str:
+def choose_mode(size: Sequence[int], mode: str = "auto", max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS) -> str:
     """'whole' or 'sliding': 'auto' picks sliding windows only for images above max_whole_pixels."""
     if mode not in ("auto", "whole", "sliding"):
         raise ValueError(f"inference mode must be 'auto', 'whole' or 'sliding', not {mode!r}")
@@ -145,9 +141,7 @@ def count_forward_passes(
         if choose_mode(scaled, mode, max_whole_pixels) == "whole":
             passes = 1
         else:
-            passes = len(
-                _grid((max(scaled[0], crop_size[0]), max(scaled[1], crop_size[1])), crop_size, stride)
-            )
+            passes = len(_grid((max(scaled[0], crop_size[0]), max(scaled[1], crop_size[1])), crop_size, stride))
         total += passes * (2 if flip else 1)
     return total
 

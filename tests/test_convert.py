@@ -492,7 +492,7 @@ def test_mmseg_round_trip_reads_loops_crop_and_published_scores(tmp_path):
     images = torch.randn(1, 3, 45, 61)
     with torch.no_grad():
         assert torch.equal(converted(images, recurrence=2).logits, model(images).logits)
-    assert "CCNET_CHECKPOINTS=" in out
+    assert "CCNET_EXTRA_CHECKPOINTS=" in out
 
 
 def test_dataset_follows_the_class_count_and_a_wrong_one_is_refused(tmp_path):
