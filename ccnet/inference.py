@@ -2,12 +2,23 @@
 
 Images are normalised batches (B, 3, H, W) (see `ccnet.preprocess.to_tensor`). The model is used as
 given (put it in eval mode first); anything called like `model(images, recurrence=R)` returning an
-object with `.logits` (B, K, h, w) works. `progress(done, total)` is called after every forward pass.
+object with `.logits` (B, K, h, w) works. `progress(done, total)` (a `Progress`) is called after every
+forward pass; `total` is `count_forward_passes(...)` for the same arguments.
+
+Whole image or sliding windows (`mode="auto"`): an image runs whole when it has at most
+`DEFAULT_MAX_WHOLE_PIXELS` pixels (a 1024x2048 Cityscapes frame does) *and* its estimated memory fits in
+half of what the device has free; otherwise it goes through overlapping windows. Measured on this
+project's 2-core CPU with a converted ResNet-101 CCNet at R = 2, float32 (docs/CONVERT.md,
+`benchmarks/bench_convert_inference.py`): a whole frame costs about `WHOLE_BYTES_PER_PIXEL` bytes per
+pixel above the loaded model (1024x2048: about 1.9 GB peak) and is about twice as fast as 769x769 windows
+(which overlap: 8 windows hold 4.7 M pixels against the frame's 2.1 M).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -15,18 +26,35 @@ import torch.nn.functional as F
 __all__ = [
     "DEFAULT_CROP_SIZE",
     "DEFAULT_MAX_WHOLE_PIXELS",
+    "WHOLE_BYTES_PER_PIXEL",
+    "Progress",
+    "available_memory_bytes",
     "choose_mode",
     "count_forward_passes",
+    "whole_pixel_budget",
     "predict",
     "sliding_window_logits",
     "whole_image_logits",
     "window_starts",
 ]
 
-Progress = Callable[[int, int], None]
+
+class Progress(Protocol):
+    """Called after every forward pass: `done` of `total` passes (1-based, `done == total` at the end)."""
+
+    def __call__(self, done: int, total: int) -> None: ...
+
 
 DEFAULT_CROP_SIZE = (769, 769)  # the paper's Cityscapes crop
-DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024  # larger images go through sliding windows (memory grows with h*w)
+# A 1024x2048 Cityscapes frame (2.1 M pixels) runs whole; anything larger through windows. Chosen from the
+# measurement below: at this size a whole frame needs about 1.7 GB above a ResNet-101 model, which most
+# machines have, while windows would take twice the time.
+DEFAULT_MAX_WHOLE_PIXELS = 1024 * 2048
+# Peak memory of a whole-image forward pass above the loaded model, per input pixel: ResNet-101 CCNet,
+# R = 2, float32, CPU, inference mode (benchmarks/bench_convert_inference.py, docs/CONVERT.md). Smaller
+# models need less, so this errs on the safe side.
+WHOLE_BYTES_PER_PIXEL = 830
+MEMORY_SHARE = 0.5  # of the free memory a whole-image pass may plan to use (the rest: other work, fragmentation)
 
 
 class _PassCounter:
@@ -111,6 +139,30 @@ def sliding_window_logits(
     return (summed / hits)[..., :height, :width]  # (B, K, H, W)
 
 
+def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Free memory where the forward pass runs: CUDA's free memory, or Linux's MemAvailable; None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # reported in KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def whole_pixel_budget(available_bytes: int | None, ceiling: int = DEFAULT_MAX_WHOLE_PIXELS) -> int:
+    """The largest image (in pixels) to run whole: `ceiling`, lowered when free memory would not hold it."""
+    if available_bytes is None:
+        return ceiling
+    return max(1, min(ceiling, int(available_bytes * MEMORY_SHARE / WHOLE_BYTES_PER_PIXEL)))
+
+
 def choose_mode(size: Sequence[int], mode: str = "auto", max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS) -> str:
     """'whole' or 'sliding': 'auto' picks sliding windows only for images above max_whole_pixels."""
     if mode not in ("auto", "whole", "sliding"):
@@ -156,13 +208,18 @@ def predict(
     flip: bool = False,
     crop_size: Sequence[int] = DEFAULT_CROP_SIZE,
     stride: Sequence[int] | None = None,
-    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+    max_whole_pixels: int | None = None,
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """Logits (B, K, H, W) at input size, averaged over scales (and horizontal flips when flip=True).
 
     Each scale is inferred whole or by sliding windows (`choose_mode`), then resized back to (H, W).
+    `max_whole_pixels=None` (default): DEFAULT_MAX_WHOLE_PIXELS, lowered when the images' device has too
+    little free memory (`whole_pixel_budget(available_memory_bytes(images.device))`). `progress` gets the
+    total number of passes with every call.
     """
+    if max_whole_pixels is None:
+        max_whole_pixels = whole_pixel_budget(available_memory_bytes(images.device))
     size = tuple(images.shape[-2:])
     total = count_forward_passes(size, scales, flip, mode, crop_size, stride, max_whole_pixels)
     counter = _PassCounter(total, progress)
