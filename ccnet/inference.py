@@ -10,8 +10,9 @@ Whole image or sliding windows (`mode="auto"`): an image runs whole when it has 
 half of what the device has free; otherwise it goes through overlapping windows. Measured on this
 project's 2-core CPU with a converted ResNet-101 CCNet at R = 2, float32 (docs/CONVERT.md,
 `benchmarks/bench_convert_inference.py`): a whole frame costs about `WHOLE_BYTES_PER_PIXEL` bytes per
-pixel above the loaded model (1024x2048: about 1.9 GB peak) and is about twice as fast as 769x769 windows
-(which overlap: 8 windows hold 4.7 M pixels against the frame's 2.1 M).
+pixel above the loaded model (1024x2048: 1.34 GiB above it, 2.0 GiB peak; 769x769 windows: 0.62 GiB above
+it, 1.3 GiB peak) and is about twice as fast as the windows, which overlap (8 windows hold 4.7 M pixels
+against the frame's 2.1 M).
 """
 
 from __future__ import annotations
@@ -47,13 +48,13 @@ class Progress(Protocol):
 
 DEFAULT_CROP_SIZE = (769, 769)  # the paper's Cityscapes crop
 # A 1024x2048 Cityscapes frame (2.1 M pixels) runs whole; anything larger through windows. Chosen from the
-# measurement below: at this size a whole frame needs about 1.7 GB above a ResNet-101 model, which most
-# machines have, while windows would take twice the time.
+# measurement below: at this size a whole frame needs 1.34 GiB above a ResNet-101 model (0.7 GiB more than
+# windows, which take twice the time), which most machines have; a 2048x2048 image would need 2.7 GiB.
 DEFAULT_MAX_WHOLE_PIXELS = 1024 * 2048
 # Peak memory of a whole-image forward pass above the loaded model, per input pixel: ResNet-101 CCNet,
-# R = 2, float32, CPU, inference mode (benchmarks/bench_convert_inference.py, docs/CONVERT.md). Smaller
-# models need less, so this errs on the safe side.
-WHOLE_BYTES_PER_PIXEL = 830
+# R = 2, float32, CPU, inference mode (benchmarks/bench_convert_inference.py, docs/CONVERT.md): 744, 675
+# and 669 bytes per pixel at 512x1024, 768x1536 and 1024x2048, rounded up. Smaller models need less.
+WHOLE_BYTES_PER_PIXEL = 700
 MEMORY_SHARE = 0.5  # of the free memory a whole-image pass may plan to use (the rest: other work, fragmentation)
 
 
