@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,12 @@ __all__ = [
     "DEFAULT_CROP_SIZE",
     "DEFAULT_MAX_WHOLE_PIXELS",
     "WHOLE_BYTES_PER_PIXEL",
+    "InferencePlan",
     "Progress",
     "available_memory_bytes",
     "choose_mode",
     "count_forward_passes",
+    "plan_inference",
     "whole_pixel_budget",
     "predict",
     "sliding_window_logits",
@@ -197,6 +199,25 @@ def count_forward_passes(
             passes = len(_grid((max(scaled[0], crop_size[0]), max(scaled[1], crop_size[1])), crop_size, stride))
         total += passes * (2 if flip else 1)
     return total
+
+
+class InferencePlan(NamedTuple):
+    mode: str  # "whole" or "sliding"
+    passes: int  # forward passes (the `total` the progress callback will report)
+    max_whole_pixels: int  # the budget it was chosen with; pass it on to `predict` for the same choice
+
+
+def plan_inference(
+    size: Sequence[int],
+    device: torch.device | str = "cpu",
+    mode: str = "auto",
+    crop_size: Sequence[int] = DEFAULT_CROP_SIZE,
+    stride: Sequence[int] | None = None,
+) -> InferencePlan:
+    """How one (H, W) image will run on `device` (single scale, no flip), for a caller that shows it first."""
+    budget = whole_pixel_budget(available_memory_bytes(device))
+    chosen = choose_mode(size, mode, budget)
+    return InferencePlan(chosen, count_forward_passes(size, (1.0,), False, chosen, crop_size, stride, budget), budget)
 
 
 @torch.no_grad()

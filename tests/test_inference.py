@@ -16,6 +16,7 @@ from ccnet.inference import (
     available_memory_bytes,
     choose_mode,
     count_forward_passes,
+    plan_inference,
     predict,
     sliding_window_logits,
     whole_pixel_budget,
@@ -149,3 +150,25 @@ def test_predict_reads_free_memory_to_choose_and_reports_the_same_total(monkeypa
     monkeypatch.setattr(inference, "available_memory_bytes", lambda device: None)
     predict(model, images, crop_size=(40, 40), progress=progress)
     assert model.calls[-1] == (40, 60) and reports[-1] == (1, 1)  # memory unknown: the default, whole
+
+
+def test_a_plan_says_the_mode_and_passes_predict_will_use(monkeypatch):
+    import ccnet.inference as inference
+
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: 64 * 2**30)
+    assert plan_inference((1024, 2048)) == (("whole", 1, DEFAULT_MAX_WHOLE_PIXELS))
+    sliding = plan_inference((1024, 2048), mode="sliding", stride=(513, 513))
+    assert (sliding.mode, sliding.passes) == ("sliding", 8)  # mmsegmentation's Cityscapes grid: 2 x 4 windows
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: 2**30)  # 1 GiB free
+    tight = plan_inference((1024, 2048), stride=(513, 513))
+    assert (tight.mode, tight.passes) == ("sliding", 8) and tight.max_whole_pixels < 1024 * 2048
+    model, reports = PixelwiseModel(), []
+    planned = plan_inference((40, 60), crop_size=(16, 16))
+    predict(
+        model,
+        torch.randn(1, 3, 40, 60),
+        crop_size=(16, 16),
+        max_whole_pixels=planned.max_whole_pixels,
+        progress=lambda done, total: reports.append(total),
+    )
+    assert set(reports) == {planned.passes} and len(model.calls) == planned.passes
