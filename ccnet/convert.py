@@ -3,7 +3,9 @@
     python -m ccnet.convert mmseg INPUT.pth OUTPUT [--dataset cityscapes|ade20k|voc] [--recurrence R]
     python -m ccnet.convert official INPUT.pth OUTPUT [--dataset cityscapes] [--recurrence R]
 
-OUTPUT is a path stem (or a folder): ``OUTPUT.safetensors`` and the ``OUTPUT.json`` sidecar are written.
+OUTPUT is a path stem (or a folder): ``OUTPUT.safetensors`` and the ``OUTPUT.json`` sidecar are written by
+``ccnet.checkpoint.save_checkpoint`` and the folder's ``index.json`` is rebuilt (``write_index``), so the app
+lists the model (``CCNET_EXTRA_CHECKPOINTS=FOLDER``). Class names and palettes come from ``ccnet.classes``.
 
 The source is read with ``torch.load(weights_only=True)`` only. Every source key must land on a parameter
 or buffer of our ``CCNet`` with the same shape, and every parameter and buffer of ours must be filled:
@@ -789,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             half=args.half,
             force=args.force,
         )
-    except ConversionError as error:
+    except (ConversionError, CheckpointError) as error:  # CheckpointError: the sidecar failed validation
         print(f"error: {error}", file=sys.stderr)
         return 2
     config = metadata["model_config"]
