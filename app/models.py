@@ -119,6 +119,7 @@ def read_catalogue(folder: Path, extra_folders: Sequence[Path] = ()) -> Catalogu
                 )
                 continue
             entries.append(entry)
+            taken[entry.name] = entry
     return Catalogue(folders[0], tuple(entries), default, tuple(folders), tuple(problems))
 
 
