@@ -89,10 +89,12 @@ def _describe_models(models: dict[str, LoadedModel]) -> None:
 
 def _catalogue_or_message(settings: Settings) -> Catalogue | None:
     try:
-        catalogue = read_catalogue(settings.checkpoints)
+        catalogue = read_catalogue(settings.checkpoints, settings.extra_checkpoints)
     except ModelError as error:
         st.error(str(error))
         return None
+    for problem in catalogue.problems:  # extra folders (CCNET_EXTRA_CHECKPOINTS) that could not be listed
+        st.sidebar.warning(problem)
     if not catalogue.entries:
         st.warning(f"No trained checkpoint in `{settings.checkpoints}` yet, so there is nothing to explore.")
         st.markdown(HOW_TO_MAKE_A_CHECKPOINT)

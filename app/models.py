@@ -1,4 +1,9 @@
-"""Which models exist (the checkpoint folder's index), on which device they run, and loading one.
+"""Which models exist (the checkpoint folders' indexes), on which device they run, and loading one.
+
+The catalogue joins the bundled folder (CCNET_CHECKPOINTS) and any extra folders (CCNET_EXTRA_CHECKPOINTS,
+e.g. converted published models, docs/CONVERT.md). A folder is read through its index.json, or, when it
+has none, by scanning its NAME.safetensors + NAME.json pairs; what cannot be listed becomes a problem
+message for the page, never a crash.
 
 Nothing here caches: the Streamlit page wraps `load_model` in `st.cache_resource`, so each model is
 loaded once per server process and shared by every session.
@@ -7,13 +12,14 @@ loaded once per server process and shared by every session.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ccnet.checkpoint import load_checkpoint, read_index
+from ccnet.checkpoint import INDEX_FILE, checkpoint_paths, load_checkpoint, read_index, read_metadata
 
 LOOP_COUNTS = (1, 2, 3)
 HOW_TO_MAKE_A_CHECKPOINT = (
@@ -23,7 +29,8 @@ HOW_TO_MAKE_A_CHECKPOINT = (
     "    --data-root ../shared/datasets/camvid\n"
     "python -m training.export runs/camvid_r2 checkpoints/camvid_r2 --default\n"
     "```\n\n"
-    "To serve another folder of checkpoints, start the app with `CCNET_CHECKPOINTS=/path/to/folder`."
+    "To serve another folder of checkpoints, start the app with `CCNET_CHECKPOINTS=/path/to/folder`; to add "
+    "folders (e.g. converted published models, docs/CONVERT.md), `CCNET_EXTRA_CHECKPOINTS=/path/a:/path/b`."
 )
 
 
@@ -39,20 +46,28 @@ class CatalogueEntry:
     dataset: str
     ccl: bool = False
     miou: float | None = None
+    num_classes: int | None = None  # None: an index written before the field existed
+    folder_label: str = ""  # which folder it came from, shown when the catalogue joins several
 
     @property
     def label(self) -> str:
-        extras = [f"R={self.recurrence}", self.dataset] + (["CCL"] if self.ccl else [])
+        extras = [f"R={self.recurrence}", self.dataset]
+        if self.num_classes is not None:
+            extras.append(f"{self.num_classes} classes")
+        extras += ["CCL"] if self.ccl else []
         if self.miou is not None:
             extras.append(f"val mIoU {100 * self.miou:.1f}")
-        return f"{self.name} ({', '.join(extras)})"
+        where = f" in {self.folder_label}/" if self.folder_label else ""
+        return f"{self.name} ({', '.join(extras)}){where}"
 
 
 @dataclass(frozen=True)
 class Catalogue:
-    folder: Path
+    folder: Path  # the bundled (first) folder
     entries: tuple[CatalogueEntry, ...]
     default: str | None
+    folders: tuple[Path, ...] = ()  # every folder listed, the bundled one first
+    problems: tuple[str, ...] = ()  # what could not be listed and what to do about it (shown by the page)
 
     def get(self, name: str) -> CatalogueEntry:
         for entry in self.entries:
@@ -68,10 +83,7 @@ class Catalogue:
     def trained_per_loop_count(self, like: CatalogueEntry) -> dict[int, list[CatalogueEntry]]:
         """Models of `like`'s dataset trained with each R in LOOP_COUNTS (without CCL first)."""
         same_dataset = [e for e in self.entries if e.dataset == like.dataset]
-        return {
-            r: sorted((e for e in same_dataset if e.recurrence == r), key=_plain_first(like))
-            for r in LOOP_COUNTS
-        }
+        return {r: sorted((e for e in same_dataset if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
 
 
 def _plain_first(like: CatalogueEntry):
@@ -79,18 +91,91 @@ def _plain_first(like: CatalogueEntry):
     return lambda entry: (entry.ccl, entry.name != like.name, entry.name)
 
 
-def read_catalogue(folder: Path) -> Catalogue:
-    """The checkpoint folder's models; an unreadable index raises ModelError saying how to rebuild it."""
+def read_catalogue(folder: Path, extra_folders: Sequence[Path] = ()) -> Catalogue:
+    """The models of the bundled folder and of each extra folder, in that order.
+
+    An unreadable index.json of the bundled folder raises ModelError saying how to rebuild it (as before
+    extra folders existed); everything wrong with an extra folder becomes one of `problems`. Names must be
+    unique across folders (the page keys models and cached results by name): a later duplicate is left out
+    with a problem naming both files.
+    """
+    folders = _unique_folders([Path(folder), *map(Path, extra_folders)])
+    entries: list[CatalogueEntry] = []
+    problems: list[str] = []
+    default = None
+    for position, current in enumerate(folders):
+        label = current.name if len(folders) > 1 else ""
+        if position == 0:
+            found, found_default = _bundled_folder_entries(current, label, problems)
+            default = found_default
+        else:
+            found = _extra_folder_entries(current, label, problems)
+        taken = {entry.name: entry for entry in entries}
+        for entry in found:
+            if entry.name in taken:
+                problems.append(
+                    f"`{entry.path}` is left out: `{taken[entry.name].path}` has the same name `{entry.name}`. "
+                    "Rename one pair (NAME.safetensors + NAME.json) and rebuild that folder's index."
+                )
+                continue
+            entries.append(entry)
+            taken[entry.name] = entry
+    return Catalogue(folders[0], tuple(entries), default, tuple(folders), tuple(problems))
+
+
+def _unique_folders(folders: list[Path]) -> list[Path]:
+    unique: list[Path] = []
+    for folder in folders:
+        if all(folder.resolve() != seen.resolve() for seen in unique):
+            unique.append(folder)
+    return unique
+
+
+def _rebuild_hint(folder: Path) -> str:
+    return f"`python -c \"from ccnet.checkpoint import write_index; write_index('{folder}')\"`"
+
+
+def _bundled_folder_entries(folder: Path, label: str, problems: list[str]) -> tuple[list[CatalogueEntry], str | None]:
+    """The bundled folder: a missing one is simply empty (the page explains how to make a checkpoint)."""
+    if not (folder / INDEX_FILE).is_file():
+        return _scanned_entries(folder, label, problems) if folder.is_dir() else [], None
     try:
         index = read_index(folder)
     except Exception as error:  # a broken index must not take the app down
         raise ModelError(
-            f"The checkpoint index of {folder} cannot be read ({error}). Rebuild it with "
-            f"`python -c \"from ccnet.checkpoint import write_index; write_index('{folder}')\"`."
+            f"The checkpoint index of {folder} cannot be read ({error}). Rebuild it with {_rebuild_hint(folder)}."
         ) from error
+    return _index_entries(folder, index, label), index.get("default")
+
+
+def _extra_folder_entries(folder: Path, label: str, problems: list[str]) -> list[CatalogueEntry]:
+    if not folder.is_dir():
+        problems.append(f"`{folder}` (CCNET_EXTRA_CHECKPOINTS) is not a folder: fix the setting or create it.")
+        return []
+    known_problems = len(problems)
+    if (folder / INDEX_FILE).is_file():
+        try:
+            found = _index_entries(folder, read_index(folder), label)
+        except Exception as error:
+            problems.append(
+                f"`{folder / INDEX_FILE}` cannot be read ({error}): rebuild it with {_rebuild_hint(folder)}."
+            )
+            return []
+    else:
+        found = _scanned_entries(folder, label, problems)
+    if not found and len(problems) == known_problems:  # nothing listed and nothing said yet
+        problems.append(
+            f"`{folder}` (CCNET_EXTRA_CHECKPOINTS) holds no checkpoint (NAME.safetensors + NAME.json). Convert a "
+            f"published model into it: `python -m ccnet.convert mmseg MODEL.pth {folder}/` (docs/CONVERT.md)."
+        )
+    return found
+
+
+def _index_entries(folder: Path, index: dict, label: str) -> list[CatalogueEntry]:
     entries = []
     for item in index.get("models", []):
         try:
+            classes = item.get("num_classes")
             entries.append(
                 CatalogueEntry(
                     name=str(item["name"]),
@@ -99,11 +184,43 @@ def read_catalogue(folder: Path) -> Catalogue:
                     dataset=str(item.get("dataset", "")),
                     ccl=bool(item.get("ccl", False)),
                     miou=item.get("mIoU") if isinstance(item.get("mIoU"), (int, float)) else None,
+                    num_classes=classes if isinstance(classes, int) and not isinstance(classes, bool) else None,
+                    folder_label=label,
                 )
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             continue  # a malformed entry is skipped, the others stay usable
-    return Catalogue(folder=folder, entries=tuple(entries), default=index.get("default"))
+    return entries
+
+
+def _scanned_entries(folder: Path, label: str, problems: list[str]) -> list[CatalogueEntry]:
+    """A folder without index.json: every NAME.json sidecar with its NAME.safetensors, each validated alone so
+    one broken pair does not hide the others."""
+    entries = []
+    for weights in sorted(folder.glob("*.safetensors")):
+        _, sidecar = checkpoint_paths(weights)
+        if not sidecar.is_file():
+            problems.append(f"`{weights}` has no sidecar `{sidecar.name}` beside it, so it is not listed.")
+            continue
+        try:
+            metadata = read_metadata(sidecar)
+        except Exception as error:
+            problems.append(f"`{sidecar}` is not listed: {error}")
+            continue
+        miou = (metadata.get("metrics") or {}).get("mIoU")
+        entries.append(
+            CatalogueEntry(
+                name=weights.stem,
+                path=weights.resolve(),
+                recurrence=int(metadata["recurrence"]),
+                dataset=str(metadata["dataset"]),
+                ccl=bool(metadata["model_config"].get("ccl_channels", 0)),
+                miou=miou if isinstance(miou, (int, float)) else None,
+                num_classes=int(metadata["num_classes"]),
+                folder_label=label,
+            )
+        )
+    return entries
 
 
 def _inside(folder: Path, file_name: str) -> Path:

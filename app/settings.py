@@ -3,6 +3,8 @@
 | variable | default | meaning |
 | --- | --- | --- |
 | CCNET_CHECKPOINTS | <repo>/checkpoints | folder with index.json and *.safetensors + *.json |
+| CCNET_EXTRA_CHECKPOINTS | (none) | more checkpoint folders listed after it, `/a:/b` (os.pathsep), e.g. converted |
+|   |   | published models (docs/CONVERT.md); index.json optional, problems shown in the sidebar |
 | CCNET_EXAMPLES | (none) | folder of example images, or a dataset root (CamVid, Cityscapes, ADE20K, folder) |
 | CCNET_DEVICE | auto | auto (CUDA when available), cpu, cuda or cuda:N |
 | CCNET_MAX_SIDE | 1024 | longest image side fed to the model; larger images are scaled down |
@@ -30,6 +32,12 @@ class Settings:
     device: str
     max_side: int
     cache_mb: int
+    extra_checkpoints: tuple[Path, ...] = ()
+
+    @property
+    def checkpoint_folders(self) -> tuple[Path, ...]:
+        """Every folder the catalogue lists: the bundled one first."""
+        return (self.checkpoints, *self.extra_checkpoints)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -42,7 +50,13 @@ class Settings:
             device=environ.get("CCNET_DEVICE", "auto").strip().lower() or "auto",
             max_side=_positive_int(environ, "CCNET_MAX_SIDE", 1024, minimum=64),
             cache_mb=_positive_int(environ, "CCNET_CACHE_MB", 512, minimum=16),
+            extra_checkpoints=_folder_list(environ.get("CCNET_EXTRA_CHECKPOINTS", "")),
         )
+
+
+def _folder_list(text: str) -> tuple[Path, ...]:
+    """os.pathsep-separated folders (':' on Linux and macOS, ';' on Windows); empty pieces are ignored."""
+    return tuple(Path(piece.strip()).expanduser() for piece in text.split(os.pathsep) if piece.strip())
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:

@@ -3,7 +3,9 @@
     python -m ccnet.convert mmseg INPUT.pth OUTPUT [--dataset cityscapes|ade20k|voc] [--recurrence R]
     python -m ccnet.convert official INPUT.pth OUTPUT [--dataset cityscapes] [--recurrence R]
 
-OUTPUT is a path stem (or a folder): ``OUTPUT.safetensors`` and the ``OUTPUT.json`` sidecar are written.
+OUTPUT is a path stem (or a folder): ``OUTPUT.safetensors`` and the ``OUTPUT.json`` sidecar are written by
+``ccnet.checkpoint.save_checkpoint`` and the folder's ``index.json`` is rebuilt (``write_index``), so the app
+lists the model (``CCNET_EXTRA_CHECKPOINTS=FOLDER``). Class names and palettes come from ``ccnet.classes``.
 
 The source is read with ``torch.load(weights_only=True)`` only. Every source key must land on a parameter
 or buffer of our ``CCNet`` with the same shape, and every parameter and buffer of ours must be filled:
@@ -39,24 +41,31 @@ What changes on the way for the official code, each exactly:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from ccnet.checkpoint import (
+    INDEX_FILE,
+    CheckpointError,
+    checkpoint_paths,
+    read_metadata,
+    save_checkpoint,
+    write_index,
+)
+from ccnet.classes import ADE20K, CITYSCAPES, PASCAL_VOC, DatasetClasses
 from ccnet.model import BACKBONES, DEEP_STEM_INDEX, CCNet
 
 __all__ = [
-    "DATASETS",
+    "CONVERTIBLE_DATASETS",
+    "DATASET_CHOICES",
     "FORMATS",
     "MMSEG_RENAMES",
     "OFFICIAL_RENAMES",
@@ -67,6 +76,7 @@ __all__ = [
     "build_metadata",
     "convert_file",
     "convert_state_dict",
+    "dataset_classes",
     "fold_conv_bias_into_bn",
     "main",
     "read_source",
@@ -77,7 +87,6 @@ __all__ = [
 FORMATS = ("mmseg", "official")
 ABN_EPS = 1e-5  # InPlace-ABN's default eps, used both in its scale (|w| + eps) and its variance
 DEFAULT_RECURRENCE = 2  # mmsegmentation's CCNet configs and the official code's best released model
-FORMAT_VERSION = 1  # of the sidecar (docs/CONTRACTS.md)
 BGR_TO_RGB = [2, 1, 0]
 
 
@@ -526,22 +535,18 @@ def build_converted_model(conversion: Conversion) -> CCNet:
 # -------------------------------------------------------------------------------------------------
 
 
-class DatasetInfo(NamedTuple):
-    name: str  # the sidecar's dataset field (ccnet.classes' naming)
-    class_names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
+# --dataset choices -> ccnet.classes' dataset names (one source of truth for names and palettes).
+CONVERTIBLE_DATASETS = {"cityscapes": CITYSCAPES, "ade20k": ADE20K, "voc": PASCAL_VOC}
+DATASET_CHOICES = tuple(CONVERTIBLE_DATASETS)
+DATASET_ALIASES = {"pascal_voc": "voc", "voc12aug": "voc"}
 
 
-def dataset_info(dataset: str) -> DatasetInfo:
-    """Class names and palette of a dataset, as mmsegmentation defines them.
-
-    ccnet.classes (branch training) is not on main yet: the tables live at the end of this module.
-    When it lands, take the names from there (its ADE20K palette is not mmsegmentation's; keep this one).
-    """
+def dataset_classes(dataset: str) -> DatasetClasses:
+    """Class names and palette of a dataset a published CCNet was trained on (from ccnet.classes)."""
     key = DATASET_ALIASES.get(dataset, dataset)
-    if key not in DATASETS:
+    if key not in CONVERTIBLE_DATASETS:
         raise ConversionError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASET_CHOICES)}")
-    return DATASETS[key]
+    return CONVERTIBLE_DATASETS[key]
 
 
 # name -> (dataset, crop [H, W], mIoU, mIoU with multi-scale + flip), from mmsegmentation's model zoo
@@ -595,43 +600,37 @@ def _classes_in_meta(meta: Mapping) -> list[str] | None:
     return None
 
 
-def _choose_dataset(dataset: str | None, num_classes: int, meta: Mapping, published: str | None) -> DatasetInfo:
+def _choose_dataset(dataset: str | None, num_classes: int, published: str | None) -> DatasetClasses:
     if dataset is None and published is not None:
         dataset = PUBLISHED_MMSEG[published][0]
     if dataset is None:
-        by_count = [key for key, info in DATASETS.items() if len(info.class_names) == num_classes]
+        by_count = [key for key, classes in CONVERTIBLE_DATASETS.items() if classes.num_classes == num_classes]
         if len(by_count) != 1:
             raise ConversionError(
                 f"the checkpoint has {num_classes} classes: say which dataset with "
                 f"--dataset {'|'.join(DATASET_CHOICES)}"
             )
         dataset = by_count[0]
-    info = dataset_info(dataset)
-    if len(info.class_names) != num_classes:
-        fitting = [key for key, other in DATASETS.items() if len(other.class_names) == num_classes]
+    classes = dataset_classes(dataset)
+    if classes.num_classes != num_classes:
+        fitting = [key for key, other in CONVERTIBLE_DATASETS.items() if other.num_classes == num_classes]
         hint = f"; pass --dataset {fitting[0]}" if fitting else ""
         raise ConversionError(
-            f"the checkpoint has {num_classes} classes but --dataset {dataset} has {len(info.class_names)}{hint}"
+            f"the checkpoint has {num_classes} classes but --dataset {dataset} has {classes.num_classes}{hint}"
         )
-    return info
+    return classes
 
 
-def _class_name_warnings(info: DatasetInfo, meta: Mapping) -> list[str]:
+def _class_name_warnings(classes: DatasetClasses, meta: Mapping) -> list[str]:
     """A note when the checkpoint records class names other than the dataset's (spelling differs between
     mmsegmentation versions, so this warns rather than refuses)."""
     recorded = _classes_in_meta(meta)
-    if recorded is None or recorded == list(info.class_names):
+    if recorded is None or recorded == list(classes.names):
         return []
     differing = [
-        f"{ours!r} vs {theirs!r}" for ours, theirs in zip(info.class_names, recorded, strict=False) if ours != theirs
+        f"{ours!r} vs {theirs!r}" for ours, theirs in zip(classes.names, recorded, strict=False) if ours != theirs
     ]
-    return [f"warning: the checkpoint's meta names classes differently from {info.name}: {differing[:5]}"]
-
-
-def _code_version() -> str:
-    from ccnet import __version__
-
-    return __version__
+    return [f"warning: the checkpoint's meta names classes differently from {classes.dataset}: {differing[:5]}"]
 
 
 def build_metadata(
@@ -643,11 +642,15 @@ def build_metadata(
     input_size: Sequence[int] | None = None,
     miou: float | None = None,
 ) -> dict:
-    """The sidecar fields of docs/CONTRACTS.md for a converted model."""
+    """What the weights do not say: the sidecar fields ``ccnet.checkpoint.save_checkpoint`` needs.
+
+    The fields that come from the model and this code (model_config, recurrence, num_classes,
+    format_version, code_version) are filled in by ``save_checkpoint``.
+    """
     config = conversion.model_config
     published = _published_name(source_path) if source_format == "mmseg" else None
-    info = _choose_dataset(dataset, config["num_classes"], meta, published)
-    notes = list(conversion.notes) + _class_name_warnings(info, meta)
+    classes = _choose_dataset(dataset, config["num_classes"], published)
+    notes = list(conversion.notes) + _class_name_warnings(classes, meta)
     metrics: dict[str, float] = {}
     if published is not None:
         _, crop, published_miou, published_ms_flip = PUBLISHED_MMSEG[published]
@@ -659,19 +662,13 @@ def build_metadata(
         input_size = crop or (OFFICIAL_CROP if source_format == "official" else None)
     mean, std = (MMSEG_MEAN, MMSEG_STD) if source_format == "mmseg" else (OFFICIAL_MEAN, OFFICIAL_STD)
     return {
-        "format_version": FORMAT_VERSION,
-        "architecture": "CCNet",
-        "model_config": dict(config),
-        "backbone": config["backbone"],
-        "recurrence": config["recurrence"],
-        "num_classes": config["num_classes"],
-        "class_names": list(info.class_names),
-        "palette": [list(colour) for colour in info.palette],
+        "class_names": list(classes.names),
+        "palette": classes.palette_lists(),
         "mean": list(mean),
         "std": list(std),
         "ignore_index": 255,
         "input_size": list(input_size) if input_size is not None else None,
-        "dataset": info.name,
+        "dataset": classes.dataset,
         "split": "val" if metrics else "",
         "metrics": metrics,
         "train_config": {
@@ -681,49 +678,22 @@ def build_metadata(
             "converted_by": f"python -m ccnet.convert {source_format}",
             "conversion_notes": notes,
         },
-        "code_version": _code_version(),
     }
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+def save_converted(model: CCNet, weights: Path, metadata: Mapping, half: bool = False) -> dict:
+    """Write the checkpoint through ``ccnet.checkpoint`` and list it in its folder's index.json (the app
+    reads that); returns the sidecar as written."""
+    weights, sidecar = save_checkpoint(model, weights, metadata, half=half)
     try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def output_paths(output: str | os.PathLike) -> tuple[Path, Path]:
-    """(weights, sidecar) for an output stem or ``.safetensors``/``.json`` path."""
-    output = Path(output)
-    if output.suffix in (".safetensors", ".json"):
-        output = output.with_suffix("")
-    return output.with_name(output.name + ".safetensors"), output.with_name(output.name + ".json")
-
-
-def save_converted(model: CCNet, output: str | os.PathLike, metadata: Mapping, half: bool = False):
-    """Write ``<stem>.safetensors`` + ``<stem>.json`` (the weights first, each atomically).
-
-    ccnet.checkpoint.save_checkpoint is not on main yet; this writes the same two files with the fields of
-    docs/CONTRACTS.md. When it lands, this body becomes ``return save_checkpoint(model, output, metadata,
-    half=half)`` (and ``write_index(folder)`` when the folder has an index.json).
-    """
-    from safetensors.torch import save_file
-
-    weights, sidecar = output_paths(output)
-    state = {}
-    for key, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu()
-        state[key] = (tensor.half() if half and tensor.is_floating_point() else tensor).contiguous().clone()
-    content = dict(metadata) | {"weights_dtype": "float16" if half else "float32"}
-    _atomic_write(weights, lambda temporary: save_file(state, temporary, metadata={"format": "pt"}))
-    _atomic_write(sidecar, lambda temporary: Path(temporary).write_text(json.dumps(content, indent=2) + "\n"))
-    return weights, sidecar
+        write_index(weights.parent)
+    except CheckpointError as error:
+        raise ConversionError(
+            f"wrote {weights} and {sidecar}, but {weights.parent / INDEX_FILE} could not be rebuilt: {error}\n"
+            'Fix or move that file, then rebuild the index: python -c "from ccnet.checkpoint import '
+            f"write_index; write_index('{weights.parent}')\""
+        ) from error
+    return read_metadata(sidecar)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -755,7 +725,7 @@ def convert_file(
     if input_size is not None and (len(input_size) != 2 or min(input_size) < 1):
         raise ConversionError(f"--input-size takes two positive integers H W, got {list(input_size)}")
     published = _published_name(source_path) if source_format == "mmseg" else None
-    weights, sidecar = output_paths(_resolve_output(str(output), source_path, published))
+    weights, sidecar = checkpoint_paths(_resolve_output(str(output), source_path, published))
     existing = [str(path) for path in (weights, sidecar) if path.exists()]
     if existing and not force:
         raise ConversionError(f"{' and '.join(existing)} already exist(s): pass --force to overwrite")
@@ -763,8 +733,7 @@ def convert_file(
     conversion = convert_state_dict(source_format, state, meta, recurrence)
     metadata = build_metadata(conversion, source_format, source_path, meta, dataset, input_size, miou)
     model = build_converted_model(conversion)
-    save_converted(model, weights, metadata, half=half)
-    return weights, sidecar, metadata
+    return weights, sidecar, save_converted(model, weights, metadata, half=half)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -782,7 +751,7 @@ def _parser() -> argparse.ArgumentParser:
             "  python -m ccnet.convert mmseg \\\n"
             "      ccnet_r101-d8_769x769_80k_cityscapes_20200618_011502-ad3cd481.pth checkpoints/converted/\n"
             "  python -m ccnet.convert official CCNet_R1.pth checkpoints/converted/official_r1 --recurrence 1\n"
-            "then: CCNET_CHECKPOINTS=checkpoints/converted ./scripts/run_app.sh"
+            "then: CCNET_EXTRA_CHECKPOINTS=checkpoints/converted ./scripts/run_app.sh"
         ),
     )
     parser.add_argument("format", choices=FORMATS, help="mmseg: mmsegmentation; official: speedinghzl/CCNet")
@@ -822,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             half=args.half,
             force=args.force,
         )
-    except ConversionError as error:
+    except (ConversionError, CheckpointError) as error:  # CheckpointError: the sidecar failed validation
         print(f"error: {error}", file=sys.stderr)
         return 2
     config = metadata["model_config"]
@@ -834,89 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in metadata["train_config"]["conversion_notes"]:
         print(f"  - {note}")
     print(f"wrote {weights}\n      {sidecar}")
-    print(f"open it in the app: CCNET_CHECKPOINTS={weights.parent} ./scripts/run_app.sh")
+    print(f"open it in the app: CCNET_EXTRA_CHECKPOINTS={weights.parent} ./scripts/run_app.sh")
     return 0
-
-
-# -------------------------------------------------------------------------------------------------
-# Class names and palettes, as mmsegmentation defines them (mmseg/datasets/cityscapes.py, ade.py, voc.py)
-# -------------------------------------------------------------------------------------------------
-
-# fmt: off
-_CITYSCAPES_NAMES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)
-_CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)
-
-_ADE20K_NAMES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence",
-    "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column",
-    "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator",
-    "grandstand", "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway",
-    "river", "bridge", "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
-    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
-    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier", "awning",
-    "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel", "pole", "land",
-    "bannister", "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
-    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
-    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name",
-    "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
-    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
-)
-_ADE20K_PALETTE = (
-    (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80),
-    (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7),
-    (150, 5, 61), (120, 120, 70), (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4),
-    (255, 51, 7), (204, 70, 3), (0, 102, 200), (61, 230, 250), (255, 6, 51), (11, 102, 255),
-    (255, 7, 71), (255, 9, 224), (9, 7, 230), (220, 220, 220), (255, 9, 92), (112, 9, 255),
-    (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71), (255, 41, 10), (7, 255, 255),
-    (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7), (255, 122, 8), (0, 255, 20),
-    (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255), (160, 150, 20), (0, 163, 255),
-    (140, 140, 140), (250, 10, 15), (20, 255, 0), (31, 255, 0), (255, 31, 0), (255, 224, 0),
-    (153, 255, 0), (0, 0, 255), (255, 71, 0), (0, 235, 255), (0, 173, 255), (31, 0, 255),
-    (11, 200, 200), (255, 82, 0), (0, 255, 245), (0, 61, 255), (0, 255, 112), (0, 255, 133),
-    (255, 0, 0), (255, 163, 0), (255, 102, 0), (194, 255, 0), (0, 143, 255), (51, 255, 0),
-    (0, 82, 255), (0, 255, 41), (0, 255, 173), (10, 0, 255), (173, 255, 0), (0, 255, 153),
-    (255, 92, 0), (255, 0, 255), (255, 0, 245), (255, 0, 102), (255, 173, 0), (255, 0, 20),
-    (255, 184, 184), (0, 31, 255), (0, 255, 61), (0, 71, 255), (255, 0, 204), (0, 255, 194),
-    (0, 255, 82), (0, 10, 255), (0, 112, 255), (51, 0, 255), (0, 194, 255), (0, 122, 255),
-    (0, 255, 163), (255, 153, 0), (0, 255, 10), (255, 112, 0), (143, 255, 0), (82, 0, 255),
-    (163, 255, 0), (255, 235, 0), (8, 184, 170), (133, 0, 255), (0, 255, 92), (184, 0, 255),
-    (255, 0, 31), (0, 184, 255), (0, 214, 255), (255, 0, 112), (92, 255, 0), (0, 224, 255),
-    (112, 224, 255), (70, 184, 160), (163, 0, 255), (153, 0, 255), (71, 255, 0), (255, 0, 163),
-    (255, 204, 0), (255, 0, 143), (0, 255, 235), (133, 255, 0), (255, 0, 235), (245, 0, 255),
-    (255, 0, 122), (255, 245, 0), (10, 190, 212), (214, 255, 0), (0, 204, 255), (20, 0, 255),
-    (255, 255, 0), (0, 153, 255), (0, 41, 255), (0, 255, 204), (41, 0, 255), (41, 255, 0),
-    (173, 0, 255), (0, 245, 255), (71, 0, 255), (122, 0, 255), (0, 255, 184), (0, 92, 255),
-    (184, 255, 0), (0, 133, 255), (255, 214, 0), (25, 194, 194), (102, 255, 0), (92, 0, 255),
-)
-
-_VOC_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-_VOC_PALETTE = (
-    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
-    (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
-    (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
-)
-# fmt: on
-
-DATASETS = {
-    "cityscapes": DatasetInfo("cityscapes", _CITYSCAPES_NAMES, _CITYSCAPES_PALETTE),
-    "ade20k": DatasetInfo("ade20k", _ADE20K_NAMES, _ADE20K_PALETTE),
-    "voc": DatasetInfo("pascal_voc", _VOC_NAMES, _VOC_PALETTE),
-}
-DATASET_ALIASES = {"pascal_voc": "voc", "voc12aug": "voc"}
-DATASET_CHOICES = tuple(DATASETS)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 - the official layout: an independent re-implementation of its forward pass (InPlace-ABN, BGR input,
   dsn bias, ceil-mode pool, undivided dilation) reproduced by the converted model; its full-size key list
   (tests/data) converts and runs;
-- strictness and the command line's messages.
+- strictness and the command line's messages;
+- the output: written through ccnet.checkpoint (validated sidecar, the folder's index.json), class names and
+  palettes from ccnet.classes; and the app listing converted models from extra folders, bad folders named.
 """
 
 import json
@@ -21,7 +23,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from app.models import load_model, read_catalogue
+from app.settings import Settings
+from ccnet.checkpoint import FORMAT_VERSION, load_checkpoint, read_index
+from ccnet.classes import ADE20K, CITYSCAPES, PASCAL_VOC
 from ccnet.convert import (
+    CONVERTIBLE_DATASETS,
     MMSEG_MEAN,
     MMSEG_STD,
     ConversionError,
@@ -31,6 +38,7 @@ from ccnet.convert import (
     main,
 )
 from ccnet.model import CCNet, build_model
+from tests.test_app_helpers import make_checkpoint_folder
 
 MMSEG_TESTDATA = os.environ.get("CCNET_MMSEG_TESTDATA", "")
 needs_mmseg_testdata = pytest.mark.skipif(
@@ -492,7 +500,7 @@ def test_mmseg_round_trip_reads_loops_crop_and_published_scores(tmp_path):
     images = torch.randn(1, 3, 45, 61)
     with torch.no_grad():
         assert torch.equal(converted(images, recurrence=2).logits, model(images).logits)
-    assert "CCNET_CHECKPOINTS=" in out
+    assert "CCNET_EXTRA_CHECKPOINTS=" in out
 
 
 def test_dataset_follows_the_class_count_and_a_wrong_one_is_refused(tmp_path):
@@ -561,3 +569,162 @@ def test_existing_output_needs_force(tmp_path):
     assert code == 2 and "--force" in err
     assert run_cli("mmseg", source, tmp_path / "tiny_out", "--force", "--recurrence", "3")[0] == 0
     assert json.loads((tmp_path / "tiny_out.json").read_text())["recurrence"] == 3
+
+
+# -------------------------------------------------------------------------------------------------
+# Output through ccnet.checkpoint: sidecar, classes from ccnet.classes, the folder's index.json
+# -------------------------------------------------------------------------------------------------
+
+
+def convert_tiny(folder: Path, name: str = "ccnet_tiny_cityscapes", num_classes: int = CITYSCAPES_CLASSES) -> Path:
+    """A tiny mmseg-layout CCNet converted by the command line into `folder`; returns the weights path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder.parent / f"{name}.pth"
+    torch.save({"state_dict": mmseg_layout(tiny_mmseg_model(num_classes))}, source)
+    code, _, err = run_cli("mmseg", source, folder / name)
+    assert code == 0, err
+    return folder / f"{name}.safetensors"
+
+
+def test_converted_model_is_indexed_and_loads_through_the_library(tmp_path):
+    weights = convert_tiny(tmp_path / "converted")
+    index = read_index(tmp_path / "converted")
+    assert (tmp_path / "converted" / "index.json").is_file()
+    [entry] = index["models"]
+    assert (entry["name"], entry["dataset"], entry["num_classes"]) == ("ccnet_tiny_cityscapes", "cityscapes", 19)
+    assert index["default"] == "ccnet_tiny_cityscapes"  # R = 2: the paper's default loop count
+    model, sidecar = load_checkpoint(weights, device="cpu")  # validates every sidecar field
+    assert sidecar["class_names"] == list(CITYSCAPES.names) and sidecar["palette"] == CITYSCAPES.palette_lists()
+    assert sidecar["format_version"] == FORMAT_VERSION and sidecar["code_version"].startswith("0.")
+    images = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images).logits, tiny_mmseg_model()(images).logits, atol=0, rtol=0)
+    second = convert_tiny(tmp_path / "converted", name="ccnet_tiny_two")
+    assert [e["name"] for e in read_index(second.parent)["models"]] == ["ccnet_tiny_cityscapes", "ccnet_tiny_two"]
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "classes", "spot_checks"),
+    [
+        # mmsegmentation's mmseg/datasets/ade.py palette: first, last and the one colour it uses twice.
+        (150, ADE20K, {0: [120, 120, 120], 149: [92, 0, 255], 6: [140, 140, 140], 48: [140, 140, 140]}),
+        (21, PASCAL_VOC, {0: [0, 0, 0], 1: [128, 0, 0], 20: [0, 64, 128]}),
+        (19, CITYSCAPES, {0: [128, 64, 128], 18: [119, 11, 32]}),
+    ],
+    ids=["ade20k", "voc", "cityscapes"],
+)
+def test_class_names_and_palettes_come_from_ccnet_classes_as_mmsegmentation_defines_them(
+    tmp_path, num_classes, classes, spot_checks
+):
+    weights = convert_tiny(tmp_path / "out", name=f"tiny_{num_classes}", num_classes=num_classes)
+    sidecar = json.loads(weights.with_suffix(".json").read_text())
+    assert sidecar["dataset"] == classes.dataset and sidecar["class_names"] == list(classes.names)
+    assert sidecar["palette"] == classes.palette_lists()
+    assert {index: sidecar["palette"][index] for index in spot_checks} == spot_checks
+    assert any(table is classes for table in CONVERTIBLE_DATASETS.values())  # one table: ccnet.classes' own
+
+
+def test_a_broken_checkpoint_beside_the_output_is_named_with_the_fix(tmp_path):
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    (folder / "broken.safetensors").write_bytes(b"\0")
+    (folder / "broken.json").write_text('{"format_version": 1}')
+    source = tmp_path / "tiny.pth"
+    torch.save(mmseg_layout(tiny_mmseg_model()), source)
+    code, _, err = run_cli("mmseg", source, folder / "tiny", "--dataset", "cityscapes")
+    assert code == 2
+    assert "broken.json" in err and "could not be rebuilt" in err and "write_index" in err
+    assert (folder / "tiny.safetensors").is_file()  # the conversion itself is kept: only the index is stale
+
+
+# -------------------------------------------------------------------------------------------------
+# The app lists converted models from extra folders (CCNET_EXTRA_CHECKPOINTS)
+# -------------------------------------------------------------------------------------------------
+
+
+def test_the_app_catalogue_lists_a_converted_model_from_an_extra_folder(tmp_path):
+    bundled = make_checkpoint_folder(tmp_path / "checkpoints", recurrences=(1, 2))
+    weights = convert_tiny(tmp_path / "converted")
+    settings = Settings.from_env({"CCNET_CHECKPOINTS": str(bundled), "CCNET_EXTRA_CHECKPOINTS": f"{weights.parent}:"})
+    assert settings.checkpoint_folders == (bundled, weights.parent)
+    catalogue = read_catalogue(settings.checkpoints, settings.extra_checkpoints)
+    assert [e.name for e in catalogue.entries] == ["tiny_r1", "tiny_r2", "ccnet_tiny_cityscapes"]
+    assert catalogue.problems == () and catalogue.default == "tiny_r2"  # the bundled folder's default
+    converted = catalogue.get("ccnet_tiny_cityscapes")
+    assert (converted.dataset, converted.num_classes, converted.recurrence) == ("cityscapes", 19, 2)
+    assert converted.label == "ccnet_tiny_cityscapes (R=2, cityscapes, 19 classes) in converted/"
+    assert catalogue.get("tiny_r2").label.endswith(" in checkpoints/")
+    loaded = load_model(converted.path, torch.device("cpu"))
+    assert len(loaded.class_names) == 19 and loaded.palette.shape == (19, 3)
+    assert read_catalogue(bundled).get("tiny_r2").label == "tiny_r2 (R=2, synthetic, 4 classes, val mIoU 25.0)"
+
+
+def test_a_folder_without_index_still_lists_its_pairs_and_names_what_it_cannot(tmp_path):
+    weights = convert_tiny(tmp_path / "converted")
+    (weights.parent / "index.json").unlink()
+    (weights.parent / "orphan.safetensors").write_bytes(b"\0")
+    (weights.parent / "bad.safetensors").write_bytes(b"\0")
+    (weights.parent / "bad.json").write_text("{not json")
+    catalogue = read_catalogue(tmp_path / "nothing-bundled", [weights.parent])
+    assert [(e.name, e.num_classes) for e in catalogue.entries] == [("ccnet_tiny_cityscapes", 19)]
+    [bad, orphan] = catalogue.problems
+    assert "bad.json" in bad and "not valid JSON" in bad
+    assert "orphan.safetensors" in orphan and "has no sidecar orphan.json" in orphan.replace("`", "")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda folder: None, "is not a folder: fix the setting or create it"),
+        (lambda folder: folder.mkdir(), "holds no checkpoint (NAME.safetensors + NAME.json). Convert a published"),
+        (lambda folder: (folder.mkdir(), (folder / "index.json").write_text("[")), "rebuild it with"),
+    ],
+    ids=["missing", "empty", "broken-index"],
+)
+def test_a_bad_extra_folder_is_a_clear_problem_and_the_others_stay_listed(tmp_path, make, words):
+    bundled = make_checkpoint_folder(tmp_path / "checkpoints", recurrences=(2,))
+    make(tmp_path / "extra")
+    catalogue = read_catalogue(bundled, [tmp_path / "extra"])
+    assert [e.name for e in catalogue.entries] == ["tiny_r2"]
+    [problem] = catalogue.problems
+    assert str(tmp_path / "extra") in problem and words in problem
+
+
+def test_a_name_taken_by_an_earlier_folder_is_left_out_with_both_files_named(tmp_path):
+    first = convert_tiny(tmp_path / "a")
+    second = convert_tiny(tmp_path / "b")
+    catalogue = read_catalogue(first.parent, [second.parent])
+    assert [e.path for e in catalogue.entries] == [first.resolve()]
+    [problem] = catalogue.problems
+    assert str(second.resolve()) in problem and str(first.resolve()) in problem and "Rename one" in problem
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_app_page_offers_the_converted_model_and_draws_its_cityscapes_legend(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app_helpers import image_bytes, street_rgb
+
+    bundled = make_checkpoint_folder(tmp_path / "checkpoints", recurrences=(2,))
+    weights = convert_tiny(tmp_path / "converted")
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(bundled))
+    monkeypatch.setenv("CCNET_EXTRA_CHECKPOINTS", f"{weights.parent}{os.pathsep}{tmp_path / 'missing'}")
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    app = AppTest.from_file(str(Path(__file__).absolute().parent.parent / "app" / "main.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    model = app.sidebar.selectbox(key="model")
+    assert "ccnet_tiny_cityscapes (R=2, cityscapes, 19 classes) in converted/" in model.options
+    assert any("missing" in w.value and "is not a folder" in w.value for w in app.sidebar.warning)
+    model.set_value("ccnet_tiny_cityscapes").run()
+    app.sidebar.file_uploader(key="upload").set_value(("street.png", image_bytes(street_rgb()), "image/png"))
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.exception] + [e.value for e in app.error]
+    legends = [element.proto.body for element in app.get("html") if "background:rgb(" in element.proto.body]
+    assert legends, "no class legend drawn"
+    named = {name for name in CITYSCAPES.names if any(f">{name}</span>" in legend for legend in legends)}
+    assert named, "the legend names no Cityscapes class"
+    for name in named:  # each chip in that class's Cityscapes colour
+        red, green, blue = CITYSCAPES.palette[CITYSCAPES.names.index(name)]
+        assert any(f"rgb({red},{green},{blue})" in legend for legend in legends)

@@ -9,7 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-from ccnet.inference import choose_mode, count_forward_passes, predict, sliding_window_logits, window_starts
+from ccnet.inference import (
+    DEFAULT_MAX_WHOLE_PIXELS,
+    WHOLE_BYTES_PER_PIXEL,
+    Progress,
+    available_memory_bytes,
+    choose_mode,
+    count_forward_passes,
+    plan_inference,
+    predict,
+    sliding_window_logits,
+    whole_pixel_budget,
+    window_starts,
+)
 from ccnet.model import CCNet
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 
@@ -97,10 +109,12 @@ def test_progress_reports_every_forward_pass_and_recurrence_is_passed_on():
     assert set(model.recurrences) == {3}
 
 
-def test_auto_mode_switches_to_sliding_above_the_pixel_budget():
+def test_auto_mode_runs_a_cityscapes_frame_whole_and_larger_images_by_windows():
     assert choose_mode((360, 480)) == "whole"
-    assert choose_mode((1024, 2048)) == "sliding"
-    assert choose_mode((1024, 2048), "whole") == "whole"
+    assert choose_mode((1024, 2048)) == "whole"  # 2.1 M pixels: whole is twice as fast and fits (docs/CONVERT.md)
+    assert choose_mode((1025, 2048)) == "sliding" and choose_mode((2048, 2048)) == "sliding"
+    assert choose_mode((1024, 2048), "sliding") == "sliding"
+    assert choose_mode((4096, 4096), "whole") == "whole"
     with pytest.raises(ValueError, match="inference mode"):
         choose_mode((4, 4), "tiles")
 
@@ -110,3 +124,51 @@ def test_predict_runs_a_real_ccnet_at_any_loop_count(tiny_model_config):
     images = torch.randn(1, 3, 32, 48)
     for recurrence in (0, 1, 3):
         assert predict(model, images, recurrence=recurrence).shape == (1, 5, 32, 48)
+
+
+def test_the_whole_image_budget_shrinks_when_free_memory_would_not_hold_the_frame():
+    frame = 1024 * 2048
+    assert whole_pixel_budget(None) == DEFAULT_MAX_WHOLE_PIXELS  # unknown memory: the measured default
+    assert whole_pixel_budget(64 * 2**30) == DEFAULT_MAX_WHOLE_PIXELS  # plenty: capped at the default
+    assert whole_pixel_budget(2 * frame * WHOLE_BYTES_PER_PIXEL) == frame  # exactly enough (half is the share)
+    tight = 2**30  # 1 GiB free: a 1024x2048 frame (about 1.7 GB) must go through windows
+    assert choose_mode((1024, 2048), max_whole_pixels=whole_pixel_budget(tight)) == "sliding"
+    assert choose_mode((512, 1024), max_whole_pixels=whole_pixel_budget(tight)) == "whole"
+    free = available_memory_bytes("cpu")
+    assert free is None or free > 0
+
+
+def test_predict_reads_free_memory_to_choose_and_reports_the_same_total(monkeypatch):
+    import ccnet.inference as inference
+
+    model, images, reports = PixelwiseModel(), torch.randn(1, 3, 40, 60), []
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: 2 * 40 * 30 * WHOLE_BYTES_PER_PIXEL)
+    progress: Progress = lambda done, total: reports.append((done, total))  # noqa: E731  (the Protocol's shape)
+    predict(model, images, crop_size=(40, 40), stride=(40, 20), progress=progress)
+    assert model.calls == [(40, 40), (40, 40)]  # 2400 px > the 1200 px budget: two windows
+    assert reports == [(1, 2), (2, 2)]
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: None)
+    predict(model, images, crop_size=(40, 40), progress=progress)
+    assert model.calls[-1] == (40, 60) and reports[-1] == (1, 1)  # memory unknown: the default, whole
+
+
+def test_a_plan_says_the_mode_and_passes_predict_will_use(monkeypatch):
+    import ccnet.inference as inference
+
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: 64 * 2**30)
+    assert plan_inference((1024, 2048)) == (("whole", 1, DEFAULT_MAX_WHOLE_PIXELS))
+    sliding = plan_inference((1024, 2048), mode="sliding", stride=(513, 513))
+    assert (sliding.mode, sliding.passes) == ("sliding", 8)  # mmsegmentation's Cityscapes grid: 2 x 4 windows
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: 2**30)  # 1 GiB free
+    tight = plan_inference((1024, 2048), stride=(513, 513))
+    assert (tight.mode, tight.passes) == ("sliding", 8) and tight.max_whole_pixels < 1024 * 2048
+    model, reports = PixelwiseModel(), []
+    planned = plan_inference((40, 60), crop_size=(16, 16))
+    predict(
+        model,
+        torch.randn(1, 3, 40, 60),
+        crop_size=(16, 16),
+        max_whole_pixels=planned.max_whole_pixels,
+        progress=lambda done, total: reports.append(total),
+    )
+    assert set(reports) == {planned.passes} and len(model.calls) == planned.passes
