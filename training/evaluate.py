@@ -114,8 +114,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-whole-pixels",
         type=int,
-        default=1024 * 1024,
-        help="auto mode: images with more pixels use sliding windows",
+        default=None,
+        help="auto mode: images with more pixels use sliding windows (default: 1024x2048, lowered when free "
+        "memory would not hold a whole image; see ccnet.inference)",
     )
     parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: CUDA when available)")
