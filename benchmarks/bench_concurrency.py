@@ -244,6 +244,11 @@ def click_all(sessions: list[Session], fractions: list[tuple[float, float]], tim
     started = []
     for session, (fx, fy) in zip(sessions, fractions, strict=True):
         image = session.page.frame_locator(CLICK_WIDGET).locator("#image")
+        try:
+            image.wait_for(state="visible", timeout=timeout * 1000)
+        except Exception:
+            session.page.screenshot(path=f"/tmp/concurrency_session{session.index}.png", full_page=True)
+            raise
         box = image.bounding_box()
         started.append(time.monotonic())
         image.click(position={"x": fx * box["width"], "y": fy * box["height"]}, no_wait_after=True)
