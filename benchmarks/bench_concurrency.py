@@ -110,16 +110,16 @@ class Server:
 
 
 @contextmanager
-def streamlit_server(log: Path, checkpoints: Path, cache_mb: int, timeout: float = 120):
+def streamlit_server(
+    log: Path, checkpoints: Path, cache_mb: int | None = None, timeout: float = 120, extra_env: dict | None = None
+):
     """A real server on 127.0.0.1 (never another interface); its RSS is sampled every 0.2 s while it runs."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "CCNET_EXAMPLES"}
-    env |= {
-        "CCNET_CHECKPOINTS": str(checkpoints),
-        "CCNET_DEVICE": "cpu",
-        "CCNET_CACHE_MB": str(cache_mb),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
+    env |= {"CCNET_CHECKPOINTS": str(checkpoints), "CCNET_DEVICE": "cpu", "PYTHONPATH": str(REPO_ROOT)}
+    if cache_mb is not None:
+        env["CCNET_CACHE_MB"] = str(cache_mb)
+    env |= extra_env or {}
     command = [
         sys.executable,
         "-m",

@@ -8,13 +8,8 @@ Skips (with the reason) where /usr/bin/chromium or playwright is missing; `.ci/r
 from __future__ import annotations
 
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,23 +19,12 @@ from app.explorer import column_maps, encode_and_decode
 from app.images import decode_image
 from app.models import load_model
 from app.stats import entropy_bits
+from benchmarks.bench_concurrency import CHROMIUM, CHROMIUM_ARGS, CLICK_WIDGET, streamlit_server
 from tests.test_app_ablation import summary_document
 from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, street_rgb
 
 ROOT = Path(__file__).absolute().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-CLICK_WIDGET = "iframe[title='streamlit_image_coordinates.streamlit_image_coordinates']"
 # The influence charts' layout images: they change exactly when a column is repainted with new maps.
 # Charts without a layout image (the cross-share bars) are left out.
 MAP_SOURCES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
@@ -73,66 +57,15 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer within {timeout} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A Streamlit server on a free loopback port, serving a tiny random-weight checkpoint."""
     folder = make_checkpoint_folder(tmp_path_factory.mktemp("checkpoints"), recurrences=(2,))
     summary = tmp_path_factory.mktemp("results") / "summary.json"
     summary.write_text(json.dumps(summary_document()))  # the report's schema, made-up numbers
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "CCNET_EXAMPLES"}
-    env |= {"CCNET_CHECKPOINTS": str(folder), "CCNET_DEVICE": "cpu", "PYTHONPATH": str(ROOT),
-            "CCNET_RESULTS": str(summary)}  # fmt: skip
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app/main.py",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process, log)
-        yield url, folder
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with streamlit_server(log, folder, timeout=90, extra_env={"CCNET_RESULTS": str(summary)}) as running:
+        yield running.url, folder
 
 
 @pytest.fixture(scope="module")
