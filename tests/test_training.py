@@ -140,6 +140,39 @@ def test_help(capsys):
     assert exit_info.value.code == 0 and "--resume" in text and "--overwrite" in text and "--set" in text
 
 
+# --- the attention scale gamma -----------------------------------------------------------------------
+
+
+def test_gamma_gets_its_own_learning_rate_and_decay_and_is_logged(camvid_factory, tmp_path):
+    config = tiny_training_config(
+        camvid_factory(), optim={"iterations": 2, "gamma_lr_mult": 10.0, "gamma_weight_decay": 0.0},
+        train={"val_every": 2},
+    )  # fmt: skip
+    trainer = train_module.Trainer(config, tmp_path / "run", resume=False, overwrite=False, show_progress=False)
+    rest, gammas = trainer.optimizer.param_groups
+    assert len(gammas["params"]) == 1 and gammas["params"][0] is trainer.model.head.attention.cca.gamma
+    assert gammas["weight_decay"] == 0.0 and rest["weight_decay"] == config["optim"]["weight_decay"]
+    assert len(rest["params"]) + 1 == len(list(trainer.model.parameters()))
+    trainer._set_lr()
+    assert gammas["lr"] == pytest.approx(10 * rest["lr"]) and rest["lr"] == pytest.approx(config["optim"]["lr"])
+    trainer.run()
+    validation = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "val"][-1]
+    assert validation["gamma/head.attention.cca.gamma"] == pytest.approx(trainer.model.head.attention.cca.gamma.item())
+
+
+def test_default_config_keeps_one_parameter_group(camvid_factory, tmp_path):
+    config = tiny_training_config(camvid_factory(), optim={"iterations": 1})
+    trainer = train_module.Trainer(config, tmp_path / "run", resume=False, overwrite=False, show_progress=False)
+    assert len(trainer.optimizer.param_groups) == 1  # as before: training states saved earlier still resume
+
+
+def test_bad_gamma_settings_are_refused(camvid_factory):
+    root = camvid_factory()
+    for bad in ({"gamma_lr_mult": 0}, {"gamma_lr_mult": "x"}, {"gamma_weight_decay": -1.0}):
+        with pytest.raises(ConfigError, match="gamma"):
+            tiny_training_config(root, optim=bad)
+
+
 # --- losses -------------------------------------------------------------------------------------------
 
 

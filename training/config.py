@@ -58,6 +58,10 @@ DEFAULTS: dict = {
         "poly_power": 0.9,
         "iterations": 2000,
         "batch_size": 8,  # per process
+        # The attention scales gamma start at 0, where the attention's own weights get no gradient and only
+        # decay; these let gamma learn faster / without decay (docs/TRAINING.md, "gamma"). Defaults: as the rest.
+        "gamma_lr_mult": 1.0,
+        "gamma_weight_decay": None,  # None: optim.weight_decay
     },
     "train": {
         "device": "auto",  # auto | cpu | cuda | cuda:N
@@ -226,6 +230,20 @@ def validate_config(config: dict) -> None:
             "a number >= 0 (YAML reads 1e-4 as text: write 0.0001 or 1.0e-4)",
             config,
         )
+    _require(
+        isinstance(optim["gamma_lr_mult"], int | float) and not isinstance(optim["gamma_lr_mult"], bool)
+        and optim["gamma_lr_mult"] > 0,
+        "optim.gamma_lr_mult",
+        "a number > 0",
+        config,
+    )  # fmt: skip
+    decay = optim["gamma_weight_decay"]
+    _require(
+        decay is None or (isinstance(decay, int | float) and not isinstance(decay, bool) and decay >= 0),
+        "optim.gamma_weight_decay",
+        "null (same as optim.weight_decay) or a number >= 0",
+        config,
+    )
     for key in ("log_every", "val_every", "save_every"):
         _require(isinstance(train[key], int) and train[key] > 0, f"train.{key}", "a positive integer", config)
 

@@ -94,6 +94,31 @@ class TrainSummary:
     last_scores: dict | None
 
 
+def _is_gamma(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] == "gamma"
+
+
+def parameter_groups(model: torch.nn.Module, optim: dict) -> list[dict]:
+    """One group for every parameter, unless the attention scales gamma get their own learning-rate multiplier
+    or weight decay (optim.gamma_lr_mult, optim.gamma_weight_decay); `lr_mult` scales the poly schedule."""
+    if optim["gamma_lr_mult"] == 1 and optim["gamma_weight_decay"] is None:
+        return [{"params": list(model.parameters()), "lr_mult": 1.0}]
+    named = list(model.named_parameters())
+    gammas = [p for name, p in named if _is_gamma(name)]
+    rest = [p for name, p in named if not _is_gamma(name)]
+    decay = optim["weight_decay"] if optim["gamma_weight_decay"] is None else optim["gamma_weight_decay"]
+    groups = [{"params": rest, "lr_mult": 1.0}]
+    if gammas:
+        groups.append({"params": gammas, "lr_mult": float(optim["gamma_lr_mult"]), "weight_decay": decay})
+    return groups
+
+
+def attention_scales(model: torch.nn.Module) -> dict[str, float]:
+    """The learned attention scales (gamma), logged at each validation: near 0, the attention is unused."""
+    named = model.named_parameters()
+    return {f"gamma/{name}": float(p.detach().reshape(-1)[0]) for name, p in named if _is_gamma(name)}
+
+
 class Trainer:
     """One training run in one folder; `run()` trains to config.optim.iterations (or resumes towards it)."""
 
@@ -237,7 +262,7 @@ class Trainer:
         self.class_weights = self._class_weights()
         self.objective = SegmentationObjective(self.config["loss"], self.class_weights).to(self.device)
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
+            parameter_groups(self.model, optim),
             lr=optim["lr"],
             momentum=optim["momentum"],
             weight_decay=optim["weight_decay"],
@@ -301,7 +326,7 @@ class Trainer:
         optim = self.config["optim"]
         lr = poly_lr(optim["lr"], self.step, optim["iterations"], optim["poly_power"])
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         return lr
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
@@ -476,8 +501,11 @@ class Trainer:
                 "best_step": self.best_step,
                 "time": time.time(),
             }
+            | attention_scales(self.model)
             | scores.to_dict()
         )
+        for name, value in attention_scales(self.model).items():
+            writer.add_scalar(f"val/{name}", value, self.step)
         writer.add_scalar("val/mIoU", scores.mean_iou, self.step)
         writer.add_scalar("val/pixel_accuracy", scores.pixel_accuracy, self.step)
         for name, value in zip(scores.class_names, scores.iou, strict=True):
