@@ -21,24 +21,11 @@ from safetensors.torch import load_file, save_file
 from ccnet.checkpoint import CheckpointError, load_checkpoint, read_index, resolve_in_folder, save_checkpoint
 from ccnet.classes import CAMVID
 from ccnet.model import CCNet
-from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from tests.test_checkpoint import _metadata
 from training.state import load_training_state
 
 ROOT = Path(__file__).absolute().parent.parent
 PROJECT_CODE = ("ccnet", "training", "app", "benchmarks")
-
-
-def _metadata(**changes) -> dict:
-    base = {
-        "class_names": list(CAMVID.names),
-        "palette": CAMVID.palette_lists(),
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "input_size": [32, 48],
-        "dataset": "camvid",
-        "split": "val",
-    }
-    return base | changes
 
 
 @pytest.fixture

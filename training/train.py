@@ -492,6 +492,7 @@ class Trainer:
         self.after_validation(scores)
         if log is None:
             return
+        scales = attention_scales(self.model)
         log.write(
             {
                 "step": self.step,
@@ -501,10 +502,10 @@ class Trainer:
                 "best_step": self.best_step,
                 "time": time.time(),
             }
-            | attention_scales(self.model)
+            | scales
             | scores.to_dict()
         )
-        for name, value in attention_scales(self.model).items():
+        for name, value in scales.items():
             writer.add_scalar(f"val/{name}", value, self.step)
         writer.add_scalar("val/mIoU", scores.mean_iou, self.step)
         writer.add_scalar("val/pixel_accuracy", scores.pixel_accuracy, self.step)
