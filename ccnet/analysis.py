@@ -95,3 +95,77 @@ def prediction_changes(before: np.ndarray, after: np.ndarray) -> PredictionChang
             for i in order
         ]
     return PredictionChanges(changed, transitions)
+
+
+# -------------------------------------------------------------------------------------------------
+# Does the attention follow the classes? (same-class lift)
+# -------------------------------------------------------------------------------------------------
+
+LIFT_REGIONS = ("off_cross", "cross")
+
+
+def cell_centre_labels(labels, size: tuple[int, int]):
+    """Labels (..., H, W) sampled at the centres of an (h, w) feature grid: (..., h, w), nearest pixel."""
+    h, w = size
+    height, width = labels.shape[-2:]
+    rows = np.minimum(((np.arange(h) + 0.5) * height / h).astype(np.int64), height - 1)  # (h,)
+    cols = np.minimum(((np.arange(w) + 0.5) * width / w).astype(np.int64), width - 1)  # (w,)
+    return labels[..., rows, :][..., cols]  # (..., h, w)
+
+
+def lift_region(cell_classes, y: int, x: int, ignore_index: int, region: str = "off_cross") -> np.ndarray:
+    """(h, w) bool: the cells a lift is measured over, ignored cells left out.
+
+    "off_cross": off (y, x)'s row and column (reachable only through two or more loops);
+    "cross": on them, without (y, x) itself (all that one loop reaches).
+    """
+    classes = np.asarray(cell_classes)
+    on_cross = cross_mask(*classes.shape, y, x)
+    if region == "off_cross":
+        mask = ~on_cross
+    elif region == "cross":
+        mask = on_cross.copy()
+        mask[y, x] = False
+    else:
+        raise ValueError(f"region must be one of {LIFT_REGIONS}, got {region!r}")
+    return mask & (classes != ignore_index)
+
+
+def same_class_lift(influence, y: int, x: int, cell_classes, ignore_index: int, region: str = "off_cross"):
+    """How much more of (y, x)'s influence lies on its own class than a class-blind map would put there.
+
+    influence: one map (h, w) of the cell (y, x), or (R, h, w) (one value per map). cell_classes: (h, w)
+    class of every cell (ground truth at the cell centres, or a prediction). With c the class of (y, x)
+    and the region of ``lift_region``: lift = (share of the region's influence on class-c cells) /
+    (share of the region's cells that are class c). 1 = blind to class; NaN when c is ignored, no region
+    cell is class c, or the map puts no mass in the region. Use "cross" for R = 1, "off_cross" for R >= 2.
+    """
+    values = np.asarray(influence, dtype=np.float64)
+    classes = np.asarray(cell_classes)
+    if values.shape[-2:] != classes.shape:
+        raise ValueError(f"influence {values.shape} and cell_classes {classes.shape} differ in (h, w)")
+    region = lift_region(classes, y, x, ignore_index, region)
+    own = classes[y, x]
+    same = region & (classes == own)
+    if own == ignore_index or not same.any():
+        result = np.full(values.shape[:-2], np.nan)
+        return float(result) if values.ndim == 2 else result
+    region_mass = values[..., region].sum(axis=-1)  # (R,) or ()
+    same_mass = values[..., same].sum(axis=-1)  # (R,) or ()
+    uniform_share = same.sum() / region.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lift = np.where(region_mass > 0, same_mass / np.where(region_mass > 0, region_mass, 1.0), np.nan)
+    lift = lift / uniform_share
+    return float(lift) if values.ndim == 2 else lift
+
+
+def class_balanced_mean(values, classes) -> tuple[float, dict[int, float]]:
+    """Mean of ``values`` per class (NaN values left out), then over the classes that have one."""
+    values, classes = np.asarray(values, dtype=np.float64), np.asarray(classes)
+    per_class = {}
+    for label in np.unique(classes):
+        chosen = values[(classes == label) & ~np.isnan(values)]
+        if chosen.size:
+            per_class[int(label)] = float(chosen.mean())
+    overall = float(np.mean(list(per_class.values()))) if per_class else float("nan")
+    return overall, per_class

@@ -8,7 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CCL_DISTANCES", "CategoryConsistentLoss", "OhemCrossEntropy"]
+from ccnet.analysis import cell_centre_labels
+
+__all__ = [
+    "CCL_DISTANCES",
+    "AttentionAffinityLoss",
+    "CategoryConsistentLoss",
+    "OhemCrossEntropy",
+    "same_class_targets",
+]
 
 CCL_DISTANCES = ("piecewise", "quadratic")
 
@@ -201,3 +209,47 @@ class OhemCrossEntropy(nn.Module):
             kth_smallest = true_prob[valid].kthvalue(self.min_kept).values
             threshold = max(threshold, float(kth_smallest))
         return valid & (true_prob <= threshold)
+
+
+def same_class_targets(cells: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each cell, the same-class cells of its cross as a distribution over the criss-cross layout.
+
+    ``cells`` (B, h, w) -> targets (B, h, w, h + w) (column part first, the own position only in the row
+    part, as the attention lays them out) summing to 1, and the mask (B, h, w) of cells with a target.
+    """
+    h = cells.shape[1]
+    known = cells != ignore_index  # (B, h, w)
+    column_same = cells.unsqueeze(-1) == cells.permute(0, 2, 1).unsqueeze(1)  # (B, h, w, h): c(y,x) == c(i,x)
+    column_same &= known.permute(0, 2, 1).unsqueeze(1)
+    column_same &= ~torch.eye(h, dtype=torch.bool, device=cells.device).view(1, h, 1, h)
+    row_same = (cells.unsqueeze(-1) == cells.unsqueeze(2)) & known.unsqueeze(2)  # (B, h, w, w): c(y,x) == c(y,j)
+    same = torch.cat([column_same, row_same], dim=-1).float()  # (B, h, w, h+w)
+    counts = same.sum(dim=-1, keepdim=True)  # (B, h, w, 1)
+    valid = known & (counts.squeeze(-1) > 0)  # (B, h, w)
+    return same / counts.clamp(min=1), valid
+
+
+class AttentionAffinityLoss(nn.Module):
+    """Cross entropy between each cell's criss-cross attention and the uniform distribution over the
+    same-class cells of its cross (ground truth at the cell centres): teaches the attention which of
+    the h + w - 1 positions share the cell's class, as Context Prior's affinity loss (Yu et al., CVPR 2020)
+    does for full attention. Averaged over the loops and the cells with a known class."""
+
+    def __init__(self, ignore_index: int = 255, eps: float = 1e-6):
+        super().__init__()
+        self.ignore_index, self.eps = ignore_index, eps
+
+    def forward(self, attentions: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        if not attentions:
+            raise ValueError("AttentionAffinityLoss needs the attention maps: run the model with return_attention")
+        _check_labels(labels, attentions[0].shape[0], "labels")
+        h, w = attentions[0].shape[1:3]
+        targets, valid = same_class_targets(cell_centre_labels(labels, (h, w)), self.ignore_index)
+        if not valid.any():
+            return _zero_loss(attentions[0])
+        losses = []
+        for attn in attentions:  # (B, h, w, h+w) each
+            log_attn = torch.log(attn.float().clamp(min=self.eps))  # (B, h, w, h+w)
+            per_cell = -(targets * log_attn).sum(dim=-1)  # (B, h, w)
+            losses.append(per_cell[valid].mean())
+        return torch.stack(losses).mean()

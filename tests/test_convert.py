@@ -62,8 +62,8 @@ def head_logits(model: CCNet, images: torch.Tensor) -> tuple[torch.Tensor, torch
     """Both heads' logits at feature resolution (before the final resize), in eval mode."""
     with torch.no_grad():
         features = model.encode(images)
-        logits, _, _ = model.head(features.layer4, None, False, False)
-        return logits, model.aux_head(features.layer3)  # (B, K, h, w) each
+        logits, _, _ = model.head(features.final, None, False, False)
+        return logits, model.aux_head(features.aux)  # (B, K, h, w) each
 
 
 def meta_state(keys: dict[str, list[int]]) -> dict[str, torch.Tensor]:

@@ -59,8 +59,8 @@ def test_output_shapes_for_every_backbone_on_odd_sizes(backbone):
     assert out.logits.shape == (1, K, 33, 47)
     assert out.aux_logits is None and out.attentions is None and out.embeddings is None
     features = model.encode(images)
-    assert features.layer4.shape[-2:] == (feature_size(33), feature_size(47)) == (5, 6)
-    assert features.layer3.shape[1] * 2 == features.layer4.shape[1]
+    assert features.final.shape[-2:] == (feature_size(33), feature_size(47)) == (5, 6)
+    assert features.aux.shape[1] * 2 == features.final.shape[1]
 
 
 @pytest.mark.parametrize("size", [(1, 1), (9, 8), (31, 64)])
@@ -394,8 +394,8 @@ def test_bad_decode_arguments_raise():
     features = model.encode(torch.zeros(1, 3, 16, 16))
     with pytest.raises(ValueError, match="out_size"):
         model.decode(features, (16,))
-    with pytest.raises(ValueError, match=r"features.layer4 of shape \(B, 64, h, w\)"):
-        model.decode(BackboneFeatures(features.layer3, features.layer3), (16, 16))
+    with pytest.raises(ValueError, match=r"features.final of shape \(B, 64, h, w\)"):
+        model.decode(BackboneFeatures(features.aux, features.aux), (16, 16))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -432,8 +432,8 @@ def test_reproduces_mmsegmentation_logits(name):
     io = load_file(str(Path(MMSEG_TESTDATA) / f"ccnet_{name}_small_io.safetensors"))
     with torch.no_grad():
         features = model.encode(io["input"])
-        logits, _, _ = model.head(features.layer4, None, False, False)
-        aux_logits = model.aux_head(features.layer3)
+        logits, _, _ = model.head(features.final, None, False, False)
+        aux_logits = model.aux_head(features.aux)
         full = model(io["input"]).logits
     torch.testing.assert_close(logits, io["decode_logits"], atol=1e-4, rtol=0)
     torch.testing.assert_close(aux_logits, io["aux_logits"], atol=1e-4, rtol=0)

@@ -273,3 +273,48 @@ def test_pause_then_resume_from_the_run_folder_and_export(camvid_factory, tmp_pa
     assert code == 0 and "finished at iteration 4" in capsys.readouterr().out
     assert [m["name"] for m in read_index(bundle)["models"]] == ["tiny"]
     assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+# --- the attention recipe: pretrained-style backbone, gamma start, affinity loss, lift at validation -----
+
+
+def test_mobilenet_run_with_affinity_loss_logs_gamma_and_lift(camvid_factory, tmp_path):
+    config = tiny_training_config(
+        camvid_factory(),
+        model={"backbone": "mobilenet_v2", "base_width": None, "gamma_init": 1.0},
+        loss={"attention_weight": 0.5},
+        optim={"iterations": 4, "gamma_weight_decay": 0.0},
+        train={"val_every": 4, "channels_last": True, "lift_cells": 4},
+    )
+    out = tmp_path / "run"
+    summary = train(config, out, show_progress=False)
+    assert summary.step == 4
+    records = read_metrics(out)
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert all(r["affinity"] > 0 for r in train_records)
+    assert train_records[-1]["loss"] > train_records[-1]["seg"] + 0.4 * train_records[-1]["aux"]
+    val = [r for r in records if r["kind"] == "val"][-1]
+    assert abs(val["gamma/head.attention.cca.gamma"] - 1.0) < 0.5  # started at 1, not at the paper's 0
+    class_names = find_dataset("camvid", config["data"]["root"], "val").classes.names
+    assert val["lift"] > 0 and set(val["lift_per_class"]) <= set(class_names)
+    model, metadata = load_checkpoint(out / "last", device="cpu")
+    assert metadata["model_config"]["backbone"] == "mobilenet_v2"
+
+
+def test_affinity_loss_on_a_baseline_is_a_config_error():
+    with pytest.raises(ConfigError, match="loss.attention_weight"):
+        load_config(None, [{"model": {"recurrence": 0}, "loss": {"attention_weight": 0.4}}])
+
+
+def test_pretrained_file_with_another_hash_is_refused_before_training(camvid_factory, tmp_path, capsys):
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"not the file the recipe was measured with")
+    config_path = tmp_path / "config.yaml"
+    config = tiny_training_config(
+        camvid_factory(),
+        model={"pretrained": str(weights), "pretrained_sha256": "0" * 64},
+    )
+    config_path.write_text(yaml.safe_dump(config))
+    assert train_module.main(["--config", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) != 0
+    assert "model.pretrained_sha256" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.safetensors").exists()

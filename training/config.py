@@ -36,7 +36,9 @@ DEFAULTS: dict = {
         "aux_channels": None,  # None: head_channels // 2; 0: no auxiliary head
         "ccl_channels": 0,  # 16 with the category consistent loss
         "dropout": 0.1,
-        "pretrained": None,  # path of torchvision-named ResNet weights for the backbone
+        "pretrained": None,  # backbone weights file (python -m training.pretrained writes MobileNetV2's)
+        "pretrained_sha256": None,  # when set, a pretrained file with another hash is refused
+        "gamma_init": 0.0,  # initial attention scale gamma (the paper: 0, the attention path closed)
     },
     "loss": {
         "aux_weight": 0.4,
@@ -50,6 +52,9 @@ DEFAULTS: dict = {
         "ccl_alpha": 1.0,
         "ccl_beta": 1.0,
         "ccl_gamma": 0.001,
+        # Weight of the attention affinity loss (ccnet.losses.AttentionAffinityLoss): each cell's attention
+        # against the same-class cells of its cross. 0 = off (the paper).
+        "attention_weight": 0.0,
     },
     "optim": {
         "lr": 0.01,
@@ -72,11 +77,20 @@ DEFAULTS: dict = {
         "save_every": 50,  # full training state, for --resume
         "val_max_images": None,  # evaluate on the first N val images only (None: all)
         "threads": None,  # torch CPU threads (None: torch's default)
+        "channels_last": False,  # model and images in channels-last memory (faster convs on CPU)
+        "lift_cells": 16,  # cells per val image for the same-class lift logged at each validation (0 = off)
     },
 }
 
 # Keys that may change when a run is resumed: they do not change what is computed.
-RESUMABLE_KEYS = {"data.root", "data.num_workers", "train.device", "train.log_every", "train.threads"}
+RESUMABLE_KEYS = {
+    "data.root",
+    "data.num_workers",
+    "train.device",
+    "train.log_every",
+    "train.threads",
+    "train.lift_cells",
+}
 
 
 class ConfigError(ValueError):
@@ -195,6 +209,32 @@ def validate_config(config: dict) -> None:
         not loss["ccl"] or model["ccl_channels"] > 0,
         "model.ccl_channels",
         "> 0 (16 in the paper) when loss.ccl is true",
+        config,
+    )
+    _require(
+        isinstance(loss["attention_weight"], int | float) and not isinstance(loss["attention_weight"], bool)
+        and loss["attention_weight"] >= 0,
+        "loss.attention_weight",
+        "a number >= 0",
+        config,
+    )  # fmt: skip
+    _require(
+        loss["attention_weight"] == 0 or model["recurrence"] > 0,
+        "loss.attention_weight",
+        "0 when model.recurrence is 0 (a baseline has no attention to supervise)",
+        config,
+    )
+    _require(
+        isinstance(model["gamma_init"], int | float) and not isinstance(model["gamma_init"], bool),
+        "model.gamma_init",
+        "a number",
+        config,
+    )
+    sha = model["pretrained_sha256"]
+    _require(
+        sha is None or (isinstance(sha, str) and len(sha) == 64),
+        "model.pretrained_sha256",
+        "null or a 64-character hex sha256",
         config,
     )
     weights = loss["class_weights"]

@@ -20,4 +20,8 @@ class EvaluationError(Exception):
     """Evaluation cannot run as asked (e.g. checkpoint and dataset disagree on the classes)."""
 
 
-USER_ERRORS = (CheckpointError, ConfigError, DatasetError, RunFolderError, EvaluationError)
+class PretrainedError(ValueError):
+    """The pretrained weights file is missing, or not the one the config expects."""
+
+
+USER_ERRORS = (CheckpointError, ConfigError, DatasetError, RunFolderError, EvaluationError, PretrainedError)

@@ -1,4 +1,5 @@
-"""The training objective: segmentation loss (+ auxiliary head at weight 0.4) (+ category consistent loss).
+"""The training objective: segmentation loss (+ auxiliary head at weight 0.4) (+ category consistent loss)
+(+ attention affinity loss).
 
 Segmentation loss is cross-entropy with the ignore index, or OHEM cross-entropy; both take optional
 per-class weights. Returns the total and its parts, for logging.
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccnet.losses import CategoryConsistentLoss, OhemCrossEntropy
+from ccnet.losses import AttentionAffinityLoss, CategoryConsistentLoss, OhemCrossEntropy
 
 from .datasets import IGNORE_INDEX
 
@@ -52,6 +53,14 @@ class SegmentationObjective(nn.Module):
                 ignore_index=IGNORE_INDEX,
             )
 
+        self.attention_weight = float(loss_config.get("attention_weight", 0.0))
+        self.affinity = AttentionAffinityLoss(IGNORE_INDEX) if self.attention_weight > 0 else None
+
+    @property
+    def needs_attention(self) -> bool:
+        """Whether the model must return its attention maps (for the affinity loss)."""
+        return self.affinity is not None
+
     def forward(self, output, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {"seg": self.segmentation(output.logits, labels)}  # logits (B, K, H, W), labels (B, H, W)
         total = parts["seg"]
@@ -63,4 +72,7 @@ class SegmentationObjective(nn.Module):
                 raise ValueError("loss.ccl is on but the model returns no embeddings: set model.ccl_channels > 0")
             parts["ccl"] = self.consistency(output.embeddings.float(), labels)  # (B, E, h, w)
             total = total + parts["ccl"]
+        if self.affinity is not None and output.attentions:
+            parts["affinity"] = self.affinity(output.attentions, labels)  # attentions (B, h, w, h+w) each
+            total = total + self.attention_weight * parts["affinity"]
         return total, parts

@@ -261,7 +261,7 @@ def attention_costs(model_config: dict, device: torch.device, advance=lambda: No
         images = torch.randn(1, 3, *size, device=device)  # (1, 3, H, W)
         measured = {loops: _measure(net, images, count_flops, peak_mb) for loops, net in networks.items()}
         with torch.no_grad():
-            feature = networks[0].encode(images).layer4.shape[-2:]  # (h, w) at output stride 8
+            feature = networks[0].encode(images).final.shape[-2:]  # (h, w) at output stride 8
         for loops in LOOP_COUNTS:
             costs.append(
                 {

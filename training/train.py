@@ -30,10 +30,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ccnet.backbones import load_backbone_weights
 from ccnet.checkpoint import code_version, save_checkpoint
 from ccnet.inference import DEFAULT_CROP_SIZE
 from ccnet.model import build_model
 
+from .attention_quality import attention_lift
 from .class_weights import class_pixel_counts, enet_weights
 from .config import ConfigError, load_config
 from .datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
@@ -42,6 +44,7 @@ from .errors import USER_ERRORS, NonFiniteLossError, RunFolderError
 from .evaluate import confusion_over_dataset, reduce_confusion, shard_indices
 from .metrics import SegmentationScores, scores_from_confusion
 from .objective import SegmentationObjective
+from .pretrained import describe_load_report, verified_weights
 from .run_folder import (
     METRICS_FILE,
     TENSORBOARD_DIR,
@@ -238,12 +241,19 @@ class Trainer:
     def _build_model(self) -> None:
         model_config = dict(self.config["model"])
         pretrained = model_config.pop("pretrained")
+        expected_sha = model_config.pop("pretrained_sha256")
+        gamma_init = float(model_config.pop("gamma_init"))
         self.model = build_model({**model_config, "num_classes": self.train_spec.num_classes})
         if pretrained:
-            from ccnet.model import load_backbone_weights
-
-            load_backbone_weights(self.model.backbone, pretrained)
+            report = load_backbone_weights(self.model.backbone, verified_weights(pretrained, expected_sha))
+            if self.processes.is_main and self.resumed_state is None:
+                print(describe_load_report(pretrained, report), file=sys.stderr)
+        if self.model.attention is not None:
+            with torch.no_grad():
+                self.model.attention.cca.gamma.fill_(gamma_init)
         self.model.to(self.device)
+        if self.config["train"]["channels_last"]:
+            self.model.to(memory_format=torch.channels_last)
         if self.processes.distributed and self.config["train"]["sync_bn"]:
             if self.device.type == "cuda":
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -338,9 +348,11 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.network.train()
         images = images.to(self.device, non_blocking=True)  # (B, 3, H, W)
+        if self.config["train"]["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(self.device, non_blocking=True)  # (B, H, W)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            output = self.network(images)
+            output = self.network(images, return_attention=self.objective.needs_attention)
             loss, parts = self.objective(output, labels)
         if not self._all_finite(loss):
             raise NonFiniteLossError(self._non_finite_message(f"loss is {loss.item()} at iteration {self.step + 1}"))
@@ -370,6 +382,17 @@ class Trainer:
             show_progress=False,
         )
         return scores_from_confusion(reduce_confusion(confusion, self.device), self.val_spec.classes.names)
+
+    def attention_quality(self) -> dict:
+        """The class-balanced same-class lift on val at the trained loop count (training.attention_quality)."""
+        cells = self.config["train"].get("lift_cells", 0)
+        if not cells or self.model.attention is None:
+            return {}
+        result = attention_lift(
+            self.model, self.val_set, self.device, cells_per_image=cells,
+            max_images=self.config["train"]["val_max_images"],
+        )[self.model.recurrence]  # fmt: skip
+        return {"lift": result["lift"], "lift_per_class": result["per_class"]}
 
     def checkpoint_metadata(self, scores: SegmentationScores) -> dict:
         data = self.config["data"]
@@ -492,7 +515,7 @@ class Trainer:
         self.after_validation(scores)
         if log is None:
             return
-        scales = attention_scales(self.model)
+        scales = attention_scales(self.model) | self.attention_quality()
         log.write(
             {
                 "step": self.step,
@@ -506,7 +529,8 @@ class Trainer:
             | scores.to_dict()
         )
         for name, value in scales.items():
-            writer.add_scalar(f"val/{name}", value, self.step)
+            if isinstance(value, float):
+                writer.add_scalar(f"val/{name}", value, self.step)
         writer.add_scalar("val/mIoU", scores.mean_iou, self.step)
         writer.add_scalar("val/pixel_accuracy", scores.pixel_accuracy, self.step)
         for name, value in zip(scores.class_names, scores.iou, strict=True):
