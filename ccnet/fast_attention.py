@@ -296,17 +296,37 @@ def fused_projection_weights(query_conv, key_conv, value_conv, gamma):
 RECOMPUTE_ATTENTION = False
 
 
-def criss_cross_step(x_nhwc, weight, bias, qk_channels: int, return_attention: bool = False,
-                     recompute: bool | None = None):
+def criss_cross_step(
+    x_nhwc, weight, bias, qk_channels: int, return_attention: bool = False, recompute: bool | None = None
+):
     """One CCA loop: x + gamma * CCA(x), gamma already folded into weight and bias.
 
     x_nhwc (B, h, w, C) -> (out (B, h, w, C) contiguous, attn (B, h, w, h + w) or an empty tensor).
     recompute: recompute the attention in backward (None: ``RECOMPUTE_ATTENTION``).
+
+    Under autocast (CPU bfloat16, CUDA float16 or bfloat16) the step runs as a float32 island, as
+    autocast runs softmax: the affinities, the joint softmax and its sums stay exact; the output comes
+    back in the autocast dtype for the convolutions that follow, the attention in float32. Gradients
+    reach the low-precision input and the float32 parameters through autograd's casts.
     """
+    low_precision = _autocast_dtype(x_nhwc.device.type)
+    if low_precision is not None:
+        with torch.autocast(x_nhwc.device.type, enabled=False):
+            out, attn = criss_cross_step(
+                x_nhwc.float(), weight.float(), bias.float(), qk_channels, return_attention, recompute
+            )
+        return out.to(low_precision), attn  # (B, h, w, C) in the autocast dtype, attention float32
     if not _has_pixel_view(x_nhwc):
         x_nhwc = x_nhwc.contiguous()
     recompute = RECOMPUTE_ATTENTION if recompute is None else recompute
     return CrissCrossStepFunction.apply(x_nhwc, weight, bias, qk_channels, return_attention, recompute)
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype active for ``device_type``, or None when autocast is off there."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def _has_pixel_view(x: torch.Tensor) -> bool:

@@ -213,3 +213,61 @@ def test_cuda_fast_path_matches_cpu():
     torch.testing.assert_close(out_gpu.cpu(), out)
     torch.testing.assert_close(attentions_gpu[-1].cpu(), attentions[-1])
     torch.testing.assert_close(x_gpu.grad.cpu(), x.grad)
+
+
+# --- autocast (mixed precision) --------------------------------------------------------------------------
+
+AUTOCAST_CASES = [("cpu", torch.bfloat16)] + (
+    [("cuda", torch.float16), ("cuda", torch.bfloat16)] if torch.cuda.is_available() else []
+)
+
+
+@pytest.mark.parametrize("device,dtype", AUTOCAST_CASES)
+def test_rcca_under_autocast_matches_float32_reference(device, dtype):
+    rcca = make_rcca(c=16, qk=4, recurrence=2).float().to(device)
+    x = torch.randn(2, 16, 9, 11, device=device, requires_grad=True)
+    with torch.autocast(device, dtype=dtype):
+        low = torch.nn.functional.conv2d(x, torch.eye(16, device=device).view(16, 16, 1, 1))  # (B, C, h, w) in dtype
+        assert low.dtype == dtype
+        out, attentions = rcca(low, return_attention=True)
+    assert out.dtype == dtype and all(a.dtype == torch.float32 for a in attentions)
+    ref_out, ref_attentions = reference_rcca(rcca, x, 2)
+
+    # The input was rounded to the autocast dtype before the attention; nothing else loses precision.
+    tolerance = {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(out.float(), ref_out, **tolerance)
+    for got, want in zip(attentions, ref_attentions, strict=True):
+        torch.testing.assert_close(got, want, **tolerance)
+    weights = [torch.randn_like(ref_out)] + [torch.randn_like(a) for a in ref_attentions]
+    inputs = [x, *rcca.parameters()]
+    fast = torch.autograd.grad(loss_of(out.float(), attentions, weights), inputs)
+    ref = torch.autograd.grad(loss_of(ref_out, ref_attentions, weights), inputs)
+    for name, g_fast, g_ref in zip(["x", *dict(rcca.named_parameters())], fast, ref, strict=True):
+        assert g_fast.dtype == torch.float32, name  # parameters and the float32 input keep their dtype
+        scale = g_ref.abs().max().clamp(min=1e-3)
+        assert (g_fast - g_ref).abs().max() <= 3e-2 * scale, name
+
+
+def test_ccnet_training_steps_under_cpu_bfloat16_autocast_lower_the_loss():
+    from ccnet.model import CCNet
+
+    torch.manual_seed(0)
+    model = CCNet(3, "resnet18", recurrence=2, base_width=8, head_channels=16, dropout=0.0)
+    with torch.no_grad():
+        model.attention.cca.gamma.fill_(1.0)
+    images = torch.randn(2, 3, 32, 32)
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)  # (B, H, W): three regions, learnable from position
+    labels[:, :, 16:], labels[:, 16:, :] = 1, 2
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(20):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(images)
+            loss = torch.nn.functional.cross_entropy(output.logits.float(), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.attention.cca.query_conv.weight.grad.abs().sum() > 0
+    assert losses[-1] < 0.5 * losses[0]

@@ -27,6 +27,8 @@ K = 5
 def tiny_model(**overrides) -> CCNet:
     torch.manual_seed(0)
     kwargs = {"num_classes": K, "backbone": "resnet18", **TINY, **overrides}
+    if kwargs["backbone"] == "mobilenet_v2":  # no width to shrink: MobileNetV2 is small already
+        kwargs.pop("base_width", None)
     return CCNet(**kwargs)
 
 
@@ -60,7 +62,7 @@ def test_output_shapes_for_every_backbone_on_odd_sizes(backbone):
     assert out.aux_logits is None and out.attentions is None and out.embeddings is None
     features = model.encode(images)
     assert features.final.shape[-2:] == (feature_size(33), feature_size(47)) == (5, 6)
-    assert features.aux.shape[1] * 2 == features.final.shape[1]
+    assert (features.aux.shape[1], features.final.shape[1]) == model.backbone.feature_channels
 
 
 @pytest.mark.parametrize("size", [(1, 1), (9, 8), (31, 64)])
@@ -285,7 +287,7 @@ def test_pretrained_loads_a_torchvision_named_state_dict(tmp_path, name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a complete file warns about nothing
         model = tiny_model(pretrained=tmp_path / name)
-    assert model.pretrained_report == ([], [])
+    assert model.pretrained_report == ([], [], ["fc.bias", "fc.weight"])  # the classifier: reported unused
     loaded = model.backbone.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("fc."))
     assert "pretrained" not in model.config
@@ -296,7 +298,7 @@ def test_pretrained_reports_missing_and_unexpected_keys(tmp_path):
     save_backbone(path, base_width=8)
     with pytest.warns(UserWarning, match="missing keys") as caught:
         model = tiny_model(stem="deep", stem_channels=8, pretrained=path)
-    missing, unexpected = model.pretrained_report
+    missing, unexpected, _ = model.pretrained_report
     assert "stem.0.weight" in missing and "stem.7.running_var" in missing
     assert all(key.startswith("stem.") for key in missing)
     assert sorted(unexpected) == sorted(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -318,3 +319,20 @@ def test_pretrained_file_with_another_hash_is_refused_before_training(camvid_fac
     assert train_module.main(["--config", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) != 0
     assert "model.pretrained_sha256" in capsys.readouterr().err
     assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+@pytest.mark.parametrize("amp,expected", [(True, None), (False, None), ("bfloat16", torch.bfloat16)])
+def test_amp_setting_chooses_the_cpu_autocast_dtype(amp, expected):
+    assert train_module.autocast_dtype(amp, "cpu") == expected
+    assert train_module.autocast_dtype(True, "cuda") == torch.float16
+
+
+def test_bfloat16_training_on_cpu_runs_and_records_its_precision(camvid_factory, tmp_path):
+    config = tiny_training_config(camvid_factory(), train={"amp": "bfloat16", "channels_last": True})
+    summary = train(config, tmp_path / "run", show_progress=False)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
+    assert summary.step == 6 and len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    _, metadata = load_checkpoint(tmp_path / "run" / "last", device="cpu")
+    assert metadata["train_config"]["train"]["amp"] == "bfloat16"
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(None, [{"train": {"amp": "int8"}}])

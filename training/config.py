@@ -70,7 +70,7 @@ DEFAULTS: dict = {
     },
     "train": {
         "device": "auto",  # auto | cpu | cuda | cuda:N
-        "amp": True,  # mixed precision, CUDA only
+        "amp": True,  # mixed precision: true = float16 on CUDA only; "bfloat16" / "float16" on any device
         "sync_bn": False,  # SyncBatchNorm under DDP (CUDA only)
         "log_every": 10,
         "val_every": 250,
@@ -282,6 +282,12 @@ def validate_config(config: dict) -> None:
         decay is None or (isinstance(decay, int | float) and not isinstance(decay, bool) and decay >= 0),
         "optim.gamma_weight_decay",
         "null (same as optim.weight_decay) or a number >= 0",
+        config,
+    )
+    _require(
+        train["amp"] in (True, False, "bfloat16", "float16"),
+        "train.amp",
+        'true, false, "bfloat16" or "float16"',
         config,
     )
     for key in ("log_every", "val_every", "save_every"):

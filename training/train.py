@@ -79,6 +79,19 @@ def _worker_init(_: int) -> None:
 # --- schedule -----------------------------------------------------------------------------------------
 
 
+def autocast_dtype(amp, device_type: str) -> torch.dtype | None:
+    """train.amp -> the autocast dtype on this device, or None (float32).
+
+    true: float16 on CUDA, float32 on CPU (the recorded runs' meaning); "bfloat16" / "float16": that
+    dtype on any device; false: float32.
+    """
+    if amp is True:
+        return torch.float16 if device_type == "cuda" else None
+    if amp in ("bfloat16", "float16"):
+        return getattr(torch, amp)
+    return None
+
+
 def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
     """lr * (1 - step / total) ^ power: the learning rate of (0-based) iteration `step`."""
     return base_lr * (1 - step / total) ** power
@@ -277,8 +290,12 @@ class Trainer:
             momentum=optim["momentum"],
             weight_decay=optim["weight_decay"],
         )
-        self.amp = bool(train["amp"]) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp_dtype = autocast_dtype(train["amp"], self.device.type)
+        self.amp = self.amp_dtype is not None
+        # A loss scale only for float16: bfloat16 has float32's exponent range.
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
 
     # -- state --
 
@@ -351,7 +368,7 @@ class Trainer:
         if self.config["train"]["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(self.device, non_blocking=True)  # (B, H, W)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
             output = self.network(images, return_attention=self.objective.needs_attention)
             loss, parts = self.objective(output, labels)
         if not self._all_finite(loss):
