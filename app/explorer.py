@@ -31,6 +31,7 @@ class Decoded:
     prediction: np.ndarray  # (H, W) class index per pixel
     gamma: float  # the model's residual scale, for rollout
     classes_present: list[int] = field(default_factory=list)  # sorted class ids in `prediction`
+    branch_weight: np.ndarray | None = None  # (R, h, w): |gamma * aggregated| / |residual input| per loop
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -42,7 +43,8 @@ class Decoded:
         return sample_at_cells(self.prediction, self.grid_size)
 
     def nbytes(self) -> int:
-        return sum(a.numel() * a.element_size() for a in self.attentions) + self.prediction.nbytes
+        branch = 0 if self.branch_weight is None else self.branch_weight.nbytes
+        return sum(a.numel() * a.element_size() for a in self.attentions) + self.prediction.nbytes + branch
 
 
 class BoundedCache:
@@ -116,8 +118,8 @@ class _Stopwatch:
         self.timings.add(self.name, 1000 * (time.perf_counter() - self.start))
 
 
-def decode_key(digest: str, model_name: str, recurrence: int) -> tuple[str, str, int]:
-    return (digest, model_name, recurrence)
+def decode_key(digest: str, model_id: str, recurrence: int) -> tuple[str, str, int]:
+    return (digest, model_id, recurrence)
 
 
 @torch.inference_mode()
@@ -132,11 +134,13 @@ def encode_and_decode(loaded: LoadedModel, rgb: np.ndarray, loop_counts: Sequenc
         for recurrence in loop_counts:
             output = loaded.model.decode(features, size, recurrence=recurrence, return_attention=True)
             prediction = _class_map(output.logits[0])  # (H, W)
+            branch = loaded.model.attention_branch_weight(features, recurrence)[0]  # (R, h, w)
             results[recurrence] = Decoded(
                 attentions=[a[0].float().cpu() for a in output.attentions],  # R x (h, w, h + w)
                 prediction=prediction,
                 gamma=loaded.gamma,
                 classes_present=[int(c) for c in np.unique(prediction)],
+                branch_weight=branch.float().cpu().numpy(),
             )
     return results
 
@@ -156,12 +160,12 @@ def cached_decodes(
     compute: Callable[[LoadedModel, np.ndarray, Sequence[int]], dict[int, Decoded]] = encode_and_decode,
 ) -> tuple[dict[int, Decoded], bool]:
     """({R: Decoded}, computed_now): only the loop counts missing from the cache are decoded."""
-    found = {r: cache.get(decode_key(digest, loaded.name, r)) for r in loop_counts}
+    found = {r: cache.get(decode_key(digest, loaded.cache_id, r)) for r in loop_counts}
     missing = [r for r, decoded in found.items() if decoded is None]
     if missing:
         fresh = compute(loaded, rgb, missing)
         for recurrence, decoded in fresh.items():
-            cache.put(decode_key(digest, loaded.name, recurrence), decoded, decoded.nbytes())
+            cache.put(decode_key(digest, loaded.cache_id, recurrence), decoded, decoded.nbytes())
         found.update(fresh)
     return found, bool(missing)
 

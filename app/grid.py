@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ccnet.analysis import cell_centre_labels
+
 Size = tuple[int, int]  # (height, width)
 
 
@@ -29,11 +31,7 @@ def cell_centre(y: int, x: int, image_size: Size, grid_size: Size) -> tuple[floa
 
 def sample_at_cells(values: np.ndarray, grid_size: Size) -> np.ndarray:
     """Per-pixel map (H, W) -> (h, w) by taking the pixel under each cell's centre (classes never blend)."""
-    height, width = values.shape[:2]
-    rows, cols = grid_size
-    ys = np.minimum(((np.arange(rows) + 0.5) * height / rows).astype(int), height - 1)  # (h,)
-    xs = np.minimum(((np.arange(cols) + 0.5) * width / cols).astype(int), width - 1)  # (w,)
-    return values[ys[:, None], xs[None, :]]  # (h, w)
+    return cell_centre_labels(values, grid_size)  # (h, w): the library's rule, as the lift uses it
 
 
 def display_to_image(

@@ -259,6 +259,11 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def cache_id(self) -> str:
+        """Names this exact save: two checkpoints sharing a name (another folder) never share cached results."""
+        return f"{self.name}:{self.metadata.get('save_id', '')}"
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.metadata["class_names"])
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ccnet.analysis import cross_share
+from ccnet.analysis import cross_share, mean_attention_distance, same_class_lift, uniform_same_class_share
 from training.metrics import confusion_matrix, scores_from_confusion
 
 
@@ -70,4 +70,67 @@ def influence_stats(
         own_class_share=own_class_share(influence, classes_on_grid, clicked_class),
         miou=miou,
         cross_share=cross_share(influence, *cell) if cell is not None else None,
+    )
+
+
+# A gamma this small leaves the attention's contribution under a few percent of the features: say so.
+QUIET_GAMMA = 0.05
+NO_IGNORE = -1  # predictions have no ignored cells
+
+
+@dataclass(frozen=True)
+class Lift:
+    lift: float  # share on the class over a uniform map's share; 1 = blind to class, NaN = undefined
+    uniform_share: float  # what a uniform map puts on the class in the same region (0..1)
+    region: str  # "cross" (R = 1) or "off_cross" (R >= 2)
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """Is this map meaningful? Each number with the baseline it is read against."""
+
+    lift_predicted: Lift  # against the predicted classes
+    lift_truth: Lift | None  # against the ground truth, when the image has labels
+    distance_px: float  # influence-weighted mean distance from the clicked pixel (image pixels)
+    uniform_distance_px: float  # the same for a uniform map over the image
+    gamma: float
+    branch_weight: list[float]  # per loop at the clicked cell: |gamma * aggregated| / |residual input|
+
+    @property
+    def attention_quiet(self) -> bool:
+        return abs(self.gamma) < QUIET_GAMMA
+
+
+def lift_for(influence: np.ndarray, cell: tuple[int, int], classes: np.ndarray, ignore: int, loops: int) -> Lift:
+    """The same-class lift of a composed map in the region its loop count can reach beyond the cross."""
+    region = "cross" if loops == 1 else "off_cross"
+    return Lift(
+        lift=float(same_class_lift(influence, *cell, classes, ignore, region)),
+        uniform_share=uniform_same_class_share(*cell, classes, ignore, region),
+        region=region,
+    )
+
+
+def scorecard(
+    influence: np.ndarray,
+    cell: tuple[int, int],
+    predicted_classes: np.ndarray,
+    truth_classes: np.ndarray | None,
+    image_size: tuple[int, int],
+    loops: int,
+    gamma: float,
+    branch_weight: np.ndarray | None,
+) -> Scorecard:
+    """influence (h, w) after `loops` loops; *_classes (h, w) at the cell centres; truth ignores 255."""
+    h, w = influence.shape
+    cell_size = (image_size[0] / h, image_size[1] / w)
+    distance, uniform = mean_attention_distance(influence, *cell, cell_size)
+    at_cell = [] if branch_weight is None else [float(b[cell]) for b in branch_weight]
+    return Scorecard(
+        lift_predicted=lift_for(influence, cell, predicted_classes, NO_IGNORE, loops),
+        lift_truth=None if truth_classes is None else lift_for(influence, cell, truth_classes, 255, loops),
+        distance_px=distance,
+        uniform_distance_px=uniform,
+        gamma=gamma,
+        branch_weight=at_cell,
     )

@@ -27,10 +27,10 @@ from app.explorer import (
     decode_key,
     single_threaded,
 )
-from app.grid import display_to_image
+from app.grid import display_to_image, sample_at_cells
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
-from app.stats import InfluenceStats, image_miou, influence_stats
+from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_stats, scorecard
 from ccnet.analysis import cross_share, map_overlap, prediction_changes
 
 PLOT_CONFIG = {"displayModeBar": False}
@@ -64,6 +64,7 @@ class ColumnResult:
     stats: InfluenceStats
     clicked_class: int
     second: ColumnMaps | None = None  # pixel B's maps, when comparing two pixels
+    score: Scorecard | None = None  # the click's numbers against their baselines
 
 
 def current_point(image: DecodedImage, key: str = POINT_KEY) -> tuple[int, int]:
@@ -141,7 +142,7 @@ def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[s
     decodes = {}
     for name, loop_counts in wanted.items():
         start = time.perf_counter()
-        new = any(decode_key(image.digest, name, r) not in cache for r in loop_counts)
+        new = any(decode_key(image.digest, models[name].cache_id, r) not in cache for r in loop_counts)
         with st.spinner(f"Running {name} on the image (once; clicks then reuse it)...") if new else nullcontext():
             found, computed = cached_decodes(cache, models[name], image.rgb, image.digest, loop_counts)
         step = ENCODE_STEP if computed else "attentions from the cache"
@@ -160,7 +161,14 @@ def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=N
     second = None
     if second_point is not None:
         second = column_maps(decoded, *second_point, options.mode, with_per_loop=False)
-    return ColumnResult(spec, loaded, decoded, maps, stats, clicked_class, second)
+    truth_cells = None
+    if truth is not None and truth.num_classes == len(loaded.class_names):
+        truth_cells = sample_at_cells(truth.labels, decoded.grid_size)  # (h, w)
+    score = scorecard(
+        maps.composed, maps.cell, decoded.grid_classes, truth_cells, decoded.prediction.shape[:2],
+        spec.recurrence, decoded.gamma, decoded.branch_weight,
+    )  # fmt: skip
+    return ColumnResult(spec, loaded, decoded, maps, stats, clicked_class, second, score)
 
 
 def _comparison_controls() -> None:
@@ -334,6 +342,38 @@ def _stats_lines(result: ColumnResult) -> None:
     if stats.miou is not None:
         lines.append(f"image mIoU at R = {result.spec.recurrence}: **{100 * stats.miou:.1f}%**")
     st.markdown("  \n".join(lines))
+    if result.score is not None:
+        _scorecard_lines(result)
+
+
+def _lift_text(lift: Lift, against: str) -> str:
+    where = "on its row and column" if lift.region == "cross" else "off its row and column"
+    if lift.lift != lift.lift:  # NaN
+        return f"same-class lift ({against}): – (no other cell of its class {where})"
+    return (
+        f"same-class lift ({against}): **{lift.lift:.2f}x** what a uniform map gives "
+        f"({100 * lift.uniform_share:.1f}% of the cells {where} share its class)"
+    )
+
+
+def _scorecard_lines(result: ColumnResult) -> None:
+    """Scorecard: each number next to the baseline it is read against (1.0x = blind to class)."""
+    score = result.score
+    lines = [_lift_text(score.lift_predicted, "predicted classes")]
+    if score.lift_truth is not None:
+        lines.append(_lift_text(score.lift_truth, "ground truth"))
+    lines.append(
+        f"mean attention distance **{score.distance_px:.0f} px** (uniform map: {score.uniform_distance_px:.0f} px)"
+    )
+    if score.branch_weight:
+        weights = ", ".join(f"{w:.2f}" for w in score.branch_weight)
+        lines.append(f"γ = {score.gamma:.3g}; attention branch / residual at this cell, per loop: **{weights}**")
+    st.markdown("  \n".join(lines))
+    if score.attention_quiet:
+        st.warning(
+            f"γ = {score.gamma:.3g}: this model's attention barely reaches its output, so these maps are not "
+            "what the network uses. Compare a model whose γ is far from 0."
+        )
 
 
 def _per_loop_images(image, result: ColumnResult, options: ViewOptions, px: int, py: int) -> None:

@@ -147,7 +147,7 @@ def same_class_lift(influence, y: int, x: int, cell_classes, ignore_index: int, 
     region = lift_region(classes, y, x, ignore_index, region)
     own = classes[y, x]
     same = region & (classes == own)
-    if own == ignore_index or not same.any():
+    if own == ignore_index or not same.any():  # nothing to compare with: no lift
         result = np.full(values.shape[:-2], np.nan)
         return float(result) if values.ndim == 2 else result
     region_mass = values[..., region].sum(axis=-1)  # (R,) or ()
@@ -157,6 +157,34 @@ def same_class_lift(influence, y: int, x: int, cell_classes, ignore_index: int, 
         lift = np.where(region_mass > 0, same_mass / np.where(region_mass > 0, region_mass, 1.0), np.nan)
     lift = lift / uniform_share
     return float(lift) if values.ndim == 2 else lift
+
+
+def uniform_same_class_share(y: int, x: int, cell_classes, ignore_index: int, region: str = "off_cross") -> float:
+    """What a class-blind (uniform) map puts on (y, x)'s class in the region: the lift's denominator.
+
+    NaN when (y, x) is ignored or the region is empty.
+    """
+    classes = np.asarray(cell_classes)
+    mask = lift_region(classes, y, x, ignore_index, region)
+    if classes[y, x] == ignore_index or not mask.any():
+        return float("nan")
+    return float((mask & (classes == classes[y, x])).sum() / mask.sum())
+
+
+def mean_attention_distance(influence, y: int, x: int, cell_size: tuple[float, float] = (1.0, 1.0)):
+    """(influence-weighted mean distance from (y, x), the same for a uniform map), in units of cell_size.
+
+    cell_size = (image pixels per cell vertically, horizontally) gives image pixels (ViT's "mean
+    attention distance", measured from the clicked cell's centre to every cell's centre).
+    """
+    values = np.asarray(influence, dtype=np.float64)
+    h, w = values.shape
+    rows = (np.arange(h) - y)[:, None] * cell_size[0]  # (h, 1)
+    cols = (np.arange(w) - x)[None, :] * cell_size[1]  # (1, w)
+    distance = np.sqrt(rows**2 + cols**2)  # (h, w)
+    total = values.sum()
+    weighted = float((values * distance).sum() / total) if total > 0 else float("nan")
+    return weighted, float(distance.mean())
 
 
 def class_balanced_mean(values, classes) -> tuple[float, dict[int, float]]:

@@ -353,6 +353,26 @@ class CCNet(nn.Module):
         features = self.encode(images)
         return self.decode(features, images.shape[-2:], recurrence, return_attention)
 
+    @torch.no_grad()
+    def attention_branch_weight(self, features: BackboneFeatures, recurrence: int | None = None) -> torch.Tensor:
+        """How much each loop's attention moves each cell: |gamma * aggregated| / |residual input|.
+
+        Per loop r and cell, the norm over channels of what the attention adds, over the norm of the
+        features it adds to. Near 0: the attention barely reaches the output (e.g. gamma ~ 0).
+        Returns (B, R, h, w); (B, 0, h, w) for a model without attention or R = 0.
+        """
+        self._check_features(features)
+        loops = self.head.loop_count(recurrence)
+        state = self.head.reduce(features.final)  # (B, C, h, w)
+        weights = []
+        for _ in range(loops):
+            updated = self.attention(state, 1)  # (B, C, h, w): state + gamma * aggregated
+            added = (updated - state).norm(dim=1)  # (B, h, w)
+            weights.append(added / state.norm(dim=1).clamp(min=1e-12))
+            state = updated
+        b, _, h, w = state.shape
+        return torch.stack(weights, dim=1) if weights else state.new_zeros(b, 0, h, w)  # (B, R, h, w)
+
     def _check_features(self, features: BackboneFeatures) -> None:
         expected = self.backbone.feature_channels
         if not (isinstance(features, tuple) and len(features) == 2):

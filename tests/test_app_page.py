@@ -391,3 +391,53 @@ def test_guide_opens_an_example_in_one_click(monkeypatch, tmp_path):
     assert_no_exception(app)
     assert app.sidebar.radio(key="source").value == "Examples folder"
     assert "How to read this page" not in texts(app) and "Clicked pixel" in texts(app)
+
+
+def test_scorecard_reads_each_number_against_its_baseline(app):
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    assert_no_exception(app)
+    text = texts(app)
+    assert text.count("same-class lift (predicted classes)") == 3
+    assert text.count("what a uniform map gives") + text.count("no other cell of its class") >= 3
+    assert text.count("mean attention distance") == 3 and text.count("(uniform map: ") == 3
+    assert text.count("γ = 0.5; attention branch / residual at this cell, per loop") == 3
+    assert "barely reaches its output" not in text  # gamma 0.5 is far from 0
+
+
+def test_a_model_whose_gamma_is_near_zero_gets_a_visible_note(monkeypatch, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from ccnet.checkpoint import SAVE_ID_KEY
+
+    folder = make_checkpoint_folder(tmp_path / "quiet", recurrences=(2,))
+    for weights in folder.glob("*.safetensors"):  # the same model with gamma ~ 0, saved as a new save
+        state = load_file(str(weights))
+        state["head.attention.cca.gamma"] = torch.full_like(state["head.attention.cca.gamma"], 0.003)
+        save_file(state, str(weights), metadata=_safetensors_metadata(weights) | {SAVE_ID_KEY: "quiet"})
+        sidecar = weights.with_suffix(".json")
+        sidecar.write_text(json.dumps(json.loads(sidecar.read_text()) | {"save_id": "quiet"}))
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    app = upload(AppTest.from_file(MAIN, default_timeout=60).run(), "street.png", image_bytes(street_rgb()))
+    assert_no_exception(app)
+    assert "γ = 0.003: this model's attention barely reaches its output" in texts(app)
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata() or {}
+
+
+def test_scorecard_uses_the_ground_truth_when_the_image_has_labels(monkeypatch, tmp_path):
+    from ccnet.classes import CAMVID
+
+    folder = tmp_path / "camvid_checkpoints"
+    save_tiny_checkpoint(folder, "camvid_r2", recurrence=2, classes=CAMVID)
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CCNET_EXAMPLES", str(camvid_like(tmp_path / "camvid")))
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    app.sidebar.radio(key="source").set_value("Examples folder").run()
+    assert_no_exception(app)
+    assert texts(app).count("same-class lift (ground truth)") == 3

@@ -327,3 +327,27 @@ def test_example_labels_follow_the_scaled_image(tmp_path):
     loaded = load_example(examples, examples.examples[0], max_side=48)
     assert loaded.image.rgb.shape == (36, 48, 3) and loaded.labels.shape == (36, 48)
     assert set(np.unique(loaded.labels)) <= {0, 3, 255} and loaded.class_names[3] == "Road"
+
+
+def test_scorecard_numbers_come_from_the_library():
+    import math
+
+    from app.stats import scorecard
+    from ccnet.analysis import mean_attention_distance, same_class_lift, uniform_same_class_share
+
+    rng = np.random.default_rng(0)
+    influence = rng.random((6, 8))
+    influence /= influence.sum()
+    predicted = rng.integers(0, 3, (6, 8))
+    truth = predicted.copy()
+    truth[0, :] = 255
+    branch = rng.random((2, 6, 8))
+    score = scorecard(influence, (2, 3), predicted, truth, (48, 96), loops=2, gamma=0.5, branch_weight=branch)
+    assert score.lift_predicted.lift == same_class_lift(influence, 2, 3, predicted, -1, "off_cross")
+    assert score.lift_predicted.uniform_share == uniform_same_class_share(2, 3, predicted, -1, "off_cross")
+    assert score.lift_truth.lift == same_class_lift(influence, 2, 3, truth, 255, "off_cross")
+    assert (score.distance_px, score.uniform_distance_px) == mean_attention_distance(influence, 2, 3, (8.0, 12.0))
+    assert score.branch_weight == [branch[0, 2, 3], branch[1, 2, 3]] and not score.attention_quiet
+    one_loop = scorecard(influence, (2, 3), predicted, None, (48, 96), loops=1, gamma=0.001, branch_weight=None)
+    assert one_loop.lift_predicted.region == "cross" and one_loop.lift_truth is None and one_loop.attention_quiet
+    assert not math.isnan(one_loop.distance_px)

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from ccnet.analysis import cell_centre_labels, class_balanced_mean, lift_region, same_class_lift
+from ccnet.analysis import (
+    cell_centre_labels,
+    class_balanced_mean,
+    lift_region,
+    mean_attention_distance,
+    same_class_lift,
+    uniform_same_class_share,
+)
 from ccnet.attention import criss_cross_mask, cross_to_dense
 from ccnet.losses import AttentionAffinityLoss, same_class_targets
 
@@ -141,3 +148,48 @@ def test_affinity_loss_needs_attention_and_ignores_unlabelled_images():
     value = loss([attention], torch.full((1, 4, 4), IGNORE))
     value.backward()
     assert value.item() == 0 and attention.grad.abs().sum() == 0
+
+
+# --- the scorecard's other numbers ----------------------------------------------------------------------
+
+
+def test_uniform_share_is_the_lift_denominator():
+    classes = np.array([[0, 0, 1], [1, 0, 1], [0, 1, IGNORE]])
+    # (0, 0): off-cross cells (1,1)=0, (1,2)=1, (2,1)=1, (2,2) ignored -> 1 of 3 is class 0
+    assert uniform_same_class_share(0, 0, classes, IGNORE) == pytest.approx(1 / 3)
+    assert math.isnan(uniform_same_class_share(2, 2, classes, IGNORE))
+
+
+def test_mean_attention_distance_against_brute_force_and_uniform():
+    rng = np.random.default_rng(3)
+    influence = rng.random((4, 6))
+    weighted, uniform = mean_attention_distance(influence, 1, 2, cell_size=(8.0, 5.0))
+    cells = [(i, j) for i in range(4) for j in range(6)]
+    dist = {c: math.hypot(8.0 * (c[0] - 1), 5.0 * (c[1] - 2)) for c in cells}
+    assert weighted == pytest.approx(sum(influence[c] * dist[c] for c in cells) / influence.sum())
+    assert uniform == pytest.approx(sum(dist.values()) / len(cells))
+    one_hot = np.zeros((4, 6))
+    one_hot[1, 2] = 1.0
+    assert mean_attention_distance(one_hot, 1, 2)[0] == 0.0
+
+
+def test_attention_branch_weight_is_zero_at_gamma_zero_and_matches_the_loops():
+    from ccnet.model import CCNet
+
+    torch.manual_seed(0)
+    model = CCNet(3, "resnet18", recurrence=2, base_width=8, head_channels=16).eval()
+    images = torch.randn(1, 3, 40, 48)
+    features = model.encode(images)
+    assert torch.all(model.attention_branch_weight(features) == 0)  # gamma starts at 0
+    with torch.no_grad():
+        model.attention.cca.gamma.fill_(0.7)
+        weights = model.attention_branch_weight(features, 3)  # (1, 3, h, w)
+        state = model.head.reduce(features.final)
+        expected = []
+        for _ in range(3):
+            nxt = model.attention(state, 1)
+            expected.append((nxt - state).norm(dim=1) / state.norm(dim=1))
+            state = nxt
+    assert weights.shape == (1, 3, 5, 6)
+    torch.testing.assert_close(weights, torch.stack(expected, dim=1))
+    assert model.attention_branch_weight(features, 0).shape == (1, 0, 5, 6)

@@ -1,6 +1,6 @@
 """Compare training runs step by step: val mIoU and the learned attention scale gamma at each validation.
 
-    python -m training.compare results/camvid/camvid_r2_s0 results/camvid/camvid_r2_gamma10_s0
+    python -m training.compare results/camvid/camvid_r2_s0 results/camvid/camvid_r2_paper_s0
     python -m training.compare runs/a runs/b --every 500
 
 Reads each run folder's metrics.jsonl (a live run too) and prints one markdown table: a row per validation
