@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The per-image questions are propagation maths; they are asked from here too, with the others.
+from ccnet.propagation import class_attention_matrix, query_independence, reverse_influence_maps  # noqa: F401
+
 
 def cross_mask(height: int, width: int, y: int, x: int) -> np.ndarray:
     """(h, w) bool: True on row y and column x, the cells one criss-cross loop connects to (y, x)."""

@@ -100,3 +100,90 @@ def _residual_scales(mode: str, gammas, loops: int, like: torch.Tensor) -> torch
         raise ValueError(f"rollout needs one gamma per loop ({loops}), got {len(gammas)}")
     # Magnitude of the attention path against the identity: a negative learned gamma still mixes in.
     return torch.tensor([abs(float(g)) for g in gammas], dtype=like.dtype, device=like.device)
+
+
+# -------------------------------------------------------------------------------------------------
+# The other direction: who reads from a pixel, and who reads from which class
+# -------------------------------------------------------------------------------------------------
+
+
+def apply_cross(maps: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """``A m`` for each map m: every pixel gathers its cross's values by its attention weights.
+
+    maps (..., h, w) and attn (..., h, w, h + w) with matching leading dims; returns (..., h, w).
+    """
+    h = maps.shape[-2]
+    from_column = torch.einsum("...yxi,...ix->...yx", attn[..., :h], maps)  # (..., h, w)
+    from_row = torch.einsum("...yxj,...yj->...yx", attn[..., h:], maps)  # (..., h, w)
+    return from_column + from_row
+
+
+def _propagate_forward(stacked: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """``A_r ... A_1 m`` for r = 1..R: stacked (R, h, w, h+w), start (..., h, w) -> (R, ..., h, w)."""
+    results, current = [], start
+    for attn in stacked:  # loop 1 first: the composition applies A_1 to m first
+        current = apply_cross(current, attn)  # (..., h, w)
+        results.append(current)
+    return torch.stack(results)
+
+
+def reverse_influence_maps(attentions: Sequence[torch.Tensor], y: int, x: int) -> torch.Tensor:
+    """Who reads from cell (y, x): column (y, x) of ``A_r ... A_1`` for r = 1..R, as (R, h, w).
+
+    Entry [r, u] is the share of u's influence after r + 1 loops that comes from (y, x) (the same
+    number ``influence_maps(attentions, *u)[r, y, x]`` gives), so a map does not sum to 1.
+    """
+    stacked, batched = _stack_attentions(attentions)  # (R, B, h, w, h+w)
+    if batched and stacked.shape[1] != 1:
+        raise ValueError("reverse_influence_maps takes one image's attentions: (h, w, h + w) per loop")
+    stacked = stacked[:, 0]  # (R, h, w, h+w)
+    _, h, w, _ = stacked.shape
+    _check_position(y, x, h, w)
+    one_hot = stacked.new_zeros(h, w)
+    one_hot[y, x] = 1
+    return _propagate_forward(stacked, one_hot)  # (R, h, w)
+
+
+def class_attention_matrix(
+    attentions: Sequence[torch.Tensor], cell_classes: torch.Tensor, num_classes: int, ignore_index: int
+) -> torch.Tensor:
+    """Who attends to whom, by class: (R, K, K); [r, i, j] = mean over the known cells u of class i of
+    the share of u's influence after r + 1 loops that lies on class-j cells (among known cells).
+
+    Rows sum to 1; the row of a class absent from the image is NaN. The K class-indicator maps (and
+    one of all known cells, the denominator) are propagated through the loops: K + 1 influence maps'
+    worth of work, never an hw x hw matrix. attentions: (h, w, h + w) per loop; cell_classes (h, w).
+    """
+    stacked, batched = _stack_attentions(attentions)  # (R, B, h, w, h+w)
+    if batched and stacked.shape[1] != 1:
+        raise ValueError("class_attention_matrix takes one image's attentions: (h, w, h + w) per loop")
+    stacked = stacked[:, 0].double()  # (R, h, w, h+w)
+    classes = torch.as_tensor(cell_classes, device=stacked.device).long()  # (h, w)
+    if classes.shape != stacked.shape[1:3]:
+        grid = tuple(stacked.shape[1:3])
+        raise ValueError(f"cell_classes {tuple(classes.shape)} must match the attention grid {grid}")
+    known = classes != ignore_index  # (h, w)
+    labels = torch.arange(num_classes, device=stacked.device).view(-1, 1, 1)  # (K, 1, 1)
+    indicators = ((classes == labels) & known).double()  # (K, h, w)
+    reached = _propagate_forward(stacked, torch.cat([indicators, known.double().unsqueeze(0)]))  # (R, K+1, h, w)
+    shares = reached[:, :num_classes] / reached[:, num_classes:].clamp(min=1e-300)  # (R, K, h, w): P_u(class j)
+    counts = indicators.sum(dim=(-2, -1))  # (K,) cells of class i
+    # [r, i, j] = sum over u of class i of shares[r, j, u], over the count of class i
+    sums = torch.einsum("ihw,rjhw->rij", indicators, shares)  # (R, K, K)
+    matrix = sums / counts.view(1, -1, 1)
+    matrix[:, counts == 0] = float("nan")
+    return matrix
+
+
+def query_independence(maps: torch.Tensor) -> float:
+    """Mean cosine similarity between the influence maps of different query cells, maps (N, h, w).
+
+    Near 1: every query sees the same map (GCNet's finding about non-local blocks); low: query-specific.
+    """
+    flat = maps.reshape(maps.shape[0], -1).double()  # (N, hw)
+    if flat.shape[0] < 2:
+        raise ValueError("query_independence needs the maps of at least two query cells")
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-300)
+    similarity = unit @ unit.T  # (N, N)
+    n = flat.shape[0]
+    return float((similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1)))
