@@ -18,6 +18,10 @@ SCALE_MODES = {
     "Log scale": "log",
 }
 PROPAGATION = {"Attention only (composition)": "attention", "Rollout (with the residual path)": "rollout"}
+DIRECTIONS = {
+    "Where does this pixel read from?": "reads_from",
+    "Which pixels read from this pixel?": "feeds",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class ViewOptions:
     clamp_percent: float = 1.0  # clamp the colours at this share of the total influence, in %
     hide_cross: bool = False  # leave the clicked pixel's own row and column uncoloured
     show_changes: bool = True  # where the predicted class changes between loop counts
+    direction: str = "reads_from"  # or "feeds": the reverse view (a column of the composed attention)
 
 
 def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
@@ -108,6 +113,16 @@ def view_options() -> ViewOptions:
             "model's learned residual scale; composition multiplies A_r alone.",
         )
     ]
+    direction = DIRECTIONS[
+        sidebar.radio(
+            "Direction",
+            list(DIRECTIONS),
+            key="direction",
+            help="Reverse view: instead of the clicked pixel's influence map (a row of the composed attention), "
+            "how much of every pixel's reading comes from the clicked pixel (its column), normalised to sum 1. "
+            "It composes the attention alone.",
+        )
+    ]
     per_loop = sidebar.checkbox("Show each loop's own attention", key="per_loop")
     sidebar.subheader("Display")
     colormap = sidebar.selectbox("Colour map", list(COLORMAPS), key="colormap")
@@ -138,6 +153,7 @@ def view_options() -> ViewOptions:
         clamp_percent,
         hide_cross,
         show_changes,
+        direction,
     )
 
 

@@ -20,7 +20,10 @@ import torch
 from app.grid import pixel_to_cell, sample_at_cells
 from app.models import LoadedModel
 from ccnet.preprocess import to_tensor
-from ccnet.propagation import influence_maps
+from ccnet.propagation import influence_maps, reverse_influence_maps
+
+READS_FROM = "reads_from"  # a row of the composed attention: where the clicked pixel reads from
+FEEDS = "feeds"  # a column: which pixels read from the clicked pixel
 
 
 @dataclass
@@ -193,11 +196,17 @@ class ColumnMaps:
     per_loop: list[np.ndarray]  # R x (h, w): loop r's own attention (empty unless asked)
     cell: tuple[int, int]  # (y, x) on the feature grid
     mode: str = "attention"  # how the maps were propagated
+    direction: str = READS_FROM  # FEEDS: columns of the composed attention (who reads from the cell)
 
 
-def column_maps(decoded: Decoded, px: int, py: int, mode: str, with_per_loop: bool) -> ColumnMaps:
-    """Influence on image pixel (px, py) after the column's R loops, through `influence_maps`."""
+def column_maps(
+    decoded: Decoded, px: int, py: int, mode: str, with_per_loop: bool, direction: str = READS_FROM
+) -> ColumnMaps:
+    """Influence on image pixel (px, py) after the column's R loops, through `influence_maps`; or, with
+    direction FEEDS, who reads from it (`reverse_influence_maps`, normalised to sum 1 for display)."""
     cell = pixel_to_cell(px, py, decoded.prediction.shape[:2], decoded.grid_size)
+    if direction == FEEDS:
+        return _reverse_column_maps(decoded, cell, with_per_loop)
     gammas = decoded.gamma if mode == "rollout" else None
     maps = influence_maps(decoded.attentions, *cell, mode=mode, gammas=gammas)  # (R, h, w)
     per_loop = []
@@ -207,3 +216,16 @@ def column_maps(decoded: Decoded, px: int, py: int, mode: str, with_per_loop: bo
             for attention in decoded.attentions
         ]
     return ColumnMaps(composed=maps[-1].numpy(), per_loop=per_loop, cell=cell, mode=mode)
+
+
+def _normalised(values: torch.Tensor) -> np.ndarray:
+    total = float(values.sum())
+    return (values / total).numpy() if total > 0 else values.numpy()
+
+
+def _reverse_column_maps(decoded: Decoded, cell: tuple[int, int], with_per_loop: bool) -> ColumnMaps:
+    maps = reverse_influence_maps(decoded.attentions, *cell)  # (R, h, w)
+    per_loop = []
+    if with_per_loop:
+        per_loop = [_normalised(reverse_influence_maps([a], *cell)[0]) for a in decoded.attentions]  # R x (h, w)
+    return ColumnMaps(composed=_normalised(maps[-1]), per_loop=per_loop, cell=cell, mode="attention", direction=FEEDS)

@@ -18,6 +18,7 @@ from app import render
 from app.controls import ColumnSpec, ViewOptions
 from app.display import ShownMap, colour_scales, shown_map
 from app.explorer import (
+    FEEDS,
     BoundedCache,
     ColumnMaps,
     Decoded,
@@ -152,7 +153,7 @@ def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[s
 
 
 def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=None) -> ColumnResult:
-    maps = column_maps(decoded, px, py, options.mode, options.per_loop)
+    maps = column_maps(decoded, px, py, options.mode, options.per_loop, options.direction)
     clicked_class = int(decoded.prediction[py, px])
     miou = None
     if truth is not None and truth.num_classes == len(loaded.class_names):
@@ -160,7 +161,7 @@ def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=N
     stats = influence_stats(maps.composed, decoded.grid_classes, clicked_class, miou, cell=maps.cell)
     second = None
     if second_point is not None:
-        second = column_maps(decoded, *second_point, options.mode, with_per_loop=False)
+        second = column_maps(decoded, *second_point, options.mode, False, options.direction)
     truth_cells = None
     if truth is not None and truth.num_classes == len(loaded.class_names):
         truth_cells = sample_at_cells(truth.labels, decoded.grid_size)  # (h, w)
@@ -217,6 +218,11 @@ def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTrut
             f"R = {r.spec.recurrence}: {_class_name(r.loaded, int(r.decoded.prediction[by, bx]))}" for r in results
         )
         st.markdown(f"**Pixel B** ({bx}, {by}), cell (y={second.cell[0]}, x={second.cell[1]}): {b_names}")
+    if first.maps.direction == FEEDS:
+        st.info(
+            "Reverse view: each map shows which pixels read from the clicked pixel (its column of the composed "
+            "attention), normalised to sum 1. The scorecard's numbers describe this map."
+        )
     if results[0].maps.mode == "rollout":
         gammas = sorted({f"{abs(r.decoded.gamma):.3g} ({r.loaded.name})" for r in results})
         st.caption("Rollout: each loop is |γ| A + I with the model's learned γ = " + ", ".join(gammas))

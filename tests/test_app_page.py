@@ -441,3 +441,22 @@ def test_scorecard_uses_the_ground_truth_when_the_image_has_labels(monkeypatch, 
     app.sidebar.radio(key="source").set_value("Examples folder").run()
     assert_no_exception(app)
     assert texts(app).count("same-class lift (ground truth)") == 3
+
+
+def test_reverse_view_shows_who_reads_from_the_pixel(app, checkpoints):
+    from app.explorer import FEEDS, column_maps, encode_and_decode
+    from ccnet.propagation import reverse_influence_maps
+
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    before = influence_charts(app)
+    app.sidebar.radio(key="direction").set_value("Which pixels read from this pixel?").run()
+    assert_no_exception(app)
+    assert "Reverse view: each map shows which pixels read from the clicked pixel" in texts(app)
+    after = influence_charts(app)
+    assert len(after) == len(before) == 3 and after != before
+    # The map is the column of the composition, normalised: the library's numbers.
+    loaded = load_model(checkpoints / "tiny_r2", torch.device("cpu"))
+    decoded = encode_and_decode(loaded, street_rgb(), [2])[2]
+    maps = column_maps(decoded, 64, 48, "attention", False, FEEDS)
+    column = reverse_influence_maps(decoded.attentions, *maps.cell)[-1].numpy()
+    np.testing.assert_allclose(maps.composed, column / column.sum(), rtol=1e-6)
