@@ -29,6 +29,7 @@ from app.explorer import (
     single_threaded,
 )
 from app.grid import display_to_image, sample_at_cells
+from app.image_summary import show_image_attention
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
 from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_stats, scorecard
@@ -133,6 +134,9 @@ def exploration(
         ]
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
+    show_image_attention(
+        [(r.spec.title, r.decoded.attentions, r.decoded.grid_classes, r.loaded.class_names) for r in results]
+    )
     _timings_expander(timings, cache)
 
 

@@ -460,3 +460,25 @@ def test_reverse_view_shows_who_reads_from_the_pixel(app, checkpoints):
     maps = column_maps(decoded, 64, 48, "attention", False, FEEDS)
     column = reverse_influence_maps(decoded.attentions, *maps.cell)[-1].numpy()
     np.testing.assert_allclose(maps.composed, column / column.sum(), rtol=1e-6)
+
+
+def test_who_attends_to_whom_draws_a_class_matrix_per_column(app, checkpoints):
+    from app.explorer import encode_and_decode
+    from app.image_summary import image_attention
+    from ccnet.analysis import class_attention_matrix
+
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    assert_no_exception(app)
+    specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    heat = [s for s in specs if "query similarity" in s["layout"].get("title", {}).get("text", "")]
+    assert [s["layout"]["title"]["text"].split(":")[0] for s in heat] == ["R = 1", "R = 2 (as trained)", "R = 3"]
+    assert all(s["data"][0]["type"] == "heatmap" for s in heat)
+    # Rows are the classes present; the lift is the library's share over the class's share of the image.
+    decoded = encode_and_decode(load_model(checkpoints / "tiny_r2", torch.device("cpu")), street_rgb(), [2])[2]
+    summary = image_attention("R = 2", decoded.attentions, decoded.grid_classes, len(CLASS_NAMES))
+    full = class_attention_matrix(decoded.attentions, torch.from_numpy(decoded.grid_classes), len(CLASS_NAMES), -1)
+    np.testing.assert_allclose(summary.shares, full[-1][summary.classes][:, summary.classes].numpy())
+    np.testing.assert_allclose(summary.shares.sum(axis=1), 1.0, rtol=1e-9)
+    share_of_image = [(decoded.grid_classes == c).mean() for c in summary.classes]
+    np.testing.assert_allclose(summary.lift * share_of_image, summary.shares)
+    assert 0 < summary.query_similarity <= 1
