@@ -2,7 +2,8 @@
 
 Source of every number: `results/<dataset>/summary.json` (written by `python -m training.report`;
 path set by `CCNET_RESULTS`), and, when that file is missing or broken, the checkpoint folder's
-`index.json` and sidecars (mIoU and per-class IoU only). Nothing is typed in here.
+`index.json` and sidecars (mIoU and per-class IoU only). Nothing is typed in here. Seed spread (error
+bars) comes from the summary's `seeds`, the same-class lift chart from each model's `lift_at_recurrence`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,22 @@ MODEL_FIELDS = {
     "mIoU_at_recurrence": _share_map,
 }
 SEED_FIELDS = {"name": lambda v: isinstance(v, str), "seed": _is_int, "best_val_mIoU": _is_share}
+
+
+def _lift_map(value) -> bool:
+    """{"1": lift, ...}: a lift is a ratio (>= 0, 1 = blind to class); None where it could not be measured."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and (v is None or (_is_number(v) and v >= 0)) for k, v in value.items()
+    )
+
+
+# Newer keys (same-class lift and gamma): an older summary lacks them, a bad value is dropped and named.
+OPTIONAL_MODEL_FIELDS = {
+    "gamma": _optional(_is_number),
+    "lift": _optional(lambda v: _is_number(v) and v >= 0),
+    "lift_at_recurrence": _lift_map,
+}
+OPTIONAL_SEED_FIELDS = {"gamma": _optional(_is_number), "lift": _optional(lambda v: _is_number(v) and v >= 0)}
 COST_FIELDS = {
     "input": _pair,
     "recurrence": lambda v: _is_int(v) and v >= 1,
@@ -99,7 +117,9 @@ PAPER_FIELDS = {
 }
 
 
-def _valid_entries(document: dict, section: str, fields: dict, problems: list[str]) -> list[dict]:
+def _valid_entries(
+    document: dict, section: str, fields: dict, problems: list[str], optional: dict | None = None
+) -> list[dict]:
     entries = document.get(section, [])
     if not isinstance(entries, list):
         problems.append(f"`{section}` is not a list: left out.")
@@ -109,8 +129,11 @@ def _valid_entries(document: dict, section: str, fields: dict, problems: list[st
         bad = [name for name, check in fields.items() if not isinstance(entry, dict) or not check(entry.get(name))]
         if bad:
             problems.append(f"`{section}[{position}]` left out: missing or invalid {', '.join(bad)}.")
-        else:
-            valid.append(entry)
+            continue
+        dropped = [name for name, check in (optional or {}).items() if name in entry and not check(entry[name])]
+        if dropped:
+            problems.append(f"`{section}[{position}]`: invalid {', '.join(dropped)} ignored.")
+        valid.append({key: value for key, value in entry.items() if key not in dropped})
     return valid
 
 
@@ -141,8 +164,8 @@ def read_summary(path: Path) -> Ablation | None:
         split=str(document.get("split", "")),
         generated=str(document.get("generated", "")),
         classes=classes,
-        models=_valid_entries(document, "models", MODEL_FIELDS, problems),
-        seeds=_valid_entries(document, "seeds", SEED_FIELDS, problems),
+        models=_valid_entries(document, "models", MODEL_FIELDS, problems, OPTIONAL_MODEL_FIELDS),
+        seeds=_valid_entries(document, "seeds", SEED_FIELDS, problems, OPTIONAL_SEED_FIELDS),
         costs=_valid_entries(document, "costs", COST_FIELDS, problems),
         paper=_valid_entries(document, "paper_table2", PAPER_FIELDS, problems),
         problems=problems,
@@ -202,20 +225,44 @@ def _model_order(model: dict) -> tuple:
     return (model["ccl"], model["trained_recurrence"], model["name"])
 
 
+def seed_spread(ablation: Ablation) -> dict[str, dict]:
+    """Per model name: mean, sample standard deviation (None for one seed) and n of the seeds' best val mIoU."""
+    values: dict[str, list[float]] = {}
+    for seed in ablation.seeds:
+        values.setdefault(seed["name"], []).append(seed["best_val_mIoU"])
+    return {
+        name: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else None, "n": len(v)}
+        for name, v in values.items()
+    }
+
+
+def _bar_text(value: float, spread: dict | None) -> str:
+    if spread is None:
+        return f"{100 * value:.1f}"  # no seed records: the bundled checkpoint's value alone
+    if spread["std"] is None:
+        return f"{100 * value:.1f} (n = 1)"
+    return f"{100 * value:.1f} ± {100 * spread['std']:.1f} (n = {spread['n']})"
+
+
 def miou_figure(ablation: Ablation) -> go.Figure:
-    """Ours per trained loop count, beside the paper's Table 2 rows with the same R (other dataset)."""
+    """Ours per trained loop count (seed mean ± std when there are seed records), beside the paper's Table 2."""
     models = sorted(ablation.models, key=_model_order)
     labels = [model_label(m) for m in models]
+    spreads = [seed_spread(ablation).get(m["name"]) for m in models]
+    values = [m["mIoU"] if s is None else s["mean"] for m, s in zip(models, spreads, strict=True)]
     ours = go.Bar(
         name=f"ours ({ablation.dataset or 'this project'} {ablation.split})".replace(" )", ")"),
         x=labels,
-        y=[m["mIoU"] for m in models],
+        y=values,
         marker_color=OURS,
-        text=[f"{100 * m['mIoU']:.1f}" for m in models],
+        text=[_bar_text(v, s) for v, s in zip(values, spreads, strict=True)],
         textposition="outside",
         customdata=[m["name"] for m in models],
-        hovertemplate="%{customdata}: %{y:.2%}<extra></extra>",
+        hovertemplate="%{customdata}: %{text}<extra></extra>",
     )
+    if any(s is not None for s in spreads):
+        # Sample standard deviation over the seeds; one seed has no spread, so no bar (its text says n = 1).
+        ours.error_y = dict(type="data", array=[None if s is None else s["std"] for s in spreads], visible=True)
     data = [ours]
     paper_rows = _paper_by_label(ablation.paper, labels)
     if paper_rows:
@@ -241,6 +288,36 @@ def miou_figure(ablation: Ablation) -> go.Figure:
         xaxis=dict(categoryorder="array", categoryarray=labels),
     )
     return go.Figure(data=data, layout=layout)
+
+
+def lift_figure(ablation: Ablation) -> go.Figure | None:
+    """Class-balanced same-class lift of each attention model run at R = 1, 2, 3; 1.0 = blind to class."""
+    models = [m for m in sorted(ablation.models, key=_model_order) if m.get("lift_at_recurrence")]
+    if not models:
+        return None
+    data = []
+    for model in models:
+        points = sorted((int(r), v) for r, v in model["lift_at_recurrence"].items() if r.isdigit() and v is not None)
+        data.append(
+            go.Scatter(
+                name=f"{model['name']} (trained {model_label(model)})",
+                mode="lines+markers",
+                x=[r for r, _ in points],
+                y=[v for _, v in points],
+                hovertemplate="run at R = %{x}: lift %{y:.2f}<extra></extra>",
+            )
+        )
+    figure = go.Figure(
+        data=data,
+        layout=dict(
+            xaxis=dict(title="loop count at inference", dtick=1),
+            yaxis=dict(title="same-class lift", rangemode="tozero"),
+            height=340,
+            margin=dict(t=30, b=10),
+        ),
+    )
+    figure.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="1.0 = blind to class")
+    return figure
 
 
 def _paper_by_label(paper: list[dict], labels: list[str]) -> dict[str, dict]:
@@ -398,6 +475,7 @@ def ablation_page() -> None:
         st.info("No model results to chart yet. " + HOW_TO_MAKE_THE_SUMMARY)
         return
     _miou_section(ablation)
+    _lift_section(ablation)
     _cost_section(ablation)
     _per_class_section(ablation)
     _tables(ablation)
@@ -411,11 +489,42 @@ def _miou_section(ablation: Ablation) -> None:
         if ablation.paper
         else ""
     )
-    st.caption(f"Ours: models trained with each R, evaluated on the {ablation.split or 'validation'} split." + paper)
+    st.caption(f"Ours: models trained with each R, {_spread_note(ablation)}" + paper)
     unrolled = unrolled_figure(ablation)
     if unrolled is not None:
         st.markdown("**Loop count changed at inference only** (the weights trained with one R, run with R = 1, 2, 3)")
         st.plotly_chart(unrolled, key="ablation-unrolled")
+
+
+def _spread_note(ablation: Ablation) -> str:
+    """What the bars and error bars are; which models have a single seed (n = 1, so no spread to show)."""
+    split = ablation.split or "validation"
+    spreads = seed_spread(ablation)
+    if not spreads:
+        return f"each the bundled checkpoint evaluated on the {split} split (no seed records: no spread)."
+    single = [model_label(m) for m in ablation.models if (spreads.get(m["name"]) or {}).get("n") == 1]
+    note = (
+        f"the bar is the mean over training seeds of the best {split} mIoU, the error bar the standard "
+        "deviation over those seeds."
+    )
+    return note + (f" One seed only (n = 1, no error bar): {', '.join(single)}." if single else "")
+
+
+def _lift_section(ablation: Ablation) -> None:
+    st.subheader("Does the attention follow the classes?")
+    figure = lift_figure(ablation)
+    if figure is None:
+        st.info(
+            "No same-class lift in these results (a summary from before it was measured): "
+            "`python -m training.report` measures it."
+        )
+        return
+    st.plotly_chart(figure, key="ablation-lift")
+    st.caption(
+        "Same-class lift: how much more of a pixel's attention (its influence map after R loops) lies on its own "
+        "ground-truth class than a map blind to class would put there, averaged over sampled cells per class "
+        "and then over classes. 1.0 (dashed) = blind to class; each model's weights run at R = 1, 2, 3."
+    )
 
 
 def _cost_section(ablation: Ablation) -> None:
@@ -453,6 +562,8 @@ def _tables(ablation: Ablation) -> None:
             "CCL": m["ccl"],
             "seed": m.get("seed"),
             "mIoU": round(100 * m["mIoU"], 2),
+            "gamma": m.get("gamma"),
+            "lift": m.get("lift"),
             "params": m.get("params"),
             "train s": m.get("train_seconds"),
             "images/s": m.get("images_per_s"),
@@ -463,11 +574,12 @@ def _tables(ablation: Ablation) -> None:
     with st.expander("The numbers behind the charts"):
         st.dataframe(rows, hide_index=True)
         if ablation.seeds:
-            st.markdown("**Seeds** (best validation mIoU of each training run)")
+            st.markdown("**Seeds** (best validation mIoU of each training run; lift and gamma of its last validation)")
             st.dataframe(
                 [
-                    {"model": s["name"], "seed": s["seed"], "best val mIoU": round(100 * s["best_val_mIoU"], 2)}
+                    {"model": s["name"], "seed": s["seed"], "best val mIoU": round(100 * s["best_val_mIoU"], 2),
+                     "lift": s.get("lift"), "gamma": s.get("gamma")}
                     for s in ablation.seeds
                 ],
                 hide_index=True,
-            )
+            )  # fmt: skip

@@ -13,10 +13,12 @@ from app.ablation import (
     SummaryError,
     cost_figures,
     from_checkpoints,
+    lift_figure,
     miou_figure,
     per_class_figure,
     read_summary,
     results_path,
+    seed_spread,
     unrolled_figure,
 )
 from app.settings import REPO_ROOT
@@ -37,6 +39,9 @@ def model(name, loops, ccl=False, miou=0.5):
     }  # fmt: skip
 
 
+BUNDLED = {"camvid_r0": 0.41, "camvid_r1": 0.42, "camvid_r2": 0.43, "camvid_r3": 0.44, "camvid_r2_ccl": 0.45}
+
+
 def summary_document() -> dict:
     """A summary.json exactly in the schema `python -m training.report` writes, with made-up numbers."""
     costs = [
@@ -49,7 +54,9 @@ def summary_document() -> dict:
         "generated_by": "python -m training.report", "classes": CLASSES,
         "models": [model("camvid_r0", 0, miou=0.41), model("camvid_r1", 1, miou=0.42), model("camvid_r2", 2, miou=0.43),
                    model("camvid_r3", 3, miou=0.44), model("camvid_r2_ccl", 2, ccl=True, miou=0.45)],
-        "seeds": [{"name": "camvid_r2", "seed": s, "best_val_mIoU": 0.43 + 0.01 * s} for s in (0, 1)],
+        # Seed 0 of every model (the bundled one), and a second seed of R = 2 only: n = 1 beside n = 2.
+        "seeds": [{"name": m, "seed": 0, "best_val_mIoU": v} for m, v in BUNDLED.items()]
+        + [{"name": "camvid_r2", "seed": 1, "best_val_mIoU": 0.44}],
         "costs": costs,
         "paper_table2": [
             {"setting": "ResNet-101 baseline, Cityscapes val (arXiv)", "recurrence": 0, "mIoU": 0.751,
@@ -62,6 +69,17 @@ def summary_document() -> dict:
              "memory_mb_increment": 1411.0},
         ],
     }  # fmt: skip
+
+
+def with_lift(document: dict) -> dict:
+    """The summary with the report's newer keys: gamma and same-class lift per model, lift and gamma per seed."""
+    for entry in document["models"]:
+        loops = entry["trained_recurrence"]
+        at = {} if loops == 0 else {"1": 1.1, "2": 2.0 + loops, "3": 2.5 + loops}
+        entry |= {"gamma": None if loops == 0 else 0.9, "lift": at.get(str(loops)), "lift_at_recurrence": at}
+    for seed in document["seeds"]:
+        seed |= {"lift": None if seed["name"] == "camvid_r0" else 3.0, "gamma": None}
+    return document
 
 
 def write(path: Path, document) -> Path:
@@ -81,7 +99,7 @@ def test_summary_is_read_and_charted_from_the_file_values(tmp_path):
     miou = go.Figure(miou_figure(ablation).to_dict())  # validated
     ours, paper = miou.data
     assert list(ours.x) == ["R = 0 (no attention)", "R = 1", "R = 2", "R = 3", "R = 2 + CCL"]
-    assert list(ours.y) == [0.41, 0.42, 0.43, 0.44, 0.45]
+    assert list(ours.y) == [0.41, 0.42, pytest.approx(0.435), 0.44, 0.45]  # R = 2: the mean of its two seeds
     assert list(paper.x) == ["R = 0 (no attention)", "R = 1", "R = 2"] and list(paper.y) == [0.751, 0.780, 0.798]
     unrolled = go.Figure(unrolled_figure(ablation).to_dict())
     assert len(unrolled.data) == 4 and list(unrolled.data[0].x) == [1, 2, 3]  # the R = 0 model has none
@@ -90,6 +108,43 @@ def test_summary_is_read_and_charted_from_the_file_values(tmp_path):
     assert list(memory.data[-1].y) == [53.0, 127.0]
     per_class = go.Figure(per_class_figure(ablation).to_dict())
     assert list(per_class.data[0].x) == CLASSES and per_class.data[0].y[2] == pytest.approx(0.61)
+
+
+def test_error_bars_show_the_seed_spread_and_one_seed_says_n_1(tmp_path):
+    ablation = read_summary(write(tmp_path / "summary.json", summary_document()))
+    spread = seed_spread(ablation)
+    assert spread["camvid_r2"] == {"mean": pytest.approx(0.435), "std": pytest.approx(0.01 / 2**0.5), "n": 2}
+    assert spread["camvid_r1"] == {"mean": 0.42, "std": None, "n": 1}
+    ours = go.Figure(miou_figure(ablation).to_dict()).data[0]  # validated
+    assert ours.error_y.type == "data" and ours.error_y.visible
+    assert list(ours.error_y.array) == [None, None, pytest.approx(0.01 / 2**0.5), None, None]  # only R = 2 has two
+    assert list(ours.text) == ["41.0 (n = 1)", "42.0 (n = 1)", "43.5 ± 0.7 (n = 2)", "44.0 (n = 1)", "45.0 (n = 1)"]
+    document = summary_document()
+    document["seeds"] = []
+    no_seeds = go.Figure(miou_figure(read_summary(write(tmp_path / "none.json", document))).to_dict()).data[0]
+    assert no_seeds.error_y.array is None and list(no_seeds.y) == list(BUNDLED.values())  # the bundled values
+
+
+def test_lift_chart_per_r_with_the_blind_line(tmp_path):
+    assert lift_figure(read_summary(write(tmp_path / "old.json", summary_document()))) is None  # before the lift
+    ablation = read_summary(write(tmp_path / "summary.json", with_lift(summary_document())))
+    assert ablation.problems == [] and ablation.models[2]["lift"] == 4.0
+    figure = go.Figure(lift_figure(ablation).to_dict())
+    assert len(figure.data) == 4  # the four attention models; the baseline has no attention
+    assert list(figure.data[0].x) == [1, 2, 3] and list(figure.data[0].y) == [1.1, 3.0, 3.5]
+    (line,) = figure.layout.shapes
+    assert (line.y0, line.y1, line.line.dash) == (1.0, 1.0, "dash")
+    assert "blind to class" in figure.layout.annotations[0].text
+
+
+def test_invalid_lift_is_dropped_and_named(tmp_path):
+    document = with_lift(summary_document())
+    document["models"][1]["lift"] = -2.0
+    document["models"][2]["lift_at_recurrence"] = {"1": "high"}
+    ablation = read_summary(write(tmp_path / "summary.json", document))
+    assert len(ablation.models) == 5 and "lift" not in ablation.models[1]
+    assert "lift_at_recurrence" not in ablation.models[2] and ablation.models[2]["lift"] == 4.0
+    assert "`models[1]`: invalid lift ignored." in ablation.problems
 
 
 def test_malformed_entries_are_skipped_and_named(tmp_path):
@@ -143,6 +198,14 @@ def test_page_draws_every_chart_from_the_summary(monkeypatch, tmp_path):
     assert not app.warning
     assert "generated 2026-11-26T02:00:00+00:00" in app.caption[0].value
     assert len(app.dataframe) == 2  # models and seeds
+
+
+def test_page_with_lift_and_seeds_draws_the_lift_chart(monkeypatch, tmp_path):
+    app = run_page(monkeypatch, write(tmp_path / "summary.json", with_lift(summary_document())))
+    assert len(app.get("plotly_chart")) == 6  # mIoU, unrolled, lift, FLOPs, memory, per-class
+    assert "One seed only (n = 1, no error bar)" in app.caption[1].value and not app.warning
+    lift = json.loads(app.get("plotly_chart")[2].proto.spec)
+    assert lift["layout"]["shapes"][0]["y0"] == 1.0 and len(lift["data"]) == 4
 
 
 def test_page_without_a_summary_falls_back_to_the_checkpoints(monkeypatch, tmp_path):

@@ -5,16 +5,21 @@
         --out docs/RESULTS.md --summary results/camvid/summary.json
 
 Every number in the report comes from here: val mIoU and per-class IoU (this script's own evaluation,
-full 360x480 frames, single scale), every model at R = 1, 2, 3 whatever its trained R, parameters,
-FLOPs and memory increments of the attention module, training time and images/s and the seed-1 runs
-(from the committed records), the float32 vs float16 difference (from results/camvid/device_eval).
-The paper's figures are the one constant PAPER_TABLE2 below.
+full 360x480 frames, single scale), every model at R = 1, 2, 3 whatever its trained R, the learned
+attention scale gamma (from the weights) and the class-balanced same-class lift at R = 1, 2, 3 (the same
+cells `training.attention_quality` samples), parameters, FLOPs and memory increments of the attention
+module; from the committed records (results/camvid/<name>_s<seed>/): training time and images/s, every
+seed's best val mIoU and its last validation's lift and gamma, and the paper-recipe comparison runs
+(<name>_paper_s<seed>/); the earlier from-scratch set from results/camvid/scratch_resnet18/summary.json.
+The float32 reference for the float16 check is each checkpoint's own metadata (its run's val at the best
+step). The paper's figures are the one constant PAPER_TABLE2 below.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -23,12 +28,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from ccnet.analysis import cell_centre_labels, class_balanced_mean
 from ccnet.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_index
 from ccnet.model import build_model
 
+from .attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_cells
 from .datasets import IGNORE_INDEX, DatasetError, SegmentationDataset, find_dataset
 from .metrics import confusion_matrix, scores_from_confusion
 from .run_folder import read_metrics
@@ -63,12 +71,16 @@ PAPER_TABLE2 = (
 PAPER_CCL_GAIN = 0.007  # brief: "+ CCL: about +0.7" (points of mIoU over the same network without it)
 PAPER_SOURCE = '/work/shared/docs/ccnet-brief.md, section "Reported results" (the paper\'s Table 2)'
 
-# The same training command on the project's 2-core CPU machine (docs/TRAINING.md, "Measured on this machine").
-CPU_TRAINING_NOTE = (
-    "about 67 minutes per model (8.5-9.0 images/s at batch 8, plus validation) on the project's 2-core CPU "
-    "machine, per docs/TRAINING.md"
-)
-GOAL_R2_MIOU = 0.60  # issue #4: the R = 2 model reaches at least 60 % val mIoU
+# Issue #13's goals (val, full 360x480, single scale).
+GOAL_R2_MIOU = 0.70  # the R = 2 model's mean val mIoU over its seeds
+GOAL_LIFT = 3.0  # every attention model's class-balanced same-class lift at its trained R
+BLIND_LIFT = 1.0  # a lift of 1 is attention blind to class
+FLOAT16_BOUND = 0.001  # issue #13: bundle float16 only if val moves by less than 0.1 points
+LIFT_SEED = 0  # the cells training's validation and `training.attention_quality` sample by default
+
+SCRATCH_SUMMARY = Path("scratch_resnet18") / "summary.json"  # the earlier from-scratch set, under --records
+PAPER_RECIPE = "_paper"  # <model>_paper_s<seed>: the same model trained with the paper's recipe
+RUN_FOLDER = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 
 
 class ReportError(Exception):
@@ -76,7 +88,7 @@ class ReportError(Exception):
 
 
 # -------------------------------------------------------------------------------------------------
-# Inputs: checkpoints, records, device evaluations
+# Inputs: checkpoints, records, the earlier set's summary
 # -------------------------------------------------------------------------------------------------
 
 
@@ -90,6 +102,10 @@ class RunRecord:
     train_seconds: float
     images_per_s: float
     device: str
+    iterations: int = 0  # the last step logged
+    final_lift: float | None = None  # the last validation's class-balanced lift (None: not logged)
+    final_gamma: float | None = None  # the last validation's attention scale (None: no attention)
+    sessions: int = 1  # 1 + the times the run was resumed (its wall clock then includes the pauses)
 
 
 def read_checkpoint_index(folder: Path) -> list[dict]:
@@ -105,8 +121,20 @@ def read_checkpoint_index(folder: Path) -> list[dict]:
     return models
 
 
+def _finite(value) -> float | None:
+    """A float, or None for a missing, non-numeric or NaN value (JSON has no NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _gamma_of(record: dict) -> float | None:
+    """The attention scale logged with a val record (`gamma/<parameter>`; a model has at most one RCCA)."""
+    return next((_finite(v) for k, v in record.items() if k.startswith("gamma/")), None)
+
+
 def read_run(folder: Path) -> RunRecord:
-    """Best val mIoU, wall-clock training time and median images/s of one run folder."""
+    """Best val mIoU, wall-clock training time, median images/s, last lift and gamma of one run folder."""
     run_file = folder / "run.json"
     records = read_metrics(folder)
     if not run_file.is_file() or not records:
@@ -118,50 +146,88 @@ def read_run(folder: Path) -> RunRecord:
         raise ReportError(f"{folder}/metrics.jsonl has no train or no val records: was the run finished?")
     started = datetime.fromisoformat(run["created"]).timestamp()
     return RunRecord(
-        name=re.sub(r"_s\d+$", "", folder.name),
+        name=RUN_FOLDER.match(folder.name)["name"],
         seed=int(run["seed"]),
         best_val_miou=float(max(r["mIoU"] for r in val)),
         train_seconds=float(records[-1]["time"] - started),  # wall clock, validation included
         images_per_s=float(statistics.median(r["images_per_s"] for r in train)),
         device=str(run["device"]),
+        iterations=int(max(r["step"] for r in records)),
+        final_lift=_finite(val[-1].get("lift")),
+        final_gamma=_gamma_of(val[-1]),
+        sessions=1 + len(run.get("resumed", [])),
     )
 
 
 def read_runs(records: Path) -> list[RunRecord]:
+    """Every <name>_s<seed> run folder directly under `records` (the earlier set lives in a subfolder)."""
     if not records.is_dir():
         raise ReportError(f"records folder {records} does not exist: pass --records FOLDER (e.g. results/camvid)")
-    runs = [read_run(folder) for folder in sorted(records.iterdir()) if re.search(r"_s\d+$", folder.name)]
+    runs = [
+        read_run(folder) for folder in sorted(records.iterdir()) if folder.is_dir() and RUN_FOLDER.match(folder.name)
+    ]
     if not runs:
         raise ReportError(f"no run folders NAME_s<seed> in {records}")
     return runs
 
 
-def read_device_evals(folder: Path) -> dict[str, dict[str, float]]:
-    """{model name: {"fp32": mIoU, "half": mIoU}} from device_eval/*_{fp32,half}.json (empty if absent)."""
-    found: dict[str, dict[str, float]] = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        kind = path.stem.rsplit("_", 1)[-1]
-        result = json.loads(path.read_text())
-        checkpoint = Path(result["checkpoint"])
-        # float32: runs/<name>_s<seed>/best.safetensors; float16: <folder>/<name>.safetensors
-        name = re.sub(r"_s\d+$", "", checkpoint.parent.name) if checkpoint.stem == "best" else checkpoint.stem
-        found.setdefault(name, {})[kind] = float(result["mIoU"])
-    return found
+def is_paper_recipe(run: RunRecord) -> bool:
+    return run.name.endswith(PAPER_RECIPE)
+
+
+def read_scratch_summary(path: Path) -> dict | None:
+    """{"source", "models": [{name, trained_recurrence, ccl, mIoU}]} of the earlier set; None when absent."""
+    if not path.is_file():
+        return None  # optional: a checkout without the earlier records still gets its report
+    try:
+        document = json.loads(path.read_text())
+        models = [
+            {key: m[key] for key in ("name", "trained_recurrence", "ccl", "mIoU")} for m in document["models"]
+        ]  # fmt: skip
+    except (ValueError, KeyError, TypeError) as error:
+        raise ReportError(f"{path} is not a report summary ({error}): restore it or remove it") from error
+    return {"source": str(path), "models": models}
 
 
 # -------------------------------------------------------------------------------------------------
-# Evaluation: backbone once per image, the head at every loop count
+# Evaluation: backbone once per image, the head at every loop count, the lift from the same pass
 # -------------------------------------------------------------------------------------------------
 
 
-def attention_gammas(folder: Path, entries: list[dict]) -> dict[str, float]:
-    """The learned residual scale gamma of each model with attention (read from its weights)."""
-    gammas = {}
-    for entry in entries:
-        model, _ = load_checkpoint(folder / entry["name"], device="cpu")
-        if model.attention is not None:
-            gammas[entry["name"]] = float(model.attention.cca.gamma.detach())
-    return gammas
+class LiftSampler:
+    """Same-class lift of sampled cells, image by image, sampled exactly as `attention_lift` samples them.
+
+    Same seed and cells per image, the same cells at every R: the report's figure for a checkpoint is the
+    one `python -m training.attention_quality` gives and the one training logged for those weights, while
+    the attention maps come from the pass that also scores the predictions (no second pass over val).
+    """
+
+    def __init__(self, loop_counts: Sequence[int], cells_per_image: int = DEFAULT_CELLS_PER_IMAGE, seed: int = 0):
+        self.cells_per_image, self.seed = cells_per_image, seed
+        self.collected = {loops: ([], []) for loops in loop_counts if loops > 0}  # R -> (lifts, classes)
+        self._image: tuple[int, list] | None = None  # (index, cells sampled on it), shared by every R
+
+    def add(self, index: int, loops: int, attentions: Sequence[torch.Tensor], label: torch.Tensor) -> None:
+        maps = [a[0].float().cpu() for a in attentions]  # R x (h, w, h+w)
+        cells = cell_centre_labels(label.numpy(), maps[0].shape[:2])  # (h, w)
+        if self._image is None or self._image[0] != index:
+            self._image = (index, sample_cells(cells, self.cells_per_image, np.random.default_rng([self.seed, index])))
+        positions = self._image[1]
+        lifts, classes = self.collected[loops]
+        lifts += lifts_of_image(maps, cells, positions)
+        classes += [int(cells[y, x]) for y, x in positions]
+
+    def results(self, class_names: Sequence[str]) -> dict[int, dict]:
+        """{R: {"lift", "per_class", "cells"}} as `attention_lift` returns it; a NaN lift becomes None."""
+        results = {}
+        for loops, (lifts, classes) in self.collected.items():
+            overall, per_class = class_balanced_mean(lifts, classes)
+            results[loops] = {
+                "lift": _finite(overall),
+                "per_class": {class_names[c]: value for c, value in per_class.items()},
+                "cells": len(lifts),
+            }
+        return results
 
 
 def loop_counts_for(trained_recurrence: int) -> list[int]:
@@ -176,8 +242,13 @@ def evaluate_at_loop_counts(
     loop_counts: Sequence[int],
     device: torch.device,
     advance: Callable[[], None] = lambda: None,
+    lifts: LiftSampler | None = None,
 ) -> dict[int, torch.Tensor]:
-    """{R: (K, K) confusion} over the dataset; the same logits as `ccnet.inference.predict` in whole mode."""
+    """{R: (K, K) confusion} over the dataset; the same logits as `ccnet.inference.predict` in whole mode.
+
+    With `lifts`, every loop count's attention maps of the same forward pass feed it (the maps are a
+    by-product of the loops: asking for them does not change the logits).
+    """
     confusions = {
         loops: torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64) for loops in loop_counts
     }
@@ -186,9 +257,12 @@ def evaluate_at_loop_counts(
         images = image.unsqueeze(0).to(device)  # (1, 3, H, W)
         features = model.encode(images)
         for loops in loop_counts:
-            logits = model.decode(features, images.shape[-2:], recurrence=loops).logits  # (1, K, H, W)
-            prediction = logits.argmax(dim=1).cpu()  # (1, H, W)
+            attend = lifts is not None and loops > 0
+            output = model.decode(features, images.shape[-2:], recurrence=loops, return_attention=attend)
+            prediction = output.logits.argmax(dim=1).cpu()  # (1, H, W)
             confusions[loops] += confusion_matrix(prediction, label.unsqueeze(0), dataset.num_classes, IGNORE_INDEX)
+            if attend:
+                lifts.add(index, loops, output.attentions, label)
         advance()
     return confusions
 
@@ -198,8 +272,9 @@ def _none_if_nan(value: float) -> float | None:
 
 
 def evaluate_model(entry: dict, folder: Path, data_root, split: str, device, advance) -> dict:
-    """One bundled checkpoint: its summary entry (mIoU at trained R, per class, at R = 1, 2, 3, params)."""
+    """One bundled checkpoint: its summary entry (mIoU at trained R, per class, at R = 1, 2, 3, gamma, lift)."""
     model, metadata = load_checkpoint(folder / entry["name"], device=device)
+    model = model.float()  # float16 files are cast on load already; evaluation and lift are float32 either way
     spec = find_dataset(metadata["dataset"], data_root, split)
     if spec.num_classes != metadata["num_classes"]:
         raise ReportError(
@@ -207,7 +282,8 @@ def evaluate_model(entry: dict, folder: Path, data_root, split: str, device, adv
         )
     dataset = SegmentationDataset(spec, EvalTransform(metadata["mean"], metadata["std"]))
     trained = metadata["recurrence"]
-    confusions = evaluate_at_loop_counts(model, dataset, loop_counts_for(trained), device, advance)
+    lifts = LiftSampler(loop_counts_for(trained), seed=LIFT_SEED)
+    confusions = evaluate_at_loop_counts(model, dataset, loop_counts_for(trained), device, advance, lifts)
     scores = {loops: scores_from_confusion(c, metadata["class_names"]) for loops, c in confusions.items()}
     own = scores[trained]
     return {
@@ -220,10 +296,28 @@ def evaluate_model(entry: dict, folder: Path, data_root, split: str, device, adv
         # R does not apply to a model without attention: {} for the baseline.
         "mIoU_at_recurrence": {} if trained == 0 else {str(r): float(scores[r].mean_iou) for r in LOOP_COUNTS},
         "params": sum(p.numel() for p in model.parameters()),
+        **attention_entry(model, lifts.results(metadata["class_names"]), trained),
+        "weights_dtype": str(metadata.get("weights_dtype", "float32")),
+        # Training's own validation of these weights in float32, at the step they were saved (best on val).
+        "float32_val_mIoU": _finite((metadata.get("metrics") or {}).get("mIoU")),
         "_attention_params": sum(p.numel() for p in model.attention.parameters()) if model.attention else 0,
         "_images": len(dataset),
         "_class_names": list(metadata["class_names"]),
         "_model_config": dict(metadata["model_config"]),
+        "_train_config": dict(metadata.get("train_config") or {}),
+    }
+
+
+def attention_entry(model: torch.nn.Module, lifts: dict[int, dict], trained: int) -> dict:
+    """gamma and the lifts of one model; None / {} for a baseline (no attention, so nothing to measure)."""
+    if model.attention is None:
+        return {"gamma": None, "lift": None, "lift_per_class": {}, "lift_at_recurrence": {}, "lift_cells": 0}
+    return {
+        "gamma": float(model.attention.cca.gamma.detach().reshape(-1)[0]),
+        "lift": lifts[trained]["lift"],
+        "lift_per_class": lifts[trained]["per_class"],
+        "lift_at_recurrence": {str(r): lifts[r]["lift"] for r in LOOP_COUNTS},
+        "lift_cells": lifts[trained]["cells"],
     }
 
 
@@ -319,37 +413,134 @@ class ReportInputs:
     models: list[dict]
     runs: list[RunRecord]
     costs: list[dict]
-    device_evals: dict[str, dict[str, float]]
     default: str | None = None
-    gammas: dict[str, float] = field(default_factory=dict)  # learned RCCA gamma per attention model
+    recipe_runs: list[RunRecord] = field(default_factory=list)  # the paper-recipe comparison records
+    scratch: dict | None = None  # the earlier from-scratch set (read_scratch_summary)
+
+
+def seed_stats(values: Sequence[float]) -> dict:
+    """n, mean, sample standard deviation and standard error of the mean; spread None for n < 2."""
+    n = len(values)
+    std = statistics.stdev(values) if n >= 2 else None
+    return {
+        "n": n,
+        "mean": statistics.fmean(values) if n else None,
+        "std": std,
+        "sem": None if std is None else std / math.sqrt(n),
+    }
 
 
 def build_summary(inputs: ReportInputs, generated: str) -> dict:
     runs = {(run.name, run.seed): run for run in inputs.runs}
+    names = {model["name"] for model in inputs.models}
+    seeds = [_seed_entry(run) for run in sorted(inputs.runs, key=lambda r: (r.name, r.seed)) if run.name in names]
     models = []
     for model in inputs.models:
         run = runs.get((model["name"], model["seed"]))
         if run is None:
             raise ReportError(f"no training record {model['name']}_s{model['seed']} for checkpoint {model['name']}")
         public = {key: value for key, value in model.items() if not key.startswith("_")}
+        values = [s["best_val_mIoU"] for s in seeds if s["name"] == model["name"]]
         models.append({**public, "train_seconds": run.train_seconds, "images_per_s": run.images_per_s,
-                       "train_device": run.device})  # fmt: skip
-    names = {model["name"] for model in inputs.models}
-    return {
+                       "train_device": run.device, "val_mIoU_seeds": seed_stats(values)})  # fmt: skip
+    summary = {
         "dataset": "camvid",
         "split": "val",
         "generated": generated,
         "generated_by": COMMAND,
         "classes": inputs.models[0]["_class_names"],
         "models": models,
-        "seeds": [
-            {"name": run.name, "seed": run.seed, "best_val_mIoU": run.best_val_miou}
-            for run in sorted(inputs.runs, key=lambda r: (r.name, r.seed))
-            if run.name in names
-        ],
+        "seeds": seeds,
         "costs": [{key: value for key, value in cost.items() if not key.startswith("_")} for cost in inputs.costs],
         "paper_table2": [dict(row) for row in PAPER_TABLE2],
+        "recipe_comparison": recipe_rows(models, inputs.runs, inputs.recipe_runs),
+        "from_scratch": inputs.scratch,
+        "lift_sampling": {"cells_per_image": DEFAULT_CELLS_PER_IMAGE, "seed": LIFT_SEED, "blind": BLIND_LIFT},
     }
+    summary["goals"] = judge_goals(summary)
+    return summary
+
+
+def _seed_entry(run: RunRecord) -> dict:
+    return {"name": run.name, "seed": run.seed, "best_val_mIoU": run.best_val_miou, "lift": run.final_lift,
+            "gamma": run.final_gamma, "iterations": run.iterations}  # fmt: skip
+
+
+def recipe_rows(models: list[dict], runs: list[RunRecord], recipe_runs: list[RunRecord]) -> list[dict]:
+    """Paper recipe vs bundled recipe, per seed, for the model that has paper-recipe records ([] when none)."""
+    rows = []
+    for base in sorted({run.name[: -len(PAPER_RECIPE)] for run in recipe_runs}):
+        if base not in {m["name"] for m in models}:
+            continue  # a record of a model that is not bundled: nothing to compare it with
+        for recipe, group in (("paper", [r for r in recipe_runs if r.name == base + PAPER_RECIPE]),
+                              ("bundled", [r for r in runs if r.name == base])):  # fmt: skip
+            rows += [
+                {"recipe": recipe, "model": base, **_seed_entry(run)} for run in sorted(group, key=lambda r: r.seed)
+            ]
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------
+# The issue's goals, judged from the numbers
+# -------------------------------------------------------------------------------------------------
+
+ORDER_LABELS = ("baseline (R = 0)", "RCCA R = 1", "RCCA R = 2", "RCCA R = 3")
+
+
+def model_stats(summary: dict, model: dict) -> dict:
+    """Seed statistics of a model's best val mIoU; the bundled value alone (n = 1) when it has no record."""
+    values = list(_seed_values(summary, model["name"]).values())
+    return seed_stats(values or [model["mIoU"]])
+
+
+def judge_goals(summary: dict) -> list[dict]:
+    """Issue #13's goals: each {"goal", "target", "value", "met" (None: not measured), "margin", ...}."""
+    goals = []
+    r2 = _r2_model(summary)
+    if r2 is not None:
+        stats = model_stats(summary, r2)
+        goals.append({"goal": "r2_mean_val_mIoU", "model": r2["name"], "target": GOAL_R2_MIOU, "value": stats["mean"],
+                      "n": stats["n"], "sem": stats["sem"], "met": stats["mean"] >= GOAL_R2_MIOU,
+                      "margin": stats["mean"] - GOAL_R2_MIOU})  # fmt: skip
+    for model in (m for m in summary["models"] if m["trained_recurrence"] > 0):
+        lift = model.get("lift")
+        goals.append({"goal": "lift_at_trained_recurrence", "model": model["name"], "target": GOAL_LIFT,
+                      "value": lift, "met": None if lift is None else lift >= GOAL_LIFT,
+                      "margin": None if lift is None else lift - GOAL_LIFT})  # fmt: skip
+    order = _ordered_models(summary)
+    if not all(order):  # the ordering needs all four models: say which are missing rather than drop the goal
+        missing = [label for label, m in zip(ORDER_LABELS, order, strict=True) if m is None]
+        goals.append({"goal": "ordering", "met": None, "missing": missing})
+    else:
+        stats = [model_stats(summary, m) for m in order]
+        means = [s["mean"] for s in stats]
+        goals.append({"goal": "ordering", "models": [m["name"] for m in order], "means": means,
+                      "sems": [s["sem"] for s in stats], "n": [s["n"] for s in stats], "met": _in_order(means),
+                      "misses": _order_misses(means)})  # fmt: skip
+    return goals
+
+
+def _r2_model(summary: dict) -> dict | None:
+    return next((m for m in summary["models"] if m["trained_recurrence"] == 2 and not m["ccl"]), None)
+
+
+def _ordered_models(summary: dict) -> list[dict | None]:
+    by_label = {_label(m): m for m in summary["models"]}
+    return [by_label.get(label) for label in ORDER_LABELS]
+
+
+def _in_order(values: Sequence[float]) -> bool:
+    return values[0] < values[1] < values[2] <= values[3]
+
+
+def _order_misses(means: Sequence[float]) -> list[dict]:
+    """Each step of baseline < R1 < R2 <= R3 that fails, with the shortfall (how much higher it had to be)."""
+    misses = []
+    for index, strict in ((1, True), (2, True), (3, False)):
+        below, above = means[index - 1], means[index]
+        if above < below or (strict and above == below):
+            misses.append({"lower": ORDER_LABELS[index - 1], "higher": ORDER_LABELS[index], "by": below - above})
+    return misses
 
 
 # -------------------------------------------------------------------------------------------------
@@ -359,6 +550,10 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
 
 def pct(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _label(model: dict) -> str:
@@ -385,16 +580,44 @@ def _seed_values(summary: dict, name: str) -> dict[int, float]:
     return {s["seed"]: s["best_val_mIoU"] for s in summary["seeds"] if s["name"] == name}
 
 
+def _seed_field(summary: dict, name: str, key: str) -> list[float]:
+    return [
+        s[key]
+        for s in sorted(summary["seeds"], key=lambda s: s["seed"])
+        if s["name"] == name and s.get(key) is not None
+    ]
+
+
+def spread(stats: dict, spread_key: str = "std") -> str:
+    """Mean ± spread in points, "72.1 ± 0.4 (n = 3)"; one seed has no spread to show: "72.1 (n = 1)"."""
+    if not stats["n"]:
+        return "–"
+    if stats[spread_key] is None:
+        return f"{pct(stats['mean'])} (n = {stats['n']})"
+    return f"{pct(stats['mean'])} ± {pct(stats[spread_key])} (n = {stats['n']})"
+
+
+def network_note(model_config: dict, train_config: dict) -> str:
+    """The bundled network in words, from the checkpoint's own configs (ResNet-only keys are None otherwise)."""
+    model = train_config.get("model") or {}
+    width = f" at base width {model_config['base_width']}" if model_config.get("base_width") else ""
+    start = "from an ImageNet-pretrained backbone" if model.get("pretrained") else "from scratch"
+    gamma = model.get("gamma_init", 0.0)  # configs before gamma_init had the paper's 0
+    return (
+        f"network `{model_config['backbone']}`{width}, output stride 8, {model_config['head_channels']}-channel "
+        f"head, trained {start}, attention scale gamma starting at {gamma:g}"
+    )
+
+
 def headline_table(summary: dict) -> list[str]:
     lines = [
-        "| model | ours: val mIoU (seed 0, bundled) | ours: seed 1 best val | ours: GFLOPs incr. 769x769 "
-        "| ours: memory incr. 769x769, fwd+bwd (MB) | paper setting (Cityscapes val, ResNet-101) | paper mIoU "
-        "| paper GFLOPs incr. | paper memory incr. (MB) |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| model | ours: val mIoU, mean ± std over seeds | ours: bundled checkpoint | ours: lift at trained R "
+        "| ours: GFLOPs incr. 769x769 | ours: memory incr. 769x769, fwd+bwd (MB) "
+        "| paper setting (Cityscapes val, ResNet-101) | paper mIoU | paper GFLOPs incr. | paper memory incr. (MB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for model in summary["models"]:
         loops = model["trained_recurrence"]
-        seeds = _seed_values(summary, model["name"])
         paper = _paper_row(loops) if not model["ccl"] else None
         paper_cells = ["–"] * 4
         if paper is not None:
@@ -404,64 +627,91 @@ def headline_table(summary: dict) -> list[str]:
             paper_cells = ["+ CCL (brief)", f"about +{100 * PAPER_CCL_GAIN:.1f} over R = 2", "–", "–"]
         ours_flops = _cost(summary, (769, 769), loops, "gflops_increment") if loops else 0.0
         ours_mem = _cost(summary, (769, 769), loops, "memory_mb_increment") if loops else 0.0
-        cells = [_label(model), pct(model["mIoU"]), pct(seeds.get(1)), _num(ours_flops, ".2f"),
-                 _num(ours_mem, ".1f"), *paper_cells]  # fmt: skip
+        lift = _num(model.get("lift"), ".2f") if loops else "n/a"
+        cells = [_label(model), spread(model_stats(summary, model)), pct(model["mIoU"]), lift,
+                 _num(ours_flops, ".2f"), _num(ours_mem, ".1f"), *paper_cells]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     non_local = _paper_row(None)
     lines.append(
-        f"| non-local block (not trained here) | – | – | – | – | {non_local['setting']} | {pct(non_local['mIoU'])} "
+        f"| non-local block (not trained here) | – | – | – | – | – | {non_local['setting']} | {pct(non_local['mIoU'])} "
         f"| {_num(non_local['gflops_increment'], 'g')} | {_num(non_local['memory_mb_increment'], '.0f')} |"
     )
     return lines
 
 
-def _num(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def goals_paragraph(summary: dict, gammas: dict[str, float] | None = None) -> list[str]:
+def goals_paragraph(summary: dict, recipe: dict | None = None) -> list[str]:
     """The issue's goals against the measurements, with the seed spread they have to be read against."""
-    models = summary["models"]
-    by_label = {_label(m): m for m in models}
-    r2 = next((m for m in models if m["trained_recurrence"] == 2 and not m["ccl"]), None)
-    order = [by_label.get(label) for label in ("baseline (R = 0)", "RCCA R = 1", "RCCA R = 2", "RCCA R = 3")]
-    bullets, met = [], []
+    goals = judge_goals(summary)
+    bullets = []
+    r2 = next((g for g in goals if g["goal"] == "r2_mean_val_mIoU"), None)
     if r2 is not None:
-        met.append(r2["mIoU"] >= GOAL_R2_MIOU)
-        above = [m for m in models if m["mIoU"] >= GOAL_R2_MIOU and m is not r2]
-        bullets.append(
-            f"- **R = 2 reaches >= {100 * GOAL_R2_MIOU:.0f} % val mIoU: {_verdict(met[-1])}.** The bundled R = 2 "
-            f"model scores {pct(r2['mIoU'])} % ({100 * (r2['mIoU'] - GOAL_R2_MIOU):+.1f} points from the goal); its "
-            f"seed-1 twin's best was {pct(_seed_values(summary, r2['name']).get(1))} %."
-            + "".join(
-                f" {_label(m)} reaches {pct(m['mIoU'])} %, but its seed-1 twin "
-                f"{pct(_seed_values(summary, m['name']).get(1))} %."
-                for m in above
-            )
-        )
-    if all(order):
-        values = [m["mIoU"] for m in order]
-        met.append(values[0] < values[1] < values[2] <= values[3])
-        bullets.append(
-            f"- **Ordering baseline < R1 < R2 <= R3: {_verdict(met[-1])}.** Seed 0 (bundled): "
-            + " / ".join(pct(v) for v in values)
-            + "."
-            + _seed_order(summary, order, 1, "Seed 1 (best val)")
-            + _mean_order(summary, order)
-        )
+        bullets.append(_r2_bullet(summary, r2))
+    lifts = [g for g in goals if g["goal"] == "lift_at_trained_recurrence"]
+    if lifts:
+        bullets.append(_lift_bullet(summary, lifts))
+    order = next(g for g in goals if g["goal"] == "ordering")
+    bullets.append(_order_bullet(order))
     bullets += _noise_bullet(summary)
-    quiet = [_label(m) for m in models if abs((gammas or {}).get(m["name"], 1.0)) < 0.1]
+    quiet = [_label(m) for m in summary["models"] if m.get("gamma") is not None and abs(m["gamma"]) < 0.1]
     if quiet:
         bullets.append(
-            f"- **Why.** In {', '.join(quiet)} the learned attention scale gamma stayed near 0: those networks barely "
-            'use their attention and are close to the baseline (see "Why R hardly matters here" below).'
+            f"- **Why.** In {', '.join(quiet)} the learned attention scale gamma is near 0: those networks barely "
+            "use their attention and are close to the baseline."
         )
-    heading = "met" if met and all(met) else "not met"
-    return [f"## The issue's goals: {heading}", "", *bullets, "", *_what_was_tried(summary), ""]
+    verdicts = [g["met"] for g in goals]
+    heading = "not met" if False in verdicts or not verdicts else "met" if all(verdicts) else "not all measured"
+    return [f"## The issue's goals: {heading}", "", *bullets, "", *_what_was_tried(summary, recipe or {}), ""]
 
 
-def _verdict(met: bool) -> str:
-    return "met" if met else "not met"
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else "met" if met else "not met"
+
+
+def _r2_bullet(summary: dict, goal: dict) -> str:
+    model = next(m for m in summary["models"] if m["name"] == goal["model"])
+    sem = "" if goal["sem"] is None else f" ± {pct(goal['sem'])} (standard error)"
+    seeds = "one seed (n = 1): no spread to read it against" if goal["n"] == 1 else f"n = {goal['n']} seeds"
+    return (
+        f"- **R = 2 reaches >= {100 * GOAL_R2_MIOU:.0f} % mean val mIoU: {_verdict(goal['met'])}.** {_label(model)}: "
+        f"{pct(goal['value'])} %{sem}, best val of each run, {seeds} ({100 * goal['margin']:+.1f} points from the "
+        f"goal); the bundled checkpoint scores {pct(model['mIoU'])} % in this report's evaluation."
+    )
+
+
+def _lift_bullet(summary: dict, goals: list[dict]) -> str:
+    met = [g["met"] for g in goals]
+    verdict = _verdict(False if False in met else None if None in met else True)
+    by_name = {m["name"]: m for m in summary["models"]}
+    parts = []
+    for goal in goals:
+        finals = _seed_field(summary, goal["model"], "lift")
+        seeds = f"; seeds' last validation: {' / '.join(f'{v:.2f}' for v in finals)}" if finals else ""
+        miss = f", {-goal['margin']:.2f} short" if goal["met"] is False else ""
+        parts.append(
+            f"{_label(by_name[goal['model']])} {_num(goal['value'], '.2f')} ({_verdict(goal['met'])}{miss}{seeds})"
+        )
+    return (
+        f"- **Class-balanced same-class lift >= {GOAL_LIFT:g} at the trained R: {verdict}.** "
+        + "; ".join(parts)
+        + f". Measured by this report on each bundled checkpoint (val; {BLIND_LIFT:g} = blind to class)."
+    )
+
+
+def _order_bullet(goal: dict) -> str:
+    if goal["met"] is None:
+        return f"- **Ordering baseline < R1 < R2 <= R3 in seed means: not measured.** No {', '.join(goal['missing'])}."
+    cells = [
+        f"{pct(mean)} ± {pct(sem)}" if sem is not None else f"{pct(mean)} (n = 1)"
+        for mean, sem in zip(goal["means"], goal["sems"], strict=True)
+    ]
+    misses = "".join(
+        f" {miss['higher']} would have to be {100 * miss['by']:.1f} points higher to pass {miss['lower']}."
+        for miss in goal["misses"]
+    )
+    return (
+        f"- **Ordering baseline < R1 < R2 <= R3 in seed means: {_verdict(goal['met'])}.** Mean ± standard error "
+        f"of the seeds' best val mIoU: {' / '.join(cells)} (n = {', '.join(map(str, goal['n']))}).{misses}"
+    )
 
 
 def _noise_bullet(summary: dict) -> list[str]:
@@ -469,7 +719,7 @@ def _noise_bullet(summary: dict) -> list[str]:
     per_model = {_label(m): list(_seed_values(summary, m["name"]).values()) for m in summary["models"]}
     per_model = {label: values for label, values in per_model.items() if len(values) > 1}
     if not per_model:
-        return []
+        return ["- **Seed noise.** No model has two seeds yet: the spread between seeds is unknown."]
     spreads = {label: _range(values) for label, values in per_model.items()}
     seeds = min(len(values) for values in per_model.values())
     # Pooled seed-to-seed standard deviation; a difference of two n-seed means has SE = sd * sqrt(2 / n).
@@ -487,49 +737,101 @@ def _noise_bullet(summary: dict) -> list[str]:
         f"- **Seed noise.** One config trained with different seeds differs by {100 * min(spreads.values()):.1f} to "
         f"{100 * max(spreads.values()):.1f} points of best val mIoU ({listed}). Pooled, the seed-to-seed standard "
         f"deviation is {100 * pooled_sd:.1f} points, so two {seeds}-seed means differ by up to about "
-        f"{100 * noise:.1f} points by chance (two standard errors); the models' {seeds}-seed means span "
-        f"{100 * means:.1f} points: {verdict}. With {seeds} seeds the standard deviation itself is a rough estimate."
+        f"{100 * noise:.1f} points by chance (two standard errors); the {len(per_model)} models with several seeds "
+        f"have means spanning {100 * means:.1f} points: {verdict}. With {seeds} seeds the standard deviation itself "
+        "is a rough estimate."
     ]
 
 
-def _what_was_tried(summary: dict) -> list[str]:
+def _what_was_tried(summary: dict, recipe: dict) -> list[str]:
     params = max(m["params"] for m in summary["models"]) / 1e6
+    counts = sorted({len(_seed_values(summary, m["name"])) for m in summary["models"]})
+    seeds = " to ".join(map(str, counts)) if counts else "no"
+    tried = " The paper's recipe for the same R = 2 model is compared below (\"Recipe\")." if summary.get(
+        "recipe_comparison") else ""  # fmt: skip
     return [
-        f"What was tried: one recipe for all {len(summary['models'])} models (`training/configs/camvid_*.yaml`, "
-        "after the calibration runs of `../shared/docs/calibration.md`: ResNet-18 at half width, output stride 8, "
-        "128-channel head, from scratch, SGD + poly, batch 8 of 240x320 crops, 4000 iterations, ENet class "
-        "weights), only the loop count and CCL differing; two seeds each; the best checkpoint chosen on val mIoU "
-        "(CamVid's test split was never used). Running on a GPU changed nothing in the recipe (float32, same "
-        "iterations and batch), only the wall-clock time. The gap to the paper is expected in kind: the paper's "
-        "numbers are Cityscapes val with an ImageNet-pretrained ResNet-101 at 769x769 (its CamVid result, test "
-        "79.1, uses 3D attention over 5 frames and Cityscapes pre-training); ours is a "
-        f"{params:.1f} M-parameter network trained from scratch on the 367 CamVid train frames (about 87 epochs)."
+        f"What was tried: one recipe for all {len(summary['models'])} models (`training/configs/camvid_*.yaml`; "
+        f"{recipe_note(recipe)}), only the loop count and CCL differing; {seeds} seed(s) per model; the best "
+        "checkpoint chosen on val mIoU (CamVid's test split was never used); docs/TRAINING.md has the recipe "
+        f"search.{tried} The gap to the paper is expected in kind: the paper's numbers are Cityscapes val with an "
+        "ImageNet-pretrained ResNet-101 at 769x769 (its CamVid result, test 79.1, uses 3D attention over 5 frames "
+        f"and Cityscapes pre-training); ours is a {params:.1f} M-parameter network trained on the 367 CamVid "
+        "train frames."
     ]
 
 
-def _mean_order(summary: dict, order: list[dict]) -> str:
-    means = [_seed_mean(summary, m["name"]) for m in order]
-    if any(v is None for v in means):
-        return ""
-    met = means[0] < means[1] < means[2] <= means[3]
-    return f" Mean of the seeds' best val: {' / '.join(pct(v) for v in means)} ({_verdict(met)})."
-
-
-def _seed_mean(summary: dict, name: str) -> float | None:
-    values = list(_seed_values(summary, name).values())
-    return statistics.fmean(values) if len(values) > 1 else None
-
-
-def _seed_order(summary: dict, order: list[dict], seed: int, title: str) -> str:
-    values = [_seed_values(summary, m["name"]).get(seed) for m in order]
-    if any(v is None for v in values):
-        return ""
-    met = values[0] < values[1] < values[2] <= values[3]
-    return f" {title}: {' / '.join(pct(v) for v in values)} ({_verdict(met)})."
+def recipe_note(train_config: dict) -> str:
+    """The recipe's key settings from a checkpoint's train_config (empty: the tests' synthetic checkpoints)."""
+    if not train_config:
+        return "recipe not recorded in the checkpoints"
+    model, optim = train_config.get("model") or {}, train_config.get("optim") or {}
+    data, loss = train_config.get("data") or {}, train_config.get("loss") or {}
+    crop = "x".join(map(str, data.get("crop_size") or [])) or "whole-image"
+    parts = [
+        f"{model.get('backbone')} {'ImageNet-pretrained' if model.get('pretrained') else 'from scratch'}",
+        f"SGD + poly from lr {optim.get('lr')}, batch {optim.get('batch_size')} of {crop} crops, "
+        f"{optim.get('iterations')} iterations",
+        f"gamma starting at {model.get('gamma_init', 0.0):g}",
+    ]
+    if loss.get("attention_weight"):
+        parts.append(f"attention affinity loss x {loss['attention_weight']:g}")
+    if loss.get("class_weights"):
+        parts.append(f"{loss['class_weights']} class weights")
+    return ", ".join(parts)
 
 
 def _range(values: Sequence[float]) -> float:
     return max(values) - min(values) if values else 0.0
+
+
+def seeds_table(summary: dict) -> list[str]:
+    seeds = sorted({s["seed"] for s in summary["seeds"]})
+    scratch = {m["name"]: m["mIoU"] for m in (summary.get("from_scratch") or {}).get("models", [])}
+    extra = " from scratch, earlier set (seed 0) |" if scratch else ""
+    lines = [
+        "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | standard error | n |" + extra,
+        "| --- |" + " ---: |" * (len(seeds) + 3 + bool(scratch)),
+    ]
+    for model in summary["models"]:
+        values, stats = _seed_values(summary, model["name"]), model_stats(summary, model)
+        cells = [pct(values.get(s)) for s in seeds]
+        mean = pct(stats["mean"]) if stats["std"] is None else f"{pct(stats['mean'])} ± {pct(stats['std'])}"
+        cells += [mean, pct(stats["sem"]) if stats["sem"] is not None else "– (n = 1)", str(stats["n"])]
+        cells += [pct(scratch.get(model["name"]))] if scratch else []
+        lines.append(f"| {_label(model)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def attention_table(summary: dict) -> list[str]:
+    """gamma and lift per model and per R, the bundled checkpoint beside its seeds' last validations."""
+    lines = [
+        "| model | gamma | lift R = 1 | lift R = 2 | lift R = 3 | lift at trained R | cells "
+        "| seeds' last val: lift | seeds' last val: gamma |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model in summary["models"]:
+        if not model["trained_recurrence"]:
+            lines.append(f"| {_label(model)} | n/a | n/a | n/a | n/a | n/a | – | n/a | n/a |")
+            continue
+        at = model.get("lift_at_recurrence") or {}
+        finals = [" / ".join(f"{v:{spec}}" for v in _seed_field(summary, model["name"], key)) or "–"
+                  for key, spec in (("lift", ".2f"), ("gamma", ".3f"))]  # fmt: skip
+        cells = [_label(model), _num(model.get("gamma"), ".3f"), *(_num(at.get(r), ".2f") for r in ("1", "2", "3")),
+                 _num(model.get("lift"), ".2f"), str(model.get("lift_cells", "–")), *finals]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def lift_per_class_table(summary: dict) -> list[str]:
+    classes = summary["classes"]
+    attention = [m for m in summary["models"] if m["trained_recurrence"] and m.get("lift_per_class")]
+    if not attention:
+        return ["No lift per class: no model with attention was measured."]
+    lines = ["| model | lift | " + " | ".join(classes) + " |", "| --- | ---: |" + " ---: |" * len(classes)]
+    for model in attention:
+        cells = [_num(model["lift_per_class"].get(name), ".2f") for name in classes]
+        lines.append(f"| {_label(model)} | {_num(model.get('lift'), '.2f')} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def per_class_table(summary: dict) -> list[str]:
@@ -544,14 +846,14 @@ def per_class_table(summary: dict) -> list[str]:
 INSENSITIVE_POINTS = 0.1  # a model whose mIoU moves less than this over R = 1..3 is called insensitive to R
 
 
-def cross_evaluation(summary: dict, gammas: dict[str, float]) -> list[str]:
+def cross_evaluation(summary: dict) -> list[str]:
     lines = [
         "| model (trained R) | learned gamma | R = 1 | R = 2 | R = 3 | trained R -> R + 1 (points) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     notes = []
     for model in summary["models"]:
-        at, gamma = model["mIoU_at_recurrence"], _num(gammas.get(model["name"]), ".3f")
+        at, gamma = model["mIoU_at_recurrence"], _num(model.get("gamma"), ".3f")
         if not at:
             lines.append(
                 f"| {_label(model)} | – | n/a | n/a | n/a | n/a (no attention; {pct(model['mIoU'], 2)} at R = 0) |"
@@ -571,15 +873,15 @@ def cross_evaluation(summary: dict, gammas: dict[str, float]) -> list[str]:
             f"points unrolled to R = 3 ({pct(at['2'], 2)} -> {pct(at['3'], 2)}) and by "
             f"{100 * (at['1'] - at['2']):+.3f} at R = 1."
         )
-    lines += ["", " ".join(notes), "", *_gamma_paragraph(summary, gammas)]
+    lines += ["", " ".join(notes), "", *_gamma_paragraph(summary)]
     return lines
 
 
 def _sensitivity_note(model: dict) -> str:
     at, label = model["mIoU_at_recurrence"], _label(model)
-    spread = _range(list(at.values()))
-    if spread < INSENSITIVE_POINTS / 100:
-        return f"{label}: insensitive to R ({100 * spread:.3f} points between R = 1, 2, 3)."
+    spread_ = _range(list(at.values()))
+    if spread_ < INSENSITIVE_POINTS / 100:
+        return f"{label}: insensitive to R ({100 * spread_:.3f} points between R = 1, 2, 3)."
     best = max(at, key=at.get)
     own = " (its own)" if best == str(model["trained_recurrence"]) else ""
     others = ", ".join(
@@ -588,23 +890,41 @@ def _sensitivity_note(model: dict) -> str:
     return f"{label}: best at R = {best}{own}; {others} points."
 
 
-def _gamma_paragraph(summary: dict, gammas: dict[str, float]) -> list[str]:
-    """Why the loop count hardly matters for some models: the learned residual scale gamma stayed near 0."""
+def _gamma_paragraph(summary: dict) -> list[str]:
+    """Why the loop count hardly matters for some models: their learned residual scale gamma is near 0."""
+    gammas = {m["name"]: m["gamma"] for m in summary["models"] if m.get("gamma") is not None}
     quiet = [m for m in summary["models"] if m["name"] in gammas and abs(gammas[m["name"]]) < 0.1]
     if not quiet:
         return []
     listed = ", ".join(f"{_label(m)} {gammas[m['name']]:+.3f}" for m in quiet)
-    active = [m for m in summary["models"] if m["name"] in gammas and abs(gammas[m["name"]]) >= 0.1]
-    also = "".join(f" {_label(m)} learned gamma = {gammas[m['name']]:.2f} and does depend on R." for m in active)
     return [
-        f"**Why R hardly matters here.** RCCA adds gamma x attention to its input, with gamma initialised to 0 "
-        f"(the paper's choice). In {len(quiet)} of the models it stayed near 0 ({listed}), so their attention "
-        "path contributes almost nothing and these networks are nearly the baseline: the headline comparison "
-        f"between trained loop counts compares near-identical networks, so its differences are seed noise, not "
-        f"effects of R.{also} The category "
-        "consistent loss acts on the attention's output, which is the likely reason its gamma grew; with this "
-        "short from-scratch recipe, the segmentation loss alone did not make the attention worth using."
+        f"**Why R hardly matters for some models.** RCCA adds gamma x attention to its input. In {len(quiet)} of "
+        f"the models gamma is near 0 ({listed}), so their attention path contributes almost nothing and they are "
+        "nearly the baseline: differences between their loop counts are seed noise, not effects of R."
     ]
+
+
+def recipe_table(summary: dict) -> list[str]:
+    """Paper recipe (gamma from 0, no affinity loss) against the bundled recipe, per seed; [] without records."""
+    rows = summary.get("recipe_comparison") or []
+    if not rows:
+        return []
+    lines = [
+        "## Recipe: the paper's against the bundled one (R = 2, equal iterations)",
+        "",
+        "| recipe | model | seed | iterations | best val mIoU | gamma (last val) | lift (last val) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        name = "paper (gamma from 0, no affinity loss)" if row["recipe"] == "paper" else "bundled"
+        cells = [name, row["model"], str(row["seed"]), str(row["iterations"]), pct(row["best_val_mIoU"]),
+                 _num(row["gamma"], ".3f"), _num(row["lift"], ".2f")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    iterations = {row["iterations"] for row in rows}
+    same = "the same number of iterations" if len(iterations) == 1 else "DIFFERENT iteration counts (see the table)"
+    lines += ["", f"From the records `results/camvid/<model>_paper_s<seed>/` and `<model>_s<seed>/`: {same}; lift "
+              f"and gamma are those of each run's last validation ({BLIND_LIFT:g} = blind to class).", ""]  # fmt: skip
+    return lines
 
 
 def costs_table(summary: dict, costs: list[dict]) -> list[str]:
@@ -628,55 +948,57 @@ def costs_table(summary: dict, costs: list[dict]) -> list[str]:
 def params_and_time_table(summary: dict, attention_params: dict[str, int]) -> list[str]:
     baseline = next((m["params"] for m in summary["models"] if m["trained_recurrence"] == 0), None)
     lines = [
-        "| model | parameters | of which attention | increment over baseline | training time (s, GPU) "
-        "| images/s (GPU, median) | device |",
+        "| model | parameters | of which attention | increment over baseline | training time (s) "
+        "| images/s (median) | device |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for model in summary["models"]:
         increment = "–" if baseline is None else f"{model['params'] - baseline:+,}"
         cells = [_label(model), f"{model['params']:,}", f"{attention_params[model['name']]:,}", increment,
-                 f"{model['train_seconds']:.0f}", f"{model['images_per_s']:.0f}", model["train_device"]]  # fmt: skip
+                 f"{model['train_seconds']:.0f}", f"{model['images_per_s']:.1f}", model["train_device"]]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def seeds_table(summary: dict) -> list[str]:
-    seeds = sorted({s["seed"] for s in summary["seeds"]})
-    lines = [
-        "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread |",
-        "| --- |" + " ---: |" * (len(seeds) + 2),
-    ]
+def precision_lines(summary: dict) -> list[str]:
+    """Training's float32 val of each bundled checkpoint's weights against this report's evaluation of the file."""
+    lines = ["| model | bundled weights | float32: the run's val at the best step | this report: bundled file "
+             "| difference (points) |", "| --- | --- | ---: | ---: | ---: |"]  # fmt: skip
+    worst = None
     for model in summary["models"]:
-        values = _seed_values(summary, model["name"])
-        cells = [pct(values.get(s)) for s in seeds] + [pct(_seed_mean(summary, model["name"]))]
-        lines.append(f"| {_label(model)} | " + " | ".join(cells) + f" | {100 * _range(list(values.values())):.1f} |")
-    return lines
-
-
-def precision_lines(summary: dict, device_evals: dict[str, dict[str, float]]) -> list[str]:
-    lines = ["| model | float32 best (GPU) | float16 export (GPU) | difference (points) | float16 export here |",
-             "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    worst = 0.0
-    for model in summary["models"]:
-        pair = device_evals.get(model["name"], {})
-        if "fp32" not in pair or "half" not in pair:
+        reference = model.get("float32_val_mIoU")
+        if reference is None:
             continue
-        difference = 100 * (pair["half"] - pair["fp32"])
-        worst = max(worst, abs(difference))
-        cells = [_label(model), f"{100 * pair['fp32']:.2f}", f"{100 * pair['half']:.2f}", f"{difference:+.3f}",
-                 f"{100 * model['mIoU']:.2f}"]  # fmt: skip
+        difference = 100 * (model["mIoU"] - reference)
+        if model.get("weights_dtype") == "float16":
+            worst = max(worst or 0.0, abs(difference))
+        cells = [_label(model), model.get("weights_dtype", "?"), f"{100 * reference:.2f}", f"{100 * model['mIoU']:.2f}",
+                 f"{difference:+.3f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     if len(lines) == 2:
-        return ["No device evaluations (`device_eval/`) were found beside the records."]
-    verdict = "below" if worst < 0.1 else "NOT below"
-    lines += ["", f"Largest |float16 - float32| difference: {worst:.3f} points, {verdict} the 0.1-point bound."]
-    return lines
+        return ["No checkpoint records its own val mIoU (sidecar `metrics`): nothing to compare against."]
+    if worst is None:
+        return [*lines, "", "No bundled file is float16: the rows compare two float32 evaluations."]
+    verdict = "below" if worst < 100 * FLOAT16_BOUND else "NOT below"
+    return [*lines, "", f"Largest |float16 - float32| difference: {worst:.3f} points, {verdict} the "
+            f"{100 * FLOAT16_BOUND:.1f}-point bound."]  # fmt: skip
+
+
+def scratch_note(summary: dict) -> list[str]:
+    scratch = summary.get("from_scratch")
+    if not scratch:
+        return ["The earlier from-scratch set's summary was not found: no comparison column."]
+    return [
+        f"The last column is the earlier set (ResNet-18 at half width, trained from scratch), seed 0 as bundled "
+        f"then, from `{scratch['source']}`."
+    ]
 
 
 def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
     attention_params = {m["name"]: m["_attention_params"] for m in inputs.models}
     images = inputs.models[0]["_images"]
-    config = inputs.models[0]["_model_config"]
+    recipe = inputs.models[0].get("_train_config") or {}
+    dtypes = " / ".join(sorted({m.get("weights_dtype", "float32") for m in summary["models"]}))
     parts = [
         "# Results: CCNet on CamVid",
         "",
@@ -684,27 +1006,52 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         "and the committed records in `results/camvid/` (machine-readable: `results/camvid/summary.json`)._",
         "",
         f"Ours: CamVid {summary['split']} ({images} frames at full resolution, single scale, void ignored), "
-        "evaluated by this script on the bundled float16 checkpoints; "
-        f"network `{config['backbone']}` at base width {config['base_width']}, output stride 8, "
-        f"{config['head_channels']}-channel head, trained from scratch. Paper: {PAPER_SOURCE}.",
+        f"evaluated by this script on the bundled {dtypes} checkpoints (seed 0 of each model); "
+        f"{network_note(inputs.models[0]['_model_config'], recipe)}. Seed means are over the best val mIoU of "
+        f"every training run recorded for the model. Paper: {PAPER_SOURCE}.",
         "",
         "## Headline: ours beside the paper's Table 2",
         "",
         *headline_table(summary),
         "",
-        "The two are not comparable as scores (dataset, backbone, pre-training, input size all differ); the cost "
+        "The two are not comparable as scores (dataset, backbone, input size all differ); the cost "
         "columns are, in kind: ours are for our bundled network at 769x769 (a 97x97 map of "
-        f"{_channels(inputs.costs)} channels), the paper's for ResNet-101's 512-channel head.",
+        f"{_channels(inputs.costs)} channels), the paper's for ResNet-101's 512-channel head. A model with one "
+        "seed shows its value with n = 1 and no spread.",
         "",
-        *goals_paragraph(summary, inputs.gammas),
+        *goals_paragraph(summary, recipe),
+        "## Seeds (best val mIoU seen in training, %)",
+        "",
+        *seeds_table(summary),
+        "",
+        "Seed 0 is the bundled checkpoint; other seeds are the same config with `--seed N`, kept only as records. "
+        "Standard deviation: sample (n - 1); standard error: std / sqrt(n). " + " ".join(scratch_note(summary)),
+        "",
+        "## Does the attention follow the classes? (gamma and same-class lift)",
+        "",
+        *attention_table(summary),
+        "",
+        "Lift: for sampled feature cells of each val frame (ground truth at the cell centres, "
+        f"{DEFAULT_CELLS_PER_IMAGE} cells per frame, seed {LIFT_SEED}, the same cells at every R), the share of "
+        "the cell's influence map that lies on its own class over the share of cells of that class, on the cross "
+        "at R = 1 and off it from R = 2 on (`ccnet.analysis.same_class_lift`); averaged per class, then over "
+        f"classes. {BLIND_LIFT:g} = blind to class. gamma: the learned residual scale read from the bundled "
+        "weights. The last two columns are each seed's last validation during training "
+        "(`results/camvid/<model>_s<seed>/metrics.jsonl`).",
+        "",
+        "### Lift per class (each model at its trained R)",
+        "",
+        *lift_per_class_table(summary),
+        "",
         "## Per-class IoU (val, %, each model at its trained R)",
         "",
         *per_class_table(summary),
         "",
         "## Every model at R = 1, 2, 3 (val mIoU, %)",
         "",
-        *cross_evaluation(summary, inputs.gammas),
+        *cross_evaluation(summary),
         "",
+        *recipe_table(summary),
         "## Costs of the attention module",
         "",
         "Increments of RCCA at R loops over the same network with R = 0 (our bundled architecture, batch 1, "
@@ -724,22 +1071,17 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         "",
         *params_and_time_table(summary, attention_params),
         "",
-        f"Training times are GPU numbers: {_device_note(inputs.runs)}; five runs shared one GPU at a time "
-        "(results/README.md), so images/s is a shared-GPU rate (median over 10-iteration windows) and the "
-        f"time is wall clock from start to the last validation. The same command takes {CPU_TRAINING_NOTE}.",
-        "",
-        "## Seeds (best val mIoU seen in training, %)",
-        "",
-        *seeds_table(summary),
-        "",
-        "Seed 0 is the bundled set; seed 1 is the same config with `--seed 1`, kept only as a record.",
+        f"Training time and images/s are the seed-0 records' ({_device_note(inputs.runs)}): images/s is the median "
+        "over 10-iteration windows, the time is wall clock from the run's start to its last validation"
+        + _sessions_note(inputs.runs, summary)
+        + ".",
         "",
         "## Float16 export against float32",
         "",
-        *precision_lines(summary, inputs.device_evals),
+        *precision_lines(summary),
         "",
-        "The GPU columns are `results/camvid/device_eval/`; the last column is this report's CPU evaluation of "
-        "the bundled float16 file.",
+        "The float32 column is training's own validation of the same weights at the step they were saved (the "
+        "checkpoint's `metrics`, whole 360x480 frames); the next is this report's evaluation of the bundled file.",
         "",
         "## Reproduce",
         "",
@@ -747,14 +1089,15 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         "export CAMVID_ROOT=../shared/datasets/camvid",
         *[reproduce_command(m["name"], m["name"] == inputs.default) for m in summary["models"]],
         "python -m training.evaluate checkpoints/camvid_r2 --recurrence 3     # any model at any loop count",
+        "python -m training.attention_quality checkpoints/camvid_r2           # its same-class lift at R = 1, 2, 3",
         f"{command}                 # this file and results/camvid/summary.json",
         "python -m training.figures --out figures/    # influence maps and mIoU-vs-R chart (not committed)",
         "```",
         "",
-        "One line per model: train (float32; `train.amp=false` as the recorded GPU runs had it, a no-op on CPU), "
-        "then bundle the best-on-val checkpoint as float16. Add `--seed 1` (and another `--out`) for the seed-1 "
-        "runs. Training is not bit-reproducible across machines: expect numbers within the seed spread above, "
-        "not the same digits. CamVid is for research and education use; the weights trained on it are too.",
+        "One line per model: train, then bundle the best-on-val checkpoint as float16. Add `--seed N` (and "
+        "another `--out`) for the other seeds; each record's exact command is in its `run.json`. Training is not "
+        "bit-reproducible across machines: expect numbers within the seed spread above, not the same digits. "
+        "CamVid is for research and education use; the weights trained on it are too.",
         "",
     ]
     return "\n".join(parts)
@@ -767,16 +1110,18 @@ def readme_block(summary: dict) -> str:
     """The README's short results table (between the markers), pointing at docs/RESULTS.md."""
     lines = [
         README_START,
-        "| model | val mIoU (seed 0) | seed 1 | at R = 1 / 2 / 3 | paper (Cityscapes val, ResNet-101) |",
-        "| --- | ---: | ---: | --- | ---: |",
+        "| model | val mIoU, mean ± std over seeds | bundled (seed 0) | lift at trained R | at R = 1 / 2 / 3 "
+        "| paper (Cityscapes val, ResNet-101) |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for model in summary["models"]:
         at = model["mIoU_at_recurrence"]
         loops = " / ".join(pct(at[r]) for r in ("1", "2", "3")) if at else "n/a"
         paper = _paper_row(model["trained_recurrence"]) if not model["ccl"] else None
         paper_cell = pct(paper["mIoU"]) if paper else f"about +{100 * PAPER_CCL_GAIN:.1f} over R = 2"
-        seed1 = pct(_seed_values(summary, model["name"]).get(1))
-        lines.append(f"| {_label(model)} | {pct(model['mIoU'])} | {seed1} | {loops} | {paper_cell} |")
+        lift = _num(model.get("lift"), ".2f") if model["trained_recurrence"] else "n/a"
+        lines.append(f"| {_label(model)} | {spread(model_stats(summary, model))} | {pct(model['mIoU'])} | {lift} "
+                     f"| {loops} | {paper_cell} |")  # fmt: skip
     lines.append(README_END)
     return "\n".join(lines)
 
@@ -797,7 +1142,7 @@ def update_readme(path: Path, summary: dict) -> bool:
 def reproduce_command(name: str, default: bool) -> str:
     """Train one bundled model from its config and bundle it as float16, as the records were made."""
     return (
-        f"python -m training.train --config training/configs/{name}.yaml --out runs/{name} --set train.amp=false"
+        f"python -m training.train --config training/configs/{name}.yaml --out runs/{name}"
         f" && python -m training.export runs/{name} checkpoints/{name} --half" + (" --default" if default else "")
     )
 
@@ -807,8 +1152,19 @@ def _channels(costs: list[dict]) -> str:
 
 
 def _device_note(runs: list[RunRecord]) -> str:
-    devices = sorted({run.device for run in runs})
-    return f"device {', '.join(devices)} (an NVIDIA H200 per results/README.md)"
+    devices = sorted({run.device for run in runs if run.seed == 0} or {run.device for run in runs})
+    return f"device {', '.join(devices)} as recorded in run.json"
+
+
+def _sessions_note(runs: list[RunRecord], summary: dict) -> str:
+    """A resumed run's wall clock includes the pauses between its sessions: say which ones were resumed."""
+    names = {(m["name"], m["seed"]) for m in summary["models"]}
+    resumed = [
+        f"{run.name} ({run.sessions} sessions)" for run in runs if (run.name, run.seed) in names and run.sessions > 1
+    ]
+    if not resumed:
+        return ""
+    return f"; resumed runs, whose time includes the pauses between sessions: {', '.join(resumed)}"
 
 
 # -------------------------------------------------------------------------------------------------
@@ -819,8 +1175,9 @@ def _device_note(runs: list[RunRecord]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=COMMAND,
-        description="Evaluate every bundled checkpoint (at its R and at R = 1, 2, 3), measure the attention's "
-        "costs, read the training records, and write docs/RESULTS.md and results/camvid/summary.json.",
+        description="Evaluate every bundled checkpoint (at its R and at R = 1, 2, 3, with gamma and the "
+        "same-class lift), measure the attention's costs, read the training records, and write docs/RESULTS.md "
+        "and results/camvid/summary.json.",
     )
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="folder with index.json")
     parser.add_argument("--records", type=Path, default=Path("results/camvid"), help="training run records")
@@ -851,18 +1208,27 @@ def _device(option: str) -> torch.device:
     return torch.device(option)
 
 
+def _reused_models(path: Path) -> list[dict]:
+    models = json.loads(path.read_text())["models"]
+    if any("lift_at_recurrence" not in m for m in models):  # written before the lift was measured
+        raise ReportError(f"{path} holds evaluations without the same-class lift: delete it to evaluate again")
+    return models
+
+
 def make_report(args: argparse.Namespace) -> dict:
     """Evaluate, measure, read; write both files; return the summary."""
     device = _device(args.device)
     entries = read_checkpoint_index(args.checkpoints)
-    runs = read_runs(args.records)
+    all_runs = read_runs(args.records)
+    runs = [run for run in all_runs if not is_paper_recipe(run)]
+    scratch = read_scratch_summary(args.records / SCRATCH_SUMMARY)
     spec = find_dataset("camvid", args.data_root, args.split)  # fail early on a missing root
     total = len(entries) * len(spec.samples) + len(COST_INPUTS)
     default = read_index(args.checkpoints).get("default")
     reuse = args.reuse is not None and args.reuse.is_file()  # re-render: evaluations of an earlier run
     with tqdm(total=total, desc="report", unit="step", disable=args.no_progress) as bar:
         if reuse:
-            models = json.loads(args.reuse.read_text())["models"]
+            models = _reused_models(args.reuse)
             bar.update(total - len(COST_INPUTS))
         else:
             models = [
@@ -873,8 +1239,8 @@ def make_report(args: argparse.Namespace) -> dict:
         reference = next((m for m in models if m["name"] == default and m["trained_recurrence"] > 0), None)
         reference = reference or next((m for m in models if m["trained_recurrence"] > 0), models[0])
         costs = attention_costs(reference["_model_config"], device, bar.update)
-    gammas = attention_gammas(args.checkpoints, entries)
-    inputs = ReportInputs(models, runs, costs, read_device_evals(args.records / "device_eval"), default, gammas)
+    recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
+    inputs = ReportInputs(models, runs, costs, default, recipe_runs, scratch)
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
     atomic_write(args.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
