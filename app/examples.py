@@ -1,6 +1,6 @@
-"""The examples folder: a dataset in a layout `training.datasets` knows (labels too), or plain images.
+"""The examples folder: a dataset in a layout `ccnet.datasets` knows (labels too), or plain images.
 
-Layout knowledge lives in training.datasets; this module only asks it which layout fits and reads
+Layout knowledge lives in ccnet.datasets; this module only asks it which layout fits and reads
 labels through it, so the app and the evaluation script agree on what every label value means.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from app.images import DecodedImage, ImageError, decode_image, resize_labels
-from training import datasets
+from ccnet import datasets
 
 SPLITS = ("val", "train", "test")
 HOW_TO_SET_EXAMPLES = (

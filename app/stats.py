@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ccnet.analysis import cross_share, mean_attention_distance, same_class_lift, uniform_same_class_share
-from training.metrics import confusion_matrix, scores_from_confusion
+from ccnet.metrics import confusion_matrix, scores_from_confusion
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def own_class_share(influence: np.ndarray, classes_on_grid: np.ndarray, clicked_
 
 
 def image_miou(prediction: np.ndarray, labels: np.ndarray, num_classes: int, ignore_index: int = 255) -> float:
-    """The image's mean IoU, defined exactly as the evaluation script defines it (training.metrics)."""
+    """The image's mean IoU, defined exactly as the evaluation script defines it (ccnet.metrics)."""
     confusion = confusion_matrix(
         torch.from_numpy(prediction.astype(np.int64)),
         torch.from_numpy(labels.astype(np.int64)),

@@ -134,7 +134,7 @@ def data_seconds_per_batch(crop, batch: int, root: str | None) -> float | None:
     if not root or not Path(root).is_dir():
         return None
     sys.path.insert(0, str(common.REPO_ROOT))
-    from training.datasets import SegmentationDataset, find_dataset
+    from ccnet.datasets import SegmentationDataset, find_dataset
     from training.transforms import TrainTransform
 
     dataset = SegmentationDataset(find_dataset("camvid", root, "train"), TrainTransform(list(crop), (0.5, 1.5), True))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ccnet.classes import ADE20K, CITYSCAPES
-from training.datasets import (
+from ccnet.datasets import (
     DatasetError,
     SegmentationDataset,
     find_dataset,

@@ -12,10 +12,10 @@ from PIL import Image
 
 from ccnet.checkpoint import save_checkpoint
 from ccnet.classes import CAMVID
+from ccnet.metrics import confusion_matrix, format_scores_table, scores_from_confusion
 from ccnet.model import CCNet
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from training import evaluate
-from training.metrics import confusion_matrix, format_scores_table, scores_from_confusion
 
 
 def test_exact_scores_of_hand_made_predictions():

@@ -16,11 +16,11 @@ from conftest import write_camvid
 
 from ccnet.checkpoint import load_checkpoint, read_index, save_checkpoint, write_index
 from ccnet.classes import CAMVID
+from ccnet.datasets import SegmentationDataset, find_dataset
 from ccnet.model import CCNet
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from training import evaluate, report
 from training.attention_quality import attention_lift
-from training.datasets import SegmentationDataset, find_dataset
 from training.transforms import EvalTransform
 
 REPO = Path(__file__).resolve().parents[1]

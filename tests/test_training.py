@@ -14,15 +14,16 @@ import yaml
 from conftest import tiny_training_config
 
 from ccnet.checkpoint import load_checkpoint, read_index
+from ccnet.datasets import find_dataset
 from training import class_weights as class_weights_module
 from training import train as train_module
 from training.config import ConfigError, differing_keys, flatten, load_config
-from training.datasets import find_dataset
 from training.errors import RunFolderError
 from training.export import export_run
 from training.run_folder import read_metrics
 from training.sampling import ResumableShardSampler
 from training.state import load_training_state
+from training.pretrained import SOURCES
 from training.train import poly_lr, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
@@ -238,11 +239,16 @@ def test_shipped_camvid_configs_differ_only_in_loops_and_ccl():
     configs = {name: load_config(CONFIGS / f"{name}.yaml") for name in names}
     allowed = {"model.recurrence", "model.ccl_channels", "loss.ccl"}
     for name in names:
-        assert set(differing_keys(configs["camvid_r2"], configs[name], ignore=())) <= allowed, name
+        # The baseline has no attention to supervise; everything else is the one recipe.
+        extra = {"loss.attention_weight"} if name == "camvid_r0" else set()
+        assert set(differing_keys(configs["camvid_r2"], configs[name], ignore=())) <= allowed | extra, name
+    assert configs["camvid_r0"]["loss"]["attention_weight"] == 0
     assert [configs[n]["model"]["recurrence"] for n in names] == [0, 1, 2, 3, 2]
     assert configs["camvid_r2_ccl"]["loss"]["ccl"] and configs["camvid_r2_ccl"]["model"]["ccl_channels"] == 16
     r2 = flatten(configs["camvid_r2"])
-    assert r2["model.backbone"] == "resnet18" and r2["model.base_width"] == 32 and r2["model.head_channels"] == 128
+    assert r2["model.backbone"] == "mobilenet_v2" and r2["model.base_width"] is None and r2["model.head_channels"] == 128
+    assert r2["model.gamma_init"] == 1.0 and r2["loss.attention_weight"] == 0.4 and r2["optim.gamma_weight_decay"] == 0
+    assert r2["model.pretrained_sha256"] == SOURCES["mobilenet_v2"].safetensors_sha256
     assert r2["optim.batch_size"] == 8 and r2["optim.lr"] == 0.01 and r2["loss.class_weights"] == "enet"
 
 

@@ -22,9 +22,8 @@ import torch
 from tqdm import tqdm
 
 from ccnet.analysis import cell_centre_labels, class_balanced_mean, same_class_lift
+from ccnet.datasets import IGNORE_INDEX, SegmentationDataset
 from ccnet.propagation import influence_maps
-
-from .datasets import IGNORE_INDEX, SegmentationDataset
 
 DEFAULT_CELLS_PER_IMAGE = 16
 
@@ -114,8 +113,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ccnet.checkpoint import CheckpointError, load_checkpoint
+    from ccnet.datasets import find_dataset
 
-    from .datasets import find_dataset
     from .transforms import EvalTransform
 
     args = parse_args(argv)

@@ -15,8 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ccnet.checkpoint import atomic_write
-
-from .datasets import IGNORE_INDEX, DatasetSpec, map_label, read_label
+from ccnet.datasets import IGNORE_INDEX, DatasetSpec, map_label, read_label
 
 ENET_C = 1.02
 

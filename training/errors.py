@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ccnet.checkpoint import CheckpointError
+from ccnet.datasets import DatasetError
 
 from .config import ConfigError
-from .datasets import DatasetError
 
 
 class RunFolderError(Exception):

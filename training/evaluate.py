@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ccnet.checkpoint import atomic_write, load_checkpoint
+from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from ccnet.inference import DEFAULT_CROP_SIZE, predict
+from ccnet.metrics import confusion_matrix, format_scores_table, scores_from_confusion
 
-from .datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from .errors import USER_ERRORS, EvaluationError
-from .metrics import confusion_matrix, format_scores_table, scores_from_confusion
 from .transforms import EvalTransform
 
 

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ccnet.checkpoint import CheckpointError, load_checkpoint, read_index
+from ccnet.datasets import DatasetError, find_dataset, load_sample
 from ccnet.preprocess import to_tensor
 from ccnet.propagation import influence_maps
-
-from .datasets import DatasetError, find_dataset, load_sample
 
 COMMAND = "python -m training.figures"
 

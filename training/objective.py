@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccnet.datasets import IGNORE_INDEX
 from ccnet.losses import AttentionAffinityLoss, CategoryConsistentLoss, OhemCrossEntropy
-
-from .datasets import IGNORE_INDEX
 
 
 class WeightedCrossEntropy(nn.Module):

@@ -34,11 +34,11 @@ from tqdm import tqdm
 
 from ccnet.analysis import cell_centre_labels, class_balanced_mean
 from ccnet.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_index
+from ccnet.datasets import IGNORE_INDEX, DatasetError, SegmentationDataset, find_dataset
+from ccnet.metrics import confusion_matrix, scores_from_confusion
 from ccnet.model import build_model
 
 from .attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_cells
-from .datasets import IGNORE_INDEX, DatasetError, SegmentationDataset, find_dataset
-from .metrics import confusion_matrix, scores_from_confusion
 from .run_folder import read_metrics
 from .transforms import EvalTransform
 

@@ -32,17 +32,17 @@ from tqdm import tqdm
 
 from ccnet.backbones import load_backbone_weights
 from ccnet.checkpoint import code_version, save_checkpoint
+from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from ccnet.inference import DEFAULT_CROP_SIZE
+from ccnet.metrics import SegmentationScores, scores_from_confusion
 from ccnet.model import build_model
 
 from .attention_quality import attention_lift
 from .class_weights import class_pixel_counts, enet_weights
 from .config import ConfigError, load_config
-from .datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from .distributed import barrier, init_processes, leave_processes
 from .errors import USER_ERRORS, NonFiniteLossError, RunFolderError
 from .evaluate import confusion_over_dataset, reduce_confusion, shard_indices
-from .metrics import SegmentationScores, scores_from_confusion
 from .objective import SegmentationObjective
 from .pretrained import describe_load_report, verified_weights
 from .run_folder import (

@@ -13,9 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from ccnet.datasets import IGNORE_INDEX
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_image
-
-from .datasets import IGNORE_INDEX
 
 
 def random_scale(
