@@ -20,10 +20,10 @@ from training import train as train_module
 from training.config import ConfigError, differing_keys, flatten, load_config
 from training.errors import RunFolderError
 from training.export import export_run
+from training.pretrained import SOURCES
 from training.run_folder import read_metrics
 from training.sampling import ResumableShardSampler
 from training.state import load_training_state
-from training.pretrained import SOURCES
 from training.train import poly_lr, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
@@ -246,7 +246,8 @@ def test_shipped_camvid_configs_differ_only_in_loops_and_ccl():
     assert [configs[n]["model"]["recurrence"] for n in names] == [0, 1, 2, 3, 2]
     assert configs["camvid_r2_ccl"]["loss"]["ccl"] and configs["camvid_r2_ccl"]["model"]["ccl_channels"] == 16
     r2 = flatten(configs["camvid_r2"])
-    assert r2["model.backbone"] == "mobilenet_v2" and r2["model.base_width"] is None and r2["model.head_channels"] == 128
+    assert r2["model.backbone"] == "mobilenet_v2" and r2["model.base_width"] is None
+    assert r2["model.head_channels"] == 128
     assert r2["model.gamma_init"] == 1.0 and r2["loss.attention_weight"] == 0.4 and r2["optim.gamma_weight_decay"] == 0
     assert r2["model.pretrained_sha256"] == SOURCES["mobilenet_v2"].safetensors_sha256
     assert r2["optim.batch_size"] == 8 and r2["optim.lr"] == 0.01 and r2["loss.class_weights"] == "enet"
