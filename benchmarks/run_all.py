@@ -9,6 +9,7 @@ Sections (each a script of its own in benchmarks/, runnable alone):
               the plot docs/growth.png
   models      bench_models.py: inference latency at 360x480 and training images/s of the bundled
               checkpoints (pending until checkpoints/index.json exists)
+  training    bench_training_step.py: one training step's parts, float32 / channels-last / bfloat16
 
 Each section's markdown is kept in benchmarks/results/<section>.md, so ``--only`` re-runs some
 sections and the document is rebuilt from the rest as last measured. The document's text around
@@ -33,9 +34,10 @@ import bench_attention
 import bench_costs
 import bench_growth
 import bench_models
+import bench_training_step
 import common
 
-SECTIONS = ["attention", "ablations", "costs", "growth", "models"]
+SECTIONS = ["attention", "ablations", "costs", "growth", "models", "training"]
 RESULTS = Path(__file__).resolve().parent / "results"
 TEMPLATE = Path(__file__).resolve().parent / "BENCHMARKS.template.md"
 OUTPUT = common.DOCS / "BENCHMARKS.md"
@@ -90,7 +92,13 @@ def run_models(args) -> str:
     return bench_models.format_table(bench_models.run(bench_models.parse_args(options), log))
 
 
+def run_training(args) -> str:
+    options = ["--rounds", "1" if args.quick else "3"]
+    return bench_training_step.format_table(bench_training_step.run(bench_training_step.parse_args(options), log))
+
+
 RUNNERS = {
+    "training": run_training,
     "attention": run_attention,
     "ablations": run_ablations,
     "costs": run_costs,

@@ -54,3 +54,18 @@ def test_cpu_table_reports_both_memory_measures(bench_attention):
     table = bench_attention.format_table(_result("cpu", rows))
     assert "| 97x97x512 | ours (fused, default) | 400 (420) | **2.25x** | 200 | 0.50x | 150 | 0.50x |" in table
     assert "- met: 97x97x512: 2.25x the einsum speed (target >= 1.5x), peak 0.50x and allocator peak 0.50x" in table
+
+
+def test_training_step_benchmark_runs_every_variant_and_tables_ratios(monkeypatch):
+    bench = _load("bench_training_step")
+    monkeypatch.setattr(bench.common, "wait_until_quiet", lambda **kwargs: 0.0)
+    for config in bench.CONFIGS.values():  # tiny crops: the test checks the plumbing, not the speed
+        monkeypatch.setitem(config, "crop", (64, 64))
+    args = bench.parse_args(["--rounds", "1", "--batch", "1", "--only", "mobilenet_v2", "--data-root", ""])
+    results = bench.run(args, log=lambda message: None)
+    measured = results["configs"]["mobilenet_v2"]
+    assert set(measured["timed"]) == set(bench.VARIANTS) and measured["data"] is None
+    assert set(measured["parts"]["float32"]) >= {"backbone forward", "backward", "attention alone (forward + backward)"}
+    table = bench.format_table(results)
+    assert "| float32 | " in table and "| 1.00x |" in table and "batch 1 of 64x64" in table
+    assert "avx512_bf16" in table
