@@ -74,13 +74,9 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
     if comparison == TRAINED:
         return _trained_columns(trained)
     names = [e.name for e in unrollable]
-    name = st.sidebar.selectbox(
-        "Model",
-        names,
-        index=names.index(default.name),
-        key="model",
-        format_func=lambda n: catalogue.get(n).label,
-    )
+    if st.session_state.get("model") not in names:  # a stale or edited link: back to the default
+        st.session_state["model"] = default.name
+    name = st.sidebar.selectbox("Model", names, key="model", format_func=lambda n: catalogue.get(n).label)
     entry = catalogue.get(name)
     return [ColumnSpec(_unrolled_title(r, entry), entry, r) for r in LOOP_COUNTS]
 

@@ -30,6 +30,7 @@ from app.models import (  # noqa: E402
 )
 from app.resources import cached_examples, cached_model, shared_cache  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
+from app.shareable import keep_if_valid, restore_from_url  # noqa: E402
 from app.view import GroundTruth, exploration, segmentation_changes  # noqa: E402
 
 SOURCE_KEY = "source"
@@ -53,6 +54,7 @@ def explorer_page() -> None:
     except SettingsError as error:
         st.error(str(error))
         return
+    restore_from_url()
     first_visit_guide((SOURCE_KEY, EXAMPLES) if settings.examples else None)
     device, device_warning = resolve_device(settings.device)
     if device_warning:
@@ -143,6 +145,7 @@ def _example_image(settings: Settings) -> tuple[DecodedImage | None, GroundTruth
         return None, None
     st.sidebar.caption(examples.message)
     names = [example.name for example in examples.examples]
+    keep_if_valid("example", names)
     name = st.sidebar.selectbox("Example", names, key="example")
     example = examples.examples[names.index(name)]
     loaded = load_example(examples, example, settings.max_side)

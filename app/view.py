@@ -32,6 +32,7 @@ from app.grid import display_to_image, sample_at_cells
 from app.image_summary import show_image_attention
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
+from app.shareable import URL_POINT_KEY, write_to_url
 from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_stats, scorecard
 from ccnet.analysis import cross_share, map_overlap, prediction_changes
 
@@ -74,6 +75,11 @@ def current_point(image: DecodedImage, key: str = POINT_KEY) -> tuple[int, int]:
     point = st.session_state.get(key)
     if point and point.get("digest") == image.digest:
         return int(point["px"]), int(point["py"])
+    linked = st.session_state.pop(URL_POINT_KEY, None) if key == POINT_KEY else None
+    if linked is not None:  # a shared link's click, taken by the first image shown
+        px, py = min(linked[0], image.width - 1), min(linked[1], image.height - 1)
+        st.session_state[key] = {"digest": image.digest, "px": px, "py": py}
+        return px, py
     if key == POINT_B_KEY:
         return image.width // 4, (3 * image.height) // 4
     return image.width // 2, image.height // 2
@@ -134,6 +140,7 @@ def exploration(
         ]
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
+    write_to_url((px, py))
     show_image_attention(
         [(r.spec.title, r.decoded.attentions, r.decoded.grid_classes, r.loaded.class_names) for r in results]
     )

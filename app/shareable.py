@@ -1,0 +1,67 @@
+"""The view as a URL: models, loop-count mode, display options and the clicked pixel in the query string.
+
+`restore_from_url` runs once per session before any widget is drawn and seeds the widgets' session state from
+`st.query_params`; `write_to_url` mirrors the current state back after each run, so the address bar always
+holds a link that reopens this view (exactly, for an image of the examples folder; an uploaded image
+cannot travel in a URL, so its link restores the settings and the click position only).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.controls import DIRECTIONS, PROPAGATION, SCALE_MODES, TRAINED, UNROLLED
+from app.render import COLORMAPS
+
+# widget key -> the values it may take (None: checked where the widget's options are known)
+CHOICES: dict[str, tuple[str, ...] | None] = {
+    "source": ("Upload", "Examples folder"),
+    "example": None,
+    "comparison": (UNROLLED, TRAINED),
+    "model": None,
+    "propagation": tuple(PROPAGATION),
+    "direction": tuple(DIRECTIONS),
+    "colormap": tuple(COLORMAPS),
+    "scale_mode": tuple(SCALE_MODES),
+}
+FLAGS = ("per_loop", "smooth", "shared_scale", "hide_cross")
+URL_POINT_KEY = "url_point"  # session state: (px, py) from the link, until the first image takes it
+_RESTORED_KEY = "_restored_from_url"
+
+
+def restore_from_url() -> None:
+    """Seed widget state from the query string, once per session; values outside a widget's options are dropped."""
+    if st.session_state.get(_RESTORED_KEY):
+        return
+    st.session_state[_RESTORED_KEY] = True
+    params = st.query_params
+    for key, allowed in CHOICES.items():
+        value = params.get(key)
+        if value is not None and (allowed is None or value in allowed):
+            st.session_state[key] = value
+    for key in FLAGS:
+        if params.get(key) in ("0", "1"):
+            st.session_state[key] = params[key] == "1"
+    point = _pixel(params.get("px")), _pixel(params.get("py"))
+    if None not in point:
+        st.session_state[URL_POINT_KEY] = point
+
+
+def _pixel(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def keep_if_valid(key: str, options: list[str]) -> None:
+    """Drop a restored value that is not among the widget's options (a stale or edited link)."""
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+
+
+def write_to_url(point: tuple[int, int] | None) -> None:
+    """Mirror the current widget state and click into the query string."""
+    wanted = {key: st.session_state[key] for key in CHOICES if isinstance(st.session_state.get(key), str)}
+    wanted |= {key: "1" if st.session_state[key] else "0" for key in FLAGS if key in st.session_state}
+    if point is not None:
+        wanted |= {"px": str(point[0]), "py": str(point[1])}
+    if dict(st.query_params) != wanted:
+        st.query_params.from_dict(wanted)
