@@ -64,7 +64,8 @@ def measure(args) -> list[float]:
                 timeout=120_000,
             )
             elapsed = time.perf_counter() - start
-            print(f"{path.name}: {elapsed:.2f} s" + (" (warm-up: loads the model)" if index == 0 else ""), file=sys.stderr)
+            note = " (warm-up: loads the model)" if index == 0 else ""
+            print(f"{path.name}: {elapsed:.2f} s{note}", file=sys.stderr)
             if index > 0:
                 seconds.append(elapsed)
         browser.close()
