@@ -50,9 +50,23 @@ def sampled_similarity(attentions: list[torch.Tensor], count: int = QUERY_CELLS,
 
 def matrix_figure(summary: ImageAttention, class_names: list[str], as_lift: bool) -> go.Figure:
     names = [class_names[c] for c in summary.classes]
-    values = np.log2(summary.lift) if as_lift else 100 * summary.shares
-    text = [[f"{v:.2f}x" if as_lift else f"{100 * s:.1f}%" for v, s in zip(lr, sr, strict=True)]
-            for lr, sr in zip(summary.lift, summary.shares, strict=True)]  # fmt: skip
+    title = f"{summary.title}: query similarity {summary.query_similarity:.2f}"
+    return class_matrix_figure(summary.shares, summary.lift, names, as_lift, title)
+
+
+LOWEST_LIFT = 2.0**-10  # a share of exactly 0 (a cross with no class-j cell at R = 1) has no log: drawn as this
+
+
+def class_matrix_figure(shares, lift, names: list[str], as_lift: bool, title: str) -> go.Figure:
+    """A class-to-class heat map (rows: pixels of class i; columns: drawing from class j), shares or lift.
+
+    Lift is coloured by log2 around 0 (white = 1x, blind to class) so that 2x and 0.5x look equally strong.
+    NaN (a class with no cells) is left blank. Used per image (explorer) and per dataset (the atlas page).
+    """
+    shares, lift = np.asarray(shares, dtype=float), np.asarray(lift, dtype=float)  # (k, k) each
+    values = np.log2(np.maximum(lift, LOWEST_LIFT)) if as_lift else 100 * shares  # (k, k); NaN stays NaN
+    text = [[_cell_text(v, s, as_lift) for v, s in zip(lr, sr, strict=True)]
+            for lr, sr in zip(lift, shares, strict=True)]  # fmt: skip
     colour = {"colorscale": "RdBu_r", "zmid": 0.0} if as_lift else {"colorscale": "Viridis"}
     heat = go.Heatmap(
         z=values, x=names, y=names, text=text, texttemplate="%{text}", hoverinfo="text", **colour,
@@ -60,11 +74,18 @@ def matrix_figure(summary: ImageAttention, class_names: list[str], as_lift: bool
     )  # fmt: skip
     figure = go.Figure(heat)
     figure.update_layout(
-        title=f"{summary.title}: query similarity {summary.query_similarity:.2f}",
+        title=title,
         xaxis_title="draws from class j", yaxis_title="pixels of class i", yaxis_autorange="reversed",
         height=120 + 28 * len(names), margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )  # fmt: skip
     return figure
+
+
+def _cell_text(lift: float, share: float, as_lift: bool) -> str:
+    value = lift if as_lift else share
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.2f}x" if as_lift else f"{100 * value:.1f}%"
 
 
 def show_image_attention(columns: list[tuple[str, list[torch.Tensor], np.ndarray, list[str]]]) -> None:

@@ -1,7 +1,8 @@
 """CCNet explorer: click a pixel, watch its influence spread over R = 1, 2, 3 criss-cross loops.
 
 Run from the repository root:  streamlit run app/main.py   (settings: see app/settings.py)
-Two pages (st.navigation): the explorer (this file's `explorer_page`) and the ablation (app/pages/ablation.py).
+Three pages (st.navigation): the explorer (this file's `explorer_page`), the ablation (app/pages/ablation.py) and
+the attention atlas (app/pages/atlas.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     pages = [
         st.Page(explorer_page, title="Explorer", default=True),
         st.Page("pages/ablation.py", title="Ablation: R = 0 to 3", url_path="ablation"),
+        st.Page("pages/atlas.py", title="Attention atlas", url_path="atlas"),
     ]
     st.navigation(pages).run()
 

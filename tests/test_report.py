@@ -10,13 +10,15 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_camvid
 
+from ccnet.analysis import cell_centre_labels, class_attention_matrix
 from ccnet.checkpoint import load_checkpoint, read_index, save_checkpoint, write_index
 from ccnet.classes import CAMVID
-from ccnet.datasets import SegmentationDataset, find_dataset
+from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from ccnet.model import CCNet
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from training import evaluate, report
@@ -159,7 +161,7 @@ def _evaluate(setup, name: str, loops: int | None) -> dict:
 
 
 MODEL_KEYS = {"name", "trained_recurrence", "ccl", "seed", "mIoU", "per_class_iou", "mIoU_at_recurrence", "params",
-              "gamma", "lift", "lift_per_class", "lift_at_recurrence", "lift_cells", "weights_dtype",
+              "gamma", "lift", "lift_per_class", "lift_at_recurrence", "lift_cells", "atlas", "weights_dtype",
               "float32_val_mIoU", "train_seconds", "images_per_s", "train_device", "val_mIoU_seeds"}  # fmt: skip
 
 
@@ -238,6 +240,104 @@ def test_lift_and_gamma_equal_attention_quality(made, setup):
     assert (baseline["gamma"], baseline["lift"], baseline["lift_per_class"], baseline["lift_at_recurrence"]) == (
         None, None, {}, {},
     )  # fmt: skip
+
+
+@torch.no_grad()
+def _image_matrices(checkpoint: Path, root: Path) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Per val image, {R: ((K, K) class matrix after R loops, (K,) known cells per class)}, from the library."""
+    network, metadata = load_checkpoint(checkpoint, device="cpu")
+    network = network.float()
+    dataset = SegmentationDataset(find_dataset("camvid", root, "val"), EvalTransform(metadata["mean"], metadata["std"]))
+    per_image = []
+    for image, label in dataset:
+        images = image.unsqueeze(0)  # (1, 3, H, W)
+        features = network.encode(images)
+        matrices = {}
+        for loops in (1, 2, 3):
+            maps = [a[0] for a in network.decode(features, images.shape[-2:], loops, return_attention=True).attentions]
+            cells = cell_centre_labels(label.numpy(), maps[0].shape[:2])  # (h, w)
+            matrix = class_attention_matrix(maps, torch.from_numpy(cells), 11, IGNORE_INDEX)[-1].numpy()  # (K, K)
+            matrices[loops] = (matrix, np.array([(cells == c).sum() for c in range(11)], dtype=float))
+        per_image.append(matrices)
+    return per_image
+
+
+def _as_array(matrix: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in matrix])
+
+
+def test_atlas_rows_sum_to_one_and_the_baseline_has_none(made):
+    by_name = {m["name"]: m for m in made[0]["models"]}
+    assert by_name["camvid_r0"]["atlas"] == {}
+    for name in ("camvid_r1", "camvid_r2"):
+        atlas = by_name[name]["atlas"]
+        assert set(atlas) == {"1", "2", "3"}
+        for entry in atlas.values():
+            shares, lift = _as_array(entry["shares"]), _as_array(entry["lift"])
+            assert shares.shape == lift.shape == (11, 11)
+            present = ~np.isnan(shares).all(axis=1)  # (K,) classes with cells in the split
+            assert present.any() and not np.isnan(shares[present]).any()
+            np.testing.assert_allclose(shares[present].sum(axis=1), 1.0, rtol=1e-9)
+            # The lift is the share over class j's share of the split: one factor per column (a share can be 0 at
+            # R = 1, where a cross may hold no class-j cell; the diagonal never is, so each column has a factor).
+            shares, lift = shares[present][:, present], lift[present][:, present]  # (k, k)
+            with np.errstate(invalid="ignore"):
+                split = np.nanmean(shares / lift, axis=0)  # (k,)
+            np.testing.assert_allclose(lift * split[None, :], shares, rtol=1e-9, atol=1e-15)
+            np.testing.assert_allclose(split.sum(), 1.0, rtol=1e-9)
+
+
+def test_atlas_is_the_cell_weighted_mean_of_the_library_matrices(made, setup):
+    """Over the fixture's 3 frames: row i averages each frame's row i weighted by its class-i cells."""
+    atlas = next(m for m in made[0]["models"] if m["name"] == "camvid_r2")["atlas"]
+    per_image = _image_matrices(setup["checkpoints"] / "camvid_r2", setup["root"])
+    for loops in (1, 2, 3):
+        counts = np.stack([image[loops][1] for image in per_image])  # (N, K)
+        expected = np.full((11, 11), np.nan)
+        for i in np.flatnonzero(counts.sum(axis=0)):
+            rows = [(image[loops][0][i], image[loops][1][i]) for image in per_image if image[loops][1][i] > 0]
+            expected[i] = np.average([row for row, _ in rows], axis=0, weights=[count for _, count in rows])
+        np.testing.assert_allclose(_as_array(atlas[str(loops)]["shares"]), expected, rtol=1e-9, equal_nan=True)
+        share_of_split = counts.sum(axis=0) / counts.sum()  # (K,)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lift = expected / share_of_split[None, :]
+        np.testing.assert_allclose(_as_array(atlas[str(loops)]["lift"]), lift, rtol=1e-9, equal_nan=True)
+
+
+def test_atlas_of_one_frame_is_that_frames_matrix(setup, tmp_path):
+    root = write_camvid(tmp_path / "camvid", {"val": 1}, size=(40, 56), seed=5)
+    entry = report.evaluate_model({"name": "camvid_r1"}, setup["checkpoints"], root, "val", "cpu", lambda: None)
+    (image,) = _image_matrices(setup["checkpoints"] / "camvid_r1", root)
+    for loops in (1, 2, 3):
+        matrix, counts = image[loops]
+        present = counts > 0
+        assert 1 < present.sum() < 11  # a case with absent classes: their rows are null
+        shares = _as_array(entry["atlas"][str(loops)]["shares"])
+        np.testing.assert_allclose(shares[present], matrix[present], rtol=1e-9)
+        assert np.isnan(shares[~present]).all()
+        lift = _as_array(entry["atlas"][str(loops)]["lift"])
+        share_of_frame = counts[present] / counts.sum()  # (k,)
+        np.testing.assert_allclose(lift[present][:, present], matrix[present][:, present] / share_of_frame, rtol=1e-9)
+
+
+def test_reused_evaluations_without_the_atlas_are_refused(setup, tmp_path, capsys):
+    old = {"models": [{"name": "camvid_r2", "lift_at_recurrence": {"1": 1.0}}]}  # written before the atlas
+    (tmp_path / "evaluations.json").write_text(json.dumps(old))
+    argv = ["--checkpoints", str(setup["checkpoints"]), "--records", str(setup["records"]), "--no-progress",
+            "--data-root", str(setup["root"]), "--reuse", str(tmp_path / "evaluations.json"),
+            "--out", str(tmp_path / "r.md"), "--summary", str(tmp_path / "s.json")]  # fmt: skip
+    assert report.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "without the attention atlas" in error and "delete it to evaluate again" in error
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_markdown_lists_the_atlas_diagonal_of_the_r2_model(made):
+    summary, markdown, _ = made
+    atlas = next(m for m in summary["models"] if m["name"] == "camvid_r2")["atlas"]["2"]
+    own = [report.pct(atlas["shares"][i][i]) for i in range(11)]
+    assert "| share of influence on its own class (%) | " + " | ".join(own) + " |" in markdown
+    assert "drawn by the app's Attention atlas page" in markdown
 
 
 def test_params_and_records_read_back(made, setup):
@@ -365,6 +465,7 @@ def test_markdown_is_marked_generated_and_carries_the_numbers(made):
         "Every model at R = 1, 2, 3",
         "Does the attention follow the classes?",
         "Lift per class",
+        "Attention atlas",
         "Costs of the attention module",
         "Seeds",
         "Float16 export against float32",
@@ -418,6 +519,7 @@ def test_committed_summary_matches_the_bundled_checkpoints():
         assert (model["mIoU_at_recurrence"] == {}) == (model["trained_recurrence"] == 0)
         assert (model["lift"] is None) == (model["trained_recurrence"] == 0)
         assert (model["lift_at_recurrence"] == {}) == (model["trained_recurrence"] == 0)
+        assert (model["atlas"] == {}) == (model["trained_recurrence"] == 0)
         assert model["val_mIoU_seeds"]["n"] >= 1
     seeds = {(s["name"], s["seed"]) for s in summary["seeds"]}
     assert {(n, 0) for n in bundled} <= seeds and {n for n, _ in seeds} == set(bundled)  # seed 0 is the bundled one

@@ -7,7 +7,8 @@
 Every number in the report comes from here: val mIoU and per-class IoU (this script's own evaluation,
 full 360x480 frames, single scale), every model at R = 1, 2, 3 whatever its trained R, the learned
 attention scale gamma (from the weights) and the class-balanced same-class lift at R = 1, 2, 3 (the same
-cells `training.attention_quality` samples), parameters, FLOPs and memory increments of the attention
+cells `training.attention_quality` samples), the attention atlas (the class-to-class attention matrix over
+every val cell at R = 1, 2, 3, from the same pass), parameters, FLOPs and memory increments of the attention
 module; from the committed records (results/camvid/<name>_s<seed>/): training time and images/s, every
 seed's best val mIoU and its last validation's lift and gamma, and the paper-recipe comparison runs
 (<name>_paper_s<seed>/); the earlier from-scratch set from results/camvid/scratch_resnet18/summary.json.
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ccnet.analysis import cell_centre_labels, class_balanced_mean
+from ccnet.analysis import cell_centre_labels, class_attention_matrix, class_balanced_mean
 from ccnet.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_index
 from ccnet.datasets import IGNORE_INDEX, DatasetError, SegmentationDataset, find_dataset
 from ccnet.metrics import confusion_matrix, scores_from_confusion
@@ -230,6 +231,48 @@ class LiftSampler:
         return results
 
 
+class AtlasAccumulator:
+    """The class-to-class attention matrix over a split, per loop count R (the attention atlas).
+
+    Per image, `class_attention_matrix` after R loops (K + 1 influence maps' worth of work); over the split,
+    each row is weighted by the image's count of class-i cells, so the atlas is the mean over every class-i
+    cell of the split, not a mean of per-image means (a class with 3 cells in one frame weighs 3 cells).
+    """
+
+    def __init__(self, loop_counts: Sequence[int], num_classes: int):
+        self.num_classes = num_classes
+        self.sums = {loops: np.zeros((num_classes, num_classes)) for loops in loop_counts}  # R -> (K, K)
+        self.counts = {loops: np.zeros(num_classes) for loops in loop_counts}  # R -> (K,) known cells per class
+
+    def add(self, index: int, loops: int, attentions: Sequence[torch.Tensor], label: torch.Tensor) -> None:
+        """Same signature as `LiftSampler.add`: fed by the same forward pass."""
+        if loops not in self.sums:
+            return  # a trained R outside LOOP_COUNTS: the atlas is for R = 1, 2, 3 only
+        maps = [a[0].float().cpu() for a in attentions]  # R x (h, w, h+w)
+        cells = cell_centre_labels(label.numpy(), maps[0].shape[:2])  # (h, w)
+        matrix = class_attention_matrix(maps, torch.from_numpy(cells), self.num_classes, IGNORE_INDEX)[-1]  # (K, K)
+        known = cells[cells != IGNORE_INDEX]  # (n,)
+        count = np.bincount(known, minlength=self.num_classes)[: self.num_classes].astype(np.float64)  # (K,)
+        # An absent class has a NaN row and a count of 0: it adds nothing to the sums.
+        self.sums[loops] += count[:, None] * np.nan_to_num(matrix.numpy(), nan=0.0)  # (K, K)
+        self.counts[loops] += count
+
+    def results(self) -> dict[str, dict]:
+        """{"R": {"shares": K x K, "lift": K x K}} as JSON lists, None where a class has no cells in the split."""
+        atlas = {}
+        for loops, sums in self.sums.items():
+            counts = self.counts[loops]  # (K,)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares = sums / counts[:, None]  # (K, K): NaN rows for classes absent from the split
+                lift = shares / (counts / counts.sum())[None, :]  # (K, K): over class j's share of the split
+            atlas[str(loops)] = {"shares": _json_matrix(shares), "lift": _json_matrix(lift)}
+        return atlas
+
+
+def _json_matrix(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[_finite(float(value)) for value in row] for row in matrix]
+
+
 def loop_counts_for(trained_recurrence: int) -> list[int]:
     """A baseline runs 0 loops only; an attention model its own R and 1, 2, 3."""
     return [0] if trained_recurrence == 0 else sorted({trained_recurrence, *LOOP_COUNTS})
@@ -243,12 +286,14 @@ def evaluate_at_loop_counts(
     device: torch.device,
     advance: Callable[[], None] = lambda: None,
     lifts: LiftSampler | None = None,
+    atlas: AtlasAccumulator | None = None,
 ) -> dict[int, torch.Tensor]:
     """{R: (K, K) confusion} over the dataset; the same logits as `ccnet.inference.predict` in whole mode.
 
-    With `lifts`, every loop count's attention maps of the same forward pass feed it (the maps are a
-    by-product of the loops: asking for them does not change the logits).
+    With `lifts` and `atlas`, every loop count's attention maps of the same forward pass feed them (the
+    maps are a by-product of the loops: asking for them does not change the logits).
     """
+    observers = [o for o in (lifts, atlas) if o is not None]
     confusions = {
         loops: torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64) for loops in loop_counts
     }
@@ -257,12 +302,12 @@ def evaluate_at_loop_counts(
         images = image.unsqueeze(0).to(device)  # (1, 3, H, W)
         features = model.encode(images)
         for loops in loop_counts:
-            attend = lifts is not None and loops > 0
+            attend = bool(observers) and loops > 0
             output = model.decode(features, images.shape[-2:], recurrence=loops, return_attention=attend)
             prediction = output.logits.argmax(dim=1).cpu()  # (1, H, W)
             confusions[loops] += confusion_matrix(prediction, label.unsqueeze(0), dataset.num_classes, IGNORE_INDEX)
-            if attend:
-                lifts.add(index, loops, output.attentions, label)
+            for observer in observers if attend else ():
+                observer.add(index, loops, output.attentions, label)
         advance()
     return confusions
 
@@ -283,7 +328,8 @@ def evaluate_model(entry: dict, folder: Path, data_root, split: str, device, adv
     dataset = SegmentationDataset(spec, EvalTransform(metadata["mean"], metadata["std"]))
     trained = metadata["recurrence"]
     lifts = LiftSampler(loop_counts_for(trained), seed=LIFT_SEED)
-    confusions = evaluate_at_loop_counts(model, dataset, loop_counts_for(trained), device, advance, lifts)
+    atlas = AtlasAccumulator(LOOP_COUNTS, dataset.num_classes) if trained else None
+    confusions = evaluate_at_loop_counts(model, dataset, loop_counts_for(trained), device, advance, lifts, atlas)
     scores = {loops: scores_from_confusion(c, metadata["class_names"]) for loops, c in confusions.items()}
     own = scores[trained]
     return {
@@ -297,6 +343,7 @@ def evaluate_model(entry: dict, folder: Path, data_root, split: str, device, adv
         "mIoU_at_recurrence": {} if trained == 0 else {str(r): float(scores[r].mean_iou) for r in LOOP_COUNTS},
         "params": sum(p.numel() for p in model.parameters()),
         **attention_entry(model, lifts.results(metadata["class_names"]), trained),
+        "atlas": {} if atlas is None else atlas.results(),  # the baseline has no attention to map
         "weights_dtype": str(metadata.get("weights_dtype", "float32")),
         # Training's own validation of these weights in float32, at the step they were saved (best on val).
         "float32_val_mIoU": _finite((metadata.get("metrics") or {}).get("mIoU")),
@@ -834,6 +881,28 @@ def lift_per_class_table(summary: dict) -> list[str]:
     return lines
 
 
+ATLAS_LOOPS = "2"  # the markdown shows the atlas of the R = 2 model at R = 2; the app's atlas page draws all
+
+
+def atlas_table(summary: dict) -> list[str]:
+    """The atlas's diagonal (each class's share of influence on its own class, and its lift) of the R = 2 model."""
+    model = _r2_model(summary)
+    atlas = ((model or {}).get("atlas") or {}).get(ATLAS_LOOPS)
+    if atlas is None:
+        return ["No attention atlas: no R = 2 model (without CCL) with one was measured."]
+    classes = summary["classes"]
+    own = [atlas["shares"][i][i] for i in range(len(classes))]
+    lift = [atlas["lift"][i][i] for i in range(len(classes))]
+    return [
+        f"{_label(model)} at R = {ATLAS_LOOPS}:",
+        "",
+        "| | " + " | ".join(classes) + " |",
+        "| --- |" + " ---: |" * len(classes),
+        "| share of influence on its own class (%) | " + " | ".join(pct(v) for v in own) + " |",
+        "| lift over the class's share of cells | " + " | ".join(_num(v, ".2f") for v in lift) + " |",
+    ]
+
+
 def per_class_table(summary: dict) -> list[str]:
     classes = summary["classes"]
     lines = ["| model | mIoU | " + " | ".join(classes) + " |", "| --- | ---: |" + " ---: |" * len(classes)]
@@ -1043,6 +1112,18 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         "",
         *lift_per_class_table(summary),
         "",
+        "### Attention atlas: how much each class draws from itself",
+        "",
+        *atlas_table(summary),
+        "",
+        "The class-to-class matrix over val (`ccnet.analysis.class_attention_matrix` per frame, ground truth at "
+        "the cell centres, void ignored): entry (i, j) is the share of the influence after R loops of the class-i "
+        "cells that lies on class-j cells, averaged over every class-i cell of the split (weighted by cells, not "
+        "by frame); the lift divides it by class j's share of the split's cells "
+        f"({BLIND_LIFT:g} = blind to class). Unlike the sampled lift above it covers every cell and includes "
+        "the cell's own row and column. Only the diagonal is listed here; every model's full matrices at "
+        "R = 1, 2, 3 are in `results/camvid/summary.json` (`atlas`) and drawn by the app's Attention atlas page.",
+        "",
         "## Per-class IoU (val, %, each model at its trained R)",
         "",
         *per_class_table(summary),
@@ -1175,9 +1256,9 @@ def _sessions_note(runs: list[RunRecord], summary: dict) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=COMMAND,
-        description="Evaluate every bundled checkpoint (at its R and at R = 1, 2, 3, with gamma and the "
-        "same-class lift), measure the attention's costs, read the training records, and write docs/RESULTS.md "
-        "and results/camvid/summary.json.",
+        description="Evaluate every bundled checkpoint (at its R and at R = 1, 2, 3, with gamma, the same-class "
+        "lift and the class-to-class attention atlas), measure the attention's costs, read the training records, "
+        "and write docs/RESULTS.md and results/camvid/summary.json.",
     )
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="folder with index.json")
     parser.add_argument("--records", type=Path, default=Path("results/camvid"), help="training run records")
@@ -1212,6 +1293,11 @@ def _reused_models(path: Path) -> list[dict]:
     models = json.loads(path.read_text())["models"]
     if any("lift_at_recurrence" not in m for m in models):  # written before the lift was measured
         raise ReportError(f"{path} holds evaluations without the same-class lift: delete it to evaluate again")
+    if any("atlas" not in m for m in models):  # written before the attention atlas was measured
+        raise ReportError(
+            f"{path} holds evaluations without the attention atlas (class-to-class matrices): delete it to evaluate "
+            "again"
+        )
     return models
 
 
