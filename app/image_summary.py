@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from ccnet.analysis import class_attention_matrix, query_independence
-from ccnet.propagation import influence_maps
+from ccnet.propagation import final_influence_maps
 
 QUERY_CELLS = 32  # cells sampled (fixed seed) for the query-independence figure
 NO_IGNORE = -1  # the predicted classes have no ignored cells
@@ -44,7 +44,7 @@ def sampled_similarity(attentions: list[torch.Tensor], count: int = QUERY_CELLS,
     chosen = rng.choice(h * w, size=min(count, h * w), replace=False)
     if len(chosen) < 2:
         return float("nan")
-    maps = torch.stack([influence_maps(attentions, int(i) // w, int(i) % w)[-1] for i in chosen])  # (N, h, w)
+    maps = final_influence_maps(attentions, [(int(i) // w, int(i) % w) for i in chosen])  # (N, h, w)
     return query_independence(maps)
 
 

@@ -187,3 +187,20 @@ def query_independence(maps: torch.Tensor) -> float:
     similarity = unit @ unit.T  # (N, N)
     n = flat.shape[0]
     return float((similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1)))
+
+
+def final_influence_maps(attentions: Sequence[torch.Tensor], cells: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Influence maps after all R loops of many cells at once: (N, h, w), the last map of
+    ``influence_maps(attentions, y, x)`` for each (y, x), in one pass of batched sparse steps."""
+    stacked, batched = _stack_attentions(attentions)  # (R, B, h, w, h+w)
+    if batched and stacked.shape[1] != 1:
+        raise ValueError("final_influence_maps takes one image's attentions: (h, w, h + w) per loop")
+    stacked = stacked[:, 0]  # (R, h, w, h+w)
+    _, h, w, _ = stacked.shape
+    maps = stacked.new_zeros(len(cells), h, w)  # (N, h, w): one-hot rows e_u
+    for index, (y, x) in enumerate(cells):
+        _check_position(y, x, h, w)
+        maps[index, y, x] = 1
+    for attn in reversed(stacked):  # e_u^T A_R ... A_1: the last loop first
+        maps = apply_cross_transposed(maps, attn)  # (N, h, w): the ellipsis broadcasts attn over N
+    return maps / maps.sum(dim=(-2, -1), keepdim=True)

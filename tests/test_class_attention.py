@@ -95,3 +95,15 @@ def test_query_independence_is_one_for_identical_maps_and_lower_for_distinct_one
     assert 0 < value < 1 and not math.isnan(value)
     with pytest.raises(ValueError, match="at least two"):
         query_independence(maps[:1])
+
+
+def test_final_maps_of_many_cells_equal_one_at_a_time():
+    from ccnet.propagation import final_influence_maps
+
+    attentions = random_attentions(3, 4, 5, seed=4)
+    cells = [(0, 0), (3, 4), (2, 1)]
+    together = final_influence_maps(attentions, cells)  # (N, h, w)
+    for index, cell in enumerate(cells):
+        torch.testing.assert_close(together[index], influence_maps(attentions, *cell)[-1])
+    with pytest.raises(ValueError, match="outside"):
+        final_influence_maps(attentions, [(4, 0)])
