@@ -295,18 +295,7 @@ def lift_figure(ablation: Ablation) -> go.Figure | None:
     models = [m for m in sorted(ablation.models, key=_model_order) if m.get("lift_at_recurrence")]
     if not models:
         return None
-    data = []
-    for model in models:
-        points = sorted((int(r), v) for r, v in model["lift_at_recurrence"].items() if r.isdigit() and v is not None)
-        data.append(
-            go.Scatter(
-                name=f"{model['name']} (trained {model_label(model)})",
-                mode="lines+markers",
-                x=[r for r, _ in points],
-                y=[v for _, v in points],
-                hovertemplate="run at R = %{x}: lift %{y:.2f}<extra></extra>",
-            )
-        )
+    data = _lines_over_r(models, "lift_at_recurrence", "run at R = %{x}: lift %{y:.2f}<extra></extra>")
     figure = go.Figure(
         data=data,
         layout=dict(
@@ -318,6 +307,23 @@ def lift_figure(ablation: Ablation) -> go.Figure | None:
     )
     figure.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="1.0 = blind to class")
     return figure
+
+
+def _lines_over_r(models: list[dict], key: str, hovertemplate: str) -> list[go.Scatter]:
+    """One line per model through its values at R = 1, 2, 3 (``model[key]``: {"1": v, ...}; None skipped)."""
+    lines = []
+    for model in models:
+        points = sorted((int(r), v) for r, v in model[key].items() if r.isdigit() and v is not None)
+        lines.append(
+            go.Scatter(
+                name=f"{model['name']} (trained {model_label(model)})",
+                mode="lines+markers",
+                x=[r for r, _ in points],
+                y=[v for _, v in points],
+                hovertemplate=hovertemplate,
+            )
+        )
+    return lines
 
 
 def _paper_by_label(paper: list[dict], labels: list[str]) -> dict[str, dict]:
@@ -337,18 +343,7 @@ def unrolled_figure(ablation: Ablation) -> go.Figure | None:
     models = [m for m in sorted(ablation.models, key=_model_order) if m["mIoU_at_recurrence"]]
     if not models:
         return None
-    data = []
-    for model in models:
-        points = sorted((int(r), v) for r, v in model["mIoU_at_recurrence"].items() if r.isdigit())
-        data.append(
-            go.Scatter(
-                name=f"{model['name']} (trained {model_label(model)})",
-                mode="lines+markers",
-                x=[r for r, _ in points],
-                y=[v for _, v in points],
-                hovertemplate="run at R = %{x}: %{y:.2%}<extra></extra>",
-            )
-        )
+    data = _lines_over_r(models, "mIoU_at_recurrence", "run at R = %{x}: %{y:.2%}<extra></extra>")
     layout = dict(
         xaxis=dict(title="loop count at inference", dtick=1),
         yaxis=dict(title="mIoU", tickformat=".0%"),
