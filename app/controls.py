@@ -18,6 +18,11 @@ SCALE_MODES = {
     "Log scale": "log",
 }
 PROPAGATION = {"Attention only (composition)": "attention", "Rollout (with the residual path)": "rollout"}
+QUERIES = {
+    "The clicked pixel": "pixel",
+    "Its predicted-class segment": "predicted",
+    "Its ground-truth segment (examples with labels)": "truth",
+}
 DIRECTIONS = {
     "Where does this pixel read from?": "reads_from",
     "Which pixels read from this pixel?": "feeds",
@@ -48,6 +53,7 @@ class ViewOptions:
     hide_cross: bool = False  # leave the clicked pixel's own row and column uncoloured
     show_changes: bool = True  # where the predicted class changes between loop counts
     direction: str = "reads_from"  # or "feeds": the reverse view (a column of the composed attention)
+    query: str = "pixel"  # or "predicted" / "truth": the clicked pixel's class segment, its maps averaged
 
 
 def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
@@ -119,6 +125,15 @@ def view_options() -> ViewOptions:
             "It composes the attention alone.",
         )
     ]
+    query = QUERIES[
+        sidebar.radio(
+            "Query",
+            list(QUERIES),
+            key="query",
+            help="A segment: the 4-connected cells of the clicked pixel's class (predicted, or ground truth where "
+            "the image has labels); the maps average the influence maps of its cells.",
+        )
+    ]
     per_loop = sidebar.checkbox("Show each loop's own attention", key="per_loop")
     sidebar.subheader("Display")
     colormap = sidebar.selectbox("Colour map", list(COLORMAPS), key="colormap")
@@ -150,6 +165,7 @@ def view_options() -> ViewOptions:
         hide_cross,
         show_changes,
         direction,
+        query,
     )
 
 

@@ -20,7 +20,7 @@ import torch
 from app.grid import pixel_to_cell, sample_at_cells
 from app.models import LoadedModel
 from ccnet.preprocess import to_tensor
-from ccnet.propagation import influence_maps, reverse_influence_maps
+from ccnet.propagation import influence_maps, region_influence_maps, reverse_influence_maps
 
 READS_FROM = "reads_from"  # a row of the composed attention: where the clicked pixel reads from
 FEEDS = "feeds"  # a column: which pixels read from the clicked pixel
@@ -197,16 +197,26 @@ class ColumnMaps:
     cell: tuple[int, int]  # (y, x) on the feature grid
     mode: str = "attention"  # how the maps were propagated
     direction: str = READS_FROM  # FEEDS: columns of the composed attention (who reads from the cell)
+    region_cells: int = 0  # > 0: the map averages this many cells' maps (a class segment)
 
 
 def column_maps(
-    decoded: Decoded, px: int, py: int, mode: str, with_per_loop: bool, direction: str = READS_FROM
+    decoded: Decoded,
+    px: int,
+    py: int,
+    mode: str,
+    with_per_loop: bool,
+    direction: str = READS_FROM,
+    region: np.ndarray | None = None,
 ) -> ColumnMaps:
     """Influence on image pixel (px, py) after the column's R loops, through `influence_maps`; or, with
-    direction FEEDS, who reads from it (`reverse_influence_maps`, normalised to sum 1 for display)."""
+    direction FEEDS, who reads from it (`reverse_influence_maps`, normalised to sum 1 for display); or, with
+    a region (h, w) bool, its cells' influence maps averaged (`region_influence_maps`)."""
     cell = pixel_to_cell(px, py, decoded.prediction.shape[:2], decoded.grid_size)
     if direction == FEEDS:
         return _reverse_column_maps(decoded, cell, with_per_loop)
+    if region is not None:
+        return _region_column_maps(decoded, cell, region, with_per_loop)
     gammas = decoded.gamma if mode == "rollout" else None
     maps = influence_maps(decoded.attentions, *cell, mode=mode, gammas=gammas)  # (R, h, w)
     per_loop = []
@@ -216,6 +226,13 @@ def column_maps(
             for attention in decoded.attentions
         ]
     return ColumnMaps(composed=maps[-1].numpy(), per_loop=per_loop, cell=cell, mode=mode)
+
+
+def _region_column_maps(decoded: Decoded, cell, region: np.ndarray, with_per_loop: bool) -> ColumnMaps:
+    mask = torch.from_numpy(region)
+    maps = region_influence_maps(decoded.attentions, mask)  # (R, h, w)
+    per_loop = [region_influence_maps([a], mask)[0].numpy() for a in decoded.attentions] if with_per_loop else []
+    return ColumnMaps(composed=maps[-1].numpy(), per_loop=per_loop, cell=cell, region_cells=int(region.sum()))
 
 
 def _normalised(values: torch.Tensor) -> np.ndarray:

@@ -6,6 +6,7 @@ align_corners=False, which is how the model upsamples its logits.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from ccnet.analysis import cell_centre_labels
@@ -43,3 +44,10 @@ def display_to_image(
     px = int(np.clip(click_x * width / max(shown_width, 1), 0, width - 1))
     py = int(np.clip(click_y * height / max(shown_height, 1), 0, height - 1))
     return px, py
+
+
+def segment_at(classes: np.ndarray, cell: tuple[int, int]) -> np.ndarray:
+    """(h, w) bool: the 4-connected cells of ``classes`` (h, w) that share the class of ``cell`` and touch it."""
+    same = (classes == classes[cell]).astype(np.uint8)  # (h, w)
+    _, components = cv2.connectedComponents(same, connectivity=4)  # (h, w) component id per cell
+    return components == components[cell]

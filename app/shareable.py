@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.controls import DIRECTIONS, PROPAGATION, SCALE_MODES, TRAINED, UNROLLED
+from app.controls import DIRECTIONS, PROPAGATION, QUERIES, SCALE_MODES, TRAINED, UNROLLED
 from app.render import COLORMAPS
 
 # widget key -> the values it may take (None: checked where the widget's options are known)
@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...] | None] = {
     "model": None,
     "propagation": tuple(PROPAGATION),
     "direction": tuple(DIRECTIONS),
+    "query": tuple(QUERIES),
     "colormap": tuple(COLORMAPS),
     "scale_mode": tuple(SCALE_MODES),
 }

@@ -28,7 +28,7 @@ from app.explorer import (
     decode_key,
     single_threaded,
 )
-from app.grid import display_to_image, sample_at_cells
+from app.grid import display_to_image, pixel_to_cell, sample_at_cells, segment_at
 from app.image_summary import show_image_attention
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
@@ -164,7 +164,8 @@ def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[s
 
 
 def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=None) -> ColumnResult:
-    maps = column_maps(decoded, px, py, options.mode, options.per_loop, options.direction)
+    region = _query_region(decoded, px, py, options.query, truth, len(loaded.class_names))
+    maps = column_maps(decoded, px, py, options.mode, options.per_loop, options.direction, region)
     clicked_class = int(decoded.prediction[py, px])
     miou = None
     if truth is not None and truth.num_classes == len(loaded.class_names):
@@ -181,6 +182,21 @@ def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=N
         spec.recurrence, decoded.gamma, decoded.branch_weight,
     )  # fmt: skip
     return ColumnResult(spec, loaded, decoded, maps, stats, clicked_class, second, score)
+
+
+def _query_region(decoded, px: int, py: int, query: str, truth, num_classes: int) -> np.ndarray | None:
+    """The clicked pixel's class segment on the feature grid, or None for a single-pixel query."""
+    if query == "pixel":
+        return None
+    cell = pixel_to_cell(px, py, decoded.prediction.shape[:2], decoded.grid_size)
+    if query == "truth":
+        if truth is None or truth.num_classes != num_classes:
+            return None  # said on the page (_point_summary)
+        cells = sample_at_cells(truth.labels, decoded.grid_size)  # (h, w)
+        if cells[cell] == 255:
+            return None
+        return segment_at(cells, cell)
+    return segment_at(decoded.grid_classes, cell)
 
 
 def _comparison_controls() -> None:
@@ -229,6 +245,13 @@ def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTrut
             f"R = {r.spec.recurrence}: {_class_name(r.loaded, int(r.decoded.prediction[by, bx]))}" for r in results
         )
         st.markdown(f"**Pixel B** ({bx}, {by}), cell (y={second.cell[0]}, x={second.cell[1]}): {b_names}")
+    if first.maps.region_cells:
+        st.info(
+            f"Query: the clicked pixel's class segment ({first.maps.region_cells} feature cells in the "
+            f"{results[0].spec.title} column); each map averages the influence maps of its cells."
+        )
+    elif st.session_state.get("query", "").startswith("Its ") and first.maps.direction != FEEDS:
+        st.caption("No segment here (no labels, or a void pixel): showing the clicked pixel's maps.")
     if first.maps.direction == FEEDS:
         st.info(
             "Reverse view: each map shows which pixels read from the clicked pixel (its column of the composed "

@@ -204,3 +204,26 @@ def final_influence_maps(attentions: Sequence[torch.Tensor], cells: Sequence[tup
     for attn in reversed(stacked):  # e_u^T A_R ... A_1: the last loop first
         maps = apply_cross_transposed(maps, attn)  # (N, h, w): the ellipsis broadcasts attn over N
     return maps / maps.sum(dim=(-2, -1), keepdim=True)
+
+
+def region_influence_maps(attentions: Sequence[torch.Tensor], region: torch.Tensor) -> torch.Tensor:
+    """The influence maps of a region's cells averaged, after 1..R loops: (R, h, w), each summing to 1.
+
+    region: (h, w) bool. The average of rows e_u^T A_r ... A_1 over u in the region is one map propagated
+    from the region's normalised indicator (the step is linear), so a region costs what one cell costs.
+    """
+    stacked, batched = _stack_attentions(attentions)  # (R, B, h, w, h+w)
+    if batched and stacked.shape[1] != 1:
+        raise ValueError("region_influence_maps takes one image's attentions: (h, w, h + w) per loop")
+    stacked = stacked[:, 0]  # (R, h, w, h+w)
+    mask = torch.as_tensor(region, device=stacked.device).bool()
+    if mask.shape != stacked.shape[1:3] or not mask.any():
+        raise ValueError(f"region must be a non-empty (h, w) = {tuple(stacked.shape[1:3])} mask")
+    start = mask.to(stacked.dtype) / mask.sum()  # (h, w)
+    maps = []
+    for loops in range(1, stacked.shape[0] + 1):
+        current = start
+        for attn in reversed(stacked[:loops]):  # the last of these loops first
+            current = apply_cross_transposed(current, attn)  # (h, w)
+        maps.append(current / current.sum())
+    return torch.stack(maps)  # (R, h, w)

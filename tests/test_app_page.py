@@ -482,3 +482,23 @@ def test_who_attends_to_whom_draws_a_class_matrix_per_column(app, checkpoints):
     share_of_image = [(decoded.grid_classes == c).mean() for c in summary.classes]
     np.testing.assert_allclose(summary.lift * share_of_image, summary.shares)
     assert 0 < summary.query_similarity <= 1
+
+
+def test_a_class_segment_query_averages_its_cells_maps(app, checkpoints):
+    from app.explorer import column_maps, encode_and_decode
+    from app.grid import pixel_to_cell, segment_at
+    from ccnet.propagation import region_influence_maps
+
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    app.sidebar.radio(key="query").set_value("Its predicted-class segment").run()
+    assert_no_exception(app)
+    assert "Query: the clicked pixel's class segment (" in texts(app)
+    decoded = encode_and_decode(load_model(checkpoints / "tiny_r2", torch.device("cpu")), street_rgb(), [2])[2]
+    cell = pixel_to_cell(64, 48, decoded.prediction.shape[:2], decoded.grid_size)
+    region = segment_at(decoded.grid_classes, cell)
+    maps = column_maps(decoded, 64, 48, "attention", False, region=region)
+    expected = region_influence_maps(decoded.attentions, torch.from_numpy(region))[-1].numpy()
+    np.testing.assert_allclose(maps.composed, expected, rtol=1e-6)
+    app.sidebar.radio(key="query").set_value("Its ground-truth segment (examples with labels)").run()
+    assert_no_exception(app)
+    assert "No segment here" in texts(app)  # an upload has no labels

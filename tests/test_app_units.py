@@ -351,3 +351,14 @@ def test_scorecard_numbers_come_from_the_library():
     one_loop = scorecard(influence, (2, 3), predicted, None, (48, 96), loops=1, gamma=0.001, branch_weight=None)
     assert one_loop.lift_predicted.region == "cross" and one_loop.lift_truth is None and one_loop.attention_quiet
     assert not math.isnan(one_loop.distance_px)
+
+
+def test_segment_at_is_the_connected_same_class_cells():
+    from app.grid import segment_at
+
+    classes = np.array([[0, 0, 1, 0], [1, 0, 1, 0], [0, 0, 1, 1]])
+    assert segment_at(classes, (0, 0)).tolist() == [
+        [True, True, False, False], [False, True, False, False], [True, True, False, False]
+    ]  # fmt: skip
+    assert segment_at(classes, (0, 3)).sum() == 2  # the other class-0 island
+    assert segment_at(classes, (1, 2)).sum() == 4  # diagonal contact does not join (4-connectivity)

@@ -107,3 +107,18 @@ def test_final_maps_of_many_cells_equal_one_at_a_time():
         torch.testing.assert_close(together[index], influence_maps(attentions, *cell)[-1])
     with pytest.raises(ValueError, match="outside"):
         final_influence_maps(attentions, [(4, 0)])
+
+
+def test_region_maps_are_the_mean_of_their_cells_maps():
+    from ccnet.propagation import region_influence_maps
+
+    attentions = random_attentions(3, 4, 5, seed=5)
+    region = torch.zeros(4, 5, dtype=torch.bool)
+    region[1:3, 2:4] = True
+    region[0, 0] = True
+    maps = region_influence_maps(attentions, region)  # (R, h, w)
+    cells = region.nonzero().tolist()
+    expected = torch.stack([influence_maps(attentions, y, x) for y, x in cells]).mean(dim=0)  # (R, h, w)
+    torch.testing.assert_close(maps, expected)
+    with pytest.raises(ValueError, match="non-empty"):
+        region_influence_maps(attentions, torch.zeros(4, 5, dtype=torch.bool))
