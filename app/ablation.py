@@ -389,16 +389,30 @@ def cost_figures(ablation: Ablation) -> tuple[go.Figure, go.Figure] | None:
                     hovertemplate="%{customdata}: %{y:.3g}<extra></extra>",
                 )
             )
+        values = [y for trace in data for y in trace.y if y]
         layout = dict(
             title=dict(text=title, font=dict(size=14)),
             xaxis=dict(title="R", dtick=1),
-            yaxis=dict(type="log", title=title),
+            yaxis=dict(type="log", title=title, **log_ticks(values)),
             height=380,
             margin=dict(t=40, b=10),
             legend=dict(orientation="h", y=-0.25),
         )
         figures.append(go.Figure(data=data, layout=layout))
     return figures[0], figures[1]
+
+
+def log_ticks(values: list[float]) -> dict:
+    """Explicit, non-overlapping tick labels for a log axis: 1-2-5 per decade over up to two decades,
+    1 and 3 per decade beyond (plotly's own minor labels overlapped: "2, 10, 5, 2")."""
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return {}
+    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    steps = (1, 2, 5) if high - low <= 2 else (1, 3)
+    ticks = [m * 10.0**e for e in range(low, high + 1) for m in steps]
+    ticks = [t for t in ticks if min(positive) / 1.5 <= t <= max(positive) * 1.5] or [min(positive)]
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
 
 
 def per_class_figure(ablation: Ablation) -> go.Figure | None:

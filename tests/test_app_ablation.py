@@ -242,3 +242,13 @@ def test_page_is_reachable_from_the_explorer(monkeypatch, tmp_path):
     app.switch_page("pages/ablation.py").run()
     assert not app.exception, [e.value for e in app.exception]
     assert app.title[0].value.startswith("Ablation") and len(app.get("plotly_chart")) == 5
+
+
+def test_log_axes_get_spaced_tick_labels():
+    from app.ablation import log_ticks
+
+    few = log_ticks([0.9, 1.8, 2.7])
+    assert few["tickvals"] == [1.0, 2.0] and few["ticktext"] == ["1", "2"]
+    wide = log_ticks([18.0, 53.0, 127.0, 1411.0])
+    assert wide["tickvals"] == [30.0, 100.0, 300.0, 1000.0] and "2" not in wide["ticktext"]
+    assert log_ticks([]) == {}
