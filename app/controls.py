@@ -18,6 +18,8 @@ SCALE_MODES = {
     "Log scale": "log",
 }
 PROPAGATION = {"Attention only (composition)": "attention", "Rollout (with the residual path)": "rollout"}
+SIDE_BY_SIDE, FOCUS = "side_by_side", "focus"
+LAYOUTS = {"Side by side": SIDE_BY_SIDE, "Focus: one large, the others small": FOCUS}
 QUERIES = {
     "The clicked pixel": "pixel",
     "Its predicted-class segment": "predicted",
@@ -54,6 +56,7 @@ class ViewOptions:
     show_changes: bool = True  # where the predicted class changes between loop counts
     direction: str = "reads_from"  # or "feeds": the reverse view (a column of the composed attention)
     query: str = "pixel"  # or "predicted" / "truth": the clicked pixel's class segment, its maps averaged
+    layout: str = SIDE_BY_SIDE  # or FOCUS: one column large, the others as thumbnails
 
 
 def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
@@ -136,6 +139,15 @@ def view_options() -> ViewOptions:
     ]
     per_loop = sidebar.checkbox("Show each loop's own attention", key="per_loop")
     sidebar.subheader("Display")
+    layout = LAYOUTS[
+        sidebar.radio(
+            "Layout",
+            list(LAYOUTS),
+            key="layout",
+            help="Focus: one column's map large enough to read (a 45 x 60 grid in about 700 px), the other loop "
+            "counts as thumbnails with a button that brings them into focus.",
+        )
+    ]
     colormap = sidebar.selectbox("Colour map", list(COLORMAPS), key="colormap")
     heat_opacity = sidebar.slider("Heatmap opacity", 0.0, 1.0, 0.65, 0.05, key="heat_opacity")
     seg_opacity = sidebar.slider("Segmentation opacity", 0.0, 1.0, 0.55, 0.05, key="seg_opacity")
@@ -166,6 +178,7 @@ def view_options() -> ViewOptions:
         show_changes,
         direction,
         query,
+        layout,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.controls import DIRECTIONS, PROPAGATION, QUERIES, SCALE_MODES, TRAINED, UNROLLED
+from app.controls import DIRECTIONS, LAYOUTS, PROPAGATION, QUERIES, SCALE_MODES, TRAINED, UNROLLED
 from app.render import COLORMAPS
 
 # widget key -> the values it may take (None: checked where the widget's options are known)
@@ -22,6 +22,7 @@ CHOICES: dict[str, tuple[str, ...] | None] = {
     "propagation": tuple(PROPAGATION),
     "direction": tuple(DIRECTIONS),
     "query": tuple(QUERIES),
+    "layout": tuple(LAYOUTS),
     "colormap": tuple(COLORMAPS),
     "scale_mode": tuple(SCALE_MODES),
 }

@@ -15,7 +15,7 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from app import render
-from app.controls import ColumnSpec, ViewOptions
+from app.controls import FOCUS, ColumnSpec, ViewOptions
 from app.display import ShownMap, colour_scales, shown_map
 from app.explorer import (
     FEEDS,
@@ -37,6 +37,7 @@ from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_sta
 from ccnet.analysis import cross_share, map_overlap, prediction_changes
 
 PLOT_CONFIG = {"displayModeBar": False}
+FOCUS_KEY = "focus"  # session state: the title of the column the focus layout shows large
 POINT_KEY = "point"  # session state: {"digest", "px", "py"} of the last click on the current image
 POINT_B_KEY = "point_b"  # the same for the second pixel, when comparing two
 COMPARE_KEY = "compare"  # checkbox: compare the clicked pixel (A) with a second one (B)
@@ -124,8 +125,11 @@ def exploration(
             decoded = decodes[(spec.entry.name, spec.recurrence)]
             results.append(_column_result(spec, models[spec.entry.name], decoded, px, py, options, truth, second_point))
 
-    # One row: the image to click, then one column per loop count, so everything is seen at once.
-    picker, *outputs = st.columns([1] * (1 + len(results)))
+    focus = _focused_column(results) if options.layout == FOCUS else None
+    # One row: the image to click, then one column per loop count, so everything is seen at once; or, in the
+    # focus layout, the image, one large column and the others as thumbnails that take the focus when chosen.
+    widths = [1, 3, 1] if focus is not None else [1] * (1 + len(results))
+    picker, *outputs = st.columns(widths)
     with picker, timings.measure("clickable image + summary"):
         _comparison_controls()
         _clickable_image(image, px, py, second_point)
@@ -134,10 +138,15 @@ def exploration(
     with timings.measure("render + send columns"):
         shown = [shown_map(r.maps.composed, r.maps.cell, options.hide_cross) for r in results]
         scales = colour_scales(shown, options)
-        pictures = [
-            _show_column(column, image, result, view, scale, options, cache, px, py, second_point)
-            for column, result, view, scale in zip(outputs, results, shown, scales, strict=True)
-        ]
+        if focus is None:
+            pictures = [
+                _show_column(column, image, result, view, scale, options, cache, px, py, second_point)
+                for column, result, view, scale in zip(outputs, results, shown, scales, strict=True)
+            ]
+        else:
+            pictures = _focus_columns(
+                outputs, focus, image, results, shown, scales, options, cache, px, py, second_point
+            )
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
     write_to_url((px, py))
@@ -302,7 +311,9 @@ def _cross_share_chart(results: list[ColumnResult]) -> None:
     st.caption("Share of the clicked pixel's influence that comes from its own row and column." + note)
 
 
-def _show_column(column, image, result: ColumnResult, shown: ShownMap, scale, options, cache, px, py, second_point):
+def _show_column(
+    column, image, result: ColumnResult, shown: ShownMap, scale, options, cache, px, py, second_point, width=280
+):
     """Draw one column; returns its marked (influence, segmentation) overlays (H, W, 3) for the panel."""
     loaded, decoded = result.loaded, result.decoded
     names = np.asarray(loaded.class_names + ["?"], dtype=object)
@@ -312,7 +323,7 @@ def _show_column(column, image, result: ColumnResult, shown: ShownMap, scale, op
         image.rgb, shown.values, scale, options.heat_opacity, options.smooth, shown.hidden
     )  # (H, W, 3)
     segmentation = render.draw_marker(_segmentation_rgb(image, result, options.seg_opacity, cache), px, py)
-    size, height, marker = (image.height, image.width), _figure_height(image), (px, py)
+    size, height, marker = (image.height, image.width), _figure_height(image, width), (px, py)
     with column:
         st.markdown(f"#### {result.spec.title}")
         # Only the influence map is a chart (hover: value and class); the segmentation is a plain image,
@@ -333,6 +344,44 @@ def _show_column(column, image, result: ColumnResult, shown: ShownMap, scale, op
         if options.per_loop:
             _per_loop_images(image, result, options, px, py)
     return render.draw_marker(influence, px, py), segmentation
+
+
+def _focused_column(results: list[ColumnResult]) -> int:
+    """Index of the column in focus: the one chosen last, else the model's trained loop count, else the first."""
+    titles = [r.spec.title for r in results]
+    chosen = st.session_state.get(FOCUS_KEY)
+    if chosen in titles:
+        return titles.index(chosen)
+    trained = [i for i, r in enumerate(results) if r.spec.recurrence == r.loaded.trained_recurrence]
+    return trained[0] if trained else 0
+
+
+def _focus_columns(outputs, focus: int, image, results, shown, scales, options, cache, px, py, second_point):
+    """The focused column drawn large (at least 640 px wide on a wide screen), the others as thumbnails."""
+    large, thumbnails = outputs
+    pictures = []
+    for index, (result, view, scale) in enumerate(zip(results, shown, scales, strict=True)):
+        if index == focus:
+            pictures.append(
+                _show_column(large, image, result, view, scale, options, cache, px, py, second_point, width=760)
+            )
+            continue
+        influence = render.influence_rgb(
+            image.rgb, view.values, scale, options.heat_opacity, options.smooth, view.hidden
+        )
+        marked = render.draw_marker(influence, px, py)
+        with thumbnails:
+            st.image(render.jpeg_bytes(marked), caption=result.spec.title, width="stretch")
+            st.button(
+                f"Focus on {result.spec.title}", key=f"focus-{index}", on_click=_set_focus, args=(result.spec.title,)
+            )
+        segmentation = render.draw_marker(_segmentation_rgb(image, result, options.seg_opacity, cache), px, py)
+        pictures.append((marked, segmentation))
+    return pictures
+
+
+def _set_focus(title: str) -> None:
+    st.session_state[FOCUS_KEY] = title
 
 
 def _second_pixel(image, result: ColumnResult, options: ViewOptions, second_point) -> None:
@@ -366,7 +415,7 @@ def _segmentation_rgb(image: DecodedImage, result: ColumnResult, opacity: float,
 
 def _figure_height(image: DecodedImage, column_width: int = 280) -> int:
     """Plot height that lets the image fill a typical column's width (plotly needs a fixed height)."""
-    return int(np.clip(round(column_width * image.height / image.width), 150, 600))
+    return int(np.clip(round(column_width * image.height / image.width), 150, 900))
 
 
 def _stats_lines(result: ColumnResult) -> None:

@@ -502,3 +502,19 @@ def test_a_class_segment_query_averages_its_cells_maps(app, checkpoints):
     app.sidebar.radio(key="query").set_value("Its ground-truth segment (examples with labels)").run()
     assert_no_exception(app)
     assert "No segment here" in texts(app)  # an upload has no labels
+
+
+def test_focus_layout_draws_one_large_map_and_thumbnails_that_take_the_focus(app):
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    app.sidebar.radio(key="layout").set_value("Focus: one large, the others small").run()
+    assert_no_exception(app)
+    charts = influence_charts(app)
+    assert len(charts) == 1 and charts[0]["layout"]["height"] >= 480  # the trained R = 2, drawn large
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == ["#### R = 2 (as trained)"]
+    buttons = [b.label for b in app.button]
+    assert "Focus on R = 1" in buttons and "Focus on R = 3" in buttons
+    app.button(key="focus-2").click().run()
+    assert_no_exception(app)
+    assert [m.value for m in app.markdown if m.value.startswith("#### ")] == ["#### R = 3"]
+    assert len(app.get("download_button")) == 2  # the panel still holds every column
