@@ -11,6 +11,8 @@ from app.render import COLORMAPS
 
 UNROLLED = "One model, unrolled R = 1, 2, 3"
 TRAINED = "Separately trained models per R"
+CHOSEN = "Any models side by side"
+CHOSEN_COLUMNS = 3
 SCALE_MODES = {
     "Linear (0 to the largest value)": "linear",
     "Clamp at a percentile": "percentile",
@@ -72,22 +74,51 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
     have_trained = all(trained[r] for r in LOOP_COUNTS)
     comparison = st.sidebar.radio(
         "Compare",
-        [UNROLLED, TRAINED] if have_trained else [UNROLLED],
+        [UNROLLED, TRAINED, CHOSEN] if have_trained else [UNROLLED, CHOSEN],
         key="comparison",
         help="Unrolled: one model run with its loop count overridden at inference. "
-        "Trained: the models trained with R = 1, 2 and 3 from the checkpoint folder.",
+        "Trained: the models trained with R = 1, 2 and 3 from the checkpoint folder. "
+        "Any: up to three models with the same classes, each at a loop count you choose.",
     )
     if not have_trained:
         missing = ", ".join(f"R = {r}" for r in LOOP_COUNTS if not trained[r])
         st.sidebar.caption(f"Separately trained models need checkpoints for {missing} of {default.dataset}.")
     if comparison == TRAINED:
         return _trained_columns(trained)
+    if comparison == CHOSEN:
+        return _chosen_columns(catalogue, unrollable, default)
     names = [e.name for e in unrollable]
     if st.session_state.get("model") not in names:  # a stale or edited link: back to the default
         st.session_state["model"] = default.name
     name = st.sidebar.selectbox("Model", names, key="model", format_func=lambda n: catalogue.get(n).label)
     entry = catalogue.get(name)
     return [ColumnSpec(_unrolled_title(r, entry), entry, r) for r in LOOP_COUNTS]
+
+
+def _chosen_columns(catalogue: Catalogue, unrollable: list[CatalogueEntry], default) -> list[ColumnSpec]:
+    """Up to three (model, R) pairs; models whose classes differ from the first column's are left out."""
+    names = [e.name for e in unrollable]
+    columns = []
+    for index in range(CHOSEN_COLUMNS):
+        allowed = names if not columns else [n for n in names if _same_classes(catalogue, n, columns[0].entry)]
+        fallback = default.name if default.name in allowed else allowed[0]
+        if st.session_state.get(f"chosen-model-{index}") not in allowed:
+            st.session_state[f"chosen-model-{index}"] = fallback
+        name = st.sidebar.selectbox(f"Column {index + 1}: model", allowed, key=f"chosen-model-{index}",
+                                    format_func=lambda n: catalogue.get(n).label)  # fmt: skip
+        entry = catalogue.get(name)
+        loops = st.sidebar.selectbox(f"Column {index + 1}: R", LOOP_COUNTS, index=min(index, len(LOOP_COUNTS) - 1),
+                                     key=f"chosen-r-{index}")  # fmt: skip
+        title = f"{entry.name} at R = {loops}"
+        if any(c.title == title for c in columns):  # the same choice twice: titles name columns, keep them unique
+            title += f" (column {index + 1})"
+        columns.append(ColumnSpec(title, entry, loops))
+    return columns
+
+
+def _same_classes(catalogue: Catalogue, name: str, first: CatalogueEntry) -> bool:
+    entry = catalogue.get(name)
+    return entry.dataset == first.dataset and entry.num_classes == first.num_classes
 
 
 def _unrolled_title(recurrence: int, entry: CatalogueEntry) -> str:

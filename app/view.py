@@ -331,7 +331,7 @@ def _show_column(
         st.plotly_chart(
             render.overlay_figure(render.jpeg_data_uri(influence), size, hover, scale, marker, height),
             config=PLOT_CONFIG,
-            key=f"influence-{result.spec.recurrence}",
+            key=f"influence-{result.spec.title}",  # titles are unique among the columns
         )
         _stats_lines(result)
         if result.second is not None:

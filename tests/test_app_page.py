@@ -518,3 +518,17 @@ def test_focus_layout_draws_one_large_map_and_thumbnails_that_take_the_focus(app
     assert_no_exception(app)
     assert [m.value for m in app.markdown if m.value.startswith("#### ")] == ["#### R = 3"]
     assert len(app.get("download_button")) == 2  # the panel still holds every column
+
+
+def test_any_models_side_by_side_at_chosen_loop_counts(app):
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    app.sidebar.radio(key="comparison").set_value("Any models side by side").run()
+    assert_no_exception(app)
+    app.sidebar.selectbox(key="chosen-model-0").set_value("tiny_r3").run()
+    app.sidebar.selectbox(key="chosen-r-0").set_value(2).run()
+    app.sidebar.selectbox(key="chosen-model-1").set_value("tiny_r3").run()
+    app.sidebar.selectbox(key="chosen-r-1").set_value(2).run()
+    assert_no_exception(app)
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers[:2] == ["#### tiny_r3 at R = 2", "#### tiny_r3 at R = 2 (column 2)"]
+    assert len(influence_charts(app)) == 3
