@@ -15,6 +15,7 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from app import render
+from app.archive import view_archive
 from app.controls import FOCUS, ColumnSpec, ViewOptions
 from app.display import ShownMap, colour_scales, shown_map
 from app.explorer import (
@@ -564,7 +565,17 @@ def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: in
         rows = [[influence for influence, _ in pictures], [segmentation for _, segmentation in pictures]]
         return render.panel_png(titles, rows)
 
-    left, right = st.columns(2)
+    left, right, everything = st.columns(3)
+    everything.download_button(
+        "Download everything (.zip)",
+        data=lambda: view_archive(panel(), results, (px, py), (image.height, image.width), dict(st.query_params)),
+        file_name=f"{stem}.zip",
+        mime="application/zip",
+        on_click="ignore",
+        key="download-archive",
+        help="panel.png, each column's map (map_<i>.npy, float32 (h, w), sums to 1) and view.json: the click, "
+        "the settings, the models and every number shown.",
+    )
     left.download_button(
         "Download the panel (PNG)",
         data=panel,

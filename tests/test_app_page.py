@@ -83,7 +83,7 @@ def test_valid_upload_shows_three_columns(app):
     assert "Clicked pixel** (64, 48)" in texts(app)  # the centre until the first click
     assert texts(app).count("90% of the influence on") == 3
     downloads = [button.proto.label for button in app.get("download_button")]
-    assert downloads == ["Download the panel (PNG)", "Download the maps (.npy)"]
+    assert downloads == ["Download the panel (PNG)", "Download the maps (.npy)", "Download everything (.zip)"]
 
 
 @pytest.mark.parametrize(
@@ -517,7 +517,7 @@ def test_focus_layout_draws_one_large_map_and_thumbnails_that_take_the_focus(app
     app.button(key="focus-2").click().run()
     assert_no_exception(app)
     assert [m.value for m in app.markdown if m.value.startswith("#### ")] == ["#### R = 3"]
-    assert len(app.get("download_button")) == 2  # the panel still holds every column
+    assert len(app.get("download_button")) == 3  # the panel still holds every column
 
 
 def test_any_models_side_by_side_at_chosen_loop_counts(app):

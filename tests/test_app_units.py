@@ -362,3 +362,35 @@ def test_segment_at_is_the_connected_same_class_cells():
     ]  # fmt: skip
     assert segment_at(classes, (0, 3)).sum() == 2  # the other class-0 island
     assert segment_at(classes, (1, 2)).sum() == 4  # diagonal contact does not join (4-connectivity)
+
+
+def test_the_archive_holds_the_panel_every_map_and_every_number(tmp_path):
+    import io
+    import zipfile
+
+    from app.archive import view_archive
+    from app.controls import ColumnSpec
+    from app.models import CatalogueEntry
+    from app.stats import influence_stats, scorecard
+    from app.view import ColumnResult
+    from tests.test_app_helpers import save_tiny_checkpoint
+
+    path = save_tiny_checkpoint(tmp_path / "ckpt", "tiny_r2", recurrence=2)
+    loaded = load_model(path, torch.device("cpu"))
+    decoded = encode_and_decode(loaded, np.full((64, 80, 3), 120, np.uint8), [2])[2]
+    maps = column_maps(decoded, 10, 20, "attention", with_per_loop=False)
+    stats = influence_stats(maps.composed, decoded.grid_classes, 0, cell=maps.cell)
+    score = scorecard(maps.composed, maps.cell, decoded.grid_classes, None, (64, 80), 2, decoded.gamma, None)
+    entry = CatalogueEntry("tiny_r2", path, 2, "synthetic")
+    result = ColumnResult(ColumnSpec("R = 2", entry, 2), loaded, decoded, maps, stats, 0, None, score)
+    data = view_archive(b"png bytes", [result], (10, 20), (64, 80), {"model": "tiny_r2"})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == ["map_0.npy", "panel.png", "view.json"]
+        saved = np.load(io.BytesIO(archive.read("map_0.npy")))
+        view = json.loads(archive.read("view.json"))
+    np.testing.assert_allclose(saved, maps.composed, rtol=1e-6)
+    assert view["click"] == {"px": 10, "py": 20} and view["settings"] == {"model": "tiny_r2"}
+    column = view["columns"][0]
+    assert column["model"] == "tiny_r2" and column["cell"] == list(maps.cell) and column["recurrence"] == 2
+    assert column["statistics"]["entropy_bits"] == pytest.approx(stats.entropy_bits)
+    assert column["scorecard"]["distance_px"] == pytest.approx(score.distance_px)
