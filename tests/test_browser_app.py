@@ -273,3 +273,37 @@ def test_ablation_page_renders_its_charts(server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     session.page.screenshot(path=str(ARTIFACTS / "browser_ablation.png"), full_page=True)
     session.context.close()
+
+
+def test_reverse_view_scorecard_and_a_shared_link(server, browser):
+    url, _ = server
+    session = Session(browser, url)
+    session.dismiss_guide()
+    session.upload("street.png", image_bytes(street_rgb(120, 160, seed=5)))
+    assert session.text().count("same-class lift (predicted classes)") == 3  # the scorecard, per column
+    assert session.text().count("mean attention distance") == 3
+
+    before = session.map_sources()
+    session.page.locator("[data-testid='stSidebar']").get_by_text("Which pixels read from this pixel?").click()
+    session.wait_repainted(before)  # every column now shows a column of the composition
+    session.page.wait_for_selector("text=Reverse view", timeout=30_000)
+    before = session.map_sources()
+    session.click(0.75, 0.25)
+    session.wait_repainted(before)
+    px, py = session.clicked_pixel()
+    assert abs(px - 120) <= 2 and abs(py - 30) <= 2
+    session.page.wait_for_function(  # the address bar follows the click
+        f"() => new URLSearchParams(location.search).get('px') === '{px}'", timeout=30_000
+    )
+    link = session.page.url
+    assert "direction=Which" in link
+
+    # The link in a new session: the same option and click (the image itself cannot travel in a URL).
+    other = Session(browser, link)
+    other.dismiss_guide()
+    other.upload("street.png", image_bytes(street_rgb(120, 160, seed=5)))
+    assert other.clicked_pixel() == (px, py)
+    assert "Reverse view" in other.page.inner_text("body")
+    assert session.exceptions() == 0 and other.exceptions() == 0 and session.errors == [] and other.errors == []
+    session.context.close()
+    other.context.close()
