@@ -600,3 +600,17 @@ def test_goals_with_one_seed_and_no_lift_say_so():
     assert "one seed (n = 1): no spread to read it against" in text
     assert "60.0 (n = 1) / 65.0 (n = 1) / 71.0 (n = 1) / 72.0 (n = 1) (n = 1, 1, 1, 1)" in text
     assert "RCCA R = 1 – (not measured)" in text and "No model has two seeds yet" in text
+
+
+def test_a_paper_run_stopped_early_is_compared_at_its_last_step():
+    def record(name, steps):
+        return report.RunRecord(name, 0, max(v["mIoU"] for v in steps.values()), 1.0, 1.0, "cpu",
+                                iterations=max(steps), val_steps=steps)  # fmt: skip
+
+    paper = record("camvid_r2_paper", {125: {"mIoU": 0.40, "lift": 1.0, "gamma": 0.01}})
+    bundled = record("camvid_r2", {125: {"mIoU": 0.43, "lift": None, "gamma": 0.97},
+                                   250: {"mIoU": 0.45, "lift": 3.5, "gamma": 0.96}})  # fmt: skip
+    rows = report.recipe_rows([{"name": "camvid_r2"}], [bundled], [paper])
+    assert [(r["recipe"], r["iterations"], r["best_val_mIoU"], r["gamma"]) for r in rows] == [
+        ("paper", 125, 0.40, 0.01), ("bundled", 125, 0.43, 0.97)
+    ]  # fmt: skip

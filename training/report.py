@@ -107,6 +107,7 @@ class RunRecord:
     final_lift: float | None = None  # the last validation's class-balanced lift (None: not logged)
     final_gamma: float | None = None  # the last validation's attention scale (None: no attention)
     sessions: int = 1  # 1 + the times the run was resumed (its wall clock then includes the pauses)
+    val_steps: dict = field(default_factory=dict)  # step -> {"mIoU", "lift", "gamma"} of each validation
 
 
 def read_checkpoint_index(folder: Path) -> list[dict]:
@@ -157,6 +158,10 @@ def read_run(folder: Path) -> RunRecord:
         final_lift=_finite(val[-1].get("lift")),
         final_gamma=_gamma_of(val[-1]),
         sessions=1 + len(run.get("resumed", [])),
+        val_steps={
+            int(r["step"]): {"mIoU": _finite(r.get("mIoU")), "lift": _finite(r.get("lift")), "gamma": _gamma_of(r)}
+            for r in val
+        },
     )
 
 
@@ -519,12 +524,30 @@ def recipe_rows(models: list[dict], runs: list[RunRecord], recipe_runs: list[Run
     for base in sorted({run.name[: -len(PAPER_RECIPE)] for run in recipe_runs}):
         if base not in {m["name"] for m in models}:
             continue  # a record of a model that is not bundled: nothing to compare it with
-        for recipe, group in (("paper", [r for r in recipe_runs if r.name == base + PAPER_RECIPE]),
-                              ("bundled", [r for r in runs if r.name == base])):  # fmt: skip
+        paper = [r for r in recipe_runs if r.name == base + PAPER_RECIPE]
+        bundled = [r for r in runs if r.name == base]
+        step = _common_step(paper + bundled)
+        for recipe, group in (("paper", paper), ("bundled", bundled)):
             rows += [
-                {"recipe": recipe, "model": base, **_seed_entry(run)} for run in sorted(group, key=lambda r: r.seed)
+                {"recipe": recipe, "model": base, **_entry_at_step(run, step)}
+                for run in sorted(group, key=lambda r: r.seed)
             ]
     return rows
+
+
+def _common_step(runs: list[RunRecord]) -> int | None:
+    """The last validation step every run has: a paper-recipe run stopped early is compared at its own end."""
+    shared = set.intersection(*(set(run.val_steps) for run in runs)) if runs else set()
+    return max(shared) if shared else None
+
+
+def _entry_at_step(run: RunRecord, step: int | None) -> dict:
+    """The run at `step` (equal iterations); at its end when the runs share no validation step."""
+    if step is None or step not in run.val_steps:
+        return _seed_entry(run)
+    at = run.val_steps[step]
+    return {"name": run.name, "seed": run.seed, "best_val_mIoU": at["mIoU"], "lift": at["lift"],
+            "gamma": at["gamma"], "iterations": step}  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------------
@@ -981,7 +1004,7 @@ def recipe_table(summary: dict) -> list[str]:
     lines = [
         "## Recipe: the paper's against the bundled one (R = 2, equal iterations)",
         "",
-        "| recipe | model | seed | iterations | best val mIoU | gamma (last val) | lift (last val) |",
+        "| recipe | model | seed | iterations | val mIoU | gamma | lift |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
@@ -991,8 +1014,9 @@ def recipe_table(summary: dict) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     iterations = {row["iterations"] for row in rows}
     same = "the same number of iterations" if len(iterations) == 1 else "DIFFERENT iteration counts (see the table)"
-    lines += ["", f"From the records `results/camvid/<model>_paper_s<seed>/` and `<model>_s<seed>/`: {same}; lift "
-              f"and gamma are those of each run's last validation ({BLIND_LIFT:g} = blind to class).", ""]  # fmt: skip
+    lines += ["", f"From the records `results/camvid/<model>_paper_s<seed>/` and `<model>_s<seed>/`: {same}, "
+              f"each run's validation at that step (val mIoU, gamma, lift; {BLIND_LIFT:g} = blind to class, "
+              "– = not logged).", ""]  # fmt: skip
     return lines
 
 
