@@ -45,8 +45,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 CLICK_WIDGET = "iframe[title='streamlit_image_coordinates.streamlit_image_coordinates']"
+# The influence charts only (they carry the map as a layout image); the per-image class matrices are plotly
+# charts too, but without an image, and they do not change with a click.
 MAP_SOURCES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .map(plot => (((plot.layout || {}).images || [])[0] || {}).source || '')"""
+    .map(plot => (((plot.layout || {}).images || [])[0] || {}).source || '').filter(source => source)"""
 UPLOADED = (
     "() => document.body.innerText.includes('Clicked pixel') && (" + MAP_SOURCES + ")().filter(s => s).length === 3"
 )
