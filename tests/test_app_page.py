@@ -201,7 +201,8 @@ def camvid_like(root: Path, count: int = 2) -> Path:
     return root
 
 
-def test_examples_folder_with_a_dataset_loads_ground_truth(monkeypatch, tmp_path):
+def examples_with_truth(monkeypatch, tmp_path) -> AppTest:
+    """The page on a CamVid-like examples folder (with labels) and a CamVid checkpoint, examples chosen."""
     from ccnet.classes import CAMVID
 
     folder = tmp_path / "camvid_checkpoints"
@@ -210,6 +211,11 @@ def test_examples_folder_with_a_dataset_loads_ground_truth(monkeypatch, tmp_path
     monkeypatch.setenv("CCNET_EXAMPLES", str(camvid_like(tmp_path / "camvid")))
     app = AppTest.from_file(MAIN, default_timeout=60).run()
     app.sidebar.radio(key="source").set_value("Examples folder").run()
+    return app
+
+
+def test_examples_folder_with_a_dataset_loads_ground_truth(monkeypatch, tmp_path):
+    app = examples_with_truth(monkeypatch, tmp_path)
     assert_no_exception(app)
     assert "camvid dataset" in texts(app) and "with ground truth" in texts(app)
     assert "Ground truth there: Road" in texts(app)
@@ -431,14 +437,7 @@ def _safetensors_metadata(path: Path) -> dict:
 
 
 def test_scorecard_uses_the_ground_truth_when_the_image_has_labels(monkeypatch, tmp_path):
-    from ccnet.classes import CAMVID
-
-    folder = tmp_path / "camvid_checkpoints"
-    save_tiny_checkpoint(folder, "camvid_r2", recurrence=2, classes=CAMVID)
-    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
-    monkeypatch.setenv("CCNET_EXAMPLES", str(camvid_like(tmp_path / "camvid")))
-    app = AppTest.from_file(MAIN, default_timeout=60).run()
-    app.sidebar.radio(key="source").set_value("Examples folder").run()
+    app = examples_with_truth(monkeypatch, tmp_path)
     assert_no_exception(app)
     assert texts(app).count("same-class lift (ground truth)") == 3
 
