@@ -88,8 +88,8 @@ def _cell_text(lift: float, share: float, as_lift: bool) -> str:
     return f"{value:.2f}x" if as_lift else f"{100 * value:.1f}%"
 
 
-def show_image_attention(columns: list[tuple[str, list[torch.Tensor], np.ndarray, list[str]]]) -> None:
-    """An expander with one heat map per shown column: (title, attentions, predicted cell classes, names)."""
+def show_image_attention(columns: list[tuple[ImageAttention, list[str]]]) -> None:
+    """An expander with one heat map per shown column: (its summary, the model's class names)."""
     with st.expander("Who attends to whom in this image (by predicted class)"):
         st.caption(
             "Row i: where the pixels predicted as class i draw their influence from, by class, after the column's "
@@ -98,6 +98,5 @@ def show_image_attention(columns: list[tuple[str, list[torch.Tensor], np.ndarray
             "every pixel sees the same map (GCNet's finding for non-local blocks)."
         )
         as_lift = st.toggle("Show as lift over a class-blind map", value=True, key="matrix_as_lift")
-        for title, attentions, classes, names in columns:
-            summary = image_attention(title, attentions, classes, len(names))
-            st.plotly_chart(matrix_figure(summary, names, as_lift), key=f"matrix-{title}")
+        for summary, names in columns:
+            st.plotly_chart(matrix_figure(summary, names, as_lift), key=f"matrix-{summary.title}")

@@ -30,7 +30,7 @@ from app.explorer import (
     single_threaded,
 )
 from app.grid import display_to_image, pixel_to_cell, sample_at_cells, segment_at
-from app.image_summary import show_image_attention
+from app.image_summary import ImageAttention, image_attention, show_image_attention
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
 from app.shareable import URL_POINT_KEY, write_to_url
@@ -151,9 +151,7 @@ def exploration(
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
     write_to_url((px, py))
-    show_image_attention(
-        [(r.spec.title, r.decoded.attentions, r.decoded.grid_classes, r.loaded.class_names) for r in results]
-    )
+    show_image_attention([(_image_attention(image, r, cache), r.loaded.class_names) for r in results])
     _timings_expander(timings, cache)
 
 
@@ -345,6 +343,19 @@ def _show_column(
         if options.per_loop:
             _per_loop_images(image, result, options, px, py)
     return render.draw_marker(influence, px, py), segmentation
+
+
+def _image_attention(image: DecodedImage, result: ColumnResult, cache: BoundedCache) -> ImageAttention:
+    """The column's class matrix and query similarity: independent of the click, so computed once per image."""
+    key = ("image_attention", image.digest, result.loaded.cache_id, result.spec.recurrence, result.spec.title)
+    summary = cache.get(key)
+    if summary is None:
+        decoded = result.decoded
+        summary = image_attention(
+            result.spec.title, decoded.attentions, decoded.grid_classes, len(result.loaded.class_names)
+        )
+        cache.put(key, summary, summary.shares.nbytes * 2)
+    return summary
 
 
 def _focused_column(results: list[ColumnResult]) -> int:
