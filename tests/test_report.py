@@ -118,6 +118,9 @@ def setup(tmp_path_factory):
     # The paper recipe's R = 2 (a comparison record, not a bundled model), and the earlier set in its subfolder,
     # with a run folder of its own that must not count as a seed of today's models.
     expected_runs[("camvid_r2_paper", 0)] = _write_run(records / "camvid_r2_paper_s0", 0, 0.45, 0.98, 0.011)
+    # The same R = 2 config trained under bfloat16 autocast: a comparison record, its precision in its config.
+    expected_runs[("camvid_r2_bf16", 0)] = _write_run(records / "camvid_r2_bf16_s0", 0, 0.53, 3.1, 0.9)
+    (records / "camvid_r2_bf16_s0" / "config.yaml").write_text("train:\n  amp: bfloat16\n")
     (records / "scratch_resnet18").mkdir()
     (records / "scratch_resnet18" / "summary.json").write_text(json.dumps(SCRATCH))
     _write_run(records / "scratch_resnet18" / "camvid_r2_s0", 0, 0.99)
@@ -168,7 +171,8 @@ MODEL_KEYS = {"name", "trained_recurrence", "ccl", "seed", "mIoU", "per_class_io
 def test_schema_keys_and_types(made):
     summary = made[0]
     assert set(summary) == {"dataset", "split", "generated", "generated_by", "classes", "models", "seeds", "costs",
-                            "paper_table2", "recipe_comparison", "from_scratch", "lift_sampling", "goals"}  # fmt: skip
+                            "paper_table2", "recipe_comparison", "mixed_precision", "from_scratch", "lift_sampling",
+                            "goals"}  # fmt: skip
     assert (summary["dataset"], summary["split"], summary["generated_by"]) == (
         "camvid",
         "val",
@@ -387,6 +391,54 @@ def test_recipe_comparison_table_from_the_paper_record(made, setup):
     assert "| paper (gamma from 0, no affinity loss) | camvid_r2 | 0 | 50 | 45.0 | 0.011 | 0.98 |" in markdown
     assert "the same number of iterations" in markdown
     assert report.recipe_table({"recipe_comparison": []}) == []  # no paper record: no section
+
+
+def test_bfloat16_record_is_judged_against_the_float32_seed_spread(made, setup):
+    summary, markdown, _ = made
+    assert "camvid_r2_bf16" not in {s["name"] for s in summary["seeds"]}  # a comparison, not a seed
+    (comparison,) = summary["mixed_precision"]
+    float32 = [setup["runs"][("camvid_r2", s)]["best"] for s in (0, 1)]
+    assert comparison["model"] == "camvid_r2"
+    assert [s["amp"] for s in comparison["float32"]["seeds"]] == ["float32", "float32"]  # cuda, amp unset
+    assert comparison["bfloat16"]["seeds"][0]["amp"] == "bfloat16"  # read from the record's config.yaml
+    assert comparison["float32"]["std"] == pytest.approx(statistics.stdev(float32))
+    assert comparison["difference"] == pytest.approx(0.53 - statistics.fmean(float32))
+    expected = abs(0.53 - statistics.fmean(float32)) <= report.NOISE_STDS * statistics.stdev(float32)
+    assert comparison["within_seed_noise"] is expected
+    rate = setup["runs"][("camvid_r2_bf16", 0)]["rate"]
+    reference = statistics.median(setup["runs"][("camvid_r2", s)]["rate"] for s in (0, 1))
+    assert comparison["images_per_s_ratio"] == pytest.approx(rate / reference)
+    assert "## Training in bfloat16 against float32 (same config and schedule)" in markdown
+    assert f"| camvid_r2 | bfloat16 | 0 | 50 | 53.0 | 3.10 | 0.900 | {rate:.2f} |" in markdown
+    assert report.mixed_precision_table({"mixed_precision": []}) == []  # no bfloat16 record: no section
+
+
+def test_precision_verdict_with_one_float32_seed_says_it_cannot_judge():
+    def record(name, best, amp="float32"):
+        return report.RunRecord(name, 0, best, 10.0, 2.0, "cpu", iterations=250, amp=amp)
+
+    (comparison,) = report.precision_comparison(
+        [{"name": "camvid_r2"}], [record("camvid_r2", 0.44)], [record("camvid_r2_bf16", 0.45, "bfloat16")]
+    )
+    assert comparison["within_seed_noise"] is None and comparison["float32"]["std"] is None
+    assert "no seed spread to judge noise by" in report._precision_verdict(comparison)
+    far = report.precision_comparison(
+        [{"name": "camvid_r2"}], [record("camvid_r2", 0.44), record("camvid_r2", 0.46)],
+        [record("camvid_r2_bf16", 0.60, "bfloat16")],
+    )[0]  # fmt: skip
+    assert far["within_seed_noise"] is False and "NOT within seed noise" in report._precision_verdict(far)
+
+
+@pytest.mark.parametrize(
+    ("config", "device", "expected"),
+    [("train:\n  amp: bfloat16\n", "cpu", "bfloat16"), ("train:\n  amp: true\n", "cpu", "float32"),
+     ("train:\n  amp: true\n", "cuda:0", "float16"), ("train:\n  amp: false\n", "cuda:0", "float32"),
+     (None, "cpu", "float32")],
+)  # fmt: skip
+def test_a_runs_precision_comes_from_its_config(tmp_path, config, device, expected):
+    if config is not None:
+        (tmp_path / "config.yaml").write_text(config)
+    assert report._amp_of(tmp_path, device) == expected
 
 
 def test_from_scratch_column_and_its_absence(made, setup, tmp_path):

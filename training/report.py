@@ -10,8 +10,9 @@ attention scale gamma (from the weights) and the class-balanced same-class lift 
 cells `training.attention_quality` samples), the attention atlas (the class-to-class attention matrix over
 every val cell at R = 1, 2, 3, from the same pass), parameters, FLOPs and memory increments of the attention
 module; from the committed records (results/camvid/<name>_s<seed>/): training time and images/s, every
-seed's best val mIoU and its last validation's lift and gamma, and the paper-recipe comparison runs
-(<name>_paper_s<seed>/); the earlier from-scratch set from results/camvid/scratch_resnet18/summary.json.
+seed's best val mIoU and its last validation's lift and gamma, the paper-recipe comparison runs
+(<name>_paper_s<seed>/) and the bfloat16 ones (<name>_bf16_s<seed>/); the earlier from-scratch set from
+results/camvid/scratch_resnet18/summary.json.
 The float32 reference for the float16 check is each checkpoint's own metadata (its run's val at the best
 step). The paper's figures are the one constant PAPER_TABLE2 below.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from ccnet.analysis import cell_centre_labels, class_attention_matrix, class_balanced_mean
@@ -81,6 +83,9 @@ LIFT_SEED = 0  # the cells training's validation and `training.attention_quality
 
 SCRATCH_SUMMARY = Path("scratch_resnet18") / "summary.json"  # the earlier from-scratch set, under --records
 PAPER_RECIPE = "_paper"  # <model>_paper_s<seed>: the same model trained with the paper's recipe
+BF16_VARIANT = "_bf16"  # <model>_bf16_s<seed>: the same config trained under bfloat16 autocast (train.amp)
+VARIANTS = (PAPER_RECIPE, BF16_VARIANT)  # records compared with a bundled model, never bundled themselves
+NOISE_STDS = 2.0  # "within seed noise": |variant - float32 seed mean| <= this many float32 seed std
 RUN_FOLDER = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 
 
@@ -107,6 +112,7 @@ class RunRecord:
     final_lift: float | None = None  # the last validation's class-balanced lift (None: not logged)
     final_gamma: float | None = None  # the last validation's attention scale (None: no attention)
     sessions: int = 1  # 1 + the times the run was resumed (its wall clock then includes the pauses)
+    amp: str = "float32"  # the run's train.amp as it applied on its device ("float32" when off)
     val_steps: dict = field(default_factory=dict)  # step -> {"mIoU", "lift", "gamma"} of each validation
 
 
@@ -158,11 +164,23 @@ def read_run(folder: Path) -> RunRecord:
         final_lift=_finite(val[-1].get("lift")),
         final_gamma=_gamma_of(val[-1]),
         sessions=1 + len(run.get("resumed", [])),
+        amp=_amp_of(folder, str(run["device"])),
         val_steps={
             int(r["step"]): {"mIoU": _finite(r.get("mIoU")), "lift": _finite(r.get("lift")), "gamma": _gamma_of(r)}
             for r in val
         },
     )
+
+
+def _amp_of(folder: Path, device: str) -> str:
+    """The precision a run trained in, from its own config.yaml: train.amp True means float16 on CUDA only."""
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        return "float32"
+    amp = (yaml.safe_load(config_file.read_text()).get("train") or {}).get("amp")
+    if amp in ("bfloat16", "float16"):
+        return amp
+    return "float16" if amp is True and device.startswith("cuda") else "float32"
 
 
 def read_runs(records: Path) -> list[RunRecord]:
@@ -179,6 +197,11 @@ def read_runs(records: Path) -> list[RunRecord]:
 
 def is_paper_recipe(run: RunRecord) -> bool:
     return run.name.endswith(PAPER_RECIPE)
+
+
+def is_variant(run: RunRecord) -> bool:
+    """A comparison record (paper recipe, bfloat16) rather than a seed of a bundled model."""
+    return run.name.endswith(VARIANTS)
 
 
 def read_scratch_summary(path: Path) -> dict | None:
@@ -468,6 +491,7 @@ class ReportInputs:
     default: str | None = None
     recipe_runs: list[RunRecord] = field(default_factory=list)  # the paper-recipe comparison records
     scratch: dict | None = None  # the earlier from-scratch set (read_scratch_summary)
+    precision_runs: list[RunRecord] = field(default_factory=list)  # the bfloat16 comparison records
 
 
 def seed_stats(values: Sequence[float]) -> dict:
@@ -506,6 +530,7 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         "costs": [{key: value for key, value in cost.items() if not key.startswith("_")} for cost in inputs.costs],
         "paper_table2": [dict(row) for row in PAPER_TABLE2],
         "recipe_comparison": recipe_rows(models, inputs.runs, inputs.recipe_runs),
+        "mixed_precision": precision_comparison(models, inputs.runs, inputs.precision_runs),
         "from_scratch": inputs.scratch,
         "lift_sampling": {"cells_per_image": DEFAULT_CELLS_PER_IMAGE, "seed": LIFT_SEED, "blind": BLIND_LIFT},
     }
@@ -533,6 +558,48 @@ def recipe_rows(models: list[dict], runs: list[RunRecord], recipe_runs: list[Run
                 for run in sorted(group, key=lambda r: r.seed)
             ]
     return rows
+
+
+def precision_comparison(models: list[dict], runs: list[RunRecord], bf16_runs: list[RunRecord]) -> list[dict]:
+    """bfloat16-autocast training against the float32 seeds of the same model and schedule ([] when none).
+
+    Within seed noise: |bfloat16 - float32 seed mean| <= NOISE_STDS float32 seed standard deviations (None
+    with fewer than two float32 seeds). Speed: the runs' median images/s (training logs; load on the machine
+    moves it, the clean ratio is benchmarks/bench_training_step.py's).
+    """
+    comparisons = []
+    for base in sorted({run.name[: -len(BF16_VARIANT)] for run in bf16_runs}):
+        if base not in {m["name"] for m in models}:
+            continue
+        reference = [r for r in runs if r.name == base and r.amp == "float32"]
+        variant = [r for r in bf16_runs if r.name == base + BF16_VARIANT]
+        stats = seed_stats([r.best_val_miou for r in reference])
+        variant_mean = statistics.fmean(r.best_val_miou for r in variant)
+        difference = None if stats["mean"] is None else variant_mean - stats["mean"]
+        within = None if stats["std"] is None else abs(difference) <= NOISE_STDS * stats["std"]
+        comparisons.append({
+            "model": base,
+            "float32": {"seeds": [_precision_entry(r) for r in sorted(reference, key=lambda r: r.seed)], **stats},
+            "bfloat16": {"seeds": [_precision_entry(r) for r in sorted(variant, key=lambda r: r.seed)],
+                         "mean": variant_mean},
+            "difference": difference,
+            "within_seed_noise": within,
+            "noise_stds": NOISE_STDS,
+            "images_per_s_ratio": _speed_ratio(variant, reference),
+        })  # fmt: skip
+    return comparisons
+
+
+def _precision_entry(run: RunRecord) -> dict:
+    return {"seed": run.seed, "amp": run.amp, "best_val_mIoU": run.best_val_miou, "iterations": run.iterations,
+            "images_per_s": run.images_per_s, "train_seconds": run.train_seconds, "lift": run.final_lift,
+            "gamma": run.final_gamma}  # fmt: skip
+
+
+def _speed_ratio(variant: list[RunRecord], reference: list[RunRecord]) -> float | None:
+    if not variant or not reference:
+        return None
+    return statistics.median(r.images_per_s for r in variant) / statistics.median(r.images_per_s for r in reference)
 
 
 def _common_step(runs: list[RunRecord]) -> int | None:
@@ -1020,6 +1087,52 @@ def recipe_table(summary: dict) -> list[str]:
     return lines
 
 
+def mixed_precision_table(summary: dict) -> list[str]:
+    """bfloat16-autocast training beside the float32 seeds (issue: accuracy within seed noise); [] without records."""
+    comparisons = summary.get("mixed_precision") or []
+    if not comparisons:
+        return []
+    lines = [
+        "## Training in bfloat16 against float32 (same config and schedule)",
+        "",
+        "| model | precision | seed | iterations | best val mIoU | lift | gamma | images/s (median) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for comparison in comparisons:
+        for precision in ("float32", "bfloat16"):
+            for seed in comparison[precision]["seeds"]:
+                cells = [comparison["model"], seed["amp"], str(seed["seed"]), str(seed["iterations"]),
+                         pct(seed["best_val_mIoU"]), _num(seed["lift"], ".2f"), _num(seed["gamma"], ".3f"),
+                         f"{seed['images_per_s']:.2f}"]  # fmt: skip
+                lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for comparison in comparisons:
+        lines.append(_precision_verdict(comparison))
+    lines += ["", "Records `results/camvid/<model>_bf16_s<seed>/` (`--set train.amp=bfloat16`, otherwise the "
+              "bundled config). images/s comes from the training logs of runs that shared the machine with other "
+              "work; the controlled speed ratio is `benchmarks/bench_training_step.py`'s "
+              "(docs/BENCHMARKS.md, section 6).", ""]  # fmt: skip
+    return lines
+
+
+def _precision_verdict(comparison: dict) -> str:
+    reference = comparison["float32"]
+    if reference["std"] is None:
+        return (f"- {comparison['model']}: bfloat16 {pct(comparison['bfloat16']['mean'], 2)} against "
+                f"{reference['n']} float32 seed(s) ({pct(reference['mean'], 2)}): "
+                "no seed spread to judge noise by.")  # fmt: skip
+    verdict = "within" if comparison["within_seed_noise"] else "NOT within"
+    ratio = comparison["images_per_s_ratio"]
+    return (
+        f"- {comparison['model']}: bfloat16 {pct(comparison['bfloat16']['mean'], 2)} against float32 "
+        f"{pct(reference['mean'], 2)} ± {100 * reference['std']:.2f} (n = {reference['n']}): a difference of "
+        f"{100 * comparison['difference']:+.2f} points, {verdict} seed noise ({comparison['noise_stds']:g} std = "
+        f"{comparison['noise_stds'] * 100 * reference['std']:.2f} points)"
+        + ("" if ratio is None else f"; logged images/s ratio {ratio:.2f}x")
+        + "."
+    )
+
+
 def costs_table(summary: dict, costs: list[dict]) -> list[str]:
     lines = [
         "| input | feature map | R | GFLOPs incr. | memory incr., forward + backward (MB) "
@@ -1157,6 +1270,7 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         *cross_evaluation(summary),
         "",
         *recipe_table(summary),
+        *mixed_precision_table(summary),
         "## Costs of the attention module",
         "",
         "Increments of RCCA at R loops over the same network with R = 0 (our bundled architecture, batch 1, "
@@ -1330,7 +1444,7 @@ def make_report(args: argparse.Namespace) -> dict:
     device = _device(args.device)
     entries = read_checkpoint_index(args.checkpoints)
     all_runs = read_runs(args.records)
-    runs = [run for run in all_runs if not is_paper_recipe(run)]
+    runs = [run for run in all_runs if not is_variant(run)]
     scratch = read_scratch_summary(args.records / SCRATCH_SUMMARY)
     spec = find_dataset("camvid", args.data_root, args.split)  # fail early on a missing root
     total = len(entries) * len(spec.samples) + len(COST_INPUTS)
@@ -1350,7 +1464,8 @@ def make_report(args: argparse.Namespace) -> dict:
         reference = reference or next((m for m in models if m["trained_recurrence"] > 0), models[0])
         costs = attention_costs(reference["_model_config"], device, bar.update)
     recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
-    inputs = ReportInputs(models, runs, costs, default, recipe_runs, scratch)
+    precision_runs = [run for run in all_runs if run.name.endswith(BF16_VARIANT)]
+    inputs = ReportInputs(models, runs, costs, default, recipe_runs, scratch, precision_runs)
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
     atomic_write(args.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
