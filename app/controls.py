@@ -26,6 +26,7 @@ QUERIES = {
     "The clicked pixel": "pixel",
     "Its predicted-class segment": "predicted",
     "Its ground-truth segment (examples with labels)": "truth",
+    "A box you drag on the image": "box",
 }
 DIRECTIONS = {
     "Where does this pixel read from?": "reads_from",
@@ -57,7 +58,7 @@ class ViewOptions:
     hide_cross: bool = False  # leave the clicked pixel's own row and column uncoloured
     show_changes: bool = True  # where the predicted class changes between loop counts
     direction: str = "reads_from"  # or "feeds": the reverse view (a column of the composed attention)
-    query: str = "pixel"  # or "predicted" / "truth": the clicked pixel's class segment, its maps averaged
+    query: str = "pixel"  # or "predicted" / "truth" / "box": a region (class segment or dragged box), maps averaged
     layout: str = SIDE_BY_SIDE  # or FOCUS: one column large, the others as thumbnails
 
 
@@ -165,7 +166,8 @@ def view_options() -> ViewOptions:
             list(QUERIES),
             key="query",
             help="A segment: the 4-connected cells of the clicked pixel's class (predicted, or ground truth where "
-            "the image has labels); the maps average the influence maps of its cells.",
+            "the image has labels). A box: the cells a box dragged on the image touches (a click: one cell). "
+            "The maps average the influence maps of the region's cells.",
         )
     ]
     per_loop = sidebar.checkbox("Show each loop's own attention", key="per_loop")

@@ -12,6 +12,7 @@ import numpy as np
 from ccnet.analysis import cell_centre_labels
 
 Size = tuple[int, int]  # (height, width)
+Box = tuple[int, int, int, int]  # (left, top, right, bottom) image pixels, inclusive
 
 
 def pixel_to_cell(px: float, py: float, image_size: Size, grid_size: Size) -> tuple[int, int]:
@@ -44,6 +45,33 @@ def display_to_image(
     px = int(np.clip(click_x * width / max(shown_width, 1), 0, width - 1))
     py = int(np.clip(click_y * height / max(shown_height, 1), 0, height - 1))
     return px, py
+
+
+def display_box_to_image(
+    corner: tuple[float, float], other: tuple[float, float], shown_size: tuple[float, float], image_size: Size
+) -> Box:
+    """A drag on the shown image -> the box between its two corners in image pixels, clipped to the image.
+
+    The corners may come in any order (a drag up and to the left) and the second may lie outside the shown
+    image (the mouse released past its edge): each is clipped as a click is.
+    """
+    ax, ay = display_to_image(*corner, shown_size, image_size)
+    bx, by = display_to_image(*other, shown_size, image_size)
+    return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+
+
+def box_cells(box: Box, image_size: Size, grid_size: Size) -> np.ndarray:
+    """(h, w) bool: the feature cells a pixel box touches, through the click's pixel -> cell mapping.
+
+    Corners in any order and outside the image are clamped into the grid, so the result is never empty:
+    a zero-area box (a click) is the one cell under it.
+    """
+    left, top, right, bottom = box
+    y0, x0 = pixel_to_cell(min(left, right), min(top, bottom), image_size, grid_size)
+    y1, x1 = pixel_to_cell(max(left, right), max(top, bottom), image_size, grid_size)
+    cells = np.zeros(grid_size, dtype=bool)  # (h, w)
+    cells[y0 : y1 + 1, x0 : x1 + 1] = True
+    return cells
 
 
 def segment_at(classes: np.ndarray, cell: tuple[int, int]) -> np.ndarray:

@@ -1,11 +1,13 @@
 """Per image: who attends to whom (class-to-class attention), and how query-specific the maps are.
 
 The maths is the library's (`class_attention_matrix`, `query_independence`, `influence_maps`); this module
-only chooses what to compute for the shown columns and draws it.
+only chooses what to compute for the shown columns and draws it. Clicking a row of a matrix remembers its
+class (session state) so that the exploration can highlight that class's pixels on the image.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,8 @@ from ccnet.propagation import final_influence_maps
 
 QUERY_CELLS = 32  # cells sampled (fixed seed) for the query-independence figure
 NO_IGNORE = -1  # the predicted classes have no ignored cells
+HIGHLIGHT_KEY = "highlight_class"  # session state: {"digest", "column", "class_id", "name"} of the clicked row
+GENERATION_KEY = "matrix_generation"  # part of the charts' keys: bumped when the highlight is cleared
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,26 @@ def class_matrix_figure(shares, lift, names: list[str], as_lift: bool, title: st
     return figure
 
 
+def with_clickable_cells(figure: go.Figure, names: list[str]) -> go.Figure:
+    """Add an invisible marker on every cell of a class matrix, so that a click selects a point.
+
+    Plotly reports no selection for a click on a heat map (plotly.js cannot select heat map cells;
+    streamlit/streamlit#8760), but it does for scatter markers: point i * k + j sits on row i, column j,
+    and its y is the row's class name. It carries the cell's text, as its hover label covers the heat map's.
+    """
+    heat = figure.data[0]
+    texts = [text for row in heat.text for text in row]  # (k * k,) row by row
+    figure.add_trace(
+        go.Scatter(
+            x=[name for _ in names for name in names], y=[name for name in names for _ in names], text=texts,
+            mode="markers", marker={"size": 22, "symbol": "square", "opacity": 0.0}, hoverinfo="text",
+            showlegend=False,
+        )
+    )  # fmt: skip
+    figure.update_layout(hoverdistance=-1)  # no cut-off: a click anywhere in a cell finds its marker
+    return figure
+
+
 def _cell_text(lift: float, share: float, as_lift: bool) -> str:
     value = lift if as_lift else share
     if not np.isfinite(value):
@@ -88,15 +112,73 @@ def _cell_text(lift: float, share: float, as_lift: bool) -> str:
     return f"{value:.2f}x" if as_lift else f"{100 * value:.1f}%"
 
 
-def show_image_attention(columns: list[tuple[ImageAttention, list[str]]]) -> None:
-    """An expander with one heat map per shown column: (its summary, the model's class names)."""
+def show_image_attention(columns: list[tuple[ImageAttention, list[str]]], digest: str) -> None:
+    """An expander with one heat map per shown column: (its summary, the model's class names); a click on a
+    row highlights that class on the image of `digest`."""
     with st.expander("Who attends to whom in this image (by predicted class)"):
         st.caption(
             "Row i: where the pixels predicted as class i draw their influence from, by class, after the column's "
             "loops. Lift divides by class j's share of the image: 1x (white) is what a class-blind map gives. "
             "Query similarity: mean cosine similarity between the maps of 32 sampled pixels; near 1 means "
-            "every pixel sees the same map (GCNet's finding for non-local blocks)."
+            "every pixel sees the same map (GCNet's finding for non-local blocks). Click a row to highlight "
+            "its class's pixels on the image."
         )
         as_lift = st.toggle("Show as lift over a class-blind map", value=True, key="matrix_as_lift")
+        generation = st.session_state.get(GENERATION_KEY, 0)
         for summary, names in columns:
-            st.plotly_chart(matrix_figure(summary, names, as_lift), key=f"matrix-{summary.title}")
+            key = f"matrix-{summary.title}-{generation}"
+            st.plotly_chart(
+                with_clickable_cells(matrix_figure(summary, names, as_lift), [names[c] for c in summary.classes]),
+                key=key,
+                on_select=functools.partial(_remember_row, key, digest, summary, names),
+                selection_mode="points",
+            )
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """The class whose row was clicked, and the column whose prediction says which pixels it covers."""
+
+    column: str  # the column's title
+    class_id: int
+    name: str
+
+
+def row_class(points: list[dict], classes: list[int], names: list[str]) -> int | None:
+    """The class id of the row a click selected (points: the chart's selection; a point's y names its row).
+
+    classes: the matrix's class ids in row order; names: the model's class names, indexed by class id.
+    """
+    rows = [names[c] for c in classes]
+    for point in points:
+        if point.get("y") in rows:
+            return classes[rows.index(point["y"])]
+    return None
+
+
+def _remember_row(chart_key: str, digest: str, summary: ImageAttention, names: list[str]) -> None:
+    """Selection callback (runs before the rerun, so the image drawn after it is already highlighted)."""
+    event = st.session_state.get(chart_key) or {}
+    points = (event.get("selection") or {}).get("points") or []
+    class_id = row_class(points, summary.classes, names)
+    if class_id is None:  # deselected (a double click): nothing highlighted
+        st.session_state.pop(HIGHLIGHT_KEY, None)
+        return
+    st.session_state[HIGHLIGHT_KEY] = {
+        "digest": digest, "column": summary.title, "class_id": class_id, "name": names[class_id],
+    }  # fmt: skip
+
+
+def current_highlight(digest: str) -> Highlight | None:
+    """The highlighted class for this image, or None (none chosen, or chosen on another image)."""
+    chosen = st.session_state.get(HIGHLIGHT_KEY)
+    if not chosen or chosen.get("digest") != digest:
+        return None
+    return Highlight(chosen["column"], int(chosen["class_id"]), str(chosen["name"]))
+
+
+def clear_highlight() -> None:
+    """Button callback. The charts get new keys too: their old selection would make the same row's next
+    click no change, and no callback."""
+    st.session_state.pop(HIGHLIGHT_KEY, None)
+    st.session_state[GENERATION_KEY] = st.session_state.get(GENERATION_KEY, 0) + 1

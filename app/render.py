@@ -151,6 +151,33 @@ def draw_marker(rgb: np.ndarray, px: int, py: int, label: str = "") -> np.ndarra
     return marked
 
 
+def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The query box (left, top, right, bottom; inclusive pixels) as a rectangle seen on any background."""
+    marked = rgb.copy()
+    left, top, right, bottom = (int(v) for v in box)
+    cv2.rectangle(marked, (left, top), (right, bottom), (0, 0, 0), 3)
+    cv2.rectangle(marked, (left, top), (right, bottom), (255, 255, 255), 1)
+    return marked
+
+
+HIGHLIGHT_COLOUR = (255, 220, 0)  # the same yellow as the class-change outlines
+HIGHLIGHT_DIM = 0.4  # brightness left to the pixels outside the highlighted class
+
+
+def highlight_pixels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The pixels where mask (H, W) is True as they are, the others dimmed, the region outlined in yellow.
+
+    Dimming the rest (rather than tinting the class) keeps the class's own colours readable.
+    """
+    picture = (image * HIGHLIGHT_DIM).astype(np.uint8)  # (H, W, 3)
+    picture[mask] = image[mask]
+    width = max(1, round(max(mask.shape) / 300))  # outline still visible when a large image is shown small
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    outline = (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~mask  # (H, W): just outside the class
+    picture[outline] = HIGHLIGHT_COLOUR
+    return picture
+
+
 def jpeg_bytes(rgb: np.ndarray) -> bytes:
     """(H, W, 3) RGB -> JPEG; OpenCV's encoder is several times faster than PNG at this size."""
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # OpenCV writes BGR

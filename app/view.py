@@ -6,6 +6,7 @@ attentions are cached per (image, model, R), a click costs influence maps, stati
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,8 +30,23 @@ from app.explorer import (
     decode_key,
     single_threaded,
 )
-from app.grid import display_to_image, pixel_to_cell, sample_at_cells, segment_at
-from app.image_summary import ImageAttention, image_attention, show_image_attention
+from app.grid import (
+    Box,
+    box_cells,
+    display_box_to_image,
+    display_to_image,
+    pixel_to_cell,
+    sample_at_cells,
+    segment_at,
+)
+from app.image_summary import (
+    Highlight,
+    ImageAttention,
+    clear_highlight,
+    current_highlight,
+    image_attention,
+    show_image_attention,
+)
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
 from app.shareable import URL_POINT_KEY, write_to_url
@@ -41,6 +57,7 @@ PLOT_CONFIG = {"displayModeBar": False}
 FOCUS_KEY = "focus"  # session state: the title of the column the focus layout shows large
 POINT_KEY = "point"  # session state: {"digest", "px", "py"} of the last click on the current image
 POINT_B_KEY = "point_b"  # the same for the second pixel, when comparing two
+BOX_KEY = "query_box"  # session state: {"digest", "box": (left, top, right, bottom)} of the last drag
 COMPARE_KEY = "compare"  # checkbox: compare the clicked pixel (A) with a second one (B)
 TARGET_KEY = "click_target"  # radio: which pixel the next click places
 PIXEL_A, PIXEL_B = "pixel A", "pixel B"
@@ -105,6 +122,46 @@ def _remember_click(widget_key: str, image: DecodedImage) -> None:
         st.session_state[TARGET_KEY] = PIXEL_A if second else PIXEL_B
 
 
+def current_box(image: DecodedImage) -> Box | None:
+    """The last box dragged on this image, or None (no drag yet, or one on another image)."""
+    dragged = st.session_state.get(BOX_KEY)
+    if dragged and dragged.get("digest") == image.digest:
+        left, top, right, bottom = (int(v) for v in dragged["box"])
+        return left, top, right, bottom
+    return None
+
+
+def _drag_corners(value) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None:
+    """The component's drag report -> (first corner, second corner, shown size), or None if it is not one.
+
+    In click-and-drag mode streamlit_image_coordinates sends {x1, y1} (mouse down) and {x2, y2} (mouse up,
+    possibly outside the image) in shown pixels; a plain click is a drag whose two corners coincide.
+    """
+    keys = ("x1", "y1", "x2", "y2", "width", "height")
+    if not isinstance(value, dict) or any(key not in value for key in keys):
+        return None
+    try:
+        x1, y1, x2, y2, width, height = (float(value[key]) for key in keys)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2, width, height)):
+        return None
+    return (x1, y1), (x2, y2), (width, height)
+
+
+def _remember_drag(widget_key: str, image: DecodedImage) -> None:
+    """Drag callback: the box, clipped to the image, becomes the query; pixel A moves to its centre, the cell
+    the scorecard measures distances and crosses from (as the clicked pixel is for a segment)."""
+    corners = _drag_corners(st.session_state.get(widget_key))
+    if corners is None:
+        return
+    first, second, shown = corners
+    box = display_box_to_image(first, second, shown, (image.height, image.width))
+    st.session_state[BOX_KEY] = {"digest": image.digest, "box": box}
+    left, top, right, bottom = box
+    st.session_state[POINT_KEY] = {"digest": image.digest, "px": (left + right) // 2, "py": (top + bottom) // 2}
+
+
 @st.fragment
 def exploration(
     image: DecodedImage,
@@ -119,12 +176,16 @@ def exploration(
     px, py = current_point(image)
     comparing = bool(st.session_state.get(COMPARE_KEY, False))
     second_point = current_point(image, POINT_B_KEY) if comparing else None
+    box = current_box(image) if options.query == "box" else None
 
     results = []
     with timings.measure("influence maps + statistics"), single_threaded():
         for spec in columns:
             decoded = decodes[(spec.entry.name, spec.recurrence)]
-            results.append(_column_result(spec, models[spec.entry.name], decoded, px, py, options, truth, second_point))
+            results.append(
+                _column_result(spec, models[spec.entry.name], decoded, px, py, options, truth, second_point, box)
+            )
+    highlight = current_highlight(image.digest)
 
     focus = _focused_column(results) if options.layout == FOCUS else None
     # One row: the image to click, then one column per loop count, so everything is seen at once; or, in the
@@ -132,9 +193,12 @@ def exploration(
     widths = [1, 3, 1] if focus is not None else [1] * (1 + len(results))
     picker, *outputs = st.columns(widths)
     with picker, timings.measure("clickable image + summary"):
-        _comparison_controls()
-        _clickable_image(image, px, py, second_point)
-        _point_summary(image, results, px, py, truth, cache)
+        _comparison_controls(drag=options.query == "box")
+        mask = _highlight_mask(results, highlight)
+        _clickable_image(image, px, py, second_point, box, mask, drag=options.query == "box")
+        if mask is not None:
+            _highlight_note(highlight)
+        _point_summary(image, results, px, py, truth, cache, options.query, box)
         _cross_share_chart(results)
     with timings.measure("render + send columns"):
         shown = [shown_map(r.maps.composed, r.maps.cell, options.hide_cross) for r in results]
@@ -151,7 +215,7 @@ def exploration(
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
     write_to_url((px, py))
-    show_image_attention([(_image_attention(image, r, cache), r.loaded.class_names) for r in results])
+    show_image_attention([(_image_attention(image, r, cache), r.loaded.class_names) for r in results], image.digest)
     _timings_expander(timings, cache)
 
 
@@ -171,8 +235,8 @@ def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[s
     return decodes
 
 
-def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=None) -> ColumnResult:
-    region = _query_region(decoded, px, py, options.query, truth, len(loaded.class_names))
+def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=None, box=None) -> ColumnResult:
+    region = _query_region(decoded, px, py, options.query, truth, len(loaded.class_names), box)
     maps = column_maps(decoded, px, py, options.mode, options.per_loop, options.direction, region)
     clicked_class = int(decoded.prediction[py, px])
     miou = None
@@ -192,10 +256,14 @@ def _column_result(spec, loaded, decoded, px, py, options, truth, second_point=N
     return ColumnResult(spec, loaded, decoded, maps, stats, clicked_class, second, score)
 
 
-def _query_region(decoded, px: int, py: int, query: str, truth, num_classes: int) -> np.ndarray | None:
-    """The clicked pixel's class segment on the feature grid, or None for a single-pixel query."""
+def _query_region(decoded, px: int, py: int, query: str, truth, num_classes: int, box=None) -> np.ndarray | None:
+    """The query's region on the feature grid, (h, w) bool: the clicked pixel's class segment or the dragged
+    box; None for a single-pixel query."""
     if query == "pixel":
         return None
+    if query == "box":
+        corners = box if box is not None else (px, py, px, py)  # no drag yet: the clicked cell's box
+        return box_cells(corners, decoded.prediction.shape[:2], decoded.grid_size)
     cell = pixel_to_cell(px, py, decoded.prediction.shape[:2], decoded.grid_size)
     if query == "truth":
         if truth is None or truth.num_classes != num_classes:
@@ -207,7 +275,7 @@ def _query_region(decoded, px: int, py: int, query: str, truth, num_classes: int
     return segment_at(decoded.grid_classes, cell)
 
 
-def _comparison_controls() -> None:
+def _comparison_controls(drag: bool = False) -> None:
     """Compare two pixels (e.g. two of the same car, or a car and the road): each click places A or B."""
     st.checkbox(
         "Compare two pixels",
@@ -216,13 +284,24 @@ def _comparison_controls() -> None:
     )
     if st.session_state.get(COMPARE_KEY):
         st.radio("Next click places", [PIXEL_A, PIXEL_B], key=TARGET_KEY, horizontal=True)
+        if drag:
+            st.caption("While the query is a box, a drag moves the box and pixel A to its centre; B stays.")
 
 
-def _clickable_image(image: DecodedImage, px: int, py: int, second_point=None) -> None:
-    widget_key = f"click-{image.digest}"  # a new image gets a fresh widget, not the old click
-    marked = render.draw_marker(image.rgb, px, py)
+def _clickable_image(
+    image: DecodedImage, px: int, py: int, second_point=None, box=None, highlight=None, drag: bool = False
+) -> None:
+    """The image to click (or, with drag, to drag a box on), with the highlighted class (H, W) bool, the box
+    and the markers drawn on it."""
+    picture = image.rgb if highlight is None else render.highlight_pixels(image.rgb, highlight)
+    if box is not None:
+        picture = render.draw_box(picture, box)
+    marked = render.draw_marker(picture, px, py)
     if second_point is not None:
         marked = render.draw_marker(marked, *second_point, label="B")
+    # A new image gets a fresh widget, not the old click; so does the switch to drags (another kind of value).
+    widget_key = f"{'drag' if drag else 'click'}-{image.digest}"
+    remember = _remember_drag if drag else _remember_click
     streamlit_image_coordinates(
         marked,
         key=widget_key,
@@ -230,13 +309,41 @@ def _clickable_image(image: DecodedImage, px: int, py: int, second_point=None) -
         image_format="JPEG",
         jpeg_quality=90,
         cursor="crosshair",
+        click_and_drag=drag,
         # The component's callback takes no arguments: bind key and image here.
-        on_click=lambda: _remember_click(widget_key, image),
+        on_click=lambda: remember(widget_key, image),
     )
-    st.caption("Click a pixel: each map below shows how much every position feeds into it.")
+    if drag:
+        st.caption("Drag a box: each map below averages the influence maps of the feature cells it touches.")
+    else:
+        st.caption("Click a pixel: each map below shows how much every position feeds into it.")
 
 
-def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTruth | None, cache) -> None:
+def _highlight_mask(results: list[ColumnResult], highlight: Highlight | None) -> np.ndarray | None:
+    """(H, W) bool: the pixels the clicked row's column predicts as its class; None when nothing is chosen or
+    that column is not shown any more. From the cached prediction: a row click costs no model run."""
+    if highlight is None:
+        return None
+    for result in results:
+        names = result.loaded.class_names
+        same_class = highlight.class_id < len(names) and names[highlight.class_id] == highlight.name
+        if result.spec.title == highlight.column and same_class:  # not another model under the same title
+            return result.decoded.prediction == highlight.class_id  # (H, W)
+    return None
+
+
+def _highlight_note(highlight: Highlight) -> None:
+    """Which class is highlighted, and the way back to the plain image."""
+    st.caption(
+        f"Highlighted: the pixels the {highlight.column} column predicts as **{highlight.name}** (the row "
+        "clicked in the class matrix below); the rest is dimmed."
+    )
+    st.button("Clear the highlight", key="clear-highlight", on_click=clear_highlight)
+
+
+def _point_summary(
+    image, results: list[ColumnResult], px, py, truth: GroundTruth | None, cache, query="pixel", box=None
+) -> None:
     first = results[0]
     y, x = first.maps.cell
     rows, cols = first.decoded.grid_size
@@ -253,7 +360,9 @@ def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTrut
             f"R = {r.spec.recurrence}: {_class_name(r.loaded, int(r.decoded.prediction[by, bx]))}" for r in results
         )
         st.markdown(f"**Pixel B** ({bx}, {by}), cell (y={second.cell[0]}, x={second.cell[1]}): {b_names}")
-    if first.maps.region_cells:
+    if query == "box" and first.maps.region_cells:
+        _box_summary(first, box, px, py)
+    elif first.maps.region_cells:
         st.info(
             f"Query: the clicked pixel's class segment ({first.maps.region_cells} feature cells in the "
             f"{results[0].spec.title} column); each map averages the influence maps of its cells."
@@ -274,6 +383,18 @@ def _point_summary(image, results: list[ColumnResult], px, py, truth: GroundTrut
         st.markdown(f"Ground truth there: {name}")
         truth_rgb = render.draw_marker(_truth_rgb(image, truth, cache), px, py)
         st.image(render.jpeg_bytes(truth_rgb), caption="Ground truth (black: void)", width="stretch")
+
+
+def _box_summary(first: ColumnResult, box: Box | None, px: int, py: int) -> None:
+    if box is None:
+        st.info("Query: the clicked pixel's feature cell as a box. Drag on the image to draw a larger one.")
+        return
+    left, top, right, bottom = box
+    st.info(
+        f"Query: the box from ({left}, {top}) to ({right}, {bottom}), {first.maps.region_cells} feature cells in "
+        f"the {first.spec.title} column; each map averages the influence maps of its cells. The scorecard reads "
+        f"from its centre ({px}, {py})."
+    )
 
 
 def _truth_rgb(image: DecodedImage, truth: GroundTruth, cache: BoundedCache) -> np.ndarray:

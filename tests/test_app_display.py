@@ -137,3 +137,23 @@ def test_long_legends_scroll():
     names = [f"class {k}" for k in range(150)]
     html_text = render.class_legend_html(list(range(150)), names, np.zeros((150, 3), np.uint8))
     assert "overflow-y:auto" in html_text and html_text.count("class 149") == 1
+
+
+def test_highlight_keeps_the_class_dims_the_rest_and_outlines_it():
+    image = np.full((40, 60, 3), 200, np.uint8)
+    mask = np.zeros((40, 60), bool)
+    mask[10:20, 20:30] = True
+    picture = render.highlight_pixels(image, mask)
+    assert (picture[mask] == 200).all() and (image == 200).all()  # the class as it is, the input untouched
+    assert list(picture[0, 0]) == [80, 80, 80]  # dimmed
+    yellow = list(render.HIGHLIGHT_COLOUR)
+    assert list(picture[9, 25]) == yellow and list(picture[15, 30]) == yellow  # outlined just outside the class
+    assert (render.highlight_pixels(image, np.zeros((40, 60), bool)) == 80).all()  # nothing to keep
+
+
+def test_query_box_is_drawn_on_a_copy():
+    image = np.full((40, 60, 3), 128, np.uint8)
+    boxed = render.draw_box(image, (10, 5, 50, 30))
+    assert (image == 128).all()
+    assert (boxed[5, 10:51] != 128).any() and (boxed[30, 10:51] != 128).any()  # top and bottom edges
+    assert (boxed[15, 20] == 128).all() and (boxed[0, 0] == 128).all()  # inside and outside untouched

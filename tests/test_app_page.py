@@ -7,6 +7,7 @@ same input the click callback writes, so the click path is checked here too.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from app.images import decode_image
 from app.models import load_model
 from app.resources import cached_model
 from app.stats import entropy_bits
-from app.view import CHANGE_FILTER_KEY, COMPARE_KEY, PIXEL_A, PIXEL_B, POINT_B_KEY, POINT_KEY, TARGET_KEY
+from app.view import BOX_KEY, CHANGE_FILTER_KEY, COMPARE_KEY, PIXEL_A, PIXEL_B, POINT_B_KEY, POINT_KEY, TARGET_KEY
 from ccnet.analysis import cross_share, prediction_changes
 from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, save_tiny_checkpoint, street_rgb
 from tests.test_app_images import noise_png, png_header_only
@@ -531,3 +532,109 @@ def test_any_models_side_by_side_at_chosen_loop_counts(app):
     headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
     assert headers[:2] == ["#### tiny_r3 at R = 2", "#### tiny_r3 at R = 2 (column 2)"]
     assert len(influence_charts(app)) == 3
+
+
+# --- issue 14: a dragged box as the query region; a class matrix row highlighting its class --------------
+
+BOX_QUERY = "A box you drag on the image"
+
+
+def image_widget_args(app: AppTest) -> dict:
+    """What the page sent the clickable image component: the picture (src), click_and_drag, ..."""
+    widget = next(c for c in app.get("component_instance") if "image_coordinates" in c.proto.component_name)
+    return json.loads(widget.proto.json_args)
+
+
+def test_a_dragged_box_is_the_query_region(app, checkpoints):
+    from app.grid import box_cells
+    from ccnet.propagation import region_influence_maps
+
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    assert image_widget_args(app)["click_and_drag"] is False
+    app.sidebar.radio(key="query").set_value(BOX_QUERY).run()
+    assert_no_exception(app)
+    assert image_widget_args(app)["click_and_drag"] is True  # the image now reports drags
+    assert "Query: the clicked pixel's feature cell as a box" in texts(app)  # before a drag: one cell
+    decoded = encode_and_decode(load_model(checkpoints / "tiny_r2", torch.device("cpu")), street_rgb(), [1, 2, 3])
+    one_cell = box_cells((64, 48, 64, 48), (96, 128), decoded[2].grid_size)
+    maps = [column_maps(decoded[r], 64, 48, "attention", False, region=one_cell).composed for r in (1, 2, 3)]
+    assert entropies(app) == [f"{entropy_bits(m):.3f}" for m in maps]
+    picture = image_widget_args(app)["src"]
+
+    # What the drag callback writes (checked on its own below): the box, and pixel A at its centre.
+    digest = app.session_state["decoded_upload"][1].digest
+    app.session_state[BOX_KEY] = {"digest": digest, "box": (10, 20, 60, 50)}
+    app.session_state[POINT_KEY] = {"digest": digest, "px": 35, "py": 35}
+    app.run()
+    assert_no_exception(app)
+    region = box_cells((10, 20, 60, 50), (96, 128), decoded[2].grid_size)
+    assert 1 < region.sum() < region.size
+    assert f"Query: the box from (10, 20) to (60, 50), {region.sum()} feature cells in the R = 1 column" in texts(app)
+    maps = [column_maps(decoded[r], 35, 35, "attention", False, region=region).composed for r in (1, 2, 3)]
+    assert entropies(app) == [f"{entropy_bits(m):.3f}" for m in maps]
+    expected = region_influence_maps(decoded[2].attentions, torch.from_numpy(region))[-1].numpy()
+    np.testing.assert_allclose(maps[1], expected, rtol=1e-6)  # the library's region map, nothing re-derived
+    text = texts(app)
+    assert text.count("same-class lift (predicted classes)") == 3 and text.count("mean attention distance") == 3
+    assert image_widget_args(app)["src"] != picture  # the box is drawn on the image
+
+    app.sidebar.radio(key="query").set_value("The clicked pixel").run()
+    assert_no_exception(app)
+    assert image_widget_args(app)["click_and_drag"] is False and "Query: the box" not in texts(app)
+
+
+def test_a_drag_sets_the_box_and_moves_pixel_a_to_its_centre(monkeypatch):
+    """The drag callback: corners in any order and outside the image are clipped; a click is a one-pixel box."""
+    image = decode_image(image_bytes(street_rgb()))  # 128 x 96, shown here at half size
+    shown = {"width": 64, "height": 48, "unix_time": 1}
+    state = {"w": {"x1": 60, "y1": 40, "x2": 20, "y2": 10} | shown}  # dragged up and to the left
+    monkeypatch.setattr(view.st, "session_state", state)
+    view._remember_drag("w", image)
+    assert state[BOX_KEY] == {"digest": image.digest, "box": (40, 20, 120, 80)}
+    assert (state[POINT_KEY]["px"], state[POINT_KEY]["py"]) == (80, 50)
+    state["w"] = {"x1": 60, "y1": 40, "x2": -30, "y2": 500} | shown  # released outside the image
+    view._remember_drag("w", image)
+    assert state[BOX_KEY]["box"] == (0, 80, 120, 95)
+    state["w"] = {"x1": 10, "y1": 10, "x2": 10, "y2": 10} | shown  # a click
+    view._remember_drag("w", image)
+    assert state[BOX_KEY]["box"] == (20, 20, 20, 20) and (state[POINT_KEY]["px"], state[POINT_KEY]["py"]) == (20, 20)
+    corners = {"x1": 1, "y1": 1, "x2": 2, "y2": 3}
+    not_drags = [None, {"x": 5, "y": 5} | shown, corners | shown | {"x1": None}, corners | shown | {"y2": math.nan}]
+    for bad in not_drags + [corners]:  # a click's report, no number, NaN, no shown size
+        state["w"] = bad
+        view._remember_drag("w", image)
+        assert state[BOX_KEY]["box"] == (20, 20, 20, 20)  # ignored, nothing raised
+
+
+def test_a_class_matrix_row_highlights_its_pixels_until_cleared(app, checkpoints):
+    from streamlit.proto.PlotlyChart_pb2 import PlotlyChart
+
+    from app.image_summary import HIGHLIGHT_KEY
+
+    upload(app.run(), "street.png", image_bytes(street_rgb()))
+    matrices = [c for c in app.get("plotly_chart") if "-matrix-" in c.proto.id]
+    assert [list(c.proto.selection_mode) for c in matrices] == [[PlotlyChart.SelectionMode.POINTS]] * 3  # clickable
+    assert all([t["type"] for t in json.loads(c.proto.spec)["data"]] == ["heatmap", "scatter"] for c in matrices)
+    picture = image_widget_args(app)["src"]
+
+    # What a click on a row writes (image_summary._remember_row, tested in test_app_units.py).
+    decoded = encode_and_decode(load_model(checkpoints / "tiny_r2", torch.device("cpu")), street_rgb(), [2])[2]
+    class_id = decoded.classes_present[0]
+    digest = app.session_state["decoded_upload"][1].digest
+    chosen = {"digest": digest, "column": "R = 2 (as trained)", "class_id": class_id, "name": CLASS_NAMES[class_id]}
+    app.session_state[HIGHLIGHT_KEY] = chosen
+    app.run()
+    assert_no_exception(app)
+    expected = f"Highlighted: the pixels the R = 2 (as trained) column predicts as **{CLASS_NAMES[class_id]}**"
+    assert expected in texts(app)
+    assert image_widget_args(app)["src"] != picture  # the image is redrawn with the class highlighted
+
+    app.button(key="clear-highlight").click().run()
+    assert_no_exception(app)
+    assert "Highlighted:" not in texts(app) and image_widget_args(app)["src"] == picture
+    assert all(c.proto.id.endswith("-1") for c in app.get("plotly_chart") if "-matrix-" in c.proto.id)  # new charts
+
+    app.session_state[HIGHLIGHT_KEY] = chosen | {"name": "not this model's class"}  # e.g. another model chosen
+    app.run()
+    assert_no_exception(app)
+    assert "Highlighted:" not in texts(app)

@@ -16,7 +16,7 @@ from PIL import Image
 from app import render
 from app.examples import HOW_TO_SET_EXAMPLES, discover_examples, load_example
 from app.explorer import BoundedCache, cached_decodes, column_maps, encode_and_decode
-from app.grid import cell_centre, display_to_image, pixel_to_cell, sample_at_cells
+from app.grid import box_cells, cell_centre, display_box_to_image, display_to_image, pixel_to_cell, sample_at_cells
 from app.models import load_model, read_catalogue, resolve_device
 from app.settings import Settings, SettingsError
 from app.stats import coverage_share, entropy_bits, image_miou, influence_stats, own_class_share
@@ -49,6 +49,31 @@ def test_sample_at_cells_takes_the_pixel_under_each_centre():
 def test_display_to_image_undoes_the_display_scale():
     assert display_to_image(100, 50, (240, 180), (360, 480)) == (200, 100)
     assert display_to_image(240, 180, (240, 180), (360, 480)) == (479, 359)
+
+
+def test_a_drag_maps_to_an_ordered_image_box_clipped_to_the_image():
+    shown, image = (240, 180), (360, 480)  # shown at half size: display (x, y) -> image (2x, 2y)
+    assert display_box_to_image((10, 20), (50, 60), shown, image) == (20, 40, 100, 120)
+    assert display_box_to_image((50, 60), (10, 20), shown, image) == (20, 40, 100, 120)  # reversed
+    assert display_box_to_image((50, 20), (10, 60), shown, image) == (20, 40, 100, 120)  # anti-diagonal
+    assert display_box_to_image((200, 150), (-20, 400), shown, image) == (0, 300, 400, 359)  # released outside
+    assert display_box_to_image((30, 30), (30, 30), shown, image) == (60, 60, 60, 60)  # a click
+
+
+def test_box_cells_are_the_cells_the_box_touches():
+    # 360 x 480 image on a 45 x 60 grid: 8 x 8 pixels per cell
+    cells = box_cells((8, 16, 31, 23), (360, 480), (45, 60))
+    assert cells.shape == (45, 60) and cells.dtype == bool
+    assert np.argwhere(cells).min(axis=0).tolist() == [2, 1] and np.argwhere(cells).max(axis=0).tolist() == [2, 3]
+    assert cells.sum() == 3  # cells (2, 1) to (2, 3): x 8..31 is three cells, y 16..23 one
+    assert box_cells((9, 17, 9, 17), (360, 480), (45, 60)).sum() == 1  # a zero-area box: the cell under it
+    np.testing.assert_array_equal(box_cells((31, 23, 8, 16), (360, 480), (45, 60)), cells)  # reversed corners
+    # outside the image: clamped into the grid, never empty and never an error
+    assert box_cells((-50, -50, 10_000, 10_000), (360, 480), (45, 60)).all()
+    far = box_cells((900, 500, 1000, 700), (360, 480), (45, 60))
+    assert far.sum() == 1 and far[44, 59]
+    edge = box_cells((-40, 100, -5, 119), (360, 480), (45, 60))  # rows 100..119: cells 12 to 14
+    assert edge[:, 0].sum() == 3 and edge.sum() == 3  # left of the image: the first column's cells
 
 
 # --- statistics -----------------------------------------------------------------------------------------
@@ -362,6 +387,56 @@ def test_segment_at_is_the_connected_same_class_cells():
     ]  # fmt: skip
     assert segment_at(classes, (0, 3)).sum() == 2  # the other class-0 island
     assert segment_at(classes, (1, 2)).sum() == 4  # diagonal contact does not join (4-connectivity)
+
+
+def test_a_matrix_row_click_names_its_class():
+    from app.image_summary import ImageAttention, matrix_figure, row_class, with_clickable_cells
+
+    names = ["sky", "building", "road", "car"]
+    classes = [0, 2, 3]  # the classes present, in row order
+    assert row_class([{"x": "sky", "y": "road", "z": 0.3}], classes, names) == 2
+    assert row_class([{"x": "road", "y": "car"}], classes, names) == 3
+    assert row_class([], classes, names) is None  # deselected
+    assert row_class([{"y": "building"}], classes, names) is None  # not a row of this matrix
+    assert row_class([{"x": "sky"}, {"y": "sky"}], classes, names) == 0  # the first point that names a row
+    # The clickable markers: point i * k + j sits on row i, column j, so a click's y is its row's name.
+    summary = ImageAttention("R = 2", classes, np.full((3, 3), 1 / 3), np.ones((3, 3)), 0.5)
+    figure = with_clickable_cells(matrix_figure(summary, names, as_lift=True), [names[c] for c in classes])
+    heat, markers = figure.data
+    assert heat.type == "heatmap" and markers.type == "scatter" and markers.marker.opacity == 0
+    assert list(markers.y[3:6]) == ["road"] * 3 and list(markers.x[3:6]) == ["sky", "road", "car"]
+    assert list(markers.text) == [text for row in heat.text for text in row]  # the same hover text
+    points = [{"x": markers.x[index], "y": markers.y[index]} for index in range(9)]
+    assert [row_class([point], classes, names) for point in points] == [0, 0, 0, 2, 2, 2, 3, 3, 3]
+    go.Figure(figure.to_dict())  # valid plotly
+
+
+def test_a_matrix_row_click_is_remembered_for_its_image(monkeypatch):
+    from app import image_summary
+    from app.image_summary import (
+        GENERATION_KEY,
+        HIGHLIGHT_KEY,
+        Highlight,
+        ImageAttention,
+        clear_highlight,
+        current_highlight,
+    )
+
+    names = ["sky", "building", "road", "car"]
+    summary = ImageAttention("R = 2", [0, 2], np.full((2, 2), 0.5), np.ones((2, 2)), 0.5)
+    state = {"chart": {"selection": {"points": [{"x": "sky", "y": "road"}], "point_indices": [2]}}}
+    monkeypatch.setattr(image_summary.st, "session_state", state)
+    image_summary._remember_row("chart", "digest-a", summary, names)
+    assert current_highlight("digest-a") == Highlight("R = 2", 2, "road")
+    assert current_highlight("digest-b") is None  # another image: nothing highlighted
+    state["chart"] = {"selection": {"points": [], "point_indices": []}}  # deselected
+    image_summary._remember_row("chart", "digest-a", summary, names)
+    assert HIGHLIGHT_KEY not in state
+    state["chart"] = {"selection": {"points": [{"y": "sky"}]}}
+    image_summary._remember_row("chart", "digest-a", summary, names)
+    assert current_highlight("digest-a").class_id == 0
+    clear_highlight()
+    assert current_highlight("digest-a") is None and state[GENERATION_KEY] == 1  # fresh charts
 
 
 def test_the_archive_holds_the_panel_every_map_and_every_number(tmp_path):

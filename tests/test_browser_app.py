@@ -8,6 +8,7 @@ Skips (with the reason) where /usr/bin/chromium or playwright is missing; `.ci/r
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from app.explorer import column_maps, encode_and_decode
+from app.grid import box_cells
 from app.images import decode_image
 from app.models import load_model
 from app.stats import entropy_bits
@@ -144,6 +146,15 @@ class Session:
         tooltip = self.page.locator(".hovertext")
         tooltip.first.wait_for(timeout=10_000)
         return " ".join(tooltip.all_text_contents())
+
+    def drag(self, start: tuple[float, float], end: tuple[float, float]) -> None:
+        """A real drag on the shown image (mouse down, move, up), between fractions of its width and height."""
+        box = self.stable_box()
+        at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in (start, end)]
+        self.page.mouse.move(*at[0])
+        self.page.mouse.down()
+        self.page.mouse.move(*at[1], steps=8)
+        self.page.mouse.up()
 
     def exceptions(self) -> int:
         return self.page.locator("[data-testid='stException']").count()
@@ -307,3 +318,72 @@ def test_reverse_view_scorecard_and_a_shared_link(server, browser):
     assert session.exceptions() == 0 and other.exceptions() == 0 and session.errors == [] and other.errors == []
     session.context.close()
     other.context.close()
+
+
+BOX_LINE = re.compile(r"Query: the box from \((\d+), (\d+)\) to \((\d+), (\d+)\), (\d+) feature cells")
+
+
+def test_a_dragged_box_becomes_the_query_region(server, browser):
+    url, folder = server
+    session = Session(browser, url)
+    session.dismiss_guide()
+    data = image_bytes(street_rgb(120, 160, seed=5))
+    session.upload("street.png", data)
+    session.page.locator("[data-testid='stSidebar']").get_by_text("A box you drag on the image").click()
+    session.page.wait_for_selector("text=Drag on the image to draw a larger one", timeout=30_000)
+    # The image widget is a new one (it reports drags): wait until the click widget it replaces is gone.
+    session.page.wait_for_function(f'() => document.querySelectorAll("{CLICK_WIDGET}").length === 1', timeout=30_000)
+    session.image().wait_for(state="visible")
+    session.page.wait_for_timeout(500)
+
+    before = session.map_sources()
+    session.drag((0.2, 0.25), (0.6, 0.7))
+    session.page.wait_for_selector("text=Query: the box from", timeout=30_000)
+    session.wait_repainted(before)
+    found = BOX_LINE.search(session.page.inner_text("body"))
+    assert found, session.page.inner_text("body")
+    left, top, right, bottom, cells = (int(v) for v in found.groups())
+    for value, expected in ((left, 0.2 * 160), (top, 0.25 * 120), (right, 0.6 * 160), (bottom, 0.7 * 120)):
+        assert abs(value - expected) <= 2, found.group(0)  # the box under the pointer
+    centre = (left + right) // 2, (top + bottom) // 2
+    assert session.clicked_pixel() == centre  # pixel A, the scorecard's reference, at the box's centre
+
+    # The numbers are the library's region maps of the cells the box touches.
+    decoded = encode_and_decode(load_model(folder / "tiny_r2", torch.device("cpu")), decode_image(data).rgb, [1, 2, 3])
+    region = box_cells((left, top, right, bottom), (120, 160), decoded[1].grid_size)
+    assert cells == region.sum() > 1
+    maps = [column_maps(decoded[r], *centre, "attention", False, region=region).composed for r in (1, 2, 3)]
+    assert session.entropies() == [f"{entropy_bits(m):.3f}" for m in maps]
+    assert session.text().count("same-class lift (predicted classes)") == 3  # the scorecard, per column
+    assert session.exceptions() == 0 and session.errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    session.page.screenshot(path=str(ARTIFACTS / "browser_app_box.png"), full_page=True)
+    session.context.close()
+
+
+MATRICES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .filter(p => ((((p.layout || {}).title || {}).text) || '').includes('query similarity'))"""
+
+
+def test_clicking_a_class_matrix_row_highlights_its_class(server, browser):
+    url, _ = server
+    session = Session(browser, url)
+    session.dismiss_guide()
+    session.upload("street.png", image_bytes(street_rgb(120, 160, seed=5)))
+    session.page.get_by_text("Who attends to whom in this image").click()  # open the expander
+    session.page.wait_for_function(f"() => ({MATRICES})().length === 3", timeout=30_000)
+    first = session.page.evaluate_handle(f"() => ({MATRICES})()[0]")
+    rows = session.page.evaluate("(plot) => plot.data[0].y", first)
+    area = first.as_element().query_selector(".nsewdrag").bounding_box()  # the plot area, rows top to bottom
+    cell = area["x"] + area["width"] / (2 * len(rows)), area["y"] + area["height"] / (2 * len(rows))  # top left
+    session.page.mouse.move(*cell)
+    session.page.wait_for_timeout(300)  # plotly clicks the point it hovers: let the hover land first
+    session.page.mouse.click(*cell)
+    session.page.wait_for_selector("text=Highlighted: the pixels the", timeout=30_000)
+    line = next(line for line in session.page.inner_text("body").splitlines() if line.startswith("Highlighted:"))
+    assert f"predicts as {rows[0]} " in line, (line, rows)  # the top row's class
+
+    session.page.get_by_role("button", name="Clear the highlight").click()
+    session.page.get_by_text("Highlighted: the pixels the").wait_for(state="detached", timeout=30_000)
+    assert session.exceptions() == 0 and session.errors == []
+    session.context.close()
