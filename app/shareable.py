@@ -3,7 +3,7 @@
 `restore_from_url` runs once per session before any widget is drawn and seeds the widgets' session state from
 `st.query_params`; `write_to_url` mirrors the current state back after each run, so the address bar always
 holds a link that reopens this view (exactly, for an image of the examples folder; an uploaded image
-cannot travel in a URL, so its link restores the settings and the click position only).
+cannot travel in a URL, so its link restores the settings, the click position and the box only).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple[str, ...] | None] = {
 }
 FLAGS = ("per_loop", "smooth", "shared_scale", "hide_cross")
 URL_POINT_KEY = "url_point"  # session state: (px, py) from the link, until the first image takes it
+URL_BOX_KEY = "url_box"  # session state: (left, top, right, bottom) from the link, until the first image takes it
 _RESTORED_KEY = "_restored_from_url"
 
 
@@ -47,6 +48,18 @@ def restore_from_url() -> None:
     point = _pixel(params.get("px")), _pixel(params.get("py"))
     if None not in point:
         st.session_state[URL_POINT_KEY] = point
+    box = _box(params.get("box"))
+    if box is not None:
+        st.session_state[URL_BOX_KEY] = box
+
+
+def _box(text: str | None) -> tuple[int, int, int, int] | None:
+    """"left,top,right,bottom" (non-negative pixels) -> the box; None for anything else (an edited link)."""
+    parts = (text or "").split(",")
+    if len(parts) != 4 or not all(part.isdigit() for part in parts):
+        return None
+    left, top, right, bottom = (int(part) for part in parts)
+    return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
 
 
 def _pixel(text: str | None) -> int | None:
@@ -59,11 +72,13 @@ def keep_if_valid(key: str, options: list[str]) -> None:
         del st.session_state[key]
 
 
-def write_to_url(point: tuple[int, int] | None) -> None:
-    """Mirror the current widget state and click into the query string."""
+def write_to_url(point: tuple[int, int] | None, box: tuple[int, int, int, int] | None = None) -> None:
+    """Mirror the current widget state, click and (with the box query) the dragged box into the query string."""
     wanted = {key: st.session_state[key] for key in CHOICES if isinstance(st.session_state.get(key), str)}
     wanted |= {key: "1" if st.session_state[key] else "0" for key in FLAGS if key in st.session_state}
     if point is not None:
         wanted |= {"px": str(point[0]), "py": str(point[1])}
+    if box is not None:
+        wanted["box"] = ",".join(str(int(v)) for v in box)
     if dict(st.query_params) != wanted:
         st.query_params.from_dict(wanted)

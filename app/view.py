@@ -49,7 +49,7 @@ from app.image_summary import (
 )
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
-from app.shareable import URL_POINT_KEY, write_to_url
+from app.shareable import URL_BOX_KEY, URL_POINT_KEY, write_to_url
 from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_stats, scorecard
 from ccnet.analysis import cross_share, map_overlap, prediction_changes
 
@@ -128,7 +128,14 @@ def current_box(image: DecodedImage) -> Box | None:
     if dragged and dragged.get("digest") == image.digest:
         left, top, right, bottom = (int(v) for v in dragged["box"])
         return left, top, right, bottom
-    return None
+    linked = st.session_state.pop(URL_BOX_KEY, None)
+    if linked is None:
+        return None
+    # A shared link's box, taken by the first image shown and clipped to it (the link may be for another size).
+    right, bottom = image.width - 1, image.height - 1
+    box = tuple(min(v, limit) for v, limit in zip(linked, (right, bottom, right, bottom), strict=True))
+    st.session_state[BOX_KEY] = {"digest": image.digest, "box": box}
+    return box
 
 
 def _drag_corners(value) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None:
@@ -214,7 +221,7 @@ def exploration(
             )
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
-    write_to_url((px, py))
+    write_to_url((px, py), box)
     show_image_attention([(_image_attention(image, r, cache), r.loaded.class_names) for r in results], image.digest)
     _timings_expander(timings, cache)
 

@@ -55,3 +55,27 @@ def test_a_link_with_unknown_values_falls_back_to_the_defaults(examples_app):
     assert app.sidebar.selectbox(key="model").value == "camvid_r2"
     assert app.sidebar.selectbox(key="colormap").value == "Inferno"
     assert "Clicked pixel" in texts(app)
+
+
+def test_a_link_reopens_the_dragged_box_clipped_to_the_image(examples_app):
+    app = examples_app()
+    query = "A box you drag on the image"
+    for key, value in {"source": "Examples folder", "query": query, "px": "7", "py": "9",
+                       "box": "30,4000,2,20"}.items():  # fmt: skip  (corners reversed, bottom off the image)
+        app.query_params[key] = value
+    app.run()
+    assert_no_exception(app)
+    assert app.sidebar.radio(key="query").value == query
+    assert "Query: the box from (2, 20) to (30, " in texts(app)  # the linked box is the query
+    assert dict(app.query_params)["box"].startswith("2,20,30,")  # mirrored back, ordered and clipped
+    assert int(dict(app.query_params)["box"].split(",")[3]) < 4000
+
+
+def test_a_link_with_a_malformed_box_is_ignored(examples_app):
+    app = examples_app()
+    for key, value in {"source": "Examples folder", "query": "A box you drag on the image",
+                       "box": "1,2,x,4"}.items():  # fmt: skip
+        app.query_params[key] = value
+    app.run()
+    assert_no_exception(app)
+    assert "Query: the clicked pixel's feature cell as a box. Drag on the image to draw a larger one." in texts(app)
