@@ -10,6 +10,8 @@ Sections (each a script of its own in benchmarks/, runnable alone):
   models      bench_models.py: inference latency at 360x480 and training images/s of the bundled
               checkpoints (pending until checkpoints/index.json exists)
   training    bench_training_step.py: one training step's parts, float32 / channels-last / bfloat16
+  throughput  bench_training_throughput.py: images/s of real trainers (CamVid loader) per precision
+              (needs $CAMVID_ROOT)
 
 Each section's markdown is kept in benchmarks/results/<section>.md, so ``--only`` re-runs some
 sections and the document is rebuilt from the rest as last measured. The document's text around
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -35,9 +38,10 @@ import bench_costs
 import bench_growth
 import bench_models
 import bench_training_step
+import bench_training_throughput
 import common
 
-SECTIONS = ["attention", "ablations", "costs", "growth", "models", "training"]
+SECTIONS = ["attention", "ablations", "costs", "growth", "models", "training", "throughput"]
 RESULTS = Path(__file__).resolve().parent / "results"
 TEMPLATE = Path(__file__).resolve().parent / "BENCHMARKS.template.md"
 OUTPUT = common.DOCS / "BENCHMARKS.md"
@@ -97,8 +101,17 @@ def run_training(args) -> str:
     return bench_training_step.format_table(bench_training_step.run(bench_training_step.parse_args(options), log))
 
 
+def run_throughput(args) -> str:
+    if not os.environ.get("CAMVID_ROOT"):
+        return "_Not measured: set CAMVID_ROOT (the real CamVid train split feeds the trainers)._"
+    options = ["--rounds", "1", "--steps", "2"] if args.quick else []
+    throughput = bench_training_throughput
+    return throughput.format_table(throughput.run(throughput.parse_args(options), log))
+
+
 RUNNERS = {
     "training": run_training,
+    "throughput": run_throughput,
     "attention": run_attention,
     "ablations": run_ablations,
     "costs": run_costs,

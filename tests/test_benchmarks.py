@@ -69,3 +69,25 @@ def test_training_step_benchmark_runs_every_variant_and_tables_ratios(monkeypatc
     table = bench.format_table(results)
     assert "| float32 | " in table and "| 1.00x |" in table and "batch 1 of 64x64" in table
     assert "avx512_bf16" in table
+
+
+def test_training_throughput_benchmark_times_real_trainers_in_every_variant(monkeypatch, tmp_path, camvid_factory):
+    import yaml
+
+    from tests.conftest import tiny_training_config
+
+    bench = _load("bench_training_throughput")
+    monkeypatch.setattr(bench.common, "wait_until_quiet", lambda **kwargs: 0.0)
+    root = camvid_factory({"train": 4, "val": 2})
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_training_config(root)))
+    args = bench.parse_args(["--config", str(config_file), "--data-root", str(root), "--rounds", "2", "--steps", "1",
+                             "--warmup", "1"])  # fmt: skip
+    results = bench.run(args, log=lambda message: None)
+    assert set(results["samples"]) == set(bench.VARIANTS)
+    assert all(len(times) == 2 and min(times) > 0 for times in results["samples"].values())
+    table = bench.format_table(results)
+    assert "| float32 | " in table and "| 1.00x |" in table and "batch 2" in table and "avx512_bf16" in table
+    with pytest.raises(SystemExit):  # no dataset: a clear usage error, not a crash deep in the loader
+        monkeypatch.delenv("CAMVID_ROOT", raising=False)
+        bench.parse_args(["--rounds", "1"])
