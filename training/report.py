@@ -1108,10 +1108,11 @@ def mixed_precision_table(summary: dict) -> list[str]:
     lines.append("")
     for comparison in comparisons:
         lines.append(_precision_verdict(comparison))
-    lines += ["", "Records `results/camvid/<model>_bf16_s<seed>/` (`--set train.amp=bfloat16`, otherwise the "
-              "bundled config). images/s comes from the training logs of runs that shared the machine with other "
-              "work; the controlled speed ratio is `benchmarks/bench_training_step.py`'s "
-              "(docs/BENCHMARKS.md, section 6).", ""]  # fmt: skip
+    lines += ["", "Records `results/camvid/<model>_bf16_s<seed>/` (`--set train.amp=bfloat16 --set "
+              "train.channels_last=false`, otherwise the bundled config; bfloat16 with channels-last diverges on "
+              "the CPU and is refused, `results/camvid/bf16_channels_last_diverged/`). images/s comes from the "
+              "training logs of runs that shared the machine with other work; the controlled speed ratio is "
+              "`benchmarks/bench_training_throughput.py`'s (docs/BENCHMARKS.md, section 7).", ""]  # fmt: skip
     return lines
 
 
