@@ -400,7 +400,7 @@ def _box_summary(first: ColumnResult, box: Box | None, px: int, py: int) -> None
     st.info(
         f"Query: the box from ({left}, {top}) to ({right}, {bottom}), {first.maps.region_cells} feature cells in "
         f"the {first.spec.title} column; each map averages the influence maps of its cells. The scorecard reads "
-        f"from its centre ({px}, {py})."
+        f"from pixel A ({px}, {py}), which a drag puts at the box's centre."
     )
 
 
