@@ -222,7 +222,8 @@ def exploration(
     with timings.measure("download buttons"):
         _downloads(image, results, pictures, px, py)
     write_to_url((px, py), box)
-    show_image_attention([(_image_attention(image, r, cache), r.loaded.class_names) for r in results], image.digest)
+    with timings.measure("class matrices (who attends to whom)"):
+        show_image_attention([(_image_attention(image, r, cache), r.loaded.class_names) for r in results], image.digest)
     _timings_expander(timings, cache)
 
 
