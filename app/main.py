@@ -32,7 +32,7 @@ from app.models import (  # noqa: E402
 from app.resources import cached_examples, cached_model, shared_cache  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
 from app.shareable import keep_if_valid, restore_from_url  # noqa: E402
-from app.view import GroundTruth, exploration, segmentation_changes  # noqa: E402
+from app.view import GroundTruth, exploration, image_attention_section, segmentation_changes  # noqa: E402
 
 SOURCE_KEY = "source"
 UPLOAD = "Upload"
@@ -77,6 +77,7 @@ def explorer_page() -> None:
     _describe_models(models)
     cache = shared_cache(settings.cache_mb * 2**20)
     exploration(image, truth, columns, models, options, cache)
+    image_attention_section(image, columns, models, cache)
     if options.show_changes:
         segmentation_changes(image, columns, models, cache)
 
