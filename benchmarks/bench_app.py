@@ -127,8 +127,19 @@ def timings_from_page(app) -> dict[str, float]:
     raise RuntimeError("the page showed no timings: " + "; ".join(e.value for e in app.error))
 
 
-def bench_page(folder: Path, height: int, width: int, repeats: int, new_images: int) -> dict[str, list[float]]:
-    """First result for new images and clicks, through the real page script (AppTest)."""
+def turn_on_every_view(app) -> None:
+    """The heaviest click: the reverse view, the clicked pixel's predicted segment as the query, each loop's
+    own maps, and a second pixel to compare (issue 14: "a click with every view on")."""
+    app.sidebar.radio(key="direction").set_value("Which pixels read from this pixel?").run()
+    app.sidebar.radio(key="query").set_value("Its predicted-class segment").run()
+    app.sidebar.checkbox(key="per_loop").set_value(True).run()
+    app.checkbox(key="compare").set_value(True).run()
+
+
+def bench_page(
+    folder: Path, height: int, width: int, repeats: int, new_images: int, every_view: bool = False
+) -> dict[str, list[float]]:
+    """First result for new images and clicks (with every view on, if asked), through the real page script."""
     from streamlit.testing.v1 import AppTest
 
     os.environ.update({"CCNET_CHECKPOINTS": str(folder), "CCNET_DEVICE": os.environ.get("CCNET_DEVICE", "auto")})
@@ -151,6 +162,8 @@ def bench_page(folder: Path, height: int, width: int, repeats: int, new_images: 
         results["first result"].append(decode_ms + steps["total"])
         results["first: upload decode"].append(decode_ms)
         results["first: encode + decode"].append(steps.get(ENCODE_STEP, 0.0))
+    if every_view:
+        turn_on_every_view(app)
     for _ in range(repeats):
         point = {"digest": digest, "px": int(rng.integers(width)), "py": int(rng.integers(height))}
         app.session_state["point"] = point
@@ -204,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="360x480", help="image height x width (default 360x480)")
     parser.add_argument("--repeats", type=int, default=20, help="clicks to time (default 20)")
     parser.add_argument("--new-images", type=int, default=5, help="new images to time (default 5)")
+    parser.add_argument(
+        "--every-view", action="store_true", help="time clicks with the reverse view, a segment query, each "
+        "loop's maps and a second pixel all on (the first results are timed with the default views)"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.size.lower().split("x"))
 
@@ -212,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         print(f"model: {described}; device: {device}; torch threads: {torch.get_num_threads()}; "
               f"image {height} x {width}")
-        page = bench_page(folder, height, width, args.repeats, args.new_images)
+        page = bench_page(folder, height, width, args.repeats, args.new_images, args.every_view)
         parts = bench_parts(folder, height, width, args.repeats)
 
     print("\n| measured (server side) | result | goal |\n| --- | --- | --- |")
