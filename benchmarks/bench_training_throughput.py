@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_training_step
 import common
 
 from training.train import Trainer, resolve_config
@@ -98,15 +99,9 @@ def run(args, log=print) -> dict:
                 samples[name].append((time.perf_counter() - start) / args.steps)
                 log(f"round {round_index + 1}/{args.rounds} {name}: {samples[name][-1]:.2f} s/step")
         results["samples"] = samples
-    results["flags"] = cpu_flags_note()
+    results["flags"] = bench_training_step.cpu_flags()
     results["load"] = common.load_note()
     return results
-
-
-def cpu_flags_note() -> str:
-    import bench_training_step
-
-    return bench_training_step.cpu_flags()
 
 
 def format_table(results: dict) -> str:

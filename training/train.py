@@ -95,10 +95,11 @@ def autocast_dtype(amp, device_type: str) -> torch.dtype | None:
 def refuse_broken_precision(train: dict, device_type: str) -> None:
     """bfloat16 autocast with channels-last on the CPU trains on wrong gradients in torch 2.13: refuse it.
 
-    Measured (tests/test_training.py): the weight gradient of a dilated depthwise convolution (the dilated
-    MobileNetV2's, 576 channels at 36x48) in bfloat16 channels-last is off by 50-80% of its largest value,
-    against 0.3-0.4% contiguous; two bundled-config runs had depthwise weights reach ~1e24 and BatchNorm
-    statistics overflow within 20-70 iterations. Contiguous bfloat16 is also the faster of the two here.
+    Measured (benchmarks/check_bf16_depthwise.py): the weight gradient of a dilated depthwise convolution
+    (the dilated MobileNetV2's, 576 or 960 channels at 36x48) in bfloat16 channels-last is off by 63-71% of
+    its largest value, against 0.3-0.4% contiguous; two bundled-config runs stopped on overflowing BatchNorm
+    statistics within 20-70 iterations (results/camvid/bf16_channels_last_diverged/). Contiguous bfloat16 is
+    also the faster of the two here.
     """
     if train["channels_last"] and device_type == "cpu" and autocast_dtype(train["amp"], device_type) == torch.bfloat16:
         raise ConfigError(
