@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
-from streamlit_image_coordinates import streamlit_image_coordinates
 
 from app import render
 from app.archive import view_archive
+from app.clickable_image import clickable_image
 from app.controls import FOCUS, ColumnSpec, ViewOptions
 from app.display import ShownMap, colour_scales, shown_map
 from app.explorer import (
@@ -141,7 +141,7 @@ def current_box(image: DecodedImage) -> Box | None:
 def _drag_corners(value) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None:
     """The component's drag report -> (first corner, second corner, shown size), or None if it is not one.
 
-    In click-and-drag mode streamlit_image_coordinates sends {x1, y1} (mouse down) and {x2, y2} (mouse up,
+    In click-and-drag mode the clickable image sends {x1, y1} (mouse down) and {x2, y2} (mouse up,
     possibly outside the image) in shown pixels; a plain click is a drag whose two corners coincide.
     """
     keys = ("x1", "y1", "x2", "y2", "width", "height")
@@ -308,17 +308,8 @@ def _clickable_image(
     # A new image gets a fresh widget, not the old click; so does the switch to drags (another kind of value).
     widget_key = f"{'drag' if drag else 'click'}-{image.digest}"
     remember = _remember_drag if drag else _remember_click
-    streamlit_image_coordinates(
-        marked,
-        key=widget_key,
-        width="stretch",
-        image_format="JPEG",
-        jpeg_quality=90,
-        cursor="crosshair",
-        click_and_drag=drag,
-        # The component's callback takes no arguments: bind key and image here.
-        on_click=lambda: remember(widget_key, image),
-    )
+    # The component's callback takes no arguments: bind key and image here.
+    clickable_image(marked, key=widget_key, click_and_drag=drag, on_change=lambda: remember(widget_key, image))
     if drag:
         st.caption("Drag a box: each map below averages the influence maps of the feature cells it touches.")
     else:

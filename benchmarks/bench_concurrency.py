@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.clickable_image import FRAME_TITLE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,7 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CLICK_WIDGET = "iframe[title='streamlit_image_coordinates.streamlit_image_coordinates']"
+CLICK_WIDGET = f"iframe[title='{FRAME_TITLE}']"
 # The influence charts only (they carry the map as a layout image); the per-image class matrices are plotly
 # charts too, but without an image, and they do not change with a click.
 MAP_SOURCES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
@@ -248,13 +250,26 @@ def click_all(sessions: list[Session], fractions: list[tuple[float, float]], tim
         image = session.page.frame_locator(CLICK_WIDGET).locator("#image")
         try:
             image.wait_for(state="visible", timeout=timeout * 1000)
-        except Exception:
+        except Exception as error:
             session.page.screenshot(path=f"/tmp/concurrency_session{session.index}.png", full_page=True)
-            raise
+            state = image_state(session)
+            raise TimeoutError(f"session {session.index}: the clickable image is not visible: {state}") from error
         box = image.bounding_box()
         started.append(time.monotonic())
         image.click(position={"x": fx * box["width"], "y": fy * box["height"]}, no_wait_after=True)
     return _wait_all(sessions, REPAINTED, before, started, timeout)
+
+
+def image_state(session: Session) -> dict:
+    """What the clickable image's frame holds (for a failure message): loaded or not, its sizes, the frame's."""
+    frame = session.page.frame_locator(CLICK_WIDGET)
+    state = frame.locator("#image").evaluate(
+        """img => ({complete: img.complete, natural: [img.naturalWidth, img.naturalHeight],
+        shown: [img.width, img.height], src_chars: (img.getAttribute('src') || '').length,
+        frame_width: document.documentElement.clientWidth, classes: img.className})"""
+    )
+    state["iframe_box"] = session.page.locator(CLICK_WIDGET).bounding_box()
+    return state
 
 
 def click_fraction(rng: np.random.Generator, round_index: int) -> tuple[float, float]:

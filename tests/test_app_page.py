@@ -541,7 +541,7 @@ BOX_QUERY = "A box you drag on the image"
 
 def image_widget_args(app: AppTest) -> dict:
     """What the page sent the clickable image component: the picture (src), click_and_drag, ..."""
-    widget = next(c for c in app.get("component_instance") if "image_coordinates" in c.proto.component_name)
+    widget = next(c for c in app.get("component_instance") if "clickable_image" in c.proto.component_name)
     return json.loads(widget.proto.json_args)
 
 

@@ -41,6 +41,8 @@ MAPS_CHANGED = (
 }"""
 )
 
+SLOW_SCRIPT = '<script src="./slow-parse.js"></script>'
+
 
 def _skip_reason() -> str | None:
     if not Path(CHROMIUM).exists():
@@ -211,6 +213,60 @@ def test_upload_and_two_clicks_repaint_the_maps(server, browser):
     (ARTIFACTS / "browser_timings.json").write_text(json.dumps(report, indent=2) + "\n")
     session.context.close()
     assert median < 1000, report
+
+
+def test_the_image_appears_when_its_frame_had_no_width_as_it_loaded(server, browser):
+    """A frame laid out 0 px wide when the picture loads (a layout race, seen under load in one of eight
+    concurrent sessions) must still show the picture once it has a width: the frame's height follows the
+    image, not one measurement at load time (which left a blank space where the image should be)."""
+    url, _ = server
+    session = Session(browser, url)
+    session.page.wait_for_selector("[data-testid='stFileUploaderDropzoneInput']", state="attached", timeout=60_000)
+    squeeze = session.page.add_style_tag(content=f"{CLICK_WIDGET} {{ width: 0px !important; }}")
+    dropzone = session.page.locator("[data-testid='stFileUploaderDropzoneInput']")
+    dropzone.set_input_files(
+        files=[{"name": "street.png", "mimeType": "image/png", "buffer": image_bytes(street_rgb())}]
+    )
+    session.page.wait_for_selector("text=Clicked pixel", timeout=90_000)
+    loaded = "img => img.complete && img.naturalWidth > 0"
+    session.image().wait_for(state="attached", timeout=30_000)
+    for _ in range(100):  # the picture decoded inside the 0 px frame
+        if session.image().evaluate(loaded):
+            break
+        session.page.wait_for_timeout(100)
+    assert session.image().evaluate(loaded)
+    assert session.page.locator(CLICK_WIDGET).bounding_box()["width"] == 0
+
+    squeeze.evaluate("style => style.remove()")
+    session.image().wait_for(state="visible", timeout=10_000)
+    box = session.stable_box()
+    assert box["width"] > 100 and abs(box["height"] - box["width"] * 96 / 128) <= 2, box  # street_rgb is 96x128
+    assert session.exceptions() == 0 and session.errors == []
+    session.context.close()
+
+
+def test_the_image_appears_when_the_frame_parses_slowly(server, browser):
+    """The render message may reach the component's frame before its page is parsed (under load: one of
+    eight concurrent sessions once showed a blank space where the image should be). A script that blocks
+    the frame's parser for a second forces that order here; the image must still appear."""
+    url, _ = server
+    session = Session(browser, url)
+
+    def slow_parse(route):
+        page = route.fetch().text()
+        route.fulfill(status=200, content_type="text/html", body=page.replace("</head>", SLOW_SCRIPT + "</head>", 1))
+
+    def slow_script(route):
+        time.sleep(1.0)  # the browser keeps running (and delivering messages) meanwhile
+        route.fulfill(status=200, content_type="text/javascript", body="")
+
+    session.page.route(re.compile(r".*/component/[^/]+/index\.html.*"), slow_parse)
+    session.page.route(re.compile(r".*/slow-parse\.js.*"), slow_script)
+    session.upload("street.png", image_bytes(street_rgb()))  # waits for the image to be visible
+    box = session.stable_box()
+    assert box["width"] > 100 and abs(box["height"] - box["width"] * 96 / 128) <= 2, box  # street_rgb is 96x128
+    assert session.exceptions() == 0 and session.errors == []
+    session.context.close()
 
 
 def test_two_sessions_at_once_get_their_own_results(server, browser):

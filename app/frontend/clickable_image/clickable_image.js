@@ -1,0 +1,87 @@
+// The explorer's clickable image (a Streamlit component without a build step).
+// Reports, in shown (CSS) pixels of the image:
+//   a click: {x, y, width, height, unix_time}
+//   a drag (click_and_drag): {x1, y1} where the button went down, {x2, y2} where it came up, width, height.
+// The frame's height follows the image's shown height whenever either changes. Measured once, at load
+// time, a frame that happened to be laid out 0 px wide kept the image 0 px tall for good (streamlit#7376,
+// and one of eight concurrent sessions in tests/test_concurrent_sessions.py).
+
+const image = document.getElementById("image");
+let dragMode = false;
+let dragStart = null; // {x, y} while the button is down in drag mode
+let sentHeight = null;
+
+function post(type, data) {
+  window.parent.postMessage(Object.assign({isStreamlitMessage: true, type: type}, data), "*");
+}
+
+function reportHeight() {
+  if (!image.complete || !image.naturalWidth) {
+    return; // not decoded yet: the load event calls again
+  }
+  const height = Math.ceil(image.getBoundingClientRect().height);
+  if (height !== sentHeight) {
+    sentHeight = height;
+    post("streamlit:setFrameHeight", {height: height});
+  }
+}
+
+function pointIn(event) {
+  const rect = image.getBoundingClientRect();
+  return {x: event.clientX - rect.left, y: event.clientY - rect.top, width: rect.width, height: rect.height};
+}
+
+function send(value) {
+  value.unix_time = Date.now();
+  post("streamlit:setComponentValue", {value: value, dataType: "json"});
+}
+
+image.addEventListener("load", reportHeight);
+new ResizeObserver(reportHeight).observe(image);
+
+image.addEventListener("click", (event) => {
+  if (dragMode) {
+    return;
+  }
+  const p = pointIn(event);
+  send({x: p.x, y: p.y, width: p.width, height: p.height});
+});
+
+// Pointer capture: the button may come up outside the frame and the drag still ends here.
+image.addEventListener("pointerdown", (event) => {
+  if (!dragMode || event.button !== 0) {
+    return;
+  }
+  dragStart = pointIn(event);
+  image.setPointerCapture(event.pointerId);
+  event.preventDefault();
+});
+
+image.addEventListener("pointerup", (event) => {
+  if (!dragMode || dragStart === null) {
+    return;
+  }
+  const end = pointIn(event);
+  send({x1: dragStart.x, y1: dragStart.y, x2: end.x, y2: end.y, width: end.width, height: end.height});
+  dragStart = null;
+});
+
+image.addEventListener("pointercancel", () => {
+  dragStart = null;
+});
+
+window.addEventListener("message", (event) => {
+  if (!event.data || event.data.type !== "streamlit:render") {
+    return;
+  }
+  const args = event.data.args;
+  dragMode = Boolean(args.click_and_drag);
+  image.style.cursor = args.cursor || "crosshair";
+  // The load listener is in place before a new src is set, and reportHeight also covers a cached image.
+  if (image.getAttribute("src") !== args.src) {
+    image.src = args.src;
+  }
+  reportHeight();
+});
+
+post("streamlit:componentReady", {apiVersion: 1});
