@@ -124,6 +124,15 @@ def segmentation_rgb(image: np.ndarray, prediction: np.ndarray, palette: np.ndar
     return blend(image, colours.astype(np.uint8), opacity)
 
 
+def thumbnail(rgb: np.ndarray, width: int) -> tuple[np.ndarray, float]:
+    """rgb (H, W, 3) shrunk to at most `width` pixels wide (never enlarged), and the factor applied."""
+    if rgb.shape[1] <= width:
+        return rgb, 1.0
+    factor = width / rgb.shape[1]
+    height = max(1, round(rgb.shape[0] * factor))
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA), factor  # (h', width, 3)
+
+
 def marker_radius(image_size: tuple[int, int]) -> int:
     return max(5, round(max(image_size) / 70))
 
@@ -141,14 +150,48 @@ def draw_marker(rgb: np.ndarray, px: int, py: int, label: str = "") -> np.ndarra
         cv2.rectangle(marked, corner, opposite, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.rectangle(marked, corner, opposite, (255, 255, 255), 1, cv2.LINE_AA)
         at = (centre[0] + radius + 2, centre[1] + radius)
-        scale = max(0.35, radius / 16)
-        cv2.putText(marked, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(marked, label, at, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        stamp_label(marked, label, at, max(0.35, radius / 16))
     else:
         cv2.circle(marked, centre, radius, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.circle(marked, centre, radius, (255, 255, 255), 1, cv2.LINE_AA)
     cv2.circle(marked, centre, 1, (255, 255, 255), -1)
     return marked
+
+
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
+LABEL_MARGIN = 3  # the outline's reach beyond the glyphs, in pixels
+
+
+@functools.lru_cache(maxsize=32)
+def label_masks(label: str, scale: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """The label's outline (3 px) and fill (1 px) as anti-aliased alpha masks (h, w) in [0, 1], and the
+    baseline's row in them. Drawn once per process and reused: cv2.putText costs 20-50 ms on its first call
+    in each thread, and Streamlit runs every rerun (every click) in a new thread."""
+    (width, height), baseline = cv2.getTextSize(label, LABEL_FONT, scale, 3)
+    size = (height + baseline + 2 * LABEL_MARGIN, width + 2 * LABEL_MARGIN)
+    origin = (LABEL_MARGIN, LABEL_MARGIN + height)
+    masks = []
+    for thickness in (3, 1):
+        canvas = np.zeros(size, np.uint8)
+        cv2.putText(canvas, label, origin, LABEL_FONT, scale, 255, thickness, cv2.LINE_AA)
+        masks.append(canvas.astype(np.float32) / 255)
+    return masks[0], masks[1], origin[1]
+
+
+def stamp_label(rgb: np.ndarray, label: str, at: tuple[int, int], scale: float) -> None:
+    """Write `label` into rgb (H, W, 3) uint8 in place, white with a black outline, its baseline starting at
+    `at` (x, y) as cv2.putText would; clipped at the image's edges."""
+    outline, fill, baseline_row = label_masks(label, scale)
+    top, left = at[1] - baseline_row, at[0] - LABEL_MARGIN
+    rows = slice(max(top, 0), min(top + outline.shape[0], rgb.shape[0]))
+    cols = slice(max(left, 0), min(left + outline.shape[1], rgb.shape[1]))
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return
+    inside = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
+    region = rgb[rows, cols].astype(np.float32)  # (h, w, 3)
+    region *= 1 - outline[inside][..., None]  # black outline
+    region += (255 - region) * fill[inside][..., None]  # white fill
+    rgb[rows, cols] = np.rint(region).astype(np.uint8)
 
 
 def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -49,6 +49,7 @@ from app.image_summary import (
 )
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
+from app.pictures import ColumnPictures, MapPicture, start_column_pictures
 from app.shareable import URL_BOX_KEY, URL_POINT_KEY, write_to_url
 from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_stats, scorecard
 from ccnet.analysis import cross_share, map_overlap, prediction_changes
@@ -211,9 +212,14 @@ def exploration(
         shown = [shown_map(r.maps.composed, r.maps.cell, options.hide_cross) for r in results]
         scales = colour_scales(shown, options)
         if focus is None:
+            # Every column's pictures go to the pool first, so they are drawn while the charts are built.
+            started = [
+                _start_pictures(image, result, view, scale, options, cache, px, py, second_point)
+                for result, view, scale in zip(results, shown, scales, strict=True)
+            ]
             pictures = [
-                _show_column(column, image, result, view, scale, options, cache, px, py, second_point)
-                for column, result, view, scale in zip(outputs, results, shown, scales, strict=True)
+                _show_column(column, image, result, scale, pending, px, py)
+                for column, result, scale, pending in zip(outputs, results, scales, started, strict=True)
             ]
         else:
             pictures = _focus_columns(
@@ -428,39 +434,52 @@ def _cross_share_chart(results: list[ColumnResult]) -> None:
     st.caption("Share of the clicked pixel's influence that comes from its own row and column." + note)
 
 
-def _show_column(
-    column, image, result: ColumnResult, shown: ShownMap, scale, options, cache, px, py, second_point, width=280
-):
+def _start_pictures(
+    image, result: ColumnResult, shown: ShownMap, scale, options: ViewOptions, cache, px, py, second_point
+) -> ColumnPictures:
+    """Submit the column's pictures to the drawing pool: A's map, the segmentation, B's map, each loop's own."""
+    first = MapPicture(shown, scale, (px, py))
+    second = None
+    if result.second is not None:
+        view = shown_map(result.second.composed, result.second.cell, options.hide_cross)
+        second = MapPicture(view, colour_scales([view], options)[0], second_point, label="B")
+    per_loop = []
+    if options.per_loop:  # each on its own scale: a loop's map is compared with itself, not the others
+        for own in result.maps.per_loop:
+            own_scale = render.ColourScale(options.colormap, 0.0, max(float(own.max()), 1e-12))
+            per_loop.append(MapPicture(ShownMap(own, None), own_scale, (px, py)))
+    segmentation = _segmentation_rgb(image, result, options.seg_opacity, cache)  # (H, W, 3)
+    return start_column_pictures(image.rgb, first, segmentation, options.heat_opacity, options.smooth, second, per_loop)
+
+
+def _show_column(column, image, result: ColumnResult, scale, pending: ColumnPictures, px, py, width=280):
     """Draw one column; returns its marked (influence, segmentation) overlays (H, W, 3) for the panel."""
     loaded, decoded = result.loaded, result.decoded
-    names = np.asarray(loaded.class_names + ["?"], dtype=object)
+    # A fixed-width string array, not dtype=object: plotly and Streamlit copy and serialise it as one block
+    # instead of cell by cell (the same JSON; 2-4 ms less per chart at 45 x 60 cells).
+    names = np.asarray(loaded.class_names + ["?"], dtype=str)
     grid_classes = np.minimum(decoded.grid_classes, len(loaded.class_names))  # (h, w)
     hover = render.HoverGrid(result.maps.composed, names[grid_classes], (image.height, image.width))
-    influence = render.influence_rgb(
-        image.rgb, shown.values, scale, options.heat_opacity, options.smooth, shown.hidden
-    )  # (H, W, 3)
-    segmentation = render.draw_marker(_segmentation_rgb(image, result, options.seg_opacity, cache), px, py)
     size, height, marker = (image.height, image.width), _figure_height(image, width), (px, py)
+    drawn = pending.result()
     with column:
         st.markdown(f"#### {result.spec.title}")
         # Only the influence map is a chart (hover: value and class); the segmentation is a plain image,
         # which costs a third of a chart to send and to paint.
         st.plotly_chart(
-            render.overlay_figure(render.jpeg_data_uri(influence), size, hover, scale, marker, height),
+            render.overlay_figure(drawn.influence_uri, size, hover, scale, marker, height),
             config=PLOT_CONFIG,
             key=f"influence-{result.spec.title}",  # titles are unique among the columns
         )
         _stats_lines(result)
         if result.second is not None:
-            _second_pixel(image, result, options, second_point)
-        st.image(
-            render.jpeg_bytes(segmentation), caption=f"segmentation at R = {result.spec.recurrence}", width="stretch"
-        )
+            _second_pixel(result, drawn.second_jpeg, pending.second_scale)
+        st.image(drawn.segmentation_jpeg, caption=f"segmentation at R = {result.spec.recurrence}", width="stretch")
         present = [c for c in decoded.classes_present if c < len(loaded.class_names)]
         st.html(render.class_legend_html(present, loaded.class_names, loaded.palette))
-        if options.per_loop:
-            _per_loop_images(image, result, options, px, py)
-    return render.draw_marker(influence, px, py), segmentation
+        if drawn.per_loop_jpegs:
+            _per_loop_images(drawn.per_loop_jpegs)
+    return render.draw_marker(drawn.influence, px, py), drawn.segmentation
 
 
 def image_attention_section(
@@ -504,9 +523,8 @@ def _focus_columns(outputs, focus: int, image, results, shown, scales, options, 
     pictures = []
     for index, (result, view, scale) in enumerate(zip(results, shown, scales, strict=True)):
         if index == focus:
-            pictures.append(
-                _show_column(large, image, result, view, scale, options, cache, px, py, second_point, width=760)
-            )
+            pending = _start_pictures(image, result, view, scale, options, cache, px, py, second_point)
+            pictures.append(_show_column(large, image, result, scale, pending, px, py, width=760))
             continue
         influence = render.influence_rgb(
             image.rgb, view.values, scale, options.heat_opacity, options.smooth, view.hidden
@@ -526,14 +544,11 @@ def _set_focus(title: str) -> None:
     st.session_state[FOCUS_KEY] = title
 
 
-def _second_pixel(image, result: ColumnResult, options: ViewOptions, second_point) -> None:
+def _second_pixel(result: ColumnResult, jpeg: bytes, scale: render.ColourScale) -> None:
     """Pixel B's map in the same column, drawn the same way (its own scale), and how much A and B share."""
     second = result.second
-    view = shown_map(second.composed, second.cell, options.hide_cross)
-    scale = colour_scales([view], options)[0]
-    overlay = render.influence_rgb(image.rgb, view.values, scale, options.heat_opacity, options.smooth, view.hidden)
     st.image(
-        render.jpeg_bytes(render.draw_marker(overlay, *second_point, label="B")),
+        jpeg,
         caption=f"pixel B at R = {result.spec.recurrence}; colours: {scale.title.replace('<br>', ', ')}",
         width="stretch",
     )
@@ -607,16 +622,12 @@ def _scorecard_lines(result: ColumnResult) -> None:
         )
 
 
-def _per_loop_images(image, result: ColumnResult, options: ViewOptions, px: int, py: int) -> None:
+def _per_loop_images(jpegs: list[bytes]) -> None:
     """Each loop's own attention of the clicked cell, small, in a row of as many slots as the largest R."""
     st.caption("Each loop's own attention of the clicked cell:")
     slots = st.columns(max(LOOP_COUNTS))
-    for loop, (own, slot) in enumerate(zip(result.maps.per_loop, slots, strict=False), start=1):
-        scale = render.ColourScale(options.colormap, 0.0, max(float(own.max()), 1e-12))
-        overlay = render.draw_marker(
-            render.influence_rgb(image.rgb, own, scale, options.heat_opacity, options.smooth), px, py
-        )
-        slot.image(render.jpeg_bytes(overlay), caption=f"loop {loop}", width="stretch")
+    for loop, (jpeg, slot) in enumerate(zip(jpegs, slots, strict=False), start=1):
+        slot.image(jpeg, caption=f"loop {loop}", width="stretch")
 
 
 @dataclass

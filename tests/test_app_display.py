@@ -121,6 +121,39 @@ def test_second_marker_is_a_labelled_square():
     assert not np.array_equal(ring, square) and (image == 128).all()
 
 
+@pytest.mark.parametrize("at", [(100, 100), (470, 10), (-5, 3), (200, 359), (479, 359), (600, 50)])
+def test_the_label_stamp_draws_what_cv2_puttext_draws(at):
+    """The B label is stamped from masks drawn once (cv2.putText is slow on each thread's first call): the
+    same pixels as putText's outline and fill, within one grey level, clipped at the edges, or nothing."""
+    import cv2
+
+    rgb = np.random.default_rng(0).integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    expected = rgb.copy()
+    cv2.putText(expected, "B", at, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(expected, "B", at, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    stamped = rgb.copy()
+    render.stamp_label(stamped, "B", at, 0.4)
+    assert np.abs(stamped.astype(int) - expected.astype(int)).max() <= 1
+    assert np.array_equal((stamped != rgb).any(axis=2), (expected != rgb).any(axis=2))
+
+
+def test_a_new_thread_draws_the_label_without_cv2_puttext(monkeypatch):
+    """Streamlit runs each rerun in a new thread: the label's masks come from the process-wide cache."""
+    import threading
+
+    import cv2
+
+    render.draw_marker(np.zeros((60, 80, 3), np.uint8), 20, 20, label="B")  # fills the cache
+    calls = []
+    monkeypatch.setattr(render.cv2, "putText", lambda *args, **kwargs: calls.append(args) or cv2.putText)
+    drawn = []
+    blank = np.zeros((60, 80, 3), np.uint8)
+    thread = threading.Thread(target=lambda: drawn.append(render.draw_marker(blank, 30, 30, label="B")))
+    thread.start()
+    thread.join()
+    assert calls == [] and len(drawn) == 1 and drawn[0][28:35, 38:43].max() > 200  # the white "B" is there
+
+
 def test_changes_picture_colours_only_changed_pixels():
     image = np.full((10, 12, 3), 200, np.uint8)
     changed = np.zeros((10, 12), bool)
@@ -157,3 +190,12 @@ def test_query_box_is_drawn_on_a_copy():
     assert (image == 128).all()
     assert (boxed[5, 10:51] != 128).any() and (boxed[30, 10:51] != 128).any()  # top and bottom edges
     assert (boxed[15, 20] == 128).all() and (boxed[0, 0] == 128).all()  # inside and outside untouched
+
+
+def test_thumbnail_shrinks_to_the_width_and_never_enlarges():
+    image = np.random.default_rng(1).integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    small, factor = render.thumbnail(image, 256)
+    assert small.shape == (192, 256, 3) and factor == 256 / 480
+    assert abs(float(small.mean()) - float(image.mean())) < 1  # an average of the pixels, not a crop
+    same, one = render.thumbnail(image[:, :200], 256)
+    assert same.shape == (360, 200, 3) and one == 1.0
