@@ -35,7 +35,7 @@ class ImageAttention:
 
 def image_attention(title: str, attentions: list[torch.Tensor], cell_classes: np.ndarray, num_classes: int):
     """The class matrix after all the column's loops, restricted to the classes present, and the lift."""
-    matrix = class_attention_matrix(attentions, torch.from_numpy(cell_classes), num_classes, NO_IGNORE)[-1]  # (K, K)
+    matrix = class_attention_matrix(attentions, torch.tensor(cell_classes), num_classes, NO_IGNORE)[-1]  # (K, K)
     present = sorted(int(c) for c in np.unique(cell_classes))
     shares = matrix[present][:, present].numpy()  # (k, k)
     image_share = np.array([(cell_classes == c).mean() for c in present])  # (k,)

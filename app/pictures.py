@@ -74,9 +74,11 @@ def start_column_pictures(
     smooth: bool,
     second: MapPicture | None = None,
     per_loop: list[MapPicture] | None = None,
+    small: tuple[np.ndarray, float] | None = None,
 ) -> ColumnPictures:
     """Submit one column's pictures over `rgb` (H, W, 3): pixel A's map `first`, the blended segmentation
-    (H, W, 3) with A's marker, pixel B's map and each loop's own map (drawn `PER_LOOP_WIDTH` wide)."""
+    (H, W, 3) with A's marker, pixel B's map and each loop's own map, drawn over `small`, the image and
+    factor from `render.thumbnail(rgb, PER_LOOP_WIDTH)` (made here when not given: pass it to share it)."""
 
     def overlay(picture: MapPicture, base: np.ndarray) -> np.ndarray:
         values, hidden = picture.shown.values, picture.shown.hidden
@@ -94,11 +96,13 @@ def start_column_pictures(
         at = (round(picture.point[0] * factor), round(picture.point[1] * factor))
         return render.jpeg_bytes(render.draw_marker(overlay(picture, base), *at, label=picture.label))
 
-    small, factor = render.thumbnail(rgb, PER_LOOP_WIDTH)
+    if small is None:
+        small = render.thumbnail(rgb, PER_LOOP_WIDTH) if per_loop else (rgb, 1.0)
+    thumbnail, factor = small
     return ColumnPictures(
         POOL.submit(influence),
         POOL.submit(marked_segmentation),
         None if second is None else POOL.submit(marked_jpeg, second, rgb),
-        [POOL.submit(marked_jpeg, picture, small, factor) for picture in per_loop or []],
+        [POOL.submit(marked_jpeg, picture, thumbnail, factor) for picture in per_loop or []],
         None if second is None else second.scale,
     )

@@ -49,7 +49,7 @@ from app.image_summary import (
 )
 from app.images import DecodedImage
 from app.models import LOOP_COUNTS, LoadedModel
-from app.pictures import ColumnPictures, MapPicture, start_column_pictures
+from app.pictures import PER_LOOP_WIDTH, ColumnPictures, MapPicture, start_column_pictures
 from app.shareable import URL_BOX_KEY, URL_POINT_KEY, write_to_url
 from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_stats, scorecard
 from ccnet.analysis import cross_share, map_overlap, prediction_changes
@@ -213,8 +213,9 @@ def exploration(
         scales = colour_scales(shown, options)
         if focus is None:
             # Every column's pictures go to the pool first, so they are drawn while the charts are built.
+            small = render.thumbnail(image.rgb, PER_LOOP_WIDTH) if options.per_loop else None  # shared
             started = [
-                _start_pictures(image, result, view, scale, options, cache, px, py, second_point)
+                _start_pictures(image, result, view, scale, options, cache, px, py, second_point, small)
                 for result, view, scale in zip(results, shown, scales, strict=True)
             ]
             pictures = [
@@ -435,7 +436,7 @@ def _cross_share_chart(results: list[ColumnResult]) -> None:
 
 
 def _start_pictures(
-    image, result: ColumnResult, shown: ShownMap, scale, options: ViewOptions, cache, px, py, second_point
+    image, result: ColumnResult, shown: ShownMap, scale, options: ViewOptions, cache, px, py, second_point, small=None
 ) -> ColumnPictures:
     """Submit the column's pictures to the drawing pool: A's map, the segmentation, B's map, each loop's own."""
     first = MapPicture(shown, scale, (px, py))
@@ -449,7 +450,9 @@ def _start_pictures(
             own_scale = render.ColourScale(options.colormap, 0.0, max(float(own.max()), 1e-12))
             per_loop.append(MapPicture(ShownMap(own, None), own_scale, (px, py)))
     segmentation = _segmentation_rgb(image, result, options.seg_opacity, cache)  # (H, W, 3)
-    return start_column_pictures(image.rgb, first, segmentation, options.heat_opacity, options.smooth, second, per_loop)
+    return start_column_pictures(
+        image.rgb, first, segmentation, options.heat_opacity, options.smooth, second, per_loop, small
+    )
 
 
 def _show_column(column, image, result: ColumnResult, scale, pending: ColumnPictures, px, py, width=280):

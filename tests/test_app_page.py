@@ -476,7 +476,7 @@ def test_who_attends_to_whom_draws_a_class_matrix_per_column(app, checkpoints):
     # Rows are the classes present; the lift is the library's share over the class's share of the image.
     decoded = encode_and_decode(load_model(checkpoints / "tiny_r2", torch.device("cpu")), street_rgb(), [2])[2]
     summary = image_attention("R = 2", decoded.attentions, decoded.grid_classes, len(CLASS_NAMES))
-    full = class_attention_matrix(decoded.attentions, torch.from_numpy(decoded.grid_classes), len(CLASS_NAMES), -1)
+    full = class_attention_matrix(decoded.attentions, torch.tensor(decoded.grid_classes), len(CLASS_NAMES), -1)
     np.testing.assert_allclose(summary.shares, full[-1][summary.classes][:, summary.classes].numpy())
     np.testing.assert_allclose(summary.shares.sum(axis=1), 1.0, rtol=1e-9)
     share_of_image = [(decoded.grid_classes == c).mean() for c in summary.classes]
