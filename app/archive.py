@@ -50,15 +50,27 @@ def column_record(result) -> dict:
 
 
 def view_archive(
-    panel_png: bytes, results, click: tuple[int, int], image_size: tuple[int, int], settings: dict
+    panel_png: bytes,
+    results,
+    click: tuple[int, int],
+    image_size: tuple[int, int],
+    settings: dict,
+    second_click: tuple[int, int] | None = None,
+    box: tuple[int, int, int, int] | None = None,
 ) -> bytes:
-    """A zip: panel.png, map_<i>.npy (h, w) float32 per column (each sums to 1), view.json."""
+    """A zip: panel.png, map_<i>.npy (h, w) float32 per column (each sums to 1), view.json.
+
+    view.json names pixel B when two pixels are compared and the query box (inclusive image pixels) when the
+    query is a dragged box; both are null otherwise."""
     document = {
         "click": {"px": click[0], "py": click[1]},
+        "second_click": None if second_click is None else {"px": second_click[0], "py": second_click[1]},
+        "box": None if box is None else dict(zip(("left", "top", "right", "bottom"), box, strict=True)),
         "image_size": {"height": image_size[0], "width": image_size[1]},
         "settings": settings,
         "columns": [column_record(result) for result in results],
     }
+    document = _clean(document)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("panel.png", panel_png)

@@ -227,7 +227,7 @@ def exploration(
                 outputs, focus, image, results, shown, scales, options, cache, px, py, second_point
             )
     with timings.measure("download buttons"):
-        _downloads(image, results, pictures, px, py)
+        _downloads(image, results, pictures, px, py, second_point, box)
     write_to_url((px, py), box)
     _timings_expander(timings, cache)
 
@@ -711,7 +711,9 @@ def _change_pair(image: DecodedImage, before: DecodedColumn, after: DecodedColum
     st.markdown("\n".join(lines) + (f"\n- and {more} smaller changes" if more > 0 else ""))
 
 
-def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: int, py: int) -> None:
+def _downloads(
+    image, results: list[ColumnResult], pictures: list[tuple], px: int, py: int, second_point=None, box=None
+) -> None:
     """pictures: each column's marked (influence, segmentation) overlays, (H, W, 3) each."""
     stem = f"ccnet_{image.digest[:8]}_x{px}_y{py}"
     titles = [r.spec.title for r in results]
@@ -723,7 +725,9 @@ def _downloads(image, results: list[ColumnResult], pictures: list[tuple], px: in
     left, right, everything = st.columns(3)
     everything.download_button(
         "Download everything (.zip)",
-        data=lambda: view_archive(panel(), results, (px, py), (image.height, image.width), dict(st.query_params)),
+        data=lambda: view_archive(
+            panel(), results, (px, py), (image.height, image.width), dict(st.query_params), second_point, box
+        ),
         file_name=f"{stem}.zip",
         mime="application/zip",
         on_click="ignore",

@@ -469,3 +469,10 @@ def test_the_archive_holds_the_panel_every_map_and_every_number(tmp_path):
     assert column["model"] == "tiny_r2" and column["cell"] == list(maps.cell) and column["recurrence"] == 2
     assert column["statistics"]["entropy_bits"] == pytest.approx(stats.entropy_bits)
     assert column["scorecard"]["distance_px"] == pytest.approx(score.distance_px)
+    assert view["second_click"] is None and view["box"] is None  # one pixel, no box
+
+    data = view_archive(b"png", [result], (10, 20), (64, 80), {}, second_click=(30, 5), box=(2, 3, 40, 50))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        view = json.loads(archive.read("view.json"))
+    assert view["second_click"] == {"px": 30, "py": 5}
+    assert view["box"] == {"left": 2, "top": 3, "right": 40, "bottom": 50}

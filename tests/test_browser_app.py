@@ -7,12 +7,15 @@ Skips (with the reason) where /usr/bin/chromium or playwright is missing; `.ci/r
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import statistics
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -414,6 +417,17 @@ def test_a_dragged_box_becomes_the_query_region(server, browser):
     assert session.exceptions() == 0 and session.errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     session.page.screenshot(path=str(ARTIFACTS / "browser_app_box.png"), full_page=True)
+
+    # The download names the box and the click, and holds the maps shown.
+    with session.page.expect_download(timeout=60_000) as download:
+        session.page.get_by_role("button", name="Download everything (.zip)").click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        view = json.loads(archive.read("view.json"))
+        first_map = np.load(io.BytesIO(archive.read("map_0.npy")))
+    assert view["box"] == {"left": left, "top": top, "right": right, "bottom": bottom}
+    assert view["click"] == {"px": centre[0], "py": centre[1]} and view["second_click"] is None
+    assert [c["region_cells"] for c in view["columns"]] == [cells] * 3
+    np.testing.assert_allclose(first_map, maps[0], rtol=1e-5)
     session.context.close()
 
 
