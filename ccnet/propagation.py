@@ -29,6 +29,32 @@ def apply_cross_transposed(maps: torch.Tensor, attn: torch.Tensor) -> torch.Tens
     return to_column + to_row
 
 
+def cross_row(attn: torch.Tensor, y: int, x: int) -> torch.Tensor:
+    """Row (y, x) of one loop's attention as a map: where (y, x) reads from, ``e_u^T A`` in O(h + w).
+
+    attn (..., h, w, h + w); returns (..., h, w), zero off (y, x)'s cross. The one-hot start of every
+    chain makes the first step of a propagation this slice, not a full sparse step.
+    """
+    h, w = attn.shape[-3], attn.shape[-2]
+    row = attn.new_zeros(attn.shape[:-3] + (h, w))  # (..., h, w)
+    row[..., :, x] = attn[..., y, x, :h]  # its column
+    row[..., y, :] += attn[..., y, x, h:]  # its row (adds the weight on itself)
+    return row
+
+
+def cross_column(attn: torch.Tensor, y: int, x: int) -> torch.Tensor:
+    """Column (y, x) of one loop's attention as a map: who reads from (y, x), ``A e_u`` in O(h + w).
+
+    attn (..., h, w, h + w); returns (..., h, w): cell (i, x) reads (y, x) through its column part at index
+    y, cell (y, j) through its row part at index h + x.
+    """
+    h, w = attn.shape[-3], attn.shape[-2]
+    column = attn.new_zeros(attn.shape[:-3] + (h, w))  # (..., h, w)
+    column[..., :, x] = attn[..., :, x, y]
+    column[..., y, :] += attn[..., y, :, h + x]
+    return column
+
+
 def influence_maps(
     attentions: Sequence[torch.Tensor],
     y: int,
@@ -49,10 +75,14 @@ def influence_maps(
     _check_position(y, x, h, w)
     scales = _residual_scales(mode, gammas, loops, stacked)  # (R,) or None
 
-    # chains[r] follows "after r + 1 loops"; all start as the one-hot map of (y, x).
-    chains = stacked.new_zeros(loops, batch, h, w)  # (R, B, h, w)
-    chains[:, :, y, x] = 1
-    for step in range(loops):
+    # chains[r] follows "after r + 1 loops"; all start as the one-hot map of (y, x), so their first step
+    # (chain r by loop r) is row (y, x) of that loop.
+    chains = cross_row(stacked, y, x)  # (R, B, h, w)
+    if scales is not None:
+        one_hot = stacked.new_zeros(batch, h, w)
+        one_hot[:, y, x] = 1
+        chains = scales.view(-1, 1, 1, 1) * chains + one_hot
+    for step in range(1, loops):
         # Chains step..R-1 still advance, chain r by loop r - step (0-based): loops 0..R-1-step in order, so
         # both are slices (views). Indexing with an index tensor copied the attentions at every step (3/4 of
         # the time at R = 3 on a 45 x 60 grid).
@@ -140,9 +170,10 @@ def reverse_influence_maps(attentions: Sequence[torch.Tensor], y: int, x: int) -
     stacked = stacked[:, 0]  # (R, h, w, h+w)
     _, h, w, _ = stacked.shape
     _check_position(y, x, h, w)
-    one_hot = stacked.new_zeros(h, w)
-    one_hot[y, x] = 1
-    return _propagate_forward(stacked, one_hot)  # (R, h, w)
+    first = cross_column(stacked[0], y, x)  # (h, w): A_1 e_u, no sparse step needed from a one-hot start
+    if len(stacked) == 1:
+        return first.unsqueeze(0)
+    return torch.cat([first.unsqueeze(0), _propagate_forward(stacked[1:], first)])  # (R, h, w)
 
 
 def class_attention_matrix(

@@ -96,3 +96,17 @@ def test_mismatched_or_malformed_attentions_raise():
         influence_maps([torch.rand(1, 4, 4, 4)], 0, 0)
     with pytest.raises(ValueError, match="list"):
         influence_maps(torch.rand(1, 4, 4, 8), 0, 0)
+
+
+@pytest.mark.parametrize("b,h,w", [(1, 5, 5), (2, 4, 7), (1, 1, 6), (3, 6, 1)])
+def test_cross_row_and_column_are_the_dense_matrix_row_and_column(b, h, w):
+    """The O(h + w) first step of every propagation equals row / column u of the dense (hw x hw) matrix."""
+    from ccnet.propagation import cross_column, cross_row
+
+    (attn,) = random_attentions(1, b, h, w)
+    dense = cross_to_dense(attn)  # (B, hw, hw)
+    for y, x in [(0, 0), (h - 1, w - 1), (h // 2, w // 3)]:
+        u = y * w + x
+        torch.testing.assert_close(cross_row(attn, y, x), dense[:, u].view(b, h, w))
+        torch.testing.assert_close(cross_column(attn, y, x), dense[:, :, u].view(b, h, w))
+        torch.testing.assert_close(cross_row(attn[0], y, x), dense[0, u].view(h, w))  # unbatched too
