@@ -2,9 +2,10 @@
 
 Its frontend (`app/frontend/clickable_image/`, plain HTML and JavaScript, no build step) shows the picture at
 the column's width and reports a click as {x, y, width, height, unix_time} or, in drag mode, a drag as
-{x1, y1, x2, y2, width, height, unix_time}, in shown pixels: the same values streamlit-image-coordinates
-sends, which this replaces because it measured the frame's height once, at load time, and so could leave
-the image 0 px tall (a blank space where the image should be) when the frame was not laid out yet.
+{x1, y1, x2, y2, width, height, unix_time}, in shown pixels (fractional, where streamlit-image-coordinates
+sent whole ones; `app.grid` maps either to image pixels). It replaces that component, which ran its script
+before the image element existed and measured the frame's height only once, when the picture loaded: once,
+under load, a session kept a blank space where the image should be (docs/APP.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The pictures a column shows, drawn and JPEG-encoded on a small shared thread pool.
 
-With every view on, a click draws about 17 pictures at 360 x 480 (influence overlays, segmentations with
+With every view on, a click draws 15 pictures at 360 x 480 (influence overlays, segmentations with
 the marker, pixel B's maps, each loop's own map): roughly 20 ms of OpenCV and NumPy work on one core.
 Both release the GIL, so two pool threads draw two pictures at once while the script thread builds the
 charts. The pool's threads live as long as the server: per-thread start-up costs are paid once, not per
@@ -11,6 +11,7 @@ click (Streamlit runs every rerun in a new thread).
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -19,7 +20,9 @@ import numpy as np
 from app import render
 from app.display import ShownMap
 
-POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ccnet-pictures")
+# One pool for all sessions, one thread per core (at least two, so drawing overlaps the script thread).
+WORKERS = max(2, min(8, os.cpu_count() or 2))
+POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ccnet-pictures")
 PER_LOOP_WIDTH = 256  # pixels: each loop's own map is a thumbnail (a third of a column)
 
 
@@ -52,6 +55,12 @@ class ColumnPictures:
     second: Future | None
     per_loop: list[Future]
     second_scale: render.ColourScale | None = None  # the scale B's map is drawn with (its caption says it)
+
+    def cancel(self) -> None:
+        """Drop the jobs not started yet (a rerun interrupted the column: nobody will see them)."""
+        for job in [self.influence, self.segmentation, self.second, *self.per_loop]:
+            if job is not None:
+                job.cancel()
 
     def result(self) -> DrawnPictures:
         influence, uri = self.influence.result()

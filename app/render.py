@@ -174,7 +174,9 @@ def label_masks(label: str, scale: float) -> tuple[np.ndarray, np.ndarray, int]:
     for thickness in (3, 1):
         canvas = np.zeros(size, np.uint8)
         cv2.putText(canvas, label, origin, LABEL_FONT, scale, 255, thickness, cv2.LINE_AA)
-        masks.append(canvas.astype(np.float32) / 255)
+        mask = canvas.astype(np.float32) / 255
+        mask.setflags(write=False)  # shared by every thread that draws a label
+        masks.append(mask)
     return masks[0], masks[1], origin[1]
 
 

@@ -218,10 +218,14 @@ def exploration(
                 _start_pictures(image, result, view, scale, options, cache, px, py, second_point, small)
                 for result, view, scale in zip(results, shown, scales, strict=True)
             ]
-            pictures = [
-                _show_column(column, image, result, scale, pending, px, py)
-                for column, result, scale, pending in zip(outputs, results, scales, started, strict=True)
-            ]
+            try:
+                pictures = [
+                    _show_column(column, image, result, scale, pending, px, py)
+                    for column, result, scale, pending in zip(outputs, results, scales, started, strict=True)
+                ]
+            finally:  # a rerun stops this script with an exception: free the shared pool of its pictures
+                for pending in started:
+                    pending.cancel()
         else:
             pictures = _focus_columns(
                 outputs, focus, image, results, shown, scales, options, cache, px, py, second_point

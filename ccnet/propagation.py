@@ -90,7 +90,7 @@ def influence_maps(
         spread = apply_cross_transposed(current, stacked[: loops - step])  # (n, B, h, w)
         if scales is not None:
             spread = scales[: loops - step].view(-1, 1, 1, 1) * spread + current
-        chains[step:] = spread
+        chains = torch.cat([chains[:step], spread])  # a new tensor: `current` stays intact for autograd
 
     chains = chains / chains.sum(dim=(-2, -1), keepdim=True)  # each map sums to 1
     maps = chains.transpose(0, 1)  # (B, R, h, w)

@@ -64,3 +64,22 @@ def test_an_error_while_drawing_reaches_the_caller():
     pending = start_column_pictures(rgb, wrong, rgb, 0.5, False)
     with pytest.raises(Exception):  # noqa: B017 - whatever OpenCV or NumPy raise for a 3-D map
         pending.result()
+
+
+def test_cancel_drops_the_pictures_not_started_yet():
+    """A rerun interrupts a column: its queued pictures leave the shared pool instead of being drawn."""
+    import threading
+
+    from app.pictures import POOL, WORKERS
+
+    gate = threading.Event()
+    busy = [POOL.submit(gate.wait, 30) for _ in range(WORKERS)]  # every worker taken
+    try:
+        rgb = np.zeros((48, 64, 3), np.uint8)
+        picture = MapPicture(ShownMap(np.ones((6, 8)) / 48, None), render.ColourScale("Inferno", 0.0, 1.0), (10, 10))
+        pending = start_column_pictures(rgb, picture, rgb, 0.5, False, per_loop=[picture])
+        pending.cancel()
+        assert pending.influence.cancelled() and pending.segmentation.cancelled() and pending.per_loop[0].cancelled()
+    finally:
+        gate.set()
+    assert all(job.result(timeout=30) for job in busy)

@@ -110,3 +110,19 @@ def test_cross_row_and_column_are_the_dense_matrix_row_and_column(b, h, w):
         torch.testing.assert_close(cross_row(attn, y, x), dense[:, u].view(b, h, w))
         torch.testing.assert_close(cross_column(attn, y, x), dense[:, :, u].view(b, h, w))
         torch.testing.assert_close(cross_row(attn[0], y, x), dense[0, u].view(h, w))  # unbatched too
+
+
+@pytest.mark.parametrize("mode", ["attention", "rollout"])
+def test_gradients_flow_through_every_loop(mode):
+    """influence_maps is differentiable (e.g. to ask which attention weights made a map): backward works at
+    R = 3 and matches the brute-force composition's gradient."""
+    attentions = [a.requires_grad_() for a in random_attentions(3, 1, 4, 5)]
+    gammas = [0.5, -1.5, 2.0]
+    weights = torch.rand(1, 3, 4, 5, dtype=torch.float64)
+    (influence_maps(attentions, 2, 3, mode=mode, gammas=gammas) * weights).sum().backward()
+    got = [a.grad.clone() for a in attentions]
+    for a in attentions:
+        a.grad = None
+    (brute_force(attentions, 2, 3, mode, gammas) * weights).sum().backward()
+    for mine, expected in zip(got, [a.grad for a in attentions], strict=True):
+        torch.testing.assert_close(mine, expected)

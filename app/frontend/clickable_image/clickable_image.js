@@ -8,7 +8,7 @@
 
 const image = document.getElementById("image");
 let dragMode = false;
-let dragStart = null; // {x, y} while the button is down in drag mode
+let dragStart = null; // {x, y, pointerId} while the button is down in drag mode
 let sentHeight = null;
 
 function post(type, data) {
@@ -50,15 +50,16 @@ image.addEventListener("click", (event) => {
 // Pointer capture: the button may come up outside the frame and the drag still ends here.
 image.addEventListener("pointerdown", (event) => {
   if (!dragMode || event.button !== 0) {
+    dragStart = null;
     return;
   }
-  dragStart = pointIn(event);
+  dragStart = Object.assign(pointIn(event), {pointerId: event.pointerId});
   image.setPointerCapture(event.pointerId);
   event.preventDefault();
 });
 
 image.addEventListener("pointerup", (event) => {
-  if (!dragMode || dragStart === null) {
+  if (!dragMode || dragStart === null || event.pointerId !== dragStart.pointerId) {
     return;
   }
   const end = pointIn(event);
@@ -66,8 +67,14 @@ image.addEventListener("pointerup", (event) => {
   dragStart = null;
 });
 
+// A drag that loses its pointer (cancelled, or capture taken away) sends nothing.
 image.addEventListener("pointercancel", () => {
   dragStart = null;
+});
+image.addEventListener("lostpointercapture", (event) => {
+  if (dragStart !== null && event.pointerId === dragStart.pointerId) {
+    dragStart = null;
+  }
 });
 
 window.addEventListener("message", (event) => {
