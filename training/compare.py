@@ -1,4 +1,5 @@
-"""Compare training runs step by step: val mIoU and the learned attention scale gamma at each validation.
+"""Compare training runs step by step: val mIoU, the attention scale gamma and the same-class lift at each
+validation (the lift: 1 = blind to class; "-" where a run did not log it).
 
     python -m training.compare results/camvid/camvid_r2_s0 results/camvid/camvid_r2_paper_s0
     python -m training.compare runs/a runs/b --every 500
@@ -40,20 +41,22 @@ def comparison_table(runs: Sequence[Path], every: int = 1) -> str:
     steps = sorted({step for records in per_run for step in records if step % every == 0})
     if not steps:
         raise CompareError("no validation records in these runs yet")
-    header = "| step | " + " | ".join(f"{run.name}: mIoU (%) | gamma" for run in runs) + " |"
-    lines = [header, "| ---: |" + " ---: | ---: |" * len(runs)]
+    header = "| step | " + " | ".join(f"{run.name}: mIoU (%) | gamma | lift" for run in runs) + " |"
+    lines = [header, "| ---: |" + " ---: | ---: | ---: |" * len(runs)]
     for step in steps:
         cells = []
         for records in per_run:
             record = records.get(step)
             gamma = gamma_of(record) if record else None
+            lift = record.get("lift") if record else None
             cells.append(f"{100 * record['mIoU']:.1f}" if record else "-")
             cells.append("-" if gamma is None else f"{gamma:.3f}")
+            cells.append("-" if lift is None else f"{lift:.2f}")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     best_cells = []
     for records in per_run:
         best = max(records.values(), key=lambda r: r["mIoU"]) if records else None
-        best_cells += [f"{100 * best['mIoU']:.1f} (step {best['step']})" if best else "-", ""]
+        best_cells += [f"{100 * best['mIoU']:.1f} (step {best['step']})" if best else "-", "", ""]
     lines.append("| best | " + " | ".join(best_cells) + " |")
     return "\n".join(lines)
 
