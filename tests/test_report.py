@@ -645,6 +645,24 @@ def test_goals_missed_say_by_how_much():
     assert "within seed noise" in "\n".join(noisy)
 
 
+def test_a_ccl_model_is_judged_against_its_loop_count_not_in_the_ordering():
+    """The loop-count models within noise of each other, R = 2 + CCL well above R = 2: both said, apart."""
+    summary = _hand_summary([0.450, 0.452, 0.451, 0.453], [0.452, 0.450, 0.453, 0.451])
+    summary["models"].append({"name": "r2_ccl", "trained_recurrence": 2, "ccl": True, "mIoU": 0.48, "params": 1})
+    summary["seeds"] += [{"name": "r2_ccl", "seed": s, "best_val_mIoU": v} for s, v in ((0, 0.480), (1, 0.482))]
+    text = "\n".join(report.goals_paragraph(summary))
+    assert "the 4 models without CCL with several seeds have means spanning 0.1 points" in text
+    assert "within seed noise: these runs neither confirm nor refute" in text
+    label = report._label(summary["models"][-1])
+    assert f"{label} is +2.9 points from RCCA R = 2: more than seed noise." in text
+
+
+def test_a_tiny_miss_is_printed_with_two_decimals():
+    goal = {"met": False, "means": [0.45, 0.4523, 0.4520, 0.46], "sems": [0.001] * 4, "n": [3] * 4,
+            "misses": [{"higher": "RCCA R = 2", "lower": "RCCA R = 1", "by": 0.0003}]}  # fmt: skip
+    assert "RCCA R = 2 would have to be 0.03 points higher to pass RCCA R = 1." in report._order_bullet(goal)
+
+
 def test_goals_with_one_seed_and_no_lift_say_so():
     lines = report.goals_paragraph(_hand_summary([0.60, 0.65, 0.71, 0.72], None))
     text = "\n".join(lines)

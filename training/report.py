@@ -834,6 +834,12 @@ def _lift_bullet(summary: dict, goals: list[dict]) -> str:
     )
 
 
+def _points(fraction: float) -> str:
+    """A difference of mIoU fractions in points: one decimal, two below 0.05 (so it never reads "0.0")."""
+    points = 100 * fraction
+    return f"{points:.1f}" if abs(points) >= 0.05 else f"{points:.2f}"
+
+
 def _order_bullet(goal: dict) -> str:
     if goal["met"] is None:
         return f"- **Ordering baseline < R1 < R2 <= R3 in seed means: not measured.** No {', '.join(goal['missing'])}."
@@ -842,7 +848,7 @@ def _order_bullet(goal: dict) -> str:
         for mean, sem in zip(goal["means"], goal["sems"], strict=True)
     ]
     misses = "".join(
-        f" {miss['higher']} would have to be {100 * miss['by']:.1f} points higher to pass {miss['lower']}."
+        f" {miss['higher']} would have to be {_points(miss['by'])} points higher to pass {miss['lower']}."
         for miss in goal["misses"]
     )
     return (
@@ -853,7 +859,8 @@ def _order_bullet(goal: dict) -> str:
 
 def _noise_bullet(summary: dict) -> list[str]:
     """Seed spread per model, and whether the models' seed means differ by more than two standard errors."""
-    per_model = {_label(m): list(_seed_values(summary, m["name"]).values()) for m in summary["models"]}
+    models = {_label(m): m for m in summary["models"]}
+    per_model = {label: list(_seed_values(summary, m["name"]).values()) for label, m in models.items()}
     per_model = {label: values for label, values in per_model.items() if len(values) > 1}
     if not per_model:
         return ["- **Seed noise.** No model has two seeds yet: the spread between seeds is unknown."]
@@ -862,7 +869,10 @@ def _noise_bullet(summary: dict) -> list[str]:
     # Pooled seed-to-seed standard deviation; a difference of two n-seed means has SE = sd * sqrt(2 / n).
     pooled_sd = statistics.fmean(statistics.variance(values) for values in per_model.values()) ** 0.5
     noise = 2 * pooled_sd * (2 / seeds) ** 0.5
-    means = _range([statistics.fmean(values) for values in per_model.values()])
+    # The ordering is a question about the loop count alone: CCL models are judged against their R, apart.
+    mean_of = {label: statistics.fmean(values) for label, values in per_model.items()}
+    plain = [label for label in per_model if not models[label]["ccl"]]
+    means = _range([mean_of[label] for label in plain]) if plain else 0.0
     listed = ", ".join(f"{k}: {100 * v:.1f}" for k, v in spreads.items())
     verdict = (
         "the differences between the models are within seed noise: these runs neither confirm nor refute the "
@@ -870,13 +880,20 @@ def _noise_bullet(summary: dict) -> list[str]:
         if means <= noise
         else "the models differ by more than seed noise"
     )
+    ccl_lines = ""
+    for label in per_model:
+        same_r = [p for p in plain if models[p]["trained_recurrence"] == models[label]["trained_recurrence"]]
+        if models[label]["ccl"] and same_r:
+            gap = mean_of[label] - mean_of[same_r[0]]
+            beyond = "more than seed noise" if abs(gap) > noise else "within seed noise"
+            ccl_lines += f" {label} is {100 * gap:+.1f} points from {same_r[0]}: {beyond}."
     return [
         f"- **Seed noise.** One config trained with different seeds differs by {100 * min(spreads.values()):.1f} to "
         f"{100 * max(spreads.values()):.1f} points of best val mIoU ({listed}). Pooled, the seed-to-seed standard "
         f"deviation is {100 * pooled_sd:.1f} points, so two {seeds}-seed means differ by up to about "
-        f"{100 * noise:.1f} points by chance (two standard errors); the {len(per_model)} models with several seeds "
-        f"have means spanning {100 * means:.1f} points: {verdict}. With {seeds} seeds the standard deviation itself "
-        "is a rough estimate."
+        f"{100 * noise:.1f} points by chance (two standard errors); the {len(plain)} models without CCL with several "
+        f"seeds have means spanning {100 * means:.1f} points: {verdict}.{ccl_lines} With {seeds} seeds the standard "
+        "deviation itself is a rough estimate."
     ]
 
 
