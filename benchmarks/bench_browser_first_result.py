@@ -73,8 +73,7 @@ def measure(args) -> list[float]:
 
 
 def format_table(seconds: list[float]) -> str:
-    ordered = sorted(seconds)
-    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    p90 = common.p90(seconds)
     return "\n".join([
         f"Machine: {common.describe_machine()}. {common.load_note()}.",
         "",

@@ -221,6 +221,12 @@ def _time_once(call, device: str) -> float:
     return time.perf_counter() - start
 
 
+def p90(values: list[float]) -> float:
+    """The 90th percentile as the benchmarks' tables report it: the value at rank round(0.9 (n - 1))."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+
+
 def summarize(times: list[float]) -> dict:
     return {"min": min(times), "median": statistics.median(times), "all": times}
 
