@@ -165,8 +165,9 @@ LABEL_MARGIN = 3  # the outline's reach beyond the glyphs, in pixels
 @functools.lru_cache(maxsize=32)
 def label_masks(label: str, scale: float) -> tuple[np.ndarray, np.ndarray, int]:
     """The label's outline (3 px) and fill (1 px) as anti-aliased alpha masks (h, w) in [0, 1], and the
-    baseline's row in them. Drawn once per process and reused: cv2.putText costs 20-50 ms on its first call
-    in each thread, and Streamlit runs every rerun (every click) in a new thread."""
+    baseline's row in them. Drawn once per process and reused: cv2.putText costs about 22 ms on its first
+    call in each thread (benchmarks/bench_click_parts.py), and Streamlit runs every rerun (every click) in a
+    new thread."""
     (width, height), baseline = cv2.getTextSize(label, LABEL_FONT, scale, 3)
     size = (height + baseline + 2 * LABEL_MARGIN, width + 2 * LABEL_MARGIN)
     origin = (LABEL_MARGIN, LABEL_MARGIN + height)

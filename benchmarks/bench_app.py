@@ -187,7 +187,7 @@ def bench_parts(folder: Path, height: int, width: int, repeats: int) -> dict[str
         yield
         parts.setdefault(name, []).append(1000 * (time.perf_counter() - start))
 
-    names = np.asarray(loaded.class_names + ["?"], dtype=str)  # as the app builds it
+    names = np.asarray(loaded.class_names + ["?"], dtype=object)
     size = (height, width)
     for _ in range(repeats):
         px, py = int(rng.integers(width)), int(rng.integers(height))
