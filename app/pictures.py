@@ -1,7 +1,9 @@
 """The pictures a column shows, drawn and JPEG-encoded on a small shared thread pool.
 
-With every view on, a click draws 15 pictures at 360 x 480 (influence overlays, segmentations with
-the marker, pixel B's maps, each loop's own map): roughly 20 ms of OpenCV and NumPy work on one core.
+With every view on, a click draws 12 pictures (segmentations with the marker, pixel B's maps at 360 x 480,
+each loop's own map as a thumbnail): roughly 15 ms of OpenCV and NumPy work on one core. Pixel A's
+influence map is coloured in the browser (`app.influence_chart`); its server-side picture is drawn only
+for a download (`ColumnPictures.influence`).
 Both release the GIL, so two pool threads draw two pictures at once while the script thread builds the
 charts. The pool's threads live as long as the server: per-thread start-up costs are paid once, not per
 click (Streamlit runs every rerun in a new thread).
@@ -36,10 +38,16 @@ class MapPicture:
     label: str = ""  # "" for pixel A's ring, "B" for pixel B's labelled square
 
 
+def marked_overlay(picture: MapPicture, base: np.ndarray, opacity: float, smooth: bool, factor: float = 1.0):
+    """The map coloured over `base` (H, W, 3) with its marker, at `factor` times the image's size."""
+    values, hidden = picture.shown.values, picture.shown.hidden
+    drawn = render.influence_rgb(base, values, picture.scale, opacity, smooth, hidden)  # (H, W, 3)
+    at = (round(picture.point[0] * factor), round(picture.point[1] * factor))
+    return render.draw_marker(drawn, *at, label=picture.label)
+
+
 @dataclass(frozen=True)
 class DrawnPictures:
-    influence: np.ndarray  # (H, W, 3) pixel A's overlay, no marker (the chart draws its own ring)
-    influence_uri: str  # that overlay as a JPEG data URI, the chart's layout image
     segmentation: np.ndarray  # (H, W, 3) with pixel A's marker
     segmentation_jpeg: bytes
     second_jpeg: bytes | None  # pixel B's overlay with its marker, when comparing two pixels
@@ -48,9 +56,12 @@ class DrawnPictures:
 
 @dataclass
 class ColumnPictures:
-    """A column's pictures in flight on the pool."""
+    """A column's pictures in flight on the pool, and pixel A's map to draw on demand."""
 
-    influence: Future
+    first: MapPicture
+    rgb: np.ndarray  # (H, W, 3) the image under the maps
+    opacity: float
+    smooth: bool
     segmentation: Future
     second: Future | None
     per_loop: list[Future]
@@ -58,16 +69,17 @@ class ColumnPictures:
 
     def cancel(self) -> None:
         """Drop the jobs not started yet (a rerun interrupted the column: nobody will see them)."""
-        for job in [self.influence, self.segmentation, self.second, *self.per_loop]:
+        for job in [self.segmentation, self.second, *self.per_loop]:
             if job is not None:
                 job.cancel()
 
+    def influence(self) -> np.ndarray:
+        """Pixel A's map over the image with its marker (H, W, 3), as the browser shows it: for the panel."""
+        return marked_overlay(self.first, self.rgb, self.opacity, self.smooth)
+
     def result(self) -> DrawnPictures:
-        influence, uri = self.influence.result()
         segmentation, segmentation_jpeg = self.segmentation.result()
         return DrawnPictures(
-            influence,
-            uri,
             segmentation,
             segmentation_jpeg,
             None if self.second is None else self.second.result(),
@@ -89,27 +101,21 @@ def start_column_pictures(
     (H, W, 3) with A's marker, pixel B's map and each loop's own map, drawn over `small`, the image and
     factor from `render.thumbnail(rgb, PER_LOOP_WIDTH)` (made here when not given: pass it to share it)."""
 
-    def overlay(picture: MapPicture, base: np.ndarray) -> np.ndarray:
-        values, hidden = picture.shown.values, picture.shown.hidden
-        return render.influence_rgb(base, values, picture.scale, opacity, smooth, hidden)  # (H, W, 3)
-
-    def influence() -> tuple[np.ndarray, str]:
-        drawn = overlay(first, rgb)
-        return drawn, render.jpeg_data_uri(drawn)
-
     def marked_segmentation() -> tuple[np.ndarray, bytes]:
         marked = render.draw_marker(segmentation, *first.point)
         return marked, render.jpeg_bytes(marked)
 
     def marked_jpeg(picture: MapPicture, base: np.ndarray, factor: float = 1.0) -> bytes:
-        at = (round(picture.point[0] * factor), round(picture.point[1] * factor))
-        return render.jpeg_bytes(render.draw_marker(overlay(picture, base), *at, label=picture.label))
+        return render.jpeg_bytes(marked_overlay(picture, base, opacity, smooth, factor))
 
     if small is None:
         small = render.thumbnail(rgb, PER_LOOP_WIDTH) if per_loop else (rgb, 1.0)
     thumbnail, factor = small
     return ColumnPictures(
-        POOL.submit(influence),
+        first,
+        rgb,
+        opacity,
+        smooth,
         POOL.submit(marked_segmentation),
         None if second is None else POOL.submit(marked_jpeg, second, rgb),
         [POOL.submit(marked_jpeg, picture, thumbnail, factor) for picture in per_loop or []],

@@ -1,7 +1,8 @@
-"""Pictures: colour overlays as images, plotly figures around them, legends, the downloadable panel.
+"""Pictures: colour overlays as images, markers, legends, the downloadable panel.
 
-Overlays are rendered here as (H, W, 3) uint8 images and shipped to the browser as small JPEGs; only a
-feature-resolution grid (h x w, a few thousand cells) travels as chart data, for hovering.
+Overlays are rendered here as (H, W, 3) uint8 images and shipped to the browser as small JPEGs. The clicked
+pixel's influence map is the exception: the browser colours it from the feature grid
+(`app.influence_chart`), and `influence_rgb` is the reference it is tested against and the panel's picture.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import plotly.graph_objects as go
 
 COLORMAPS = {
     "Inferno": cv2.COLORMAP_INFERNO,
@@ -25,7 +25,6 @@ COLORMAPS = {
     "Hot": cv2.COLORMAP_HOT,
 }
 JPEG_QUALITY = 90
-COLORBAR_HEIGHT = 64  # pixels under an image for its horizontal colour bar and its two-line title
 
 
 @functools.cache
@@ -61,26 +60,43 @@ class ColourScale:
         span = max(high - low, 1e-12)
         return ((values - low) / span * 255.0).clip(0, 255).astype(np.uint8)
 
-    def plotly_colorscale(self, steps: int = 16) -> list[list]:
-        table = colormap_table(self.colormap)  # (256, 3)
-        positions = np.linspace(0, 1, steps)
-        return [[float(p), "rgb({},{},{})".format(*table[int(round(p * 255))])] for p in positions]
-
     def bar_range(self) -> tuple[float, float]:
         """The colour bar's (zmin, zmax): log10 of the ends on a log scale."""
         return self._ends()
 
-    def bar_ticks(self) -> dict:
-        """Colour bar ticks: on a log scale, one per decade labelled with the value itself."""
-        if not self.log:
-            return dict(tickformat=".2~%", nticks=5)
+    def tick_marks(self, count: int = 5) -> list[tuple[float, str]]:
+        """The colour bar's ticks as (position along the bar in 0..1, label): about `count` round values
+        labelled as percentages on a linear scale (what plotly's nticks=5, ".2~%" gave), one per decade on
+        a log scale."""
         low, high = self._ends()
-        decades = list(range(math.ceil(low), math.floor(high) + 1)) or [round(low)]
-        return dict(tickvals=decades, ticktext=[_percent(10.0**d) for d in decades])
+        span = max(high - low, 1e-12)
+        if self.log:
+            decades = range(math.ceil(low), math.floor(high) + 1)
+            return [((d - low) / span, _percent(10.0**d)) for d in decades]
+        if span < 1e-9:  # "0 everywhere": nothing to graduate
+            return [(0.0, _short_percent(low, 2))]
+        step = _nice_step(span / max(count - 1, 1))
+        decimals = max(0, -math.floor(math.log10(100 * step)))  # enough to tell neighbouring ticks apart
+        first = math.ceil(low / step - 1e-9)
+        values = [k * step for k in range(first, math.floor(high / step + 1e-9) + 1)]
+        return [((v - low) / span, _short_percent(v, decimals)) for v in values]
 
 
 def _percent(value: float) -> str:
     return f"{100 * value:.2g}%"
+
+
+def _short_percent(value: float, decimals: int) -> str:
+    """A share as a percentage with `decimals` decimals, trailing zeros dropped (0.125, 2 -> "12.5%")."""
+    text = f"{100 * value:.{decimals}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
+
+
+def _nice_step(rough: float) -> float:
+    """The smallest of 1, 2, 5 times a power of ten that is at least `rough`: at most the asked number of
+    ticks, at round values."""
+    power = 10.0 ** math.floor(math.log10(rough))
+    return next(factor * power for factor in (1, 2, 5, 10) if factor * power >= rough * (1 - 1e-9))
 
 
 def blend(image: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
@@ -235,106 +251,6 @@ def jpeg_bytes(rgb: np.ndarray) -> bytes:
 
 def jpeg_data_uri(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(rgb)).decode("ascii")
-
-
-@dataclass(frozen=True)
-class HoverGrid:
-    """What hovering a cell shows: its influence and the class predicted there, at feature resolution."""
-
-    values: np.ndarray  # (h, w) influence
-    class_names: np.ndarray  # (h, w) str
-    image_size: tuple[int, int]  # (H, W)
-
-    def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        height, width = self.image_size
-        rows, cols = self.values.shape
-        return (np.arange(cols) + 0.5) * width / cols, (np.arange(rows) + 0.5) * height / rows  # (w,), (h,)
-
-
-HOVER_TEMPLATE = "x %{x:.0f}, y %{y:.0f}<br>influence %{z:.3~%} of the total<br>%{customdata}<extra></extra>"
-
-
-def overlay_figure(
-    image_uri: str,
-    image_size: tuple[int, int],
-    hover: HoverGrid,
-    scale: ColourScale | None = None,
-    marker: tuple[int, int] | None = None,
-    height_px: int = 300,
-) -> go.Figure:
-    """An image (a layout image, e.g. from `jpeg_data_uri`) under an invisible hover grid.
-
-    A colour bar is drawn when `scale` is given, and a ring around pixel `marker` = (px, py).
-    Built in one constructor call without plotly's property validation (a third of a click's chart time);
-    the tests validate the same figure the slow way, so a wrong property cannot slip through.
-    """
-    height, width = image_size
-    xs, ys = hover.centres()
-    heatmap = go.Heatmap(
-        z=hover.values,
-        x=xs,
-        y=ys,
-        customdata=hover.class_names,
-        hovertemplate=HOVER_TEMPLATE,
-        opacity=0.0,  # transparent cells still answer hover events; the picture is the layout image
-        showscale=scale is not None,
-        colorscale=scale.plotly_colorscale() if scale else "Greys",
-        zmin=scale.bar_range()[0] if scale else None,
-        zmax=scale.bar_range()[1] if scale else None,
-        colorbar=_colorbar(scale),
-        _validate=False,
-    )
-    layout = dict(
-        images=[
-            dict(
-                source=image_uri,
-                xref="x",
-                yref="y",
-                x=0,
-                y=0,
-                sizex=width,
-                sizey=height,
-                sizing="stretch",
-                layer="below",
-            )
-        ],
-        shapes=_marker_shapes(marker, image_size),
-        xaxis=dict(range=[0, width], visible=False, constrain="domain"),
-        yaxis=dict(range=[height, 0], visible=False, scaleanchor="x", constrain="domain"),
-        height=height_px + (COLORBAR_HEIGHT if scale else 0),
-        margin=dict(l=0, r=0, t=0, b=0),
-        dragmode=False,
-        plot_bgcolor="rgba(0,0,0,0)",
-        paper_bgcolor="rgba(0,0,0,0)",
-    )
-    return go.Figure(data=[heatmap], layout=layout, _validate=False)
-
-
-def _marker_shapes(marker: tuple[int, int] | None, image_size: tuple[int, int]) -> list[dict]:
-    """The same ring as `draw_marker`, as plotly shapes (black outside, white inside)."""
-    if marker is None:
-        return []
-    px, py = marker
-    radius = marker_radius(image_size)
-    box = dict(type="circle", xref="x", yref="y", x0=px - radius, x1=px + radius, y0=py - radius, y1=py + radius)
-    return [dict(box, line=dict(color="black", width=3)), dict(box, line=dict(color="white", width=1))]
-
-
-def _colorbar(scale: ColourScale | None) -> dict | None:
-    """Horizontal, under the image, so the image keeps the column's full width."""
-    if scale is None:
-        return None
-    return dict(
-        orientation="h",
-        x=0.5,
-        xanchor="center",
-        y=-0.02,
-        yanchor="top",
-        len=1.0,
-        thickness=8,
-        title=dict(text=scale.title, side="bottom", font=dict(size=11)),
-        **scale.bar_ticks(),
-    )
 
 
 def class_legend_html(class_ids: list[int], class_names: list[str], palette: np.ndarray) -> str:

@@ -48,13 +48,13 @@ from app.image_summary import (
     show_image_attention,
 )
 from app.images import DecodedImage
+from app.influence_chart import chart_args, influence_chart
 from app.models import LOOP_COUNTS, LoadedModel
 from app.pictures import PER_LOOP_WIDTH, ColumnPictures, MapPicture, start_column_pictures
 from app.shareable import URL_BOX_KEY, URL_POINT_KEY, write_to_url
 from app.stats import InfluenceStats, Lift, Scorecard, image_miou, influence_stats, scorecard
 from ccnet.analysis import cross_share, map_overlap, prediction_changes
 
-PLOT_CONFIG = {"displayModeBar": False}
 FOCUS_KEY = "focus"  # session state: the title of the column the focus layout shows large
 POINT_KEY = "point"  # session state: {"digest", "px", "py"} of the last click on the current image
 POINT_B_KEY = "point_b"  # the same for the second pixel, when comparing two
@@ -198,7 +198,8 @@ def exploration(
     focus = _focused_column(results) if options.layout == FOCUS else None
     # One row: the image to click, then one column per loop count, so everything is seen at once; or, in the
     # focus layout, the image, one large column and the others as thumbnails that take the focus when chosen.
-    widths = [1, 3, 1] if focus is not None else [1] * (1 + len(results))
+    # Focus: the large column at least 640 px wide at 1500 px of browser width (tests/test_browser_app.py).
+    widths = [1.2, 4.2, 1] if focus is not None else [1] * (1 + len(results))
     picker, *outputs = st.columns(widths)
     with picker, timings.measure("clickable image + summary"):
         _comparison_controls(drag=options.query == "box")
@@ -220,7 +221,7 @@ def exploration(
             ]
             try:
                 pictures = [
-                    _show_column(column, image, result, scale, pending, px, py)
+                    _show_column(column, image, result, scale, pending, px, py, _photo_uri(image, cache))
                     for column, result, scale, pending in zip(outputs, results, scales, started, strict=True)
                 ]
             finally:  # a rerun stops this script with an exception: free the shared pool of its pictures
@@ -459,23 +460,29 @@ def _start_pictures(
     )
 
 
-def _show_column(column, image, result: ColumnResult, scale, pending: ColumnPictures, px, py, width=280):
-    """Draw one column; returns its marked (influence, segmentation) overlays (H, W, 3) for the panel."""
+def _show_column(column, image, result: ColumnResult, scale, pending: ColumnPictures, px, py, photo_uri: str):
+    """Draw one column; returns its (influence, segmentation) for the panel: a function drawing A's marked map
+    on demand (the browser colours the one shown) and the marked segmentation (H, W, 3)."""
     loaded, decoded = result.loaded, result.decoded
-    names = np.asarray(loaded.class_names + ["?"], dtype=object)
-    grid_classes = np.minimum(decoded.grid_classes, len(loaded.class_names))  # (h, w)
-    hover = render.HoverGrid(result.maps.composed, names[grid_classes], (image.height, image.width))
-    size, height, marker = (image.height, image.width), _figure_height(image, width), (px, py)
+    grid_classes = np.minimum(decoded.grid_classes, len(loaded.class_names))  # (h, w); the last name is "?"
+    chart = chart_args(
+        photo_uri,
+        (image.height, image.width),
+        pending.first.shown,
+        result.maps.composed,
+        grid_classes,
+        [*loaded.class_names, "?"],
+        scale,
+        pending.opacity,
+        pending.smooth,
+        (px, py),
+    )
     drawn = pending.result()
     with column:
         st.markdown(f"#### {result.spec.title}")
-        # Only the influence map is a chart (hover: value and class); the segmentation is a plain image,
-        # which costs a third of a chart to send and to paint.
-        st.plotly_chart(
-            render.overlay_figure(drawn.influence_uri, size, hover, scale, marker, height),
-            config=PLOT_CONFIG,
-            key=f"influence-{result.spec.title}",  # titles are unique among the columns
-        )
+        # The influence map is coloured in the browser (hover: value and class); the other pictures are
+        # plain images.
+        influence_chart(chart, key=f"influence-{result.spec.title}")  # titles are unique among the columns
         _stats_lines(result)
         if result.second is not None:
             _second_pixel(result, drawn.second_jpeg, pending.second_scale)
@@ -484,7 +491,18 @@ def _show_column(column, image, result: ColumnResult, scale, pending: ColumnPict
         st.html(render.class_legend_html(present, loaded.class_names, loaded.palette))
         if drawn.per_loop_jpegs:
             _per_loop_images(drawn.per_loop_jpegs)
-    return render.draw_marker(drawn.influence, px, py), drawn.segmentation
+    return pending.influence, drawn.segmentation
+
+
+def _photo_uri(image: DecodedImage, cache) -> str:
+    """The image as a JPEG data: URL for the influence charts: encoded once per image, the same string on every
+    click (the browser decodes it again only when it changes)."""
+    key = ("photo_uri", image.digest)
+    uri = cache.get(key)
+    if uri is None:
+        uri = render.jpeg_data_uri(image.rgb)
+        cache.put(key, uri, len(uri))
+    return uri
 
 
 def image_attention_section(
@@ -529,7 +547,7 @@ def _focus_columns(outputs, focus: int, image, results, shown, scales, options, 
     for index, (result, view, scale) in enumerate(zip(results, shown, scales, strict=True)):
         if index == focus:
             pending = _start_pictures(image, result, view, scale, options, cache, px, py, second_point)
-            pictures.append(_show_column(large, image, result, scale, pending, px, py, width=760))
+            pictures.append(_show_column(large, image, result, scale, pending, px, py, _photo_uri(image, cache)))
             continue
         influence = render.influence_rgb(
             image.rgb, view.values, scale, options.heat_opacity, options.smooth, view.hidden
@@ -541,7 +559,7 @@ def _focus_columns(outputs, focus: int, image, results, shown, scales, options, 
                 f"Focus on {result.spec.title}", key=f"focus-{index}", on_click=_set_focus, args=(result.spec.title,)
             )
         segmentation = render.draw_marker(_segmentation_rgb(image, result, options.seg_opacity, cache), px, py)
-        pictures.append((marked, segmentation))
+        pictures.append((lambda marked=marked: marked, segmentation))
     return pictures
 
 
@@ -573,11 +591,6 @@ def _segmentation_rgb(image: DecodedImage, result: ColumnResult, opacity: float,
         overlay = render.segmentation_rgb(image.rgb, prediction, palette, opacity)  # (H, W, 3)
         cache.put(key, overlay, overlay.nbytes)
     return overlay
-
-
-def _figure_height(image: DecodedImage, column_width: int = 280) -> int:
-    """Plot height that lets the image fill a typical column's width (plotly needs a fixed height)."""
-    return int(np.clip(round(column_width * image.height / image.width), 150, 900))
 
 
 def _stats_lines(result: ColumnResult) -> None:
@@ -721,7 +734,7 @@ def _downloads(
     titles = [r.spec.title for r in results]
 
     def panel() -> bytes:  # built only when the button is pressed
-        rows = [[influence for influence, _ in pictures], [segmentation for _, segmentation in pictures]]
+        rows = [[influence() for influence, _ in pictures], [segmentation for _, segmentation in pictures]]
         return render.panel_png(titles, rows)
 
     left, right, everything = st.columns(3)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import shutil
 import statistics
@@ -32,15 +33,15 @@ ROOT = Path(__file__).absolute().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import plotly.io  # noqa: E402
-import plotly.tools  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app import render  # noqa: E402
+from app.display import ShownMap  # noqa: E402
 from app.explorer import column_maps, encode_and_decode, single_threaded  # noqa: E402
 from app.images import decode_image  # noqa: E402
+from app.influence_chart import chart_args  # noqa: E402
 from app.models import load_model, read_catalogue  # noqa: E402
 from app.stats import influence_stats  # noqa: E402
 from app.view import ENCODE_STEP  # noqa: E402
@@ -83,7 +84,10 @@ def checkpoint_folder(path: str | None, workdir: Path) -> tuple[Path, str]:
         metadata = {
             "class_names": [f"class {k}" for k in range(11)],
             "palette": [[20 * k, 255 - 20 * k, 90] for k in range(11)],
-            "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "dataset": "synthetic", "split": "",
+            "mean": [123.675, 116.28, 103.53],
+            "std": [58.395, 57.12, 57.375],
+            "dataset": "synthetic",
+            "split": "",
         }
         save_checkpoint(model, folder / "random_r2", metadata)
         write_index(folder, default="random_r2")
@@ -146,8 +150,12 @@ def bench_page(
     os.environ.pop("CCNET_EXAMPLES", None)
     app = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300)
     app.run()
-    results: dict[str, list[float]] = {"first result": [], "first: upload decode": [], "first: encode + decode": [],
-                                       "click": []}
+    results: dict[str, list[float]] = {
+        "first result": [],
+        "first: upload decode": [],
+        "first: encode + decode": [],
+        "click": [],
+    }
     rng = np.random.default_rng(0)
     for index in range(new_images + 1):
         data = png_bytes(synthetic_street(height, width, seed=1000 + index))
@@ -168,7 +176,10 @@ def bench_page(
         point = {"digest": digest, "px": int(rng.integers(width)), "py": int(rng.integers(height))}
         app.session_state["point"] = point
         app.run()
-        results["click"].append(timings_from_page(app)["total"])
+        steps = timings_from_page(app)
+        results["click"].append(steps.pop("total"))
+        for name, value in steps.items():
+            results.setdefault(f"click: {name}", []).append(value)
     return results
 
 
@@ -187,8 +198,9 @@ def bench_parts(folder: Path, height: int, width: int, repeats: int) -> dict[str
         yield
         parts.setdefault(name, []).append(1000 * (time.perf_counter() - start))
 
-    names = np.asarray(loaded.class_names + ["?"], dtype=object)
+    names = [*loaded.class_names, "?"]
     size = (height, width)
+    photo = render.jpeg_data_uri(rgb)  # once per image in the app
     for _ in range(repeats):
         px, py = int(rng.integers(width)), int(rng.integers(height))
         with clock("influence maps"), single_threaded():
@@ -197,17 +209,15 @@ def bench_parts(folder: Path, height: int, width: int, repeats: int) -> dict[str
             for influence, r in zip(maps, (1, 2, 3), strict=True):
                 influence_stats(influence, decoded[r].grid_classes, int(decoded[r].prediction[py, px]))
         scales = [render.ColourScale("Inferno", 0.0, float(influence.max())) for influence in maps]
-        with clock("overlays + JPEG"):
+        with clock("overlays + JPEG (pixel B's map, each loop's own)"):
             overlays = [render.influence_rgb(rgb, m, s, 0.65) for m, s in zip(maps, scales, strict=True)]
-            uris = [render.jpeg_data_uri(overlay) for overlay in overlays]
-        with clock("plotly figures"):
-            figures = [
-                render.overlay_figure(uri, size, render.HoverGrid(m, names[decoded[r].grid_classes], size), s, (px, py))
-                for uri, m, s, r in zip(uris, maps, scales, (1, 2, 3), strict=True)
-            ]
-        with clock("Streamlit chart serialisation"):
-            for figure in figures:  # what st.plotly_chart does with a figure
-                plotly.io.to_json(plotly.tools.return_figure_from_figure_or_data(figure, True), validate=False)
+            [render.jpeg_bytes(overlay) for overlay in overlays]
+        with clock("influence chart arguments + JSON"):
+            for influence, scale, r in zip(maps, scales, (1, 2, 3), strict=True):  # what st gets per column
+                grid_classes = np.minimum(decoded[r].grid_classes, len(names) - 1)
+                shown = ShownMap(influence, None)
+                args = chart_args(photo, size, shown, influence, grid_classes, names, scale, 0.65, False, (px, py))
+                json.dumps(args)
     return parts
 
 
@@ -227,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         folder, described = checkpoint_folder(args.checkpoint, Path(workdir))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        print(f"model: {described}; device: {device}; torch threads: {torch.get_num_threads()}; "
-              f"image {height} x {width}")
+        print(
+            f"model: {described}; device: {device}; torch threads: {torch.get_num_threads()}; image {height} x {width}"
+        )
         page = bench_page(folder, height, width, args.repeats, args.new_images, args.every_view)
         parts = bench_parts(folder, height, width, args.repeats)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from app.clickable_image import FRAME_TITLE
+from app.influence_chart import FRAME_TITLE as INFLUENCE_FRAME_TITLE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -47,10 +48,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 CLICK_WIDGET = f"iframe[title='{FRAME_TITLE}']"
-# The influence charts only (they carry the map as a layout image); the per-image class matrices are plotly
-# charts too, but without an image, and they do not change with a click.
-MAP_SOURCES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .map(plot => (((plot.layout || {}).images || [])[0] || {}).source || '').filter(source => source)"""
+# The influence charts' signatures: each chart publishes the signature of the map it has painted
+# (app/influence_chart.py), '' until its first paint; they change exactly when a column shows new maps.
+MAP_FRAME = f"iframe[title='{INFLUENCE_FRAME_TITLE}']"
+MAP_SOURCES = (
+    """() => Array.from(document.querySelectorAll("""
+    + repr(MAP_FRAME)
+    + """)).map(frame => {
+        try { return frame.contentDocument.body.dataset.painted || ''; } catch (e) { return ''; } })"""
+)
 UPLOADED = (
     "() => document.body.innerText.includes('Clicked pixel') && (" + MAP_SOURCES + ")().filter(s => s).length === 3"
 )

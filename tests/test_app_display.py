@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import math
+
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 
 from app import render
 from app.controls import ViewOptions
 from app.display import colour_scale, colour_scales, shown_map
+from app.influence_chart import chart_args
 from ccnet.analysis import cross_share
 
 BASE = ViewOptions("attention", False, "Hot", 1.0, 0.5, False, False)
@@ -56,9 +60,10 @@ def test_log_scale_spreads_decades_and_labels_them_by_value():
     mid = np.sqrt(scale.vmin * scale.vmax)  # the geometric middle gets the middle colour
     assert abs(int(scale.to_levels(np.array([mid]))[0]) - 127) <= 1
     assert list(scale.to_levels(np.array([0.0, scale.vmax]))) == [0, 255]  # zero is the bottom, not NaN
-    ticks = scale.bar_ticks()
+    ticks = scale.tick_marks()  # one per decade, labelled with the value
     low, high = scale.bar_range()
-    assert all(low <= t <= high for t in ticks["tickvals"]) and ticks["ticktext"][0].endswith("%")
+    assert len(ticks) == math.floor(high) - math.ceil(low) + 1
+    assert all(0 <= at <= 1 for at, _ in ticks) and all(label.endswith("%") for _, label in ticks)
     floored = colour_scale(np.array([1e-12, 0.5]), options(scale_mode="log"))
     assert floored.vmin == pytest.approx(0.5e-4)  # at most four decades below the peak
 
@@ -97,14 +102,29 @@ def test_shared_scale_pools_all_maps():
 
 
 @pytest.mark.parametrize("mode", ["linear", "percentile", "value", "log"])
-def test_figure_with_each_scale_is_valid_plotly(mode):
+def test_chart_arguments_with_each_scale_say_what_is_drawn(mode):
+    """What the browser gets for a map: JSON, the values exactly, the scale's ends, title and ticks."""
     influence = cross_dominated_map()
-    scale = colour_scale(influence.ravel(), options(scale_mode=mode))
-    hover = render.HoverGrid(influence, np.full(influence.shape, "road", dtype=object), (60, 80))
-    figure = render.overlay_figure(render.jpeg_data_uri(np.zeros((60, 80, 3), np.uint8)), (60, 80), hover, scale)
-    checked = go.Figure(figure.to_dict())  # validates every property
-    assert checked.data[0].colorbar.title.text == scale.title
-    assert (checked.data[0].zmin, checked.data[0].zmax) == pytest.approx(scale.bar_range())
+    shown = shown_map(influence, (2, 3), hide=mode == "log")
+    scale = colour_scale(shown.visible_values(), options(scale_mode=mode, hide_cross=mode == "log"))
+    classes = np.zeros(influence.shape, np.int64)
+    args = chart_args("data:image/jpeg;base64,", (60, 80), shown, influence, classes, ["road", "?"], scale, 0.6,
+                      False, (10, 20))  # fmt: skip
+    sent = json.loads(json.dumps(args))  # what Streamlit sends
+    values = np.frombuffer(base64.b64decode(sent["values"]), "<f4").reshape(sent["grid"])
+    np.testing.assert_array_equal(values, shown.values.astype(np.float32))
+    assert sent["scale"]["title"] == scale.title and sent["scale"]["log"] == scale.log
+    assert (sent["scale"]["low"], sent["scale"]["high"]) == pytest.approx(scale.bar_range())
+    positions = [at for at, _ in sent["scale"]["ticks"]]
+    assert positions == sorted(positions) and all(-1e-9 <= at <= 1 + 1e-9 for at in positions) and positions
+    assert sent["colours"] == render.colormap_table(scale.colormap).ravel().tolist()
+    if shown.hidden is None:  # hovering reports the drawn values themselves: sent once
+        assert sent["hover_values"] is None and sent["hidden"] is None
+    else:  # the cross is hidden from the colours but a hover still reports the full map
+        hover = np.frombuffer(base64.b64decode(sent["hover_values"]), "<f4").reshape(sent["grid"])
+        np.testing.assert_array_equal(hover, influence.astype(np.float32))
+        hidden = np.frombuffer(base64.b64decode(sent["hidden"]), np.uint8).reshape(sent["grid"])
+        np.testing.assert_array_equal(hidden, shown.hidden)
 
 
 def test_share_bars_split_each_column_on_and_off_the_cross():

@@ -234,17 +234,18 @@ def test_examples_list_says_how_to_set_it_when_empty(app):
 
 
 def influence_charts(app: AppTest) -> list[dict]:
-    """The three influence charts' specs (the charts with a layout image), in column order."""
-    specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
-    return [spec for spec in specs if spec["layout"].get("images")]
+    """The influence charts' arguments (app/influence_chart.py), in column order."""
+    charts = [c for c in app.get("component_instance") if "influence_chart" in c.proto.component_name]
+    return [json.loads(chart.proto.json_args) for chart in charts]
 
 
 def colour_bar_titles(app: AppTest) -> list[str]:
-    return [spec["data"][0]["colorbar"]["title"]["text"] for spec in influence_charts(app)]
+    return [args["scale"]["title"] for args in influence_charts(app)]
 
 
 def map_images(app: AppTest) -> list[str]:
-    return [spec["layout"]["images"][0]["source"] for spec in influence_charts(app)]
+    """What each chart paints (the signature of its values, scale, marker and photo)."""
+    return [args["signature"] for args in influence_charts(app)]
 
 
 def cross_lines(app: AppTest) -> list[str]:
@@ -508,8 +509,7 @@ def test_focus_layout_draws_one_large_map_and_thumbnails_that_take_the_focus(app
     upload(app.run(), "street.png", image_bytes(street_rgb()))
     app.sidebar.radio(key="layout").set_value("Focus: one large, the others small").run()
     assert_no_exception(app)
-    charts = influence_charts(app)
-    assert len(charts) == 1 and charts[0]["layout"]["height"] >= 480  # the trained R = 2, drawn large
+    assert len(influence_charts(app)) == 1  # the trained R = 2, drawn large (its width: the browser test)
     headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
     assert headers == ["#### R = 2 (as trained)"]
     buttons = [b.label for b in app.button]

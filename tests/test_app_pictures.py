@@ -32,9 +32,9 @@ def test_pool_pictures_equal_the_pictures_drawn_in_turn(smooth):
 
     drawn = start_column_pictures(rgb, first, segmentation, 0.6, smooth, second, per_loop).result()
 
-    influence = render.influence_rgb(rgb, first_map, scale, 0.6, smooth, hidden)
-    assert np.array_equal(drawn.influence, influence)
-    assert drawn.influence_uri == render.jpeg_data_uri(influence)
+    influence = render.influence_rgb(rgb, first_map, scale, 0.6, smooth, hidden)  # A's map: for the panel only
+    pending = start_column_pictures(rgb, first, segmentation, 0.6, smooth, second, per_loop)
+    assert np.array_equal(pending.influence(), render.draw_marker(influence, 40, 30))
     marked = render.draw_marker(segmentation, 40, 30)
     assert np.array_equal(drawn.segmentation, marked) and drawn.segmentation_jpeg == render.jpeg_bytes(marked)
     b_overlay = render.influence_rgb(rgb, second_map, second.scale, 0.6, smooth, None)
@@ -60,8 +60,9 @@ def test_without_b_and_per_loop_maps_nothing_extra_is_drawn():
 def test_an_error_while_drawing_reaches_the_caller():
     """A failure on a pool thread is raised where the column waits for its pictures, not lost."""
     rgb = np.zeros((48, 64, 3), np.uint8)
+    right = MapPicture(ShownMap(np.ones((6, 8)) / 48, None), render.ColourScale("Inferno", 0.0, 1.0), (10, 10))
     wrong = MapPicture(ShownMap(np.ones((6, 8, 2)), None), render.ColourScale("Inferno", 0.0, 1.0), (10, 10))
-    pending = start_column_pictures(rgb, wrong, rgb, 0.5, False)
+    pending = start_column_pictures(rgb, right, rgb, 0.5, False, second=wrong)
     with pytest.raises(Exception):  # noqa: B017 - whatever OpenCV or NumPy raise for a 3-D map
         pending.result()
 
@@ -79,7 +80,7 @@ def test_cancel_drops_the_pictures_not_started_yet():
         picture = MapPicture(ShownMap(np.ones((6, 8)) / 48, None), render.ColourScale("Inferno", 0.0, 1.0), (10, 10))
         pending = start_column_pictures(rgb, picture, rgb, 0.5, False, per_loop=[picture])
         pending.cancel()
-        assert pending.influence.cancelled() and pending.segmentation.cancelled() and pending.per_loop[0].cancelled()
+        assert pending.segmentation.cancelled() and pending.per_loop[0].cancelled()
     finally:
         gate.set()
     assert all(job.result(timeout=30) for job in busy)

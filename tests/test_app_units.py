@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -124,10 +125,23 @@ def test_image_miou_on_hand_made_prediction():
 def test_colour_scale_maps_its_ends_to_the_table_ends():
     scale = render.ColourScale("Viridis", 0.0, 2.0)
     assert list(scale.to_levels(np.array([-1.0, 0.0, 1.0, 2.0, 3.0]))) == [0, 0, 127, 255, 255]
-    colorscale = scale.plotly_colorscale()
     table = render.colormap_table("Viridis")
-    assert colorscale[0] == [0.0, "rgb({},{},{})".format(*table[0])]
-    assert colorscale[-1] == [1.0, "rgb({},{},{})".format(*table[255])]
+    assert table.shape == (256, 3) and not table.flags.writeable  # shared by the chart and the pictures
+
+
+@pytest.mark.parametrize(
+    "vmax, labels",
+    [
+        (0.0123, ["0%", "0.5%", "1%"]),
+        (1.0, ["0%", "50%", "100%"]),
+        (0.0004, ["0%", "0.01%", "0.02%", "0.03%", "0.04%"]),
+    ],
+)
+def test_linear_colour_bar_ticks_are_round_percentages(vmax, labels):
+    ticks = render.ColourScale("Inferno", 0.0, vmax).tick_marks()
+    assert [label for _, label in ticks] == labels  # at most five, at 1, 2 or 5 times a power of ten
+    assert [at for at, _ in ticks] == pytest.approx([float(label[:-1]) / 100 / vmax for label in labels])
+    assert render.ColourScale("Inferno", 0.0, 1e-12).tick_marks() == [(0.0, "0%")]  # "0 everywhere"
 
 
 def test_influence_overlay_colours_the_hot_cell():
@@ -157,19 +171,29 @@ def test_marker_is_drawn_without_touching_the_input():
     assert (image == 128).all() and (marked != 128).any()
 
 
-def test_figure_holds_image_hover_grid_marker_and_colour_bar():
-    hover = render.HoverGrid(np.random.rand(3, 4), np.full((3, 4), "road", dtype=object), (30, 40))
-    uri = render.jpeg_data_uri(np.zeros((30, 40, 3), np.uint8))
-    figure = render.overlay_figure(uri, (30, 40), hover, render.ColourScale(), marker=(5, 6), height_px=100)
-    heatmap = figure.data[0]
-    assert heatmap.opacity == 0 and heatmap.showscale and tuple(heatmap.z.shape) == (3, 4)
-    assert list(heatmap.x) == [5, 15, 25, 35] and list(heatmap.y) == [5, 15, 25]
-    assert figure.layout.images[0].source.startswith("data:image/jpeg;base64,")
-    assert len(figure.layout.shapes) == 2 and figure.layout.shapes[0].x0 == 5 - render.marker_radius((30, 40))
-    plain = render.overlay_figure(uri, (30, 40), hover)
-    assert not plain.data[0].showscale and not plain.layout.shapes
-    for built in (figure, plain):  # built without validation: every property must still be valid
-        go.Figure(built.to_dict())
+def test_chart_arguments_check_the_grid_and_change_with_what_is_drawn():
+    from app.display import ShownMap
+    from app.influence_chart import chart_args
+
+    values = np.random.default_rng(0).random((3, 4))
+    classes = np.array([[0, 1, 2, 2]] * 3)
+    scale, uri = render.ColourScale(), render.jpeg_data_uri(np.zeros((30, 40, 3), np.uint8))
+
+    def args(shown=None, hover=values, ids=classes, names=("sky", "road", "?"), marker=(5, 6)):
+        shown = shown or ShownMap(values, None)
+        return chart_args(uri, (30, 40), shown, hover, ids, list(names), scale, 0.5, False, marker)
+
+    first = args()
+    assert first["grid"] == [3, 4] and first["size"] == [30, 40] and first["marker"] == [5, 6]
+    assert first["radius"] == render.marker_radius((30, 40)) and first["names"] == ["sky", "road", "?"]
+    assert np.frombuffer(base64.b64decode(first["classes"]), np.uint8).tolist() == classes.ravel().tolist()
+    assert args()["signature"] == first["signature"]  # the same picture: the browser need not repaint
+    assert args(marker=(6, 6))["signature"] != first["signature"]
+    assert args(shown=ShownMap(values * 2, None), hover=values * 2)["signature"] != first["signature"]
+    with pytest.raises(ValueError, match="one grid"):
+        args(hover=values[:2])
+    with pytest.raises(ValueError, match="class ids must index"):
+        args(ids=classes + 1)
 
 
 def test_legend_escapes_names():

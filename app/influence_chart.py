@@ -1,0 +1,100 @@
+"""An influence map coloured in the browser: a small Streamlit component of our own.
+
+A click used to send each column's map as a plotly chart around a JPEG of the coloured overlay: drawing and
+encoding the overlay, building the figure and serialising it cost about 8 ms per column on the server, the
+largest share of a click with every view on (docs/APP.md, "Speed"). Now the server sends the photo (the same
+string on every click of an image) and the feature grid's values (h x w float32, about 14 kB in base64), and
+the frontend (`app/frontend/influence_chart/`, plain HTML and JavaScript, no build step) colours the map the
+way `app.render.influence_rgb` does, draws the marker and the colour bar, and shows a cell's influence and
+class on hover. `render.influence_rgb` stays the reference: the downloadable panel uses it, and a browser
+test compares the two pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import streamlit.components.v1 as components
+
+from app import render
+from app.display import ShownMap
+
+FRONTEND = Path(__file__).parent / "frontend" / "influence_chart"
+_component = components.declare_component("influence_chart", path=str(FRONTEND))
+# The iframe's title in the page (Streamlit names a component "<module>.<name>"), for browser tests.
+FRAME_TITLE = f"{__name__}.influence_chart"
+
+
+def _base64(array: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+
+
+def chart_args(
+    photo_uri: str,
+    image_size: tuple[int, int],
+    shown: ShownMap,
+    hover_values: np.ndarray,
+    class_ids: np.ndarray,
+    class_names: list[str],
+    scale: render.ColourScale,
+    opacity: float,
+    smooth: bool,
+    marker: tuple[int, int] | None,
+) -> dict:
+    """What the frontend needs to draw one map, as JSON-ready values.
+
+    `photo_uri` is the image (H, W) = `image_size` as a data: URL; `shown` the coloured values (h, w) and the
+    cells left uncoloured; `hover_values` (h, w) the values a hover reports (the full map, even where the
+    cross is hidden); `class_ids` (h, w) index `class_names`; `marker` = (px, py) in image pixels.
+    """
+    values = np.asarray(shown.values)
+    rows, cols = values.shape
+    if hover_values.shape != values.shape or class_ids.shape != values.shape:
+        raise ValueError(
+            f"influence_chart: values {values.shape}, hover values {hover_values.shape} and classes "
+            f"{class_ids.shape} must share one grid"
+        )
+    low, high = int(class_ids.min(initial=0)), int(class_ids.max(initial=0))
+    if low < 0 or high >= len(class_names) or len(class_names) > 256:
+        raise ValueError(f"influence_chart: class ids must index the {len(class_names)} names (at most 256)")
+    args = {
+        "photo": photo_uri,
+        "size": [int(image_size[0]), int(image_size[1])],
+        "grid": [rows, cols],
+        "values": _base64(values, "<f4"),
+        "hover_values": None if hover_values is shown.values else _base64(hover_values, "<f4"),
+        "hidden": None if shown.hidden is None else _base64(shown.hidden, "u1"),
+        "classes": _base64(class_ids, "u1"),
+        "names": list(class_names),
+        "colours": render.colormap_table(scale.colormap).ravel().tolist(),  # (256 * 3,) RGB
+        "scale": _scale_args(scale),
+        "opacity": float(opacity),
+        "smooth": bool(smooth),
+        "marker": None if marker is None else [int(marker[0]), int(marker[1])],
+        "radius": render.marker_radius(image_size),
+    }
+    args["signature"] = _signature(args)
+    return args
+
+
+def _scale_args(scale: render.ColourScale) -> dict:
+    low, high = scale.bar_range()
+    return {"low": low, "high": high, "log": scale.log, "title": scale.title, "ticks": scale.tick_marks()}
+
+
+def _signature(args: dict) -> str:
+    """A short digest of everything drawn: the frontend publishes it once the picture is painted."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in ("values", "hidden", "smooth", "opacity", "marker", "scale", "colours"):
+        digest.update(json.dumps(args[name]).encode())
+    digest.update(hashlib.blake2b(args["photo"].encode(), digest_size=8).digest())
+    return digest.hexdigest()
+
+
+def influence_chart(args: dict, key: str) -> None:
+    """Show one map drawn from `chart_args(...)` at the column's width (it reports nothing back)."""
+    _component(**args, key=key, default=None)
