@@ -6,7 +6,7 @@ of the image, first with the default views, then with every view on (the reverse
 as the query, each loop's own maps, a second pixel: the heaviest click, as in `bench_app.py --every-view`).
 Each time runs from the mouse click until the three influence charts show new maps and the page is idle (no
 element still marked stale, no "running" indicator): that is the websocket, the server's script, the
-browser's decoding of every image and plotly's repaint.
+browser's decoding of every image and the influence charts' colouring.
 
     CAMVID_ROOT=../shared/datasets/camvid python benchmarks/bench_browser_click.py --clicks 10
 """
