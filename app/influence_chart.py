@@ -2,12 +2,12 @@
 
 A click used to send each column's map as a plotly chart around a JPEG of the coloured overlay: drawing and
 encoding the overlay, building the figure and serialising it cost about 8 ms per column on the server, the
-largest share of a click with every view on (docs/APP.md, "Speed"). Now the server sends the photo (the same
-string on every click of an image) and the feature grid's values (h x w float32, about 14 kB in base64), and
-the frontend (`app/frontend/influence_chart/`, plain HTML and JavaScript, no build step) colours the map the
-way `app.render.influence_rgb` does, draws the marker and the colour bar, and shows a cell's influence and
-class on hover. `render.influence_rgb` stays the reference: the downloadable panel uses it, and a browser
-test compares the two pictures.
+largest share of a click with every view on (docs/APP.md, "Speed"). Now the server sends the photo (a JPEG
+data URL encoded once per image; the browser decodes it again only when it changes) and the feature grid's
+values (h x w float32, about 14 kB in base64), and the frontend (`app/frontend/influence_chart/`, plain HTML
+and JavaScript, no build step) colours the map the way `app.render.influence_rgb` does, draws the marker and
+the colour bar, and shows a cell's influence and class on hover. `render.influence_rgb` stays the reference:
+the downloadable panel uses it, and browser tests compare the two pictures value for value.
 """
 
 from __future__ import annotations

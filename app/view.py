@@ -729,7 +729,8 @@ def _change_pair(image: DecodedImage, before: DecodedColumn, after: DecodedColum
 def _downloads(
     image, results: list[ColumnResult], pictures: list[tuple], px: int, py: int, second_point=None, box=None
 ) -> None:
-    """pictures: each column's marked (influence, segmentation) overlays, (H, W, 3) each."""
+    """pictures: per column, (a function drawing A's marked influence overlay, the marked segmentation), both
+    (H, W, 3): the overlay is drawn only if a download asks for it (the page's map is coloured in the browser)."""
     stem = f"ccnet_{image.digest[:8]}_x{px}_y{py}"
     titles = [r.spec.title for r in results]
 

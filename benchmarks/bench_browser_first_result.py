@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 
 import common
-from bench_concurrency import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from bench_concurrency import CHROMIUM, CHROMIUM_ARGS, MAP_SOURCES, streamlit_server
 
-MAP_COUNT = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .map(p => (((p.layout || {}).images || [])[0] || {}).source || '').filter(s => s)"""
 GOAL_S = 1.5  # issue 15: first result for a new 360x480 image under 1.5 s
 
 
@@ -53,13 +51,13 @@ def measure(args) -> list[float]:
         page.goto(server.url, wait_until="domcontentloaded")
         page.get_by_role("button", name="Got it").click(timeout=90_000)
         for index, path in enumerate(frames(args.data_root, args.images + 1)):
-            before = page.evaluate(MAP_COUNT)
+            before = page.evaluate(MAP_SOURCES)
             start = time.perf_counter()
             dropzone = page.locator("[data-testid='stFileUploaderDropzoneInput']")
             dropzone.set_input_files(files=[{"name": path.name, "mimeType": "image/png", "buffer": path.read_bytes()}])
             page.wait_for_function(
-                "(before) => { const now = (" + MAP_COUNT + ")(); return now.length === 3 && "
-                "now.every((s, i) => s !== before[i]); }",
+                "(before) => { const now = (" + MAP_SOURCES + ")(); return now.length === 3 && "
+                "now.every((s, i) => s && s !== before[i]); }",
                 arg=before,
                 timeout=120_000,
             )

@@ -15,6 +15,7 @@ const ticks = document.getElementById("ticks");
 const title = document.getElementById("title");
 const photo = new Image();
 let photoPixels = null; // Uint8ClampedArray (H * W * 4) of the decoded photo, read once per photo
+let pixelsSrc = null; // the src those pixels were read from
 let latest = null; // the last arguments received, with their decoded arrays
 let sentHeight = null;
 
@@ -77,13 +78,23 @@ function linearTaps(size, cells) {
   return {left: left, weight: weight};
 }
 
-// app.render.ColourScale.to_levels: 0..255, clipped, truncated as numpy's astype(uint8) does.
+// OpenCV's saturate_cast<uchar>(float): round half to even (cvRound), clipped to 0..255.
+function roundHalfEven(value) {
+  const floor = Math.floor(value);
+  const fraction = value - floor;
+  const rounded = fraction > 0.5 ? floor + 1 : fraction < 0.5 ? floor : floor % 2 === 0 ? floor : floor + 1;
+  return rounded < 0 ? 0 : rounded > 255 ? 255 : rounded;
+}
+
+// app.render.ColourScale.to_levels: 0..255, clipped, truncated as numpy's astype(uint8) does; in float32
+// steps, as numpy computes them for a float32 map (the maps are float32).
 function levelOf(value, scale) {
   if (scale.log) {
-    value = Math.log10(Math.max(value, Math.pow(10, scale.low)));
+    value = Math.fround(Math.log10(Math.max(value, Math.pow(10, scale.low))));
   }
-  const span = Math.max(scale.high - scale.low, 1e-12);
-  const level = ((value - scale.low) / span) * 255;
+  const low = Math.fround(scale.low);
+  const span = Math.fround(Math.max(scale.high - scale.low, 1e-12));
+  const level = Math.fround(Math.fround(Math.fround(value - low) / span) * 255);
   return level <= 0 ? 0 : level >= 255 ? 255 : Math.floor(level);
 }
 
@@ -119,17 +130,23 @@ function upsampledValues(values, rows, cols, height, width, smooth) {
 }
 
 function paint() {
-  if (latest === null || photoPixels === null) {
+  if (latest === null || photoPixels === null || pixelsSrc !== latest.args.photo) {
     return; // the photo is still decoding: its load handler paints
   }
   const args = latest.args;
   const [height, width] = args.size;
+  if (photoPixels.length !== 4 * height * width) {
+    fail(`the image is ${photo.naturalWidth} x ${photo.naturalHeight}, the map expects ${width} x ${height}`);
+    return;
+  }
   const [rows, cols] = args.grid;
   const values = upsampledValues(latest.values, rows, cols, height, width, args.smooth);
   const hiddenRows = latest.hidden === null ? null : nearestIndex(height, rows);
   const hiddenCols = latest.hidden === null ? null : nearestIndex(width, cols);
   const colours = args.colours; // 768 ints: the lookup table, RGB
-  const alpha = args.opacity;
+  // cv2.addWeighted(colours, alpha, photo, 1 - alpha, 0) on uint8: float32 weights and sums, half to even.
+  const alpha = Math.fround(args.opacity);
+  const beta = Math.fround(1 - args.opacity);
   const picture = context.createImageData(width, height);
   const out = picture.data;
   for (let y = 0; y < height; y++) {
@@ -145,7 +162,9 @@ function paint() {
       }
       const level = 3 * levelOf(values[pixel], args.scale);
       for (let c = 0; c < 3; c++) {
-        out[at + c] = Math.round(colours[level + c] * alpha + photoPixels[at + c] * (1 - alpha));
+        // One rounding for colour * alpha (as the fused multiply-add of OpenCV's SIMD path): matches it exactly.
+        const sum = Math.fround(colours[level + c] * alpha + Math.fround(photoPixels[at + c] * beta));
+        out[at + c] = roundHalfEven(sum);
       }
     }
   }
@@ -205,14 +224,21 @@ function drawColourBar(args) {
   });
 }
 
+// Said in the frame instead of a blank space, and published for tests as painted = "error: ...".
+function fail(message) {
+  title.textContent = `The map could not be drawn: ${message}.`;
+  document.body.dataset.painted = `error: ${message}`;
+  reportHeight();
+}
+
 // d3's ".3~%": a share as a percentage with at most three decimals, trailing zeros dropped.
 function percent(value) {
   return (100 * value).toFixed(3).replace(/\.?0+$/, "") + "%";
 }
 
 canvas.addEventListener("mousemove", (event) => {
-  if (latest === null) {
-    return;
+  if (latest === null || pixelsSrc !== latest.args.photo) {
+    return; // no map shown yet for these arguments
   }
   const args = latest.args;
   const [height, width] = args.size;
@@ -252,8 +278,10 @@ photo.addEventListener("load", () => {
   const readerContext = reader.getContext("2d", {willReadFrequently: true});
   readerContext.drawImage(photo, 0, 0);
   photoPixels = readerContext.getImageData(0, 0, reader.width, reader.height).data;
+  pixelsSrc = photo.getAttribute("src"); // a late load of an earlier photo cannot pass for the current one
   paint();
 });
+photo.addEventListener("error", () => fail("the browser could not decode the image"));
 
 new ResizeObserver(reportHeight).observe(document.body);
 
@@ -262,6 +290,10 @@ window.addEventListener("message", (event) => {
     return;
   }
   const args = event.data.args;
+  const theme = event.data.theme;
+  if (theme && theme.textColor) {
+    document.body.style.color = theme.textColor; // the colour bar's labels follow a dark theme too
+  }
   const values = decodeFloat32(args.values);
   latest = {
     args: args,
@@ -272,6 +304,7 @@ window.addEventListener("message", (event) => {
   };
   if (photo.getAttribute("src") !== args.photo) {
     photoPixels = null;
+    pixelsSrc = null;
     photo.src = args.photo; // its load handler paints
   } else {
     paint();
