@@ -4,10 +4,14 @@ A click used to send each column's map as a plotly chart around a JPEG of the co
 encoding the overlay, building the figure and serialising it cost about 8 ms per column on the server, the
 largest share of a click with every view on (docs/APP.md, "Speed"). Now the server sends the photo (a JPEG
 data URL encoded once per image; the browser decodes it again only when it changes) and the feature grid's
-values (h x w float32, about 14 kB in base64), and the frontend (`app/frontend/influence_chart/`, plain HTML
-and JavaScript, no build step) colours the map the way `app.render.influence_rgb` does, draws the marker and
-the colour bar, and shows a cell's influence and class on hover. `render.influence_rgb` stays the reference:
-the downloadable panel uses it, and browser tests compare the two pictures value for value.
+values (h x w float32, about 14 kB in base64), and the frontend (`app/frontend/influence_chart/`: HTML, CSS
+and a JavaScript module, no build step) colours the map the way `app.render.influence_rgb` does, draws the
+marker and the colour bar, and shows a cell's influence and class on hover. `render.influence_rgb` stays the
+reference: the downloadable panel uses it, and browser tests compare the two pictures value for value.
+
+It is an `st.components.v2` component, mounted in the page itself: a v1 component is an iframe, and the
+browser rebuilt the three iframes (page, script, photo) whenever Streamlit rebuilt the columns, on every new
+image, which made the first result about 0.9 s slower than with plotly (docs/APP.md).
 """
 
 from __future__ import annotations
@@ -18,15 +22,21 @@ import json
 from pathlib import Path
 
 import numpy as np
-import streamlit.components.v1 as components
+import streamlit as st
 
 from app import render
 from app.display import ShownMap
 
 FRONTEND = Path(__file__).parent / "frontend" / "influence_chart"
-_component = components.declare_component("influence_chart", path=str(FRONTEND))
-# The iframe's title in the page (Streamlit names a component "<module>.<name>"), for browser tests.
-FRAME_TITLE = f"{__name__}.influence_chart"
+COMPONENT_NAME = "ccnet_influence_chart"
+ROOT_CLASS = "ccnet-influence-chart"  # the chart's root element in the page, for browser tests
+_component = st.components.v2.component(
+    COMPONENT_NAME,
+    html=(FRONTEND / "influence_chart.html").read_text(),
+    css=(FRONTEND / "influence_chart.css").read_text(),
+    js=(FRONTEND / "influence_chart.js").read_text(),
+    isolate_styles=False,  # in the page's DOM (no shadow root): its CSS is scoped by ROOT_CLASS instead
+)
 
 
 def _base64(array: np.ndarray, dtype: str) -> str:
@@ -97,4 +107,4 @@ def _signature(args: dict) -> str:
 
 def influence_chart(args: dict, key: str) -> None:
     """Show one map drawn from `chart_args(...)` at the column's width (it reports nothing back)."""
-    _component(**args, key=key, default=None)
+    _component(data=args, key=key)

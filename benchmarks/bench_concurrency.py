@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from app.clickable_image import FRAME_TITLE
-from app.influence_chart import FRAME_TITLE as INFLUENCE_FRAME_TITLE
+from app.influence_chart import ROOT_CLASS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -50,12 +50,9 @@ CHROMIUM_ARGS = [
 CLICK_WIDGET = f"iframe[title='{FRAME_TITLE}']"
 # The influence charts' signatures: each chart publishes the signature of the map it has painted
 # (app/influence_chart.py), '' until its first paint; they change exactly when a column shows new maps.
-MAP_FRAME = f"iframe[title='{INFLUENCE_FRAME_TITLE}']"
+MAP_CHART = f".{ROOT_CLASS}"
 MAP_SOURCES = (
-    """() => Array.from(document.querySelectorAll("""
-    + repr(MAP_FRAME)
-    + """)).map(frame => {
-        try { return frame.contentDocument.body.dataset.painted || ''; } catch (e) { return ''; } })"""
+    "() => Array.from(document.querySelectorAll(" + repr(MAP_CHART) + ")).map(chart => chart.dataset.painted || '')"
 )
 UPLOADED = (
     "() => document.body.innerText.includes('Clicked pixel') && (" + MAP_SOURCES + ")().filter(s => s).length === 3"

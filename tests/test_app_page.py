@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from app import view
 from app.explorer import column_maps, encode_and_decode
 from app.images import decode_image
+from app.influence_chart import COMPONENT_NAME
 from app.models import load_model
 from app.resources import cached_model
 from app.stats import entropy_bits
@@ -235,8 +236,8 @@ def test_examples_list_says_how_to_set_it_when_empty(app):
 
 def influence_charts(app: AppTest) -> list[dict]:
     """The influence charts' arguments (app/influence_chart.py), in column order."""
-    charts = [c for c in app.get("component_instance") if "influence_chart" in c.proto.component_name]
-    return [json.loads(chart.proto.json_args) for chart in charts]
+    charts = [c for c in app.get("bidi_component") if c.proto.component_name == COMPONENT_NAME]
+    return [json.loads(chart.proto.json) for chart in charts]
 
 
 def colour_bar_titles(app: AppTest) -> list[str]:

@@ -27,7 +27,7 @@ from app.grid import box_cells
 from app.images import decode_image
 from app.models import load_model
 from app.stats import entropy_bits
-from benchmarks.bench_concurrency import CHROMIUM, CHROMIUM_ARGS, CLICK_WIDGET, MAP_FRAME, MAP_SOURCES, streamlit_server
+from benchmarks.bench_concurrency import CHROMIUM, CHROMIUM_ARGS, CLICK_WIDGET, MAP_CHART, MAP_SOURCES, streamlit_server
 from tests.test_app_ablation import summary_document
 from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, street_rgb
 
@@ -140,20 +140,20 @@ class Session:
         return [line.split("entropy ")[1].split(" bits")[0] for line in lines]
 
     def chart(self, index: int):
-        """The index-th influence chart's frame (app/influence_chart.py)."""
-        return self.page.frame_locator(MAP_FRAME).nth(index)
+        """The index-th influence chart (app/influence_chart.py)."""
+        return self.page.locator(MAP_CHART).nth(index)
 
     def hover_text(self, chart: int) -> str:
         """The chart's tooltip after moving the mouse over its map."""
-        box = self.chart(chart).locator("#map").bounding_box()
+        box = self.chart(chart).locator("canvas.map").bounding_box()
         self.page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45)
-        tooltip = self.chart(chart).locator("#tooltip")
+        tooltip = self.chart(chart).locator(".tooltip")
         tooltip.wait_for(state="visible", timeout=10_000)
         return tooltip.inner_text().replace("\n", " ")
 
     def colour_bar_titles(self) -> list[str]:
-        count = self.page.locator(MAP_FRAME).count()
-        return [self.chart(i).locator("#title").inner_text().replace("\n", " ") for i in range(count)]
+        count = self.page.locator(MAP_CHART).count()
+        return [self.chart(i).locator(".title").inner_text().replace("\n", " ") for i in range(count)]
 
     def drag(self, start: tuple[float, float], end: tuple[float, float]) -> None:
         """A real drag on the shown image (mouse down, move, up), between fractions of its width and height."""
@@ -464,17 +464,21 @@ def test_clicking_a_class_matrix_row_highlights_its_class(server, browser):
 
 # --- the influence maps are coloured in the browser: the same picture as the server's reference ----------
 
-PAINTED = """() => {
-    const canvas = document.getElementById('map');
-    return {args: latest.args, pixels: Array.from(canvas.getContext('2d').getImageData(0, 0, canvas.width,
+PAINTED = (
+    """(index) => {
+    const chart = document.querySelectorAll("""
+    + repr(MAP_CHART)
+    + """)[index].ccnetChart;
+    const canvas = chart.canvas;
+    return {args: chart.latest.args, pixels: Array.from(chart.context.getImageData(0, 0, canvas.width,
             canvas.height).data)};
 }"""
+)
 
 
 def browser_and_reference(session: Session, chart: int) -> tuple[np.ndarray, np.ndarray]:
     """The chart's painted canvas (H, W, 3) and `render.influence_rgb` of the same arguments over the same photo."""
-    frame = session.page.locator(MAP_FRAME).nth(chart).element_handle().content_frame()
-    painted = frame.evaluate(PAINTED)
+    painted = session.page.evaluate(PAINTED, chart)
     args = painted["args"]
     height, width = args["size"]
     canvas = np.array(painted["pixels"], np.uint8).reshape(height, width, 4)[..., :3]
@@ -525,19 +529,23 @@ def test_the_browser_colours_the_maps_as_the_server_would(server, browser):
     session.context.close()
 
 
-SETTLED = """(want) => typeof latest !== 'undefined' && latest !== null && latest.args.opacity === want.opacity
-    && latest.args.scale.log === want.log && document.body.dataset.painted === latest.args.signature"""
+SETTLED = (
+    """(want) => {
+    const charts = Array.from(document.querySelectorAll("""
+    + repr(MAP_CHART)
+    + """));
+    return charts.length === 3 && charts.every(root => {
+        const chart = root.ccnetChart;
+        return chart && chart.latest && chart.latest.args.opacity === want.opacity
+            && chart.latest.args.scale.log === want.log && root.dataset.painted === chart.latest.args.signature;
+    });
+}"""
+)
 
 
-def wait_all_charts(session: Session, want: dict, timeout_s: float = 60) -> None:
+def wait_all_charts(session: Session, want: dict, timeout_ms: int = 60_000) -> None:
     """Until every influence chart has painted the arguments `want` describes (opacity, log scale)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        frames = [h.content_frame() for h in session.page.locator(MAP_FRAME).element_handles()]
-        if len(frames) == 3 and all(frame is not None and frame.evaluate(SETTLED, want) for frame in frames):
-            return
-        session.page.wait_for_timeout(200)
-    raise AssertionError(f"the charts did not paint {want} within {timeout_s} s")
+    session.page.wait_for_function(SETTLED, arg=want, timeout=timeout_ms)
 
 
 def test_uneven_sizes_a_log_scale_and_half_opacity_are_coloured_as_the_server_would(server, browser):
@@ -567,8 +575,9 @@ def test_uneven_sizes_a_log_scale_and_half_opacity_are_coloured_as_the_server_wo
         canvas, reference = browser_and_reference(session, chart)
         assert canvas.shape == (123, 157, 3)
         assert_same_picture(canvas, reference)
-        frame = session.page.locator(MAP_FRAME).nth(chart).element_handle().content_frame()
-        sent = frame.evaluate("() => latest.args")
+        sent = session.page.evaluate(
+            "(index) => document.querySelectorAll(" + repr(MAP_CHART) + ")[index].ccnetChart.latest.args", chart
+        )
         values = np.frombuffer(base64.b64decode(sent["values"]), "<f4").reshape(sent["grid"])
         expected = column_maps(decoded[recurrence], px, py, "attention", with_per_loop=False).composed
         np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-9)  # the library's map, as float32
@@ -584,7 +593,7 @@ def test_the_focus_layout_draws_the_map_at_least_640_px_wide(server, browser):
     session.upload("street.png", image_bytes(street_rgb(120, 160, seed=12)))
     session.page.locator("[data-testid='stSidebar']").get_by_text("Focus: one large, the others small").click()
     session.page.wait_for_function(f"() => ({MAP_SOURCES})().length === 1 && ({MAP_SOURCES})()[0] !== ''")
-    box = session.chart(0).locator("#map").bounding_box()
+    box = session.chart(0).locator("canvas.map").bounding_box()
     assert box["width"] >= 640, box  # issue 14: at least 640 px at 1500 px of browser width
     assert session.exceptions() == 0 and session.errors == []
     session.context.close()

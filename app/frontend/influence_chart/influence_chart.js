@@ -1,35 +1,10 @@
-// The explorer's influence map, coloured in the browser (a Streamlit component without a build step).
-// The server sends the photo once per image and, per click, the feature grid's values (h x w float32); the
-// colours are computed here exactly as app.render.influence_rgb computes them in Python (nearest or bilinear
-// upsampling as OpenCV does it, the same 0..255 levels, the same lookup table, the same blend), so the
-// picture equals the server's within rounding. tests/test_browser_app.py compares the two.
-// After each paint, document.body.dataset.painted holds the arguments' signature: tests and benchmarks wait
-// for it to change.
-
-const canvas = document.getElementById("map");
-const context = canvas.getContext("2d", {willReadFrequently: true});
-const marker = document.getElementById("marker");
-const tooltip = document.getElementById("tooltip");
-const bar = document.getElementById("bar");
-const ticks = document.getElementById("ticks");
-const title = document.getElementById("title");
-const photo = new Image();
-let photoPixels = null; // Uint8ClampedArray (H * W * 4) of the decoded photo, read once per photo
-let pixelsSrc = null; // the src those pixels were read from
-let latest = null; // the last arguments received, with their decoded arrays
-let sentHeight = null;
-
-function post(type, data) {
-  window.parent.postMessage(Object.assign({isStreamlitMessage: true, type: type}, data), "*");
-}
-
-function reportHeight() {
-  const height = Math.ceil(document.body.getBoundingClientRect().height);
-  if (height !== sentHeight) {
-    sentHeight = height;
-    post("streamlit:setFrameHeight", {height: height});
-  }
-}
+// The explorer's influence map, coloured in the browser: a Streamlit component (st.components.v2, mounted in
+// the page itself, no iframe, no build step). Per click the server sends the feature grid's values (h x w
+// float32) and the photo; the colours are computed here exactly as app.render.influence_rgb computes them in
+// Python (nearest or bilinear upsampling as OpenCV does it, float32 levels, the same lookup table, the blend
+// rounded as cv2.addWeighted rounds it), so the picture equals the server's. tests/test_browser_app.py
+// compares the two. After each paint the chart's root element holds the arguments' signature in
+// data-painted: tests and benchmarks wait for it to change.
 
 function decodeBase64(text) {
   const binary = atob(text);
@@ -129,186 +104,203 @@ function upsampledValues(values, rows, cols, height, width, smooth) {
   return out;
 }
 
-function paint() {
-  if (latest === null || photoPixels === null || pixelsSrc !== latest.args.photo) {
-    return; // the photo is still decoding: its load handler paints
-  }
-  const args = latest.args;
-  const [height, width] = args.size;
-  if (photoPixels.length !== 4 * height * width) {
-    fail(`the image is ${photo.naturalWidth} x ${photo.naturalHeight}, the map expects ${width} x ${height}`);
-    return;
-  }
-  const [rows, cols] = args.grid;
-  const values = upsampledValues(latest.values, rows, cols, height, width, args.smooth);
-  const hiddenRows = latest.hidden === null ? null : nearestIndex(height, rows);
-  const hiddenCols = latest.hidden === null ? null : nearestIndex(width, cols);
-  const colours = args.colours; // 768 ints: the lookup table, RGB
-  // cv2.addWeighted(colours, alpha, photo, 1 - alpha, 0) on uint8: float32 weights and sums, half to even.
-  const alpha = Math.fround(args.opacity);
-  const beta = Math.fround(1 - args.opacity);
-  const picture = context.createImageData(width, height);
-  const out = picture.data;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const pixel = y * width + x;
-      const at = 4 * pixel;
-      out[at + 3] = 255;
-      if (hiddenRows !== null && latest.hidden[hiddenRows[y] * cols + hiddenCols[x]]) {
-        out[at] = photoPixels[at];
-        out[at + 1] = photoPixels[at + 1];
-        out[at + 2] = photoPixels[at + 2];
-        continue;
-      }
-      const level = 3 * levelOf(values[pixel], args.scale);
-      for (let c = 0; c < 3; c++) {
-        // One rounding for colour * alpha (as the fused multiply-add of OpenCV's SIMD path): matches it exactly.
-        const sum = Math.fround(colours[level + c] * alpha + Math.fround(photoPixels[at + c] * beta));
-        out[at + c] = roundHalfEven(sum);
-      }
-    }
-  }
-  if (canvas.width !== width || canvas.height !== height) {
-    canvas.width = width;
-    canvas.height = height;
-  }
-  context.putImageData(picture, 0, 0);
-  drawMarker(args);
-  drawColourBar(args);
-  document.body.dataset.painted = args.signature;
-  reportHeight();
-}
-
-function drawMarker(args) {
-  const [height, width] = args.size;
-  marker.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  marker.replaceChildren();
-  if (!args.marker) {
-    return;
-  }
-  for (const [colour, stroke] of [["black", 3], ["white", 1]]) { // the same ring as render.draw_marker
-    const ring = document.createElementNS("http://www.w3.org/2000/svg", "circle");
-    ring.setAttribute("cx", args.marker[0]);
-    ring.setAttribute("cy", args.marker[1]);
-    ring.setAttribute("r", args.radius);
-    ring.setAttribute("fill", "none");
-    ring.setAttribute("stroke", colour);
-    ring.setAttribute("stroke-width", stroke);
-    ring.setAttribute("vector-effect", "non-scaling-stroke");
-    marker.appendChild(ring);
-  }
-}
-
-function drawColourBar(args) {
-  const strip = bar.getContext("2d");
-  const table = strip.createImageData(256, 1);
-  for (let i = 0; i < 256; i++) {
-    table.data.set([args.colours[3 * i], args.colours[3 * i + 1], args.colours[3 * i + 2], 255], 4 * i);
-  }
-  strip.putImageData(table, 0, 0);
-  ticks.replaceChildren();
-  for (const [fraction, label] of args.scale.ticks) {
-    const tick = document.createElement("span");
-    tick.textContent = label;
-    tick.style.left = `${100 * fraction}%`;
-    // The end ticks stay inside the frame: anchored by their outer edge.
-    tick.style.transform = fraction < 0.05 ? "none" : fraction > 0.95 ? "translateX(-100%)" : "translateX(-50%)";
-    ticks.appendChild(tick);
-  }
-  title.replaceChildren();
-  args.scale.title.split("<br>").forEach((line, i) => {
-    if (i > 0) {
-      title.appendChild(document.createElement("br"));
-    }
-    title.appendChild(document.createTextNode(line));
-  });
-}
-
-// Said in the frame instead of a blank space, and published for tests as painted = "error: ...".
-function fail(message) {
-  title.textContent = `The map could not be drawn: ${message}.`;
-  document.body.dataset.painted = `error: ${message}`;
-  reportHeight();
-}
-
 // d3's ".3~%": a share as a percentage with at most three decimals, trailing zeros dropped.
 function percent(value) {
   return (100 * value).toFixed(3).replace(/\.?0+$/, "") + "%";
 }
 
-canvas.addEventListener("mousemove", (event) => {
-  if (latest === null || pixelsSrc !== latest.args.photo) {
-    return; // no map shown yet for these arguments
+class InfluenceChart {
+  constructor(root) {
+    this.root = root; // div.ccnet-influence-chart, from influence_chart.html
+    this.canvas = root.querySelector("canvas.map");
+    this.context = this.canvas.getContext("2d", {willReadFrequently: true});
+    this.marker = root.querySelector("svg.marker");
+    this.tooltip = root.querySelector(".tooltip");
+    this.bar = root.querySelector("canvas.bar");
+    this.ticks = root.querySelector(".ticks");
+    this.title = root.querySelector(".title");
+    this.photo = new Image();
+    this.photoPixels = null; // Uint8ClampedArray (H * W * 4) of the decoded photo, read once per photo
+    this.pixelsSrc = null; // the src those pixels were read from
+    this.latest = null; // the last arguments received, with their decoded arrays
+    // The load handler is in place before any src is set; a new photo is read once, every map reuses it.
+    this.photo.addEventListener("load", () => this.readPhoto());
+    this.photo.addEventListener("error", () => this.fail("the browser could not decode the image"));
+    this.canvas.addEventListener("mousemove", (event) => this.hover(event));
+    this.canvas.addEventListener("mouseleave", () => {
+      this.tooltip.style.display = "none";
+    });
   }
-  const args = latest.args;
-  const [height, width] = args.size;
-  const [rows, cols] = args.grid;
-  const rect = canvas.getBoundingClientRect();
-  const col = Math.min(Math.max(Math.floor(((event.clientX - rect.left) / rect.width) * cols), 0), cols - 1);
-  const row = Math.min(Math.max(Math.floor(((event.clientY - rect.top) / rect.height) * rows), 0), rows - 1);
-  const cell = row * cols + col;
-  const x = ((col + 0.5) * width) / cols;
-  const y = ((row + 0.5) * height) / rows;
-  tooltip.replaceChildren(
-    document.createTextNode(`x ${Math.round(x)}, y ${Math.round(y)}`),
-    document.createElement("br"),
-    document.createTextNode(`influence ${percent(latest.hoverValues[cell])} of the total`),
-    document.createElement("br"),
-    document.createTextNode(args.names[latest.classes[cell]] || "?"),
-  );
-  tooltip.style.display = "block";
-  const localX = event.clientX - rect.left;
-  const localY = event.clientY - rect.top;
-  // Beside the pointer, flipped to the other side near the right or bottom edge so it stays in the frame.
-  const left = localX + 12 + tooltip.offsetWidth > rect.width ? localX - 12 - tooltip.offsetWidth : localX + 12;
-  const top = localY + 12 + tooltip.offsetHeight > rect.height ? localY - 12 - tooltip.offsetHeight : localY + 12;
-  tooltip.style.left = `${Math.max(left, 0)}px`;
-  tooltip.style.top = `${Math.max(top, 0)}px`;
-});
 
-canvas.addEventListener("mouseleave", () => {
-  tooltip.style.display = "none";
-});
-
-// The load handler is in place before any src is set; a new photo is read once, then every map reuses it.
-photo.addEventListener("load", () => {
-  const reader = document.createElement("canvas");
-  reader.width = photo.naturalWidth;
-  reader.height = photo.naturalHeight;
-  const readerContext = reader.getContext("2d", {willReadFrequently: true});
-  readerContext.drawImage(photo, 0, 0);
-  photoPixels = readerContext.getImageData(0, 0, reader.width, reader.height).data;
-  pixelsSrc = photo.getAttribute("src"); // a late load of an earlier photo cannot pass for the current one
-  paint();
-});
-photo.addEventListener("error", () => fail("the browser could not decode the image"));
-
-new ResizeObserver(reportHeight).observe(document.body);
-
-window.addEventListener("message", (event) => {
-  if (!event.data || event.data.type !== "streamlit:render") {
-    return;
+  update(args) {
+    const values = decodeFloat32(args.values);
+    this.latest = {
+      args: args,
+      values: values,
+      hoverValues: args.hover_values === null ? values : decodeFloat32(args.hover_values),
+      hidden: args.hidden === null ? null : decodeBase64(args.hidden),
+      classes: decodeBase64(args.classes),
+    };
+    if (this.photo.getAttribute("src") !== args.photo) {
+      this.photoPixels = null;
+      this.pixelsSrc = null;
+      this.photo.src = args.photo; // its load handler paints
+    } else {
+      this.paint();
+    }
   }
-  const args = event.data.args;
-  const theme = event.data.theme;
-  if (theme && theme.textColor) {
-    document.body.style.color = theme.textColor; // the colour bar's labels follow a dark theme too
-  }
-  const values = decodeFloat32(args.values);
-  latest = {
-    args: args,
-    values: values,
-    hoverValues: args.hover_values === null ? values : decodeFloat32(args.hover_values),
-    hidden: args.hidden === null ? null : decodeBase64(args.hidden),
-    classes: decodeBase64(args.classes),
-  };
-  if (photo.getAttribute("src") !== args.photo) {
-    photoPixels = null;
-    pixelsSrc = null;
-    photo.src = args.photo; // its load handler paints
-  } else {
-    paint();
-  }
-});
 
-post("streamlit:componentReady", {apiVersion: 1});
+  readPhoto() {
+    const reader = document.createElement("canvas");
+    reader.width = this.photo.naturalWidth;
+    reader.height = this.photo.naturalHeight;
+    const readerContext = reader.getContext("2d", {willReadFrequently: true});
+    readerContext.drawImage(this.photo, 0, 0);
+    this.photoPixels = readerContext.getImageData(0, 0, reader.width, reader.height).data;
+    this.pixelsSrc = this.photo.getAttribute("src"); // a late load of an earlier photo cannot pass for this one
+    this.paint();
+  }
+
+  paint() {
+    if (this.latest === null || this.photoPixels === null || this.pixelsSrc !== this.latest.args.photo) {
+      return; // the photo is still decoding: its load handler paints
+    }
+    const args = this.latest.args;
+    const [height, width] = args.size;
+    if (this.photoPixels.length !== 4 * height * width) {
+      const shape = `${this.photo.naturalWidth} x ${this.photo.naturalHeight}`;
+      this.fail(`the image is ${shape}, the map expects ${width} x ${height}`);
+      return;
+    }
+    const [rows, cols] = args.grid;
+    const values = upsampledValues(this.latest.values, rows, cols, height, width, args.smooth);
+    const hiddenRows = this.latest.hidden === null ? null : nearestIndex(height, rows);
+    const hiddenCols = this.latest.hidden === null ? null : nearestIndex(width, cols);
+    const colours = args.colours; // 768 ints: the lookup table, RGB
+    // cv2.addWeighted(colours, alpha, photo, 1 - alpha, 0) on uint8: float32 weights and sums, half to even.
+    const alpha = Math.fround(args.opacity);
+    const beta = Math.fround(1 - args.opacity);
+    const picture = this.context.createImageData(width, height);
+    const out = picture.data;
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const pixel = y * width + x;
+        const at = 4 * pixel;
+        out[at + 3] = 255;
+        if (hiddenRows !== null && this.latest.hidden[hiddenRows[y] * cols + hiddenCols[x]]) {
+          out[at] = this.photoPixels[at];
+          out[at + 1] = this.photoPixels[at + 1];
+          out[at + 2] = this.photoPixels[at + 2];
+          continue;
+        }
+        const level = 3 * levelOf(values[pixel], args.scale);
+        for (let c = 0; c < 3; c++) {
+          // One rounding for colour * alpha (the fused multiply-add of OpenCV's SIMD path): matches it exactly.
+          const sum = Math.fround(colours[level + c] * alpha + Math.fround(this.photoPixels[at + c] * beta));
+          out[at + c] = roundHalfEven(sum);
+        }
+      }
+    }
+    if (this.canvas.width !== width || this.canvas.height !== height) {
+      this.canvas.width = width;
+      this.canvas.height = height;
+    }
+    this.context.putImageData(picture, 0, 0);
+    this.drawMarker(args);
+    this.drawColourBar(args);
+    this.root.dataset.painted = args.signature;
+  }
+
+  drawMarker(args) {
+    const [height, width] = args.size;
+    this.marker.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    this.marker.replaceChildren();
+    if (!args.marker) {
+      return;
+    }
+    for (const [colour, stroke] of [["black", 3], ["white", 1]]) { // the same ring as render.draw_marker
+      const ring = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+      ring.setAttribute("cx", args.marker[0]);
+      ring.setAttribute("cy", args.marker[1]);
+      ring.setAttribute("r", args.radius);
+      ring.setAttribute("fill", "none");
+      ring.setAttribute("stroke", colour);
+      ring.setAttribute("stroke-width", stroke);
+      ring.setAttribute("vector-effect", "non-scaling-stroke");
+      this.marker.appendChild(ring);
+    }
+  }
+
+  drawColourBar(args) {
+    const strip = this.bar.getContext("2d");
+    const table = strip.createImageData(256, 1);
+    for (let i = 0; i < 256; i++) {
+      table.data.set([args.colours[3 * i], args.colours[3 * i + 1], args.colours[3 * i + 2], 255], 4 * i);
+    }
+    strip.putImageData(table, 0, 0);
+    this.ticks.replaceChildren();
+    for (const [fraction, label] of args.scale.ticks) {
+      const tick = document.createElement("span");
+      tick.textContent = label;
+      tick.style.left = `${100 * fraction}%`;
+      // The end ticks stay inside the chart: anchored by their outer edge.
+      tick.style.transform = fraction < 0.05 ? "none" : fraction > 0.95 ? "translateX(-100%)" : "translateX(-50%)";
+      this.ticks.appendChild(tick);
+    }
+    this.title.replaceChildren();
+    args.scale.title.split("<br>").forEach((line, i) => {
+      if (i > 0) {
+        this.title.appendChild(document.createElement("br"));
+      }
+      this.title.appendChild(document.createTextNode(line));
+    });
+  }
+
+  // Said in the chart instead of a blank space, and published for tests as painted = "error: ...".
+  fail(message) {
+    this.title.textContent = `The map could not be drawn: ${message}.`;
+    this.root.dataset.painted = `error: ${message}`;
+  }
+
+  hover(event) {
+    if (this.latest === null || this.pixelsSrc !== this.latest.args.photo) {
+      return; // no map shown yet for these arguments
+    }
+    const args = this.latest.args;
+    const [height, width] = args.size;
+    const [rows, cols] = args.grid;
+    const rect = this.canvas.getBoundingClientRect();
+    const col = Math.min(Math.max(Math.floor(((event.clientX - rect.left) / rect.width) * cols), 0), cols - 1);
+    const row = Math.min(Math.max(Math.floor(((event.clientY - rect.top) / rect.height) * rows), 0), rows - 1);
+    const cell = row * cols + col;
+    const x = ((col + 0.5) * width) / cols;
+    const y = ((row + 0.5) * height) / rows;
+    this.tooltip.replaceChildren(
+      document.createTextNode(`x ${Math.round(x)}, y ${Math.round(y)}`),
+      document.createElement("br"),
+      document.createTextNode(`influence ${percent(this.latest.hoverValues[cell])} of the total`),
+      document.createElement("br"),
+      document.createTextNode(args.names[this.latest.classes[cell]] || "?"),
+    );
+    this.tooltip.style.display = "block";
+    const localX = event.clientX - rect.left;
+    const localY = event.clientY - rect.top;
+    // Beside the pointer, flipped to the other side near the right or bottom edge so it stays over the map.
+    const tipWidth = this.tooltip.offsetWidth;
+    const tipHeight = this.tooltip.offsetHeight;
+    const left = localX + 12 + tipWidth > rect.width ? localX - 12 - tipWidth : localX + 12;
+    const top = localY + 12 + tipHeight > rect.height ? localY - 12 - tipHeight : localY + 12;
+    this.tooltip.style.left = `${Math.max(left, 0)}px`;
+    this.tooltip.style.top = `${Math.max(top, 0)}px`;
+  }
+}
+
+// Streamlit calls this on every render of every chart; the chart's state lives on its root element, so a
+// root Streamlit rebuilds starts afresh and one it keeps is updated in place.
+export default function ({data, parentElement}) {
+  const root = parentElement.querySelector(".ccnet-influence-chart");
+  if (!root.ccnetChart) {
+    root.ccnetChart = new InfluenceChart(root);
+  }
+  root.ccnetChart.update(data);
+}
