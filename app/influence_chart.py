@@ -2,9 +2,10 @@
 
 A click used to send each column's map as a plotly chart around a JPEG of the coloured overlay: drawing and
 encoding the overlay, building the figure and serialising it cost about 8 ms per column on the server, the
-largest share of a click with every view on (docs/APP.md, "Speed"). Now the server sends the photo (a JPEG
-data URL encoded once per image; the browser decodes it again only when it changes) and the feature grid's
-values (h x w float32, about 14 kB in base64), and the frontend (`app/frontend/influence_chart/`: HTML, CSS
+largest share of a click with every view on (docs/APP.md, "Speed"). Now the server sends the feature grid's
+values (h x w float32, about 14 kB in base64) and the URL of the photo (a JPEG encoded once per image and
+served from Streamlit's media store, as `st.image` serves its pictures; the browser fetches and decodes it
+only when it changes), and the frontend (`app/frontend/influence_chart/`: HTML, CSS
 and a JavaScript module, no build step) colours the map the way `app.render.influence_rgb` does, draws the
 marker and the colour bar, and shows a cell's influence and class on hover. `render.influence_rgb` stays the
 reference: the downloadable panel uses it, and browser tests compare the two pictures value for value.
@@ -39,6 +40,21 @@ _component = st.components.v2.component(
 )
 
 
+def photo_url(jpeg: bytes, coordinates: str) -> str:
+    """Where the page can load the photo from: Streamlit's media file store, the same file for every chart of
+    the image (a data: URL inside each chart's arguments cost hashing and JSON of 84 kB per chart and click).
+
+    `coordinates` names the element the file belongs to (Streamlit frees it when a run no longer adds it). The
+    URL is relative, so it also works under a `server.baseUrlPath`. Without a Streamlit runtime (a bare
+    script) it is a data: URL.
+    """
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+    return runtime.get_instance().media_file_mgr.add(jpeg, "image/jpeg", coordinates).lstrip("/")
+
+
 def _base64(array: np.ndarray, dtype: str) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
 
@@ -57,8 +73,8 @@ def chart_args(
 ) -> dict:
     """What the frontend needs to draw one map, as JSON-ready values.
 
-    `photo_uri` is the image (H, W) = `image_size` as a data: URL; `shown` the coloured values (h, w) and the
-    cells left uncoloured; `hover_values` (h, w) the values a hover reports (the full map, even where the
+    `photo_uri` is where the image (H, W) = `image_size` loads from (`photo_url`); `shown` the coloured values
+    (h, w) and the cells left uncoloured; `hover_values` (h, w) the values a hover reports (the full map, even where the
     cross is hidden); `class_ids` (h, w) index `class_names`; `marker` = (px, py) in image pixels.
     """
     values = np.asarray(shown.values)
@@ -80,7 +96,7 @@ def chart_args(
         "hidden": None if shown.hidden is None else _base64(shown.hidden, "u1"),
         "classes": _base64(class_ids, "u1"),
         "names": list(class_names),
-        "colours": render.colormap_table(scale.colormap).ravel().tolist(),  # (256 * 3,) RGB
+        "colours": render.colormap_table(scale.colormap).tobytes().hex(),  # (256, 3) RGB as 1,536 hex digits
         "scale": _scale_args(scale),
         "opacity": float(opacity),
         "smooth": bool(smooth),
@@ -101,7 +117,7 @@ def _signature(args: dict) -> str:
     digest = hashlib.blake2b(digest_size=8)
     for name in ("values", "hidden", "smooth", "opacity", "marker", "scale", "colours"):
         digest.update(json.dumps(args[name]).encode())
-    digest.update(hashlib.blake2b(args["photo"].encode(), digest_size=8).digest())
+    digest.update(args["photo"].encode())
     return digest.hexdigest()
 
 

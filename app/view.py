@@ -48,7 +48,7 @@ from app.image_summary import (
     show_image_attention,
 )
 from app.images import DecodedImage
-from app.influence_chart import chart_args, influence_chart
+from app.influence_chart import chart_args, influence_chart, photo_url
 from app.models import LOOP_COUNTS, LoadedModel
 from app.pictures import PER_LOOP_WIDTH, ColumnPictures, MapPicture, start_column_pictures
 from app.shareable import URL_BOX_KEY, URL_POINT_KEY, write_to_url
@@ -223,9 +223,10 @@ def exploration(
                 _start_pictures(image, result, view, scale, options, cache, px, py, second_point, small)
                 for result, view, scale in zip(results, shown, scales, strict=True)
             ]
+            photo = _photo_uri(image, cache)
             try:
                 pictures = [
-                    _show_column(column, image, result, scale, pending, px, py, _photo_uri(image, cache))
+                    _show_column(column, image, result, scale, pending, px, py, photo)
                     for column, result, scale, pending in zip(outputs, results, scales, started, strict=True)
                 ]
             finally:  # a rerun stops this script with an exception: free the shared pool of its pictures
@@ -501,14 +502,14 @@ def _show_column(column, image, result: ColumnResult, scale, pending: ColumnPict
 
 
 def _photo_uri(image: DecodedImage, cache) -> str:
-    """The image as a JPEG data: URL for the influence charts: encoded once per image, the same string on every
-    click (the browser decodes it again only when it changes)."""
-    key = ("photo_uri", image.digest)
-    uri = cache.get(key)
-    if uri is None:
-        uri = render.jpeg_data_uri(image.rgb)
-        cache.put(key, uri, len(uri))
-    return uri
+    """Where the influence charts load the image from: one JPEG per image (encoded once, cached) in Streamlit's
+    media store, added again on every run so that it lives as long as the charts show it."""
+    key = ("photo_jpeg", image.digest)
+    jpeg = cache.get(key)
+    if jpeg is None:
+        jpeg = render.jpeg_bytes(image.rgb)
+        cache.put(key, jpeg, len(jpeg))
+    return photo_url(jpeg, coordinates=f"ccnet-influence-photo-{image.digest[:16]}")
 
 
 def image_attention_section(

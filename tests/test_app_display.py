@@ -117,7 +117,7 @@ def test_chart_arguments_with_each_scale_say_what_is_drawn(mode):
     assert (sent["scale"]["low"], sent["scale"]["high"]) == pytest.approx(scale.bar_range())
     positions = [at for at, _ in sent["scale"]["ticks"]]
     assert positions == sorted(positions) and all(-1e-9 <= at <= 1 + 1e-9 for at in positions) and positions
-    assert sent["colours"] == render.colormap_table(scale.colormap).ravel().tolist()
+    assert bytes.fromhex(sent["colours"]) == render.colormap_table(scale.colormap).tobytes()
     if shown.hidden is None:  # hovering reports the drawn values themselves: sent once
         assert sent["hover_values"] is None and sent["hidden"] is None
     else:  # the cross is hidden from the colours but a hover still reports the full map

@@ -258,6 +258,17 @@ def uploaded(app: AppTest) -> AppTest:
     return upload(app.run(), "street.png", image_bytes(street_rgb()))
 
 
+def test_the_charts_share_one_photo_from_the_media_store(app):
+    """The photo is a file Streamlit serves (not 84 kB repeated inside every chart's arguments), one per image."""
+    uploaded(app)
+    photos = {args["photo"] for args in influence_charts(app)}
+    (photo,) = photos  # AppTest's media store names it mock/media/<hash>.jpg, the server's media/<hash>.jpg
+    assert "media/" in photo and photo.endswith(".jpg") and not photo.startswith(("/", "data:"))
+    upload(app, "other.png", image_bytes(street_rgb(seed=3)))
+    assert_no_exception(app)
+    assert {args["photo"] for args in influence_charts(app)} != photos  # a new image, a new file
+
+
 def test_cross_share_per_loop_count_comes_from_the_maps(app, checkpoints):
     uploaded(app)
     assert_no_exception(app)

@@ -192,6 +192,9 @@ def test_chart_arguments_check_the_grid_and_change_with_what_is_drawn():
     assert args(shown=ShownMap(values * 2, None), hover=values * 2)["signature"] != first["signature"]
     with pytest.raises(ValueError, match="one grid"):
         args(hover=values[:2])
+    from app.influence_chart import photo_url
+
+    assert photo_url(b"\xff\xd8jpeg", "here") == "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8jpeg").decode()
     with pytest.raises(ValueError, match="class ids must index"):
         args(ids=classes + 1)
 

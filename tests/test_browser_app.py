@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from app import render
 from app.explorer import column_maps, encode_and_decode
@@ -470,23 +469,24 @@ PAINTED = (
     + repr(MAP_CHART)
     + """)[index].ccnetChart;
     const canvas = chart.canvas;
-    return {args: chart.latest.args, pixels: Array.from(chart.context.getImageData(0, 0, canvas.width,
-            canvas.height).data)};
+    return {args: chart.latest.args, photo: Array.from(chart.photoPixels),
+            pixels: Array.from(chart.context.getImageData(0, 0, canvas.width, canvas.height).data)};
 }"""
 )
 
 
 def browser_and_reference(session: Session, chart: int) -> tuple[np.ndarray, np.ndarray]:
-    """The chart's painted canvas (H, W, 3) and `render.influence_rgb` of the same arguments over the same photo."""
+    """The chart's painted canvas (H, W, 3) and `render.influence_rgb` of the same arguments over the photo as the
+    browser decoded it."""
     painted = session.page.evaluate(PAINTED, chart)
     args = painted["args"]
     height, width = args["size"]
     canvas = np.array(painted["pixels"], np.uint8).reshape(height, width, 4)[..., :3]
-    photo = np.asarray(Image.open(io.BytesIO(base64.b64decode(args["photo"].split(",", 1)[1]))).convert("RGB"))
+    photo = np.array(painted["photo"], np.uint8).reshape(height, width, 4)[..., :3]
     grid = args["grid"]
     values = np.frombuffer(base64.b64decode(args["values"]), "<f4").reshape(grid)
     hidden = None if args["hidden"] is None else np.frombuffer(base64.b64decode(args["hidden"]), np.uint8).reshape(grid)
-    colormap = next(n for n in render.COLORMAPS if render.colormap_table(n).ravel().tolist() == args["colours"])
+    colormap = next(n for n in render.COLORMAPS if render.colormap_table(n).tobytes().hex() == args["colours"])
     low, high, log = args["scale"]["low"], args["scale"]["high"], args["scale"]["log"]
     scale = render.ColourScale(colormap, 10.0**low if log else low, 10.0**high if log else high, log=log)
     hidden_mask = None if hidden is None else hidden.astype(bool)

@@ -15,6 +15,15 @@ function decodeBase64(text) {
   return bytes;
 }
 
+// The colour table: 256 RGB triples as 1,536 hex digits -> 768 ints.
+function decodeHex(text) {
+  const bytes = new Uint8Array(text.length / 2);
+  for (let i = 0; i < bytes.length; i++) {
+    bytes[i] = parseInt(text.substr(2 * i, 2), 16);
+  }
+  return bytes;
+}
+
 function decodeFloat32(text) {
   return new Float32Array(decodeBase64(text).buffer); // little-endian, as numpy's "<f4" sends it
 }
@@ -140,6 +149,7 @@ class InfluenceChart {
       hoverValues: args.hover_values === null ? values : decodeFloat32(args.hover_values),
       hidden: args.hidden === null ? null : decodeBase64(args.hidden),
       classes: decodeBase64(args.classes),
+      colours: decodeHex(args.colours),
     };
     if (this.photo.getAttribute("src") !== args.photo) {
       this.photoPixels = null;
@@ -176,7 +186,7 @@ class InfluenceChart {
     const values = upsampledValues(this.latest.values, rows, cols, height, width, args.smooth);
     const hiddenRows = this.latest.hidden === null ? null : nearestIndex(height, rows);
     const hiddenCols = this.latest.hidden === null ? null : nearestIndex(width, cols);
-    const colours = args.colours; // 768 ints: the lookup table, RGB
+    const colours = this.latest.colours; // 768 ints: the lookup table, RGB
     // cv2.addWeighted(colours, alpha, photo, 1 - alpha, 0) on uint8: float32 weights and sums, half to even.
     const alpha = Math.fround(args.opacity);
     const beta = Math.fround(1 - args.opacity);
@@ -235,7 +245,8 @@ class InfluenceChart {
     const strip = this.bar.getContext("2d");
     const table = strip.createImageData(256, 1);
     for (let i = 0; i < 256; i++) {
-      table.data.set([args.colours[3 * i], args.colours[3 * i + 1], args.colours[3 * i + 2], 255], 4 * i);
+      const colours = this.latest.colours;
+      table.data.set([colours[3 * i], colours[3 * i + 1], colours[3 * i + 2], 255], 4 * i);
     }
     strip.putImageData(table, 0, 0);
     this.ticks.replaceChildren();
