@@ -52,7 +52,8 @@ def photo_url(jpeg: bytes, coordinates: str) -> str:
 
     if not runtime.exists():
         return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-    return runtime.get_instance().media_file_mgr.add(jpeg, "image/jpeg", coordinates).lstrip("/")
+    url = runtime.get_instance().media_file_mgr.add(jpeg, "image/jpeg", coordinates)
+    return url[1:] if url.startswith("/") and not url.startswith("//") else url  # "/media/x" -> "media/x"
 
 
 def _base64(array: np.ndarray, dtype: str) -> str:

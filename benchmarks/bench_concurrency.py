@@ -49,10 +49,13 @@ CHROMIUM_ARGS = [
 ]
 CLICK_WIDGET = f"iframe[title='{FRAME_TITLE}']"
 # The influence charts' signatures: each chart publishes the signature of the map it has painted
-# (app/influence_chart.py), '' until its first paint; they change exactly when a column shows new maps.
+# (app/influence_chart.py), '' until its first paint; they change exactly when a column shows new maps. A chart
+# that failed ("error: ...") counts as not painted, so waits time out instead of timing a broken chart.
 MAP_CHART = f".{ROOT_CLASS}"
 MAP_SOURCES = (
-    "() => Array.from(document.querySelectorAll(" + repr(MAP_CHART) + ")).map(chart => chart.dataset.painted || '')"
+    "() => Array.from(document.querySelectorAll("
+    + repr(MAP_CHART)
+    + ")).map(chart => { const s = chart.dataset.painted || ''; return s.startsWith('error:') ? '' : s; })"
 )
 UPLOADED = (
     "() => document.body.innerText.includes('Clicked pixel') && (" + MAP_SOURCES + ")().filter(s => s).length === 3"

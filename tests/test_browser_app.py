@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from app import render
 from app.explorer import column_maps, encode_and_decode
@@ -475,14 +476,16 @@ PAINTED = (
 )
 
 
-def browser_and_reference(session: Session, chart: int) -> tuple[np.ndarray, np.ndarray]:
+def browser_and_reference(session: Session, chart: int, uploaded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The chart's painted canvas (H, W, 3) and `render.influence_rgb` of the same arguments over the photo as the
-    browser decoded it."""
+    browser decoded it, after checking that photo is the uploaded image `uploaded` (H, W, 3) up to JPEG loss."""
     painted = session.page.evaluate(PAINTED, chart)
     args = painted["args"]
     height, width = args["size"]
     canvas = np.array(painted["pixels"], np.uint8).reshape(height, width, 4)[..., :3]
     photo = np.array(painted["photo"], np.uint8).reshape(height, width, 4)[..., :3]
+    served = np.asarray(Image.open(io.BytesIO(render.jpeg_bytes(uploaded))).convert("RGB"))  # the app's JPEG of it
+    assert np.abs(photo.astype(int) - served.astype(int)).mean() < 1  # this image, not a stale one
     grid = args["grid"]
     values = np.frombuffer(base64.b64decode(args["values"]), "<f4").reshape(grid)
     hidden = None if args["hidden"] is None else np.frombuffer(base64.b64decode(args["hidden"]), np.uint8).reshape(grid)
@@ -509,12 +512,13 @@ def test_the_browser_colours_the_maps_as_the_server_would(server, browser):
     session = Session(browser, url)
     session.page.get_by_text("How to read this page").wait_for(timeout=60_000)
     session.dismiss_guide()
-    session.upload("street.png", image_bytes(street_rgb(120, 160, seed=11)))
+    rgb = street_rgb(120, 160, seed=11)
+    session.upload("street.png", image_bytes(rgb))
     before = session.map_sources()
     session.click(0.3, 0.6)
     session.wait_repainted(before)
     for chart in range(3):
-        assert_same_picture(*browser_and_reference(session, chart))
+        assert_same_picture(*browser_and_reference(session, chart, rgb))
 
     before = session.map_sources()
     session.check_sidebar_box("Smooth maps (bilinear)")
@@ -523,8 +527,11 @@ def test_the_browser_colours_the_maps_as_the_server_would(server, browser):
     session.check_sidebar_box("Hide the clicked pixel's own row and column")
     session.wait_repainted(before)
     for chart in range(3):
-        canvas, reference = browser_and_reference(session, chart)
+        canvas, reference = browser_and_reference(session, chart, rgb)
         assert_same_picture(canvas, reference)
+    # After clicks (fragment runs) and sidebar changes (full runs), the photo is still served from the media store.
+    photo = session.page.evaluate("() => document.querySelector(" + repr(MAP_CHART) + ").ccnetChart.latest.args.photo")
+    assert session.page.evaluate("async (url) => (await fetch(url)).status", photo) == 200, photo
     assert session.exceptions() == 0 and session.errors == []
     session.context.close()
 
@@ -555,7 +562,8 @@ def test_uneven_sizes_a_log_scale_and_half_opacity_are_coloured_as_the_server_wo
     session = Session(browser, url)
     session.page.get_by_text("How to read this page").wait_for(timeout=60_000)
     session.dismiss_guide()
-    data = image_bytes(street_rgb(123, 157, seed=13))
+    rgb = street_rgb(123, 157, seed=13)
+    data = image_bytes(rgb)
     session.upload("street.png", data)
     sidebar = session.page.locator("[data-testid='stSidebar']")
     scale_box = sidebar.get_by_role("combobox", name="Colour scale")
@@ -572,7 +580,7 @@ def test_uneven_sizes_a_log_scale_and_half_opacity_are_coloured_as_the_server_wo
     loaded = load_model(folder / "tiny_r2.safetensors", torch.device("cpu"))
     decoded = encode_and_decode(loaded, decode_image(data).rgb, [1, 2, 3])
     for chart, recurrence in enumerate((1, 2, 3)):
-        canvas, reference = browser_and_reference(session, chart)
+        canvas, reference = browser_and_reference(session, chart, rgb)
         assert canvas.shape == (123, 157, 3)
         assert_same_picture(canvas, reference)
         sent = session.page.evaluate(

@@ -128,13 +128,11 @@ class InfluenceChart {
     this.bar = root.querySelector("canvas.bar");
     this.ticks = root.querySelector(".ticks");
     this.title = root.querySelector(".title");
-    this.photo = new Image();
+    this.photoSrc = null; // the photo asked for last (null after a failed load: the next render tries again)
+    this.photoSize = null; // [width, height] of the decoded photo
     this.photoPixels = null; // Uint8ClampedArray (H * W * 4) of the decoded photo, read once per photo
     this.pixelsSrc = null; // the src those pixels were read from
     this.latest = null; // the last arguments received, with their decoded arrays
-    // The load handler is in place before any src is set; a new photo is read once, every map reuses it.
-    this.photo.addEventListener("load", () => this.readPhoto());
-    this.photo.addEventListener("error", () => this.fail("the browser could not decode the image"));
     this.canvas.addEventListener("mousemove", (event) => this.hover(event));
     this.canvas.addEventListener("mouseleave", () => {
       this.tooltip.style.display = "none";
@@ -151,24 +149,43 @@ class InfluenceChart {
       classes: decodeBase64(args.classes),
       colours: decodeHex(args.colours),
     };
-    if (this.photo.getAttribute("src") !== args.photo) {
-      this.photoPixels = null;
-      this.pixelsSrc = null;
-      this.photo.src = args.photo; // its load handler paints
+    if (this.photoSrc !== args.photo) {
+      this.loadPhoto(args.photo); // its load handler paints
     } else {
       this.paint();
     }
   }
 
-  readPhoto() {
-    const reader = document.createElement("canvas");
-    reader.width = this.photo.naturalWidth;
-    reader.height = this.photo.naturalHeight;
-    const readerContext = reader.getContext("2d", {willReadFrequently: true});
-    readerContext.drawImage(this.photo, 0, 0);
-    this.photoPixels = readerContext.getImageData(0, 0, reader.width, reader.height).data;
-    this.pixelsSrc = this.photo.getAttribute("src"); // a late load of an earlier photo cannot pass for this one
-    this.paint();
+  // One Image per photo, its handlers bound to its own URL: a late load (or failure) of an earlier photo is
+  // ignored instead of passing for the current one. A photo is read once; every map of it reuses the pixels.
+  loadPhoto(src) {
+    this.photoSrc = src;
+    this.photoPixels = null;
+    this.pixelsSrc = null;
+    const photo = new Image();
+    photo.addEventListener("load", () => {
+      if (src !== this.photoSrc) {
+        return;
+      }
+      const reader = document.createElement("canvas");
+      reader.width = photo.naturalWidth;
+      reader.height = photo.naturalHeight;
+      const readerContext = reader.getContext("2d", {willReadFrequently: true});
+      readerContext.drawImage(photo, 0, 0);
+      this.photoSize = [photo.naturalWidth, photo.naturalHeight];
+      this.photoPixels = readerContext.getImageData(0, 0, reader.width, reader.height).data;
+      this.pixelsSrc = src;
+      this.paint();
+    });
+    photo.addEventListener("error", () => {
+      if (src !== this.photoSrc) {
+        return;
+      }
+      // E.g. the media file was freed by a rerun while this page fetched it: the next render asks again.
+      this.photoSrc = null;
+      this.fail("the image could not be loaded; click again to retry");
+    });
+    photo.src = src;
   }
 
   paint() {
@@ -178,7 +195,7 @@ class InfluenceChart {
     const args = this.latest.args;
     const [height, width] = args.size;
     if (this.photoPixels.length !== 4 * height * width) {
-      const shape = `${this.photo.naturalWidth} x ${this.photo.naturalHeight}`;
+      const shape = `${this.photoSize[0]} x ${this.photoSize[1]}`;
       this.fail(`the image is ${shape}, the map expects ${width} x ${height}`);
       return;
     }
@@ -269,6 +286,9 @@ class InfluenceChart {
 
   // Said in the chart instead of a blank space, and published for tests as painted = "error: ...".
   fail(message) {
+    this.context.clearRect(0, 0, this.canvas.width, this.canvas.height); // no earlier map left under the message
+    this.marker.replaceChildren();
+    this.ticks.replaceChildren();
     this.title.textContent = `The map could not be drawn: ${message}.`;
     this.root.dataset.painted = `error: ${message}`;
   }
