@@ -180,11 +180,7 @@ def exploration(
     cache: BoundedCache,
 ) -> None:
     timings = Timings()
-    # The "running the model" spinner goes into a slot that exists on every run: a spinner inserted only for a
-    # new image shifted every later element, and the browser then rebuilt the influence charts' frames on the
-    # first result and again on the next click.
-    status = st.empty()
-    decodes = _decodes_for_columns(image, columns, models, cache, timings, status)
+    decodes = _decodes_for_columns(image, columns, models, cache, timings)
     px, py = current_point(image)
     comparing = bool(st.session_state.get(COMPARE_KEY, False))
     second_point = current_point(image, POINT_B_KEY) if comparing else None
@@ -242,8 +238,7 @@ def exploration(
     _timings_expander(timings, cache)
 
 
-def _decodes_for_columns(image, columns, models, cache, timings, status=None) -> dict[tuple[str, int], Decoded]:
-    """Each column's decode, from the cache or computed (with a spinner, in `status` when given)."""
+def _decodes_for_columns(image, columns, models, cache, timings) -> dict[tuple[str, int], Decoded]:
     wanted: dict[str, list[int]] = {}
     for spec in columns:
         wanted.setdefault(spec.entry.name, []).append(spec.recurrence)
@@ -251,8 +246,7 @@ def _decodes_for_columns(image, columns, models, cache, timings, status=None) ->
     for name, loop_counts in wanted.items():
         start = time.perf_counter()
         new = any(decode_key(image.digest, models[name].cache_id, r) not in cache for r in loop_counts)
-        slot = status.container() if new and status is not None else nullcontext()
-        with slot, st.spinner(f"Running {name} on the image (once; clicks then reuse it)...") if new else nullcontext():
+        with st.spinner(f"Running {name} on the image (once; clicks then reuse it)...") if new else nullcontext():
             found, computed = cached_decodes(cache, models[name], image.rgb, image.digest, loop_counts)
         step = ENCODE_STEP if computed else "attentions from the cache"
         timings.add(step, 1000 * (time.perf_counter() - start))

@@ -70,16 +70,19 @@ function roundHalfEven(value) {
   return rounded < 0 ? 0 : rounded > 255 ? 255 : rounded;
 }
 
-// app.render.ColourScale.to_levels: 0..255, clipped, truncated as numpy's astype(uint8) does; in float32
-// steps, as numpy computes them for a float32 map (the maps are float32).
-function levelOf(value, scale) {
-  if (scale.log) {
-    value = Math.fround(Math.log10(Math.max(value, Math.pow(10, scale.low))));
-  }
+// app.render.ColourScale.to_levels for one scale: value -> 0..255, clipped, truncated as numpy's astype(uint8)
+// does; in float32 steps, as numpy computes them for a float32 map (the maps are float32).
+function levelsOf(scale) {
+  const floor = Math.pow(10, scale.low); // log scale: values below the bar's bottom take its colour
   const low = Math.fround(scale.low);
   const span = Math.fround(Math.max(scale.high - scale.low, 1e-12));
-  const level = Math.fround(Math.fround(Math.fround(value - low) / span) * 255);
-  return level <= 0 ? 0 : level >= 255 ? 255 : Math.floor(level);
+  return (value) => {
+    if (scale.log) {
+      value = Math.fround(Math.log10(Math.max(value, floor)));
+    }
+    const level = Math.fround(Math.fround(Math.fround(value - low) / span) * 255);
+    return level <= 0 ? 0 : level >= 255 ? 255 : Math.floor(level);
+  };
 }
 
 function upsampledValues(values, rows, cols, height, width, smooth) {
@@ -204,6 +207,7 @@ class InfluenceChart {
     const hiddenRows = this.latest.hidden === null ? null : nearestIndex(height, rows);
     const hiddenCols = this.latest.hidden === null ? null : nearestIndex(width, cols);
     const colours = this.latest.colours; // 768 ints: the lookup table, RGB
+    const levelOf = levelsOf(args.scale);
     // cv2.addWeighted(colours, alpha, photo, 1 - alpha, 0) on uint8: float32 weights and sums, half to even.
     const alpha = Math.fround(args.opacity);
     const beta = Math.fround(1 - args.opacity);
@@ -220,7 +224,7 @@ class InfluenceChart {
           out[at + 2] = this.photoPixels[at + 2];
           continue;
         }
-        const level = 3 * levelOf(values[pixel], args.scale);
+        const level = 3 * levelOf(values[pixel]);
         for (let c = 0; c < 3; c++) {
           // One rounding for colour * alpha (the fused multiply-add of OpenCV's SIMD path): matches it exactly.
           const sum = Math.fround(colours[level + c] * alpha + Math.fround(this.photoPixels[at + c] * beta));
