@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -257,7 +258,8 @@ def click_all(sessions: list[Session], fractions: list[tuple[float, float]], tim
         try:
             image.wait_for(state="visible", timeout=timeout * 1000)
         except Exception as error:
-            session.page.screenshot(path=f"/tmp/concurrency_session{session.index}.png", full_page=True)
+            shot = Path(tempfile.gettempdir()) / f"concurrency_session{session.index}.png"
+            session.page.screenshot(path=shot, full_page=True)
             state = image_state(session)
             raise TimeoutError(f"session {session.index}: the clickable image is not visible: {state}") from error
         box = image.bounding_box()
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of simultaneous clicks (default 3)")
     parser.add_argument("--cache-mb", type=int, default=64, help="CCNET_CACHE_MB of the server (default 64)")
     parser.add_argument("--checkpoints", type=Path, default=REPO_ROOT / "checkpoints")
-    parser.add_argument("--log", type=Path, default=Path("/tmp/bench_concurrency_streamlit.log"))
+    parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "bench_concurrency_streamlit.log")
     arguments = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)", file=sys.stderr)

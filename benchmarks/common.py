@@ -2,8 +2,9 @@
 
 - The repository root goes first on ``sys.path`` (and on ``PYTHONPATH`` for workers), so the code
   measured is this checkout's ``ccnet``, not another installed copy.
-- ``wait_until_quiet``: never time while a training run announces itself (``/work/TRAINING_RUNNING``
-  or ``$CCNET_BENCH_PAUSE_FILE``) and wait for the other processes' CPU use to drop.
+- ``wait_until_quiet``: never time while a training run announces itself (the files in ``$CCNET_PAUSE_FILE``,
+  ``:``-separated; default ``runs/TRAINING_RUNNING`` in this checkout) and wait for the other processes' CPU
+  use to drop.
 - ``measure_peak_mb``: peak memory of one call, CUDA allocator statistics on CUDA, otherwise the
   process's peak resident set size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``).
 - ``time_interleaved``: methods timed in alternating rounds in one process, so that a burst of
@@ -30,9 +31,10 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402  (after the path set-up on purpose)
 
-# A training run on this machine announces itself with this file; nothing is timed while it exists.
-_PAUSE_DEFAULT = "/work/TRAINING_RUNNING"
-PAUSE_FILES = [Path(p) for p in os.environ.get("CCNET_BENCH_PAUSE_FILE", _PAUSE_DEFAULT).split(":") if p]
+# A training run on this machine announces itself with this file (`touch runs/TRAINING_RUNNING`); nothing is
+# timed while it exists. Relative paths in $CCNET_PAUSE_FILE are taken from the repository root.
+PAUSE_DEFAULT = "runs/TRAINING_RUNNING"
+PAUSE_FILES = [REPO_ROOT / p for p in os.environ.get("CCNET_PAUSE_FILE", PAUSE_DEFAULT).split(":") if p]
 DOCS = REPO_ROOT / "docs"
 
 

@@ -137,9 +137,7 @@ class RCCAHead(nn.Module):
         super().__init__()
         self.recurrence = recurrence
         self.reduce = ConvBNAct(in_channels, channels, activation)
-        self.attention = (
-            RecurrentCrissCrossAttention(channels, recurrence, qk_channels) if recurrence > 0 else None
-        )
+        self.attention = RecurrentCrissCrossAttention(channels, recurrence, qk_channels) if recurrence > 0 else None
         self.project = ConvBNAct(channels, channels, activation)
         self.fuse = ConvBNAct(in_channels + channels, channels, activation)
         self.dropout = nn.Dropout2d(dropout)
@@ -161,6 +159,13 @@ class RCCAHead(nn.Module):
     def forward(
         self, x: torch.Tensor, recurrence: int | None, return_attention: bool, with_embeddings: bool
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        logits, _, attentions, embeddings = self.run(x, recurrence, return_attention, with_embeddings)
+        return logits, attentions, embeddings
+
+    def run(
+        self, x: torch.Tensor, recurrence: int | None, return_attention: bool, with_embeddings: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """(logits, fused features, attentions, embeddings): ``forward`` plus the features a decoder reads."""
         loops = self.loop_count(recurrence)
         reduced = self.reduce(x)  # (B, C, h, w)
         attended, attentions = reduced, []
@@ -174,7 +179,42 @@ class RCCAHead(nn.Module):
         embeddings = None
         if with_embeddings and self.ccl_projection is not None:
             embeddings = self.ccl_projection(attended)  # (B, E, h, w)
-        return logits, attentions, embeddings
+        return logits, fused, attentions, embeddings
+
+
+class SkipDecoder(nn.Module):
+    """Refines the head's stride-8 logits at stride 4 from the backbone's stride-4 features (not in the paper).
+
+    Thin classes (a CamVid pole is 2-6 pixels wide at 360x480) fill less than one stride-8 cell, and
+    bilinear upsampling of stride-8 logits cannot draw them: DeepLabv3+'s fix, a skip from an early layer.
+    Output = upsampled head logits + a correction from [upsampled head features, reduced low features];
+    the correction's classifier starts at zero, so an untrained decoder passes the head's logits on (through
+    one more bilinear step).
+    The attention is untouched: it still runs on the stride-8 grid the app shows.
+    """
+
+    LOW_REDUCED = 32
+
+    def __init__(self, low_channels: int, head_channels: int, channels: int, num_classes: int, activation: str):
+        super().__init__()
+        self.reduce_low = nn.Sequential(
+            OrderedDict(
+                conv=nn.Conv2d(low_channels, self.LOW_REDUCED, 1, bias=False),
+                bn=nn.BatchNorm2d(self.LOW_REDUCED),
+                act=_activation(activation),
+            )
+        )
+        self.fuse = ConvBNAct(head_channels + self.LOW_REDUCED, channels, activation)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, logits: torch.Tensor, fused: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        size = low.shape[-2:]
+        up_logits = _upsample(logits, size)  # (B, K, 2h, 2w)
+        up_fused = _upsample(fused, size)  # (B, C, 2h, 2w)
+        x = self.fuse(torch.cat([up_fused, self.reduce_low(low)], dim=1))  # (B, D, 2h, 2w)
+        return up_logits + self.classifier(x)  # (B, K, 2h, 2w)
 
 
 class FCNAuxHead(nn.Module):
@@ -204,9 +244,7 @@ def _check_images(images, channels: int) -> None:
     if images.shape[1] != channels:
         raise ValueError(f"expected {channels} image channels {layout}, got shape {tuple(images.shape)}")
     if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
-        raise ValueError(
-            f"expected a non-empty batch and spatial size {layout}, got shape {tuple(images.shape)}"
-        )
+        raise ValueError(f"expected a non-empty batch and spatial size {layout}, got shape {tuple(images.shape)}")
 
 
 def _check_out_size(out_size) -> tuple[int, int]:
@@ -243,6 +281,8 @@ class CCNet(nn.Module):
         contract_dilation: see ``DilatedResNet`` (False in the official code).
         head_activation: "relu" or "leaky_relu" (slope 0.01, the official code's InPlace-ABN).
         qk_channels: query/key channels of the attention; None = head_channels // 8.
+        decoder_channels: channels of the stride-4 skip decoder (``SkipDecoder``, not in the paper);
+            0 = none, the paper's model.
     """
 
     def __init__(
@@ -262,6 +302,7 @@ class CCNet(nn.Module):
         contract_dilation: bool | None = None,
         head_activation: str = "relu",
         qk_channels: int | None = None,
+        decoder_channels: int = 0,
     ):
         super().__init__()
         _check_int("num_classes", num_classes, 1)
@@ -277,6 +318,7 @@ class CCNet(nn.Module):
         _check_choice("head_activation", head_activation, HEAD_ACTIVATIONS)
         if qk_channels is not None:
             _check_int("qk_channels", qk_channels, 1)
+        _check_int("decoder_channels", decoder_channels, 0, " (0 = no skip decoder)")
 
         # Resolved values, so that a rebuilt model does not depend on today's defaults. The ResNet-only
         # arguments stay None for other backbones.
@@ -295,6 +337,7 @@ class CCNet(nn.Module):
             "contract_dilation": backbone_kwargs.get("contract_dilation"),
             "head_activation": head_activation,
             "qk_channels": qk_channels,
+            "decoder_channels": decoder_channels,
         }
         self.num_classes = num_classes
         self.backbone = create_backbone(backbone, **backbone_kwargs)
@@ -305,9 +348,12 @@ class CCNet(nn.Module):
         self.aux_head = None
         if aux_channels > 0:
             self.aux_head = FCNAuxHead(aux_in, aux_channels, num_classes, dropout, head_activation)
-        self.pretrained_report = (
-            None if pretrained is None else load_backbone_weights(self.backbone, pretrained)
-        )
+        self.decoder = None
+        if decoder_channels > 0:
+            self.decoder = SkipDecoder(
+                self.backbone.low_channels, head_channels, decoder_channels, num_classes, head_activation
+            )
+        self.pretrained_report = None if pretrained is None else load_backbone_weights(self.backbone, pretrained)
 
     @property
     def attention(self) -> RecurrentCrissCrossAttention | None:
@@ -334,9 +380,11 @@ class CCNet(nn.Module):
         """Heads on backbone features; logits upsampled to ``out_size`` (H, W)."""
         size = _check_out_size(out_size)
         self._check_features(features)
-        logits, attentions, embeddings = self.head(
+        logits, fused, attentions, embeddings = self.head.run(
             features.final, recurrence, return_attention, with_embeddings=self.training
-        )
+        )  # logits (B, K, h, w)
+        if self.decoder is not None:
+            logits = self.decoder(logits, fused, features.low)  # (B, K, 2h, 2w)
         aux_logits = None
         if self.training and self.aux_head is not None:
             aux_logits = _upsample(self.aux_head(features.aux), size)  # (B, K, H, W)
@@ -375,9 +423,12 @@ class CCNet(nn.Module):
 
     def _check_features(self, features: BackboneFeatures) -> None:
         expected = self.backbone.feature_channels
-        if not (isinstance(features, tuple) and len(features) == 2):
-            raise ValueError("expected features as BackboneFeatures(aux, final), from encode()")
-        for name, tensor, channels in zip(BackboneFeatures._fields, features, expected, strict=True):
+        if not isinstance(features, BackboneFeatures):
+            raise ValueError("expected features as BackboneFeatures(aux, final, low), from encode()")
+        checked = [("aux", features.aux, expected[0]), ("final", features.final, expected[1])]
+        if self.decoder is not None:
+            checked.append(("low", features.low, self.backbone.low_channels))
+        for name, tensor, channels in checked:
             if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4 or tensor.shape[1] != channels:
                 shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
                 raise ValueError(f"expected features.{name} of shape (B, {channels}, h, w), got {shape}")

@@ -440,3 +440,54 @@ def test_reproduces_mmsegmentation_logits(name):
     torch.testing.assert_close(logits, io["decode_logits"], atol=1e-4, rtol=0)
     torch.testing.assert_close(aux_logits, io["aux_logits"], atol=1e-4, rtol=0)
     assert full.shape[-2:] == io["input"].shape[-2:]
+
+
+# -------------------------------------------------------------------------------------------------
+# The stride-4 skip decoder (not in the paper)
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_backbone_gives_low_features_at_stride_4(backbone):
+    model = tiny_model(backbone=backbone).eval()
+    with torch.no_grad():
+        features = model.encode(torch.randn(1, 3, 64, 96))
+    assert features.low.shape == (1, model.backbone.low_channels, 16, 24)
+    assert features.final.shape[-2:] == (8, 12)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+def test_decoder_model_shapes_training_and_config_round_trip(backbone):
+    model = tiny_model(backbone=backbone, decoder_channels=8)
+    out = model(torch.randn(2, 3, 33, 47))
+    assert out.logits.shape == out.aux_logits.shape == (2, K, 33, 47)
+    out.logits.sum().backward()
+    assert model.decoder.classifier.weight.grad.abs().sum() > 0  # the decoder learns
+    rebuilt = build_model(json.loads(json.dumps(model.config)))
+    assert rebuilt.config["decoder_channels"] == 8
+    assert rebuilt.state_dict().keys() == model.state_dict().keys()
+    assert tiny_model(backbone=backbone).config["decoder_channels"] == 0
+    assert tiny_model(backbone=backbone).decoder is None
+
+
+def test_an_untrained_decoder_starts_from_the_heads_logits():
+    """Its correction's classifier starts at zero: only the extra bilinear step (stride 8 -> 4 -> 1) differs."""
+    with_decoder = with_gamma(tiny_model(decoder_channels=8), 0.5).eval()
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a = with_decoder(images).logits  # (1, K, H, W)
+        features = with_decoder.encode(images)
+        head_logits = with_decoder.head(features.final, None, False, False)[0]  # (1, K, h, w)
+        two_steps = nn.functional.interpolate(
+            nn.functional.interpolate(head_logits, size=(16, 24), mode="bilinear"), size=(64, 96), mode="bilinear"
+        )
+    torch.testing.assert_close(a, two_steps)
+
+
+def test_decoder_needs_low_features():
+    model = tiny_model(decoder_channels=8).eval()
+    features = model.encode(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"features.low of shape \(B, 8, h, w\)"):
+        model.decode(BackboneFeatures(features.aux, features.final), (16, 16))
+    with pytest.raises(ValueError, match="decoder_channels"):
+        tiny_model(decoder_channels=-1)

@@ -39,6 +39,7 @@ DEFAULTS: dict = {
         "pretrained": None,  # backbone weights file (python -m training.pretrained writes MobileNetV2's)
         "pretrained_sha256": None,  # when set, a pretrained file with another hash is refused
         "gamma_init": 0.0,  # initial attention scale gamma (the paper: 0, the attention path closed)
+        "decoder_channels": 0,  # stride-4 skip decoder (ccnet.model.SkipDecoder; not in the paper); 0 = none
     },
     "loss": {
         "aux_weight": 0.4,
@@ -70,14 +71,16 @@ DEFAULTS: dict = {
     },
     "train": {
         "device": "auto",  # auto | cpu | cuda | cuda:N
-        "amp": True,  # mixed precision: true = float16 on CUDA only; "bfloat16" / "float16" on any device
+        # mixed precision: true = float16 on CUDA only; "bfloat16" / "float16" on any device; "auto" = decided on
+        # the machine (training/precision.py: bfloat16 on a CPU with native bfloat16, float16 on CUDA)
+        "amp": True,
         "sync_bn": False,  # SyncBatchNorm under DDP (CUDA only)
         "log_every": 10,
         "val_every": 250,
         "save_every": 50,  # full training state, for --resume
         "val_max_images": None,  # evaluate on the first N val images only (None: all)
         "threads": None,  # torch CPU threads (None: torch's default)
-        "channels_last": False,  # model and images in channels-last memory (faster convs on CPU)
+        "channels_last": False,  # channels-last memory (faster float32 convs on CPU); "auto": by the precision
         "lift_cells": 16,  # cells per val image for the same-class lift logged at each validation (0 = off)
     },
 }
@@ -285,11 +288,12 @@ def validate_config(config: dict) -> None:
         config,
     )
     _require(
-        train["amp"] in (True, False, "bfloat16", "float16"),
+        train["amp"] in (True, False, "bfloat16", "float16", "auto"),
         "train.amp",
-        'true, false, "bfloat16" or "float16"',
+        'true, false, "bfloat16", "float16" or "auto"',
         config,
     )
+    _require(train["channels_last"] in (True, False, "auto"), "train.channels_last", 'true, false or "auto"', config)
     for key in ("log_every", "val_every", "save_every"):
         _require(isinstance(train[key], int) and train[key] > 0, f"train.{key}", "a positive integer", config)
 

@@ -50,7 +50,7 @@ LOOP_COUNTS = (1, 2, 3)  # every attention model is evaluated at each of these
 COST_INPUTS = ((360, 480), (769, 769))  # CamVid frames, and the paper's 769x769 setting
 COMMAND = "python -m training.report"
 
-# The paper's numbers, from /work/shared/docs/ccnet-brief.md, "Reported results" (the arXiv version's
+# The paper's numbers, from ../shared/docs/ccnet-brief.md, "Reported results" (the arXiv version's
 # Table 2: ResNet-101, Cityscapes val; FLOPs and memory increments for one 1x3x769x769 input, a
 # 97x97 feature map; and the official code's best-of-3 runs). mIoU as a fraction; None = not reported.
 PAPER_TABLE2 = (
@@ -72,7 +72,7 @@ PAPER_TABLE2 = (
      "memory_mb_increment": None},
 )  # fmt: skip
 PAPER_CCL_GAIN = 0.007  # brief: "+ CCL: about +0.7" (points of mIoU over the same network without it)
-PAPER_SOURCE = '/work/shared/docs/ccnet-brief.md, section "Reported results" (the paper\'s Table 2)'
+PAPER_SOURCE = '../shared/docs/ccnet-brief.md, section "Reported results" (the paper\'s Table 2)'
 
 # Issue #13's goals (val, full 360x480, single scale).
 GOAL_R2_MIOU = 0.70  # the R = 2 model's mean val mIoU over its seeds

@@ -44,6 +44,7 @@ from .distributed import barrier, init_processes, leave_processes
 from .errors import USER_ERRORS, NonFiniteLossError, RunFolderError
 from .evaluate import confusion_over_dataset, reduce_confusion, shard_indices
 from .objective import SegmentationObjective
+from .precision import resolve_precision
 from .pretrained import describe_load_report, verified_weights
 from .run_folder import (
     METRICS_FILE,
@@ -77,36 +78,6 @@ def _worker_init(_: int) -> None:
 
 
 # --- schedule -----------------------------------------------------------------------------------------
-
-
-def autocast_dtype(amp, device_type: str) -> torch.dtype | None:
-    """train.amp -> the autocast dtype on this device, or None (float32).
-
-    true: float16 on CUDA, float32 on CPU (the recorded runs' meaning); "bfloat16" / "float16": that
-    dtype on any device; false: float32.
-    """
-    if amp is True:
-        return torch.float16 if device_type == "cuda" else None
-    if amp in ("bfloat16", "float16"):
-        return getattr(torch, amp)
-    return None
-
-
-def refuse_broken_precision(train: dict, device_type: str) -> None:
-    """bfloat16 autocast with channels-last on the CPU trains on wrong gradients in torch 2.13: refuse it.
-
-    Measured (benchmarks/check_bf16_depthwise.py): the weight gradient of a dilated depthwise convolution
-    (the dilated MobileNetV2's, 576 or 960 channels at 36x48) in bfloat16 channels-last is off by 63-71% of
-    its largest value, against 0.3-0.4% contiguous; two bundled-config runs stopped on overflowing BatchNorm
-    statistics within 20-70 iterations (results/camvid/bf16_channels_last_diverged/). Contiguous bfloat16 is
-    also the faster of the two here.
-    """
-    if train["channels_last"] and device_type == "cpu" and autocast_dtype(train["amp"], device_type) == torch.bfloat16:
-        raise ConfigError(
-            "train.amp bfloat16 with train.channels_last true on the CPU: torch's bfloat16 depthwise-convolution "
-            "weight gradient is wrong in channels-last (dilated MobileNetV2 diverges). "
-            "Set train.channels_last=false (contiguous bfloat16 is correct and faster), or train in float32"
-        )
 
 
 def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
@@ -165,7 +136,13 @@ class Trainer:
     ):
         self.config, self.out_dir, self.show_progress = config, Path(out_dir), show_progress
         self.processes, self.device = init_processes(config["train"]["device"])
-        refuse_broken_precision(config["train"], self.device.type)
+        self.precision = resolve_precision(config["train"]["amp"], config["train"]["channels_last"], self.device.type)
+        if self.processes.is_main:
+            print(
+                f"precision: {self.precision.name}, channels-last {self.precision.channels_last} "
+                f"({self.precision.reason})",
+                file=sys.stderr,
+            )
         if config["train"]["threads"]:
             torch.set_num_threads(int(config["train"]["threads"]))
         check_run_folder(self.out_dir, config, resume, overwrite)
@@ -204,11 +181,25 @@ class Trainer:
                         "device": str(self.device),
                         "command": sys.argv,
                         "class_weights": self.class_weights,
+                        "precision": self.precision.record(),
                     },
                 )
             else:
                 step = self.resumed_state["step"] if self.resumed_state else 0
-                update_run_record(self.out_dir, {"resumed": [{"time": now, "step": step, "command": sys.argv}]})
+                update_run_record(
+                    self.out_dir,
+                    {
+                        "resumed": [
+                            {
+                                "time": now,
+                                "step": step,
+                                "command": sys.argv,
+                                "device": str(self.device),
+                                "precision": self.precision.record(),
+                            }
+                        ]
+                    },
+                )
         barrier(self.processes)
 
     @staticmethod
@@ -283,7 +274,7 @@ class Trainer:
             with torch.no_grad():
                 self.model.attention.cca.gamma.fill_(gamma_init)
         self.model.to(self.device)
-        if self.config["train"]["channels_last"]:
+        if self.precision.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.processes.distributed and self.config["train"]["sync_bn"]:
             if self.device.type == "cuda":
@@ -299,7 +290,7 @@ class Trainer:
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _build_optimisation(self) -> None:
-        optim, train = self.config["optim"], self.config["train"]
+        optim = self.config["optim"]
         self.class_weights = self._class_weights()
         self.objective = SegmentationObjective(self.config["loss"], self.class_weights).to(self.device)
         self.optimizer = torch.optim.SGD(
@@ -308,7 +299,7 @@ class Trainer:
             momentum=optim["momentum"],
             weight_decay=optim["weight_decay"],
         )
-        self.amp_dtype = autocast_dtype(train["amp"], self.device.type)
+        self.amp_dtype = self.precision.amp_dtype
         self.amp = self.amp_dtype is not None
         # A loss scale only for float16: bfloat16 has float32's exponent range.
         self.scaler = torch.amp.GradScaler(
@@ -383,7 +374,7 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.network.train()
         images = images.to(self.device, non_blocking=True)  # (B, 3, H, W)
-        if self.config["train"]["channels_last"]:
+        if self.precision.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(self.device, non_blocking=True)  # (B, H, W)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):

@@ -12,10 +12,15 @@ from torch import nn
 
 
 class BackboneFeatures(NamedTuple):
-    """Backbone outputs, both at 1/8 of the input size."""
+    """Backbone outputs: ``aux`` and ``final`` at 1/8 of the input size, ``low`` at 1/4.
+
+    ``low`` feeds the optional skip decoder (``CCNet(decoder_channels=...)``); features made without it
+    (older caches, hand-built tuples) leave it None, which only a model with a decoder refuses.
+    """
 
     aux: torch.Tensor  # (B, C_aux, h, w): input of the auxiliary head
     final: torch.Tensor  # (B, C_final, h, w): input of the RCCA head
+    low: torch.Tensor | None = None  # (B, C_low, 2h, 2w): input of the skip decoder
 
 
 class BackboneLoadReport(NamedTuple):
@@ -72,8 +77,7 @@ def load_checked(
     report = BackboneLoadReport(sorted(result.missing_keys), sorted(result.unexpected_keys), sorted(unused))
     if report.missing or report.unexpected:
         warnings.warn(
-            f"pretrained backbone weights: missing keys {report.missing}, "
-            f"unexpected keys {report.unexpected}",
+            f"pretrained backbone weights: missing keys {report.missing}, unexpected keys {report.unexpected}",
             stacklevel=3,
         )
     return report

@@ -36,7 +36,7 @@ _SETTINGS = (
     (6, 320, 1, 1, 4),
 )
 _STEM_CHANNELS = 32
-AUX_INDEX, FINAL_INDEX = 13, 17  # features.13: 96 channels; features.17: 320 channels
+LOW_INDEX, AUX_INDEX, FINAL_INDEX = 3, 13, 17  # features.3: 24 channels (stride 4); .13: 96; .17: 320
 _LAST_CONV_INDEX = 18  # the 320 -> 1280 conv of the classifier network, not built here
 
 
@@ -83,15 +83,14 @@ class DilatedMobileNetV2(nn.Module):
         in_channels = _STEM_CHANNELS
         for expansion, channels, count, stride, dilation in _SETTINGS:
             for index in range(count):
-                blocks.append(
-                    InvertedResidual(in_channels, channels, stride if index == 0 else 1, expansion, dilation)
-                )
+                blocks.append(InvertedResidual(in_channels, channels, stride if index == 0 else 1, expansion, dilation))
                 in_channels = channels
         self.features = nn.Sequential(*blocks)
         self.feature_channels = (
             _SETTINGS[4][1],  # features.13: 96
             _SETTINGS[6][1],  # features.17: 320
         )
+        self.low_channels = _SETTINGS[1][1]  # features.3: 24, at output stride 4
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -104,9 +103,10 @@ class DilatedMobileNetV2(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, images: torch.Tensor) -> BackboneFeatures:
-        x = self.features[: AUX_INDEX + 1](images)  # (B, 96, h, w)
+        low = self.features[: LOW_INDEX + 1](images)  # (B, 24, 2h, 2w)
+        x = self.features[LOW_INDEX + 1 : AUX_INDEX + 1](low)  # (B, 96, h, w)
         final = self.features[AUX_INDEX + 1 :](x)  # (B, 320, h, w)
-        return BackboneFeatures(aux=x, final=final)
+        return BackboneFeatures(aux=x, final=final, low=low)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ _BLOCK_KEY = re.compile(r"^features\.(\d+)\.conv\.(\d+)\.(.+)$")
 
 
 def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
-    """"classic" or "torchvision", from the first block's depthwise weight; ValueError otherwise."""
+    """ "classic" or "torchvision", from the first block's depthwise weight; ValueError otherwise."""
     if "features.1.conv.0.0.weight" in state:
         return "torchvision"
     if "features.1.conv.0.weight" in state and "features.1.conv.3.weight" in state:

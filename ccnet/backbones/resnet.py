@@ -35,12 +35,8 @@ _STAGE_STRIDES = (1, 2, 1, 1)
 _STAGE_DILATIONS = (1, 1, 2, 4)
 
 
-
-
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
-    )
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 def _conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -53,9 +49,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(
-        self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None
-    ):
+    def __init__(self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None):
         super().__init__()
         self.conv1 = _conv3x3(in_channels, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -76,9 +70,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None
-    ):
+    def __init__(self, in_channels: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None):
         super().__init__()
         self.conv1 = _conv1x1(in_channels, planes)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -176,6 +168,7 @@ class DilatedResNet(nn.Module):
             self.add_module(f"layer{index + 1}", stage)
             in_channels = planes * block.expansion
             previous_dilation = dilation
+        self.low_channels = base_width * block.expansion  # layer1, at output stride 4
         self.layer3_channels = in_channels // 2
         self.layer4_channels = in_channels
         self.feature_channels = (self.layer3_channels, self.layer4_channels)  # (aux, final)
@@ -196,10 +189,11 @@ class DilatedResNet(nn.Module):
         else:
             x = self.stem(images)  # (B, S, H/2, W/2)
         x = self.maxpool(x)  # (B, S, H/4, W/4)
-        x = self.layer2(self.layer1(x))  # (B, C2, H/8, W/8)
+        stage1 = self.layer1(x)  # (B, C1, H/4, W/4)
+        x = self.layer2(stage1)  # (B, C2, H/8, W/8)
         stage3 = self.layer3(x)  # (B, C3, h, w)
         stage4 = self.layer4(stage3)  # (B, C4, h, w)
-        return BackboneFeatures(aux=stage3, final=stage4)
+        return BackboneFeatures(aux=stage3, final=stage4, low=stage1)
 
 
 def load_resnet_weights(
