@@ -277,6 +277,8 @@ def image_state(session: Session) -> dict:
         frame_width: document.documentElement.clientWidth, classes: img.className})"""
     )
     state["iframe_box"] = session.page.locator(CLICK_WIDGET).bounding_box()
+    # display: none means Streamlit never saw the frame's "ready" message (the cause found in issue 21)
+    state["iframe_display"] = session.page.locator(CLICK_WIDGET).evaluate("frame => getComputedStyle(frame).display")
     return state
 
 

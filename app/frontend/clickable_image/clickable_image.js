@@ -5,11 +5,16 @@
 // The frame's height follows the image's shown height whenever either changes. Measured once, at load
 // time, a frame that happened to be laid out 0 px wide kept the image 0 px tall for good (streamlit#7376,
 // and one of eight concurrent sessions in tests/test_concurrent_sessions.py).
+// "Ready" is said again until the first render message comes: Streamlit drops a message from a frame whose
+// listener it has not registered yet (a React effect that can run after this script under load), and a
+// frame whose ready message was dropped stays hidden (display: none) for good.
 
 const image = document.getElementById("image");
 let dragMode = false;
 let dragStart = null; // {x, y, pointerId} while the button is down in drag mode
 let sentHeight = null;
+let rendered = false;
+const READY_RETRY_MS = 250;
 
 function post(type, data) {
   window.parent.postMessage(Object.assign({isStreamlitMessage: true, type: type}, data), "*");
@@ -81,6 +86,7 @@ window.addEventListener("message", (event) => {
   if (!event.data || event.data.type !== "streamlit:render") {
     return;
   }
+  rendered = true;
   const args = event.data.args;
   dragMode = Boolean(args.click_and_drag);
   image.style.cursor = args.cursor || "crosshair";
@@ -91,4 +97,11 @@ window.addEventListener("message", (event) => {
   reportHeight();
 });
 
-post("streamlit:componentReady", {apiVersion: 1});
+function announceReady() {
+  if (!rendered) {
+    post("streamlit:componentReady", {apiVersion: 1});
+    setTimeout(announceReady, READY_RETRY_MS);
+  }
+}
+
+announceReady();
