@@ -77,6 +77,16 @@ def _worker_init(_: int) -> None:
     cv2.setNumThreads(0)
 
 
+def command_line() -> list[str]:
+    """sys.argv with the script's path relative to the working folder (no machine paths in run records)."""
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(Path.cwd())
+    except ValueError:
+        script = Path(script.name)
+    return [str(script), *sys.argv[1:]]
+
+
 # --- schedule -----------------------------------------------------------------------------------------
 
 
@@ -179,7 +189,7 @@ class Trainer:
                         "code_version": code_version(),
                         "torch": torch.__version__,
                         "device": str(self.device),
-                        "command": sys.argv,
+                        "command": command_line(),
                         "class_weights": self.class_weights,
                         "precision": self.precision.record(),
                     },
@@ -193,7 +203,7 @@ class Trainer:
                             {
                                 "time": now,
                                 "step": step,
-                                "command": sys.argv,
+                                "command": command_line(),
                                 "device": str(self.device),
                                 "precision": self.precision.record(),
                             }

@@ -1,0 +1,132 @@
+"""The campaign: one long training run of the default model that spans sessions and machines.
+
+A session trains in the background with a time limit (``--max-minutes``), saves the run's resumable state into
+the repository (``campaign/<name>/``: config.yaml, run.json, metrics.jsonl and state.pt, replaced each time, so
+git grows by one state per session), and the next session, on whatever machine it gets, restores it and goes on:
+
+    python -m training.campaign start  --max-minutes 120   # first session only
+    python -m training.campaign resume --max-minutes 120   # every later session (restores the state first)
+    python -m training.campaign save                       # before the session stops: copy the state to commit
+    python -m training.campaign status                     # where it stands: step, val mIoU, gamma, lift, hours
+
+``state.pt`` is the trainer's own exact resume state (model, optimiser, RNG states, step, best score; it loads
+with ``weights_only=True``). The best-on-val weights are not committed: the run's ``last`` checkpoint at the end
+of the schedule is what gets exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .run_folder import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_metrics
+from .state import STATE_FILE, load_training_state
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "camvid_r2"
+CONFIG = ROOT / "training" / "configs" / "camvid_r2_campaign.yaml"
+SAVED = ROOT / "campaign" / NAME  # committed
+RUN = ROOT / "runs" / f"{NAME}_campaign"  # git-ignored working folder
+FILES = (CONFIG_FILE, RUN_FILE, METRICS_FILE, STATE_FILE)
+
+
+def saved_step(folder: Path) -> int | None:
+    """The iteration a folder's state.pt has reached, or None without one."""
+    path = folder / STATE_FILE
+    return int(load_training_state(path)["step"]) if path.is_file() else None
+
+
+def save(run: Path = RUN, saved: Path = SAVED) -> int:
+    """Copy the run's resumable state into the committed folder; returns the step saved."""
+    step = saved_step(run)
+    if step is None:
+        raise FileNotFoundError(f"{run} has no {STATE_FILE}: nothing to save (has the campaign started?)")
+    previous = saved_step(saved)
+    if previous is not None and previous > step:
+        raise ValueError(f"{saved} holds step {previous}, ahead of {run} at {step}: not overwriting it")
+    saved.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copy2(run / name, saved / f".{name}.tmp")
+        (saved / f".{name}.tmp").replace(saved / name)
+    return step
+
+
+def restore(run: Path = RUN, saved: Path = SAVED) -> int | None:
+    """Put the committed state into the run folder unless the run folder is already as far; the step restored."""
+    step, local = saved_step(saved), saved_step(run)
+    if step is None:
+        return None
+    if local is not None and local >= step:
+        return local
+    run.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copy2(saved / name, run / name)
+    return step
+
+
+def summary(folder: Path) -> dict:
+    """Step, schedule length, the validations so far and the hours spent training, from a campaign folder."""
+    config = yaml.safe_load((folder / CONFIG_FILE).read_text())
+    records = read_metrics(folder) if (folder / METRICS_FILE).is_file() else []
+    vals = [r for r in records if r["kind"] == "val"]
+    trains = [r for r in records if r["kind"] == "train"]
+    # Hours of training: gaps between consecutive log lines, leaving out pauses (gaps over 10 minutes).
+    times = [r["time"] for r in trains]
+    hours = sum(b - a for a, b in zip(times, times[1:], strict=False) if 0 < b - a < 600) / 3600
+    return {
+        "step": trains[-1]["step"] if trains else 0,
+        "iterations": config["optim"]["iterations"],
+        "hours": hours,
+        "validations": [
+            {k: v for k, v in r.items() if k in ("step", "mIoU", "lift", "per_class_iou") or k.startswith("gamma")}
+            for r in vals
+        ],
+    }
+
+
+def _train(arguments: list[str], max_minutes: float | None) -> int:
+    command = [sys.executable, "-m", "training.train", "--out", str(RUN.relative_to(ROOT)), *arguments]
+    if max_minutes:
+        command += ["--max-minutes", str(max_minutes)]
+    print("running:", " ".join(command), file=sys.stderr)
+    return subprocess.call(command, cwd=ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["start", "resume", "save", "status"])
+    parser.add_argument("--max-minutes", type=float, help="pause (state saved) after this many minutes of training")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    args = parser.parse_args(argv)
+    extra = ["--no-progress"] if args.no_progress else []
+    if args.action == "start":
+        if saved_step(SAVED) is not None or saved_step(RUN) is not None:
+            print(f"error: the campaign has started already: use `resume` ({SAVED} or {RUN} holds a state)")
+            return 2
+        return _train(["--config", str(CONFIG.relative_to(ROOT)), *extra], args.max_minutes)
+    if args.action == "resume":
+        step = restore()
+        if step is None:
+            print(f"error: no campaign state in {SAVED} or {RUN}: use `start`", file=sys.stderr)
+            return 2
+        print(f"resuming the campaign at iteration {step}", file=sys.stderr)
+        return _train(["--resume", *extra], args.max_minutes)
+    if args.action == "save":
+        print(f"saved iteration {save()} into {SAVED.relative_to(ROOT)}: commit it")
+        return 0
+    folder = RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
+    if not (folder / CONFIG_FILE).is_file():
+        print("the campaign has not started")
+        return 0
+    print(json.dumps(summary(folder), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
