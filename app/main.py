@@ -21,6 +21,7 @@ from app import controls  # noqa: E402
 from app.examples import load_example  # noqa: E402
 from app.guide import first_visit_guide  # noqa: E402
 from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image  # noqa: E402
+from app.model_card import show_model_cards  # noqa: E402
 from app.models import (  # noqa: E402
     HOW_TO_MAKE_A_CHECKPOINT,
     Catalogue,
@@ -75,6 +76,7 @@ def explorer_page() -> None:
     if models is None:
         return
     _describe_models(models)
+    show_model_cards(models)
     cache = shared_cache(settings.cache_mb * 2**20)
     exploration(image, truth, columns, models, options, cache)
     image_attention_section(image, columns, models, cache)

@@ -49,6 +49,7 @@ from app.image_summary import (
 )
 from app.images import DecodedImage
 from app.influence_chart import chart_args, influence_chart, photo_url
+from app.model_card import supervision_note
 from app.models import LOOP_COUNTS, LoadedModel
 from app.pictures import PER_LOOP_WIDTH, ColumnPictures, MapPicture, start_column_pictures
 from app.shareable import URL_BOX_KEY, URL_POINT_KEY, write_to_url
@@ -634,6 +635,9 @@ def _scorecard_lines(result: ColumnResult) -> None:
         weights = ", ".join(f"{w:.2f}" for w in score.branch_weight)
         lines.append(f"γ = {score.gamma:.3g}; attention branch / residual at this cell, per loop: **{weights}**")
     st.markdown("  \n".join(lines))
+    note = supervision_note(result.loaded.metadata)
+    if note:
+        st.caption(f"⚠ {note}")
     if score.attention_quiet:
         st.warning(
             f"γ = {score.gamma:.3g}: this model's attention barely reaches its output, so these maps are not "

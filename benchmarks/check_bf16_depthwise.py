@@ -1,5 +1,5 @@
-"""Is torch's bfloat16 depthwise-convolution weight gradient right on this CPU? (why training refuses
-bfloat16 + channels-last on the CPU: training/train.py, refuse_broken_precision)
+"""Is torch's bfloat16 depthwise-convolution weight gradient right on this CPU? (Training refuses bfloat16
++ channels-last on the CPU only where it is wrong: training/precision.py; `ONEDNN_MAX_CPU_ISA=AVX2` moves it.)
 
 For the dilated MobileNetV2's depthwise convolutions (3x3, groups = channels) at the bundled crop's feature
 map, the weight gradient under CPU bfloat16 autocast is compared with float32, contiguous and channels-last:

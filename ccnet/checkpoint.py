@@ -280,6 +280,18 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return metadata
 
 
+def update_sidecar(path: str | os.PathLike, updates: Mapping) -> dict:
+    """Replace top-level fields of a checkpoint's sidecar (descriptions only: the weights and save_id stay)."""
+    structural = {"format_version", "architecture", "model_config", "backbone", "recurrence", "num_classes"}
+    protected = sorted(set(updates) & (structural | {"class_names", "weights_dtype", "save_id"}))
+    if protected:
+        raise CheckpointError(f"update_sidecar changes descriptions only, not {protected}: save the checkpoint again")
+    _, sidecar = checkpoint_paths(path)
+    metadata = read_metadata(sidecar) | dict(updates)
+    _write_json(sidecar, metadata)
+    return metadata
+
+
 # --- weights ------------------------------------------------------------------------------------------
 
 

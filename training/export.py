@@ -13,7 +13,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ccnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_index
+from ccnet.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    update_sidecar,
+    write_index,
+)
+
+from .model_card import training_record
 
 # Derived from the weights by save_checkpoint; everything else in the sidecar is carried over.
 _DERIVED = (
@@ -42,11 +51,27 @@ def export_run(
         )
     model, metadata = load_checkpoint(source, device="cpu")
     carried = {key: value for key, value in metadata.items() if key not in _DERIVED}
+    carried["training"] = (metadata.get("training") or {}) | training_record(
+        run_dir, metadata.get("step"), metadata.get("train_images")
+    )
     weights, sidecar = save_checkpoint(model, destination, carried, half=half)
     name = weights.name[: -len(".safetensors")]
     index = write_index(weights.parent, default=name if make_default else None)
     print(f"exported {source} -> {weights} ({weights.stat().st_size / 1e6:.1f} MB); index default: {index['default']}")
     return index
+
+
+def annotate(destination: str | Path, records: str | Path, train_images: int | None = None) -> dict:
+    """Add (or refresh) the `training` record of a bundled sidecar from a run or results/ record folder.
+
+    Only the sidecar's JSON changes (its save_id still names the same weights); the weights stay as they are.
+    """
+    metadata = read_metadata(destination)
+    images = train_images or (metadata.get("training") or {}).get("train_images")
+    record = (metadata.get("training") or {}) | training_record(records, metadata.get("step"), images)
+    metadata = update_sidecar(destination, {"training": record})
+    print(f"{destination}: training record {record}")
+    return metadata
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,8 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of the run")
     parser.add_argument("--half", action="store_true", help="store float16 weights (loaded back as float32)")
     parser.add_argument("--default", action="store_true", help="make it the folder index's default model")
+    parser.add_argument(
+        "--annotate",
+        action="store_true",
+        help="only add the model card's training record to DESTINATION's sidecar, read from RUN_DIR "
+        "(a run or a results/ record folder)",
+    )
+    parser.add_argument("--train-images", type=int, help="with --annotate: images in the train split")
     args = parser.parse_args(argv)
     try:
+        if args.annotate:
+            annotate(args.destination, args.run_dir, args.train_images)
+            return 0
         export_run(args.run_dir, args.destination, args.which, args.half, args.default)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)

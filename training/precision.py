@@ -45,6 +45,23 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def describe_machine(device: torch.device | str = "cpu") -> str:
+    """A short name for the machine a run trains on: the GPU's, or the CPU model with the flags that matter."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = [flag for flag in ("avx2", "avx512f", *BF16_CPU_FLAGS) if flag in cpu_flags()]
+    return f"{model} ({', '.join(flags) or 'no AVX2'})"
+
+
 def has_fast_bf16() -> bool:
     return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 

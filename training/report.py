@@ -42,6 +42,7 @@ from ccnet.metrics import confusion_matrix, scores_from_confusion
 from ccnet.model import build_model
 
 from .attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_cells
+from .model_card import annotate_from_summary
 from .run_folder import read_metrics
 from .transforms import EvalTransform
 
@@ -1508,6 +1509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = make_report(args)
+        annotate_from_summary(summary, args.checkpoints)  # the app's model cards
     except (ReportError, DatasetError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ from .distributed import barrier, init_processes, leave_processes
 from .errors import USER_ERRORS, NonFiniteLossError, RunFolderError
 from .evaluate import confusion_over_dataset, reduce_confusion, shard_indices
 from .objective import SegmentationObjective
-from .precision import resolve_precision
+from .precision import describe_machine, resolve_precision
 from .pretrained import describe_load_report, verified_weights
 from .run_folder import (
     METRICS_FILE,
@@ -192,6 +192,7 @@ class Trainer:
                         "command": command_line(),
                         "class_weights": self.class_weights,
                         "precision": self.precision.record(),
+                        "machine": describe_machine(self.device),
                     },
                 )
             else:
@@ -206,6 +207,7 @@ class Trainer:
                                 "command": command_line(),
                                 "device": str(self.device),
                                 "precision": self.precision.record(),
+                                "machine": describe_machine(self.device),
                             }
                         ]
                     },
@@ -446,6 +448,7 @@ class Trainer:
             "train_config": self.config | {"data": self.config["data"] | {"root": None}},
             "step": self.step,
             "seed": self.config["seed"],
+            "train_images": len(self.train_set),
         }
 
     def after_validation(self, scores: SegmentationScores) -> None:
