@@ -1,0 +1,261 @@
+"""Heads on a frozen backbone: every CamVid model other than the default, trained in minutes on cached features.
+
+The campaign trains the default R = 2 model end to end. Each other model keeps that backbone, frozen, and gets
+its own head (RCCA head, auxiliary head, skip decoder), trained from a fresh initialisation on the features
+``training.feature_cache`` wrote: random crops of the cached feature maps (scales x flips of the train frames),
+the campaign's losses and optimiser, one seed per run. So "a model per loop count" differ only in their head.
+
+    python -m training.heads FEATURES --kind r2 --seed 0 --out runs/heads      # one head
+    python -m training.heads FEATURES --kind all --seeds 5 --out runs/heads    # every kind x 5 seeds
+
+Kinds: r0 (no attention), r1, r2, r3, r2_ccl (the category consistent loss), r2_paper (the paper's losses:
+gamma starting at 0, no affinity loss). Each run writes RUN/<kind>_s<seed>.json (val mIoU, per-class IoU,
+same-class lift, gamma, seconds) and a full checkpoint (campaign backbone + this head) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ccnet.analysis import cell_centre_labels, class_balanced_mean
+from ccnet.backbones import BackboneFeatures
+from ccnet.checkpoint import load_checkpoint, save_checkpoint
+from ccnet.datasets import IGNORE_INDEX
+from ccnet.metrics import confusion_matrix, scores_from_confusion
+from ccnet.model import build_model
+
+from .attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_cells
+from .class_weights import enet_weights
+from .feature_cache import load_entry, read_manifest
+from .objective import SegmentationObjective
+from .precision import resolve_precision
+from .train import attention_scales, poly_lr
+
+STRIDE = 8
+# The head's recipe differences from the campaign's (recurrence, CCL, gamma start, affinity loss weight).
+KINDS = {
+    "r0": {"recurrence": 0, "ccl": False, "gamma_init": 1.0, "attention_weight": 0.0},
+    "r1": {"recurrence": 1, "ccl": False, "gamma_init": 1.0, "attention_weight": None},
+    "r2": {"recurrence": 2, "ccl": False, "gamma_init": 1.0, "attention_weight": None},
+    "r3": {"recurrence": 3, "ccl": False, "gamma_init": 1.0, "attention_weight": None},
+    "r2_ccl": {"recurrence": 2, "ccl": True, "gamma_init": 1.0, "attention_weight": None},
+    "r2_paper": {"recurrence": 2, "ccl": False, "gamma_init": 0.0, "attention_weight": 0.0},
+}
+CCL_CHANNELS = 16
+DEFAULTS = {"iterations": 1000, "batch_size": 8, "crop_cells": (32, 44)}  # 256x352 px; fits the 0.75 scale
+
+
+def head_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(name, p) for name, p in model.named_parameters() if not name.startswith("backbone.")]
+
+
+def build_head_model(backbone_checkpoint: str | Path, kind: str, seed: int) -> tuple[torch.nn.Module, dict]:
+    """The campaign's network with a fresh head of `kind` (seeded) on the campaign's backbone weights."""
+    campaign, metadata = load_checkpoint(backbone_checkpoint, device="cpu")
+    recipe = KINDS[kind]
+    config = dict(metadata["model_config"])
+    config["recurrence"] = recipe["recurrence"]
+    config["ccl_channels"] = CCL_CHANNELS if recipe["ccl"] else 0
+    torch.manual_seed(seed)
+    model = build_model(config)
+    model.backbone.load_state_dict(campaign.backbone.state_dict())
+    model.backbone.requires_grad_(False)
+    if model.attention is not None:
+        with torch.no_grad():
+            model.attention.cca.gamma.fill_(recipe["gamma_init"])
+    return model, metadata
+
+
+def loss_config(metadata: dict, kind: str) -> dict:
+    loss = dict((metadata.get("train_config") or {}).get("loss") or {})
+    defaults = {"aux_weight": 0.4, "ohem": False, "ccl_delta_v": 0.5, "ccl_delta_d": 1.5, "ccl_alpha": 1.0,
+                "ccl_beta": 1.0, "ccl_gamma": 0.001, "attention_weight": 0.4}  # fmt: skip
+    loss = defaults | loss
+    recipe = KINDS[kind]
+    loss["ccl"] = recipe["ccl"]
+    if recipe["attention_weight"] is not None:
+        loss["attention_weight"] = recipe["attention_weight"]
+    if recipe["recurrence"] == 0:
+        loss["attention_weight"] = 0.0
+    return loss
+
+
+def label_counts(folder: Path, entries: list[dict], num_classes: int) -> np.ndarray:
+    """Pixels per class over the scale-1, unflipped train labels (the frames themselves)."""
+    counts = np.zeros(num_classes, np.int64)
+    for entry in entries:
+        if entry["scale"] == 1.0 and not entry["flip"]:
+            label = load_entry(folder, entry)["label"].numpy()
+            counts += np.bincount(label[label < num_classes].ravel(), minlength=num_classes)[:num_classes]
+    return counts
+
+
+def _padded_label(label: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(H', W') uint8 -> (8h, 8w) int64 with void where the feature grid reaches past the frame."""
+    out = torch.full((STRIDE * h, STRIDE * w), IGNORE_INDEX, dtype=torch.int64)
+    rows, cols = min(label.shape[0], STRIDE * h), min(label.shape[1], STRIDE * w)
+    out[:rows, :cols] = label[:rows, :cols].long()
+    return out
+
+
+def random_crop(tensors: dict, cells: tuple[int, int], rng: np.random.Generator):
+    """One crop of cached features, in whole cells: (final, aux, low, label) for a batch of one."""
+    final = tensors["final"]  # (C, h, w)
+    h, w = final.shape[-2:]
+    ch, cw = min(cells[0], h), min(cells[1], w)
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    label = _padded_label(tensors["label"], h, w)
+    return (
+        final[:, y0 : y0 + ch, x0 : x0 + cw],
+        tensors["aux"][:, y0 : y0 + ch, x0 : x0 + cw],
+        tensors["low"][:, 2 * y0 : 2 * (y0 + ch), 2 * x0 : 2 * (x0 + cw)],
+        label[STRIDE * y0 : STRIDE * (y0 + ch), STRIDE * x0 : STRIDE * (x0 + cw)],
+    )
+
+
+def _batch(folder: Path, entries: list[dict], indices, cells, rng) -> tuple[BackboneFeatures, torch.Tensor]:
+    crops = [random_crop(load_entry(folder, entries[i]), cells, rng) for i in indices]
+    final, aux, low, label = (torch.stack([c[k] for c in crops]) for k in range(4))
+    features = BackboneFeatures(aux=aux.float(), final=final.float(), low=low.float())  # (B, C, h, w) ...
+    return features, label  # label (B, 8h, 8w)
+
+
+@torch.no_grad()
+def evaluate_head(model, folder: Path, entries: list[dict], class_names, cells_per_image=DEFAULT_CELLS_PER_IMAGE):
+    """Val mIoU (full frames at scale 1) and the class-balanced same-class lift at the trained R."""
+    model.eval()
+    k = len(class_names)
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    lifts, classes = [], []
+    for index, entry in enumerate(entries):
+        tensors = load_entry(folder, entry)
+        features = BackboneFeatures(
+            aux=tensors["aux"][None].float(), final=tensors["final"][None].float(), low=tensors["low"][None].float()
+        )
+        label = tensors["label"].long()  # (H, W)
+        output = model.decode(features, label.shape, return_attention=model.attention is not None)
+        confusion += confusion_matrix(output.logits.argmax(1), label[None], k, IGNORE_INDEX)
+        if output.attentions:
+            attentions = [a[0].float() for a in output.attentions]  # R x (h, w, h+w)
+            cells = cell_centre_labels(label.numpy(), attentions[0].shape[:2])  # (h, w)
+            positions = sample_cells(cells, cells_per_image, np.random.default_rng([0, index]))
+            lifts += lifts_of_image(attentions, cells, positions)
+            classes += [int(cells[y, x]) for y, x in positions]
+    scores = scores_from_confusion(confusion, class_names)
+    lift = class_balanced_mean(lifts, classes)[0] if lifts else None
+    return scores, lift
+
+
+def train_head(
+    features: str | Path,
+    kind: str,
+    seed: int,
+    out: str | Path,
+    iterations: int = DEFAULTS["iterations"],
+    batch_size: int = DEFAULTS["batch_size"],
+    crop_cells: tuple[int, int] = DEFAULTS["crop_cells"],
+    show_progress: bool = True,
+) -> dict:
+    """Train one head, evaluate it on the cached val frames, write its record and checkpoint; the record."""
+    folder, out = Path(features), Path(out)
+    manifest = read_manifest(folder)
+    model, metadata = build_head_model(manifest["checkpoint"], kind, seed)
+    names = manifest["class_names"]
+    train_entries = manifest["splits"]["train"]
+    weights = enet_weights(label_counts(folder, train_entries, len(names)))
+    objective = SegmentationObjective(loss_config(metadata, kind), weights)
+    optim = (metadata.get("train_config") or {}).get("optim") or {"lr": 0.01, "momentum": 0.9, "weight_decay": 4e-5}
+    named = head_parameters(model)
+    gammas = [p for n, p in named if n.endswith("gamma")]
+    rest = [p for n, p in named if not n.endswith("gamma")]
+    groups = [{"params": rest}] + ([{"params": gammas, "weight_decay": 0.0}] if gammas else [])
+    optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=optim.get("momentum", 0.9),
+                                weight_decay=optim.get("weight_decay", 4e-5))  # fmt: skip
+    precision = resolve_precision("auto", False, "cpu")
+    rng = np.random.default_rng([seed, 1])
+    started = time.perf_counter()
+    model.train()
+    model.backbone.eval()
+    losses = []
+    for step in tqdm(range(iterations), desc=f"head {kind} s{seed}", disable=not show_progress):
+        lr = poly_lr(optim["lr"], step, iterations, optim.get("poly_power", 0.9))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        indices = rng.integers(0, len(train_entries), batch_size)
+        batch, labels = _batch(folder, train_entries, indices, crop_cells, rng)
+        with torch.autocast("cpu", dtype=precision.amp_dtype or torch.float32, enabled=precision.amp_dtype is not None):
+            output = model.decode(batch, labels.shape[-2:], return_attention=objective.needs_attention)
+            loss, _ = objective(output, labels)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"head {kind} seed {seed}: loss {loss.item()} at iteration {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    seconds = time.perf_counter() - started
+    scores, lift = evaluate_head(model, folder, manifest["splits"]["val"], names)
+    gamma = attention_scales(model)
+    record = {
+        "kind": kind,
+        "seed": seed,
+        "iterations": iterations,
+        "batch_size": batch_size,
+        "crop_cells": list(crop_cells),
+        "backbone_save_id": manifest["save_id"],
+        "precision": precision.name,
+        "seconds": seconds,
+        "final_loss": float(np.mean(losses[-20:])),
+        "lift": lift,
+        "gamma": next(iter(gamma.values()), None),
+    } | scores.to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{kind}_s{seed}"
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    card = dict(metadata.get("training") or {}) | {"head_only_on": manifest["save_id"], "hours": seconds / 3600}
+    head_metadata = {key: value for key, value in metadata.items() if key not in ("model_config", "save_id")}
+    head_metadata |= {"metrics": scores.to_dict() | {"step": iterations}, "step": iterations, "seed": seed,
+                      "training": card | {"val_lift": lift} if lift is not None else card}  # fmt: skip
+    train_config = dict(head_metadata.get("train_config") or {})
+    train_config["loss"] = loss_config(metadata, kind)
+    train_config["optim"] = dict(optim) | {"iterations": iterations, "batch_size": batch_size}
+    train_config["model"] = dict(train_config.get("model") or {}) | {"gamma_init": KINDS[kind]["gamma_init"]}
+    head_metadata["train_config"] = train_config
+    save_checkpoint(model, out / f"{kind}_s{seed}_model", head_metadata)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("features", help="a feature cache folder (python -m training.feature_cache)")
+    parser.add_argument("--kind", default="r2", choices=[*KINDS, "all"])
+    parser.add_argument("--seed", type=int, default=0, help="the seed (one run)")
+    parser.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of --seed")
+    parser.add_argument("--iterations", type=int, default=DEFAULTS["iterations"])
+    parser.add_argument("--out", default="runs/heads", help="folder for the records and checkpoints")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    kinds = list(KINDS) if args.kind == "all" else [args.kind]
+    seeds = range(args.seeds) if args.seeds else [args.seed]
+    for seed in seeds:
+        for kind in kinds:
+            if (Path(args.out) / f"{kind}_s{seed}.json").is_file():
+                print(f"{kind} seed {seed}: done already, skipped")
+                continue
+            progress = not args.no_progress
+            record = train_head(args.features, kind, seed, args.out, args.iterations, show_progress=progress)
+            lift = "-" if record["lift"] is None else f"{record['lift']:.2f}"
+            print(f"{kind} seed {seed}: val mIoU {100 * record['mIoU']:.2f}%, lift {lift}, {record['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
