@@ -47,3 +47,4 @@ def test_save_never_goes_backwards_and_restore_keeps_a_newer_local_run(camvid_fa
     with pytest.raises(FileNotFoundError, match="nothing to save"):
         campaign.save(tmp_path / "empty", saved)
     assert campaign.restore(tmp_path / "new", tmp_path / "nothing") is None
+    assert campaign.restore(behind, tmp_path / "nothing") == 2  # nothing committed yet: the local run goes on

@@ -61,7 +61,7 @@ def restore(run: Path = RUN, saved: Path = SAVED) -> int | None:
     """Put the committed state into the run folder unless the run folder is already as far; the step restored."""
     step, local = saved_step(saved), saved_step(run)
     if step is None:
-        return None
+        return local  # nothing committed yet: the run folder (if any) goes on
     if local is not None and local >= step:
         return local
     run.mkdir(parents=True, exist_ok=True)
