@@ -23,6 +23,7 @@ from ccnet.model import (
 )
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from ccnet.propagation import influence_maps
+from ccnet.propagation_3d import influence_maps_3d, reverse_influence_maps_3d
 
 __version__ = "0.1.0"
 
@@ -52,4 +53,6 @@ __all__ = [
     "NonLocalBlock",
     "RecurrentCrissCrossAttention",
     "influence_maps",
+    "influence_maps_3d",
+    "reverse_influence_maps_3d",
 ]
