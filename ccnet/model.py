@@ -462,13 +462,21 @@ def _backbone_arguments(backbone: str, base_width, stem, stem_channels, ceil_mod
 
 
 def build_model(config: Mapping) -> CCNet:
-    """Rebuild a CCNet from ``model.config`` (e.g. a checkpoint sidecar's ``model_config``)."""
+    """Rebuild a CCNet from ``model.config`` (e.g. a checkpoint sidecar's ``model_config``).
+
+    A config with ``frames: T`` (not null) builds the video model (``ccnet.video_model.VideoCCNet``).
+    """
     if not isinstance(config, Mapping):
         raise ValueError(f"expected a model config mapping, got {type(config).__name__}")
-    known = set(inspect.signature(CCNet).parameters)
+    known = set(inspect.signature(CCNet).parameters) | {"frames"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"unknown model config keys {unknown}: expected some of {sorted(known)}")
     if "num_classes" not in config:
         raise ValueError("model config lacks num_classes")
-    return CCNet(**config)
+    arguments = {key: value for key, value in config.items() if key != "frames"}
+    if config.get("frames") is not None:
+        from ccnet.video_model import VideoCCNet  # the video model builds on this module
+
+        return VideoCCNet(frames=config["frames"], **arguments)
+    return CCNet(**arguments)
