@@ -217,16 +217,37 @@ def same_class_targets(cells: torch.Tensor, ignore_index: int) -> tuple[torch.Te
     ``cells`` (B, h, w) -> targets (B, h, w, h + w) (column part first, the own position only in the row
     part, as the attention lays them out) summing to 1, and the mask (B, h, w) of cells with a target.
     """
-    h = cells.shape[1]
     known = cells != ignore_index  # (B, h, w)
+    return _normalised_targets(_same_class_cross(cells, known).float(), known)
+
+
+def _same_class_cross(cells: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, h + w) bool: which positions of each cell's 2D cross share its (known) class."""
+    h = cells.shape[1]
     column_same = cells.unsqueeze(-1) == cells.permute(0, 2, 1).unsqueeze(1)  # (B, h, w, h): c(y,x) == c(i,x)
     column_same &= known.permute(0, 2, 1).unsqueeze(1)
     column_same &= ~torch.eye(h, dtype=torch.bool, device=cells.device).view(1, h, 1, h)
     row_same = (cells.unsqueeze(-1) == cells.unsqueeze(2)) & known.unsqueeze(2)  # (B, h, w, w): c(y,x) == c(y,j)
-    same = torch.cat([column_same, row_same], dim=-1).float()  # (B, h, w, h+w)
-    counts = same.sum(dim=-1, keepdim=True)  # (B, h, w, 1)
-    valid = known & (counts.squeeze(-1) > 0)  # (B, h, w)
+    return torch.cat([column_same, row_same], dim=-1)  # (B, h, w, h+w)
+
+
+def _normalised_targets(same: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    counts = same.sum(dim=-1, keepdim=True)  # (..., 1)
+    valid = known & (counts.squeeze(-1) > 0)
     return same / counts.clamp(min=1), valid
+
+
+def same_class_targets_3d(cells: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``same_class_targets`` over the 3D cross: cells (B, T, h, w) -> targets (B, T, h, w, T + h + w), the
+    time part first (the own position only in the row part, as ``criss_cross_attention_3d`` lays them out)."""
+    b, t, h, w = cells.shape
+    known = cells != ignore_index  # (B, T, h, w)
+    by_frame = cells.permute(0, 2, 3, 1)  # (B, h, w, T)
+    time_same = (cells.unsqueeze(-1) == by_frame.unsqueeze(1)) & known.permute(0, 2, 3, 1).unsqueeze(1)
+    time_same &= ~torch.eye(t, dtype=torch.bool, device=cells.device).view(1, t, 1, 1, t)  # (B, T, h, w, T)
+    space_same = _same_class_cross(cells.reshape(b * t, h, w), known.reshape(b * t, h, w))
+    same = torch.cat([time_same, space_same.view(b, t, h, w, h + w)], dim=-1).float()  # (B, T, h, w, T+h+w)
+    return _normalised_targets(same, known)
 
 
 class AttentionAffinityLoss(nn.Module):
@@ -242,14 +263,20 @@ class AttentionAffinityLoss(nn.Module):
     def forward(self, attentions: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         if not attentions:
             raise ValueError("AttentionAffinityLoss needs the attention maps: run the model with return_attention")
-        _check_labels(labels, attentions[0].shape[0], "labels")
-        h, w = attentions[0].shape[1:3]
-        targets, valid = same_class_targets(cell_centre_labels(labels, (h, w)), self.ignore_index)
+        if attentions[0].dim() == 5:  # 3D criss-cross attention (B, T, h, w, T+h+w); labels (B, T, H, W) or flat
+            b, t, h, w = attentions[0].shape[:4]
+            frames = labels.reshape(b * t, *labels.shape[-2:])  # (B*T, H, W)
+            cells = cell_centre_labels(frames, (h, w)).reshape(b, t, h, w)
+            targets, valid = same_class_targets_3d(cells, self.ignore_index)
+        else:
+            _check_labels(labels, attentions[0].shape[0], "labels")
+            h, w = attentions[0].shape[1:3]
+            targets, valid = same_class_targets(cell_centre_labels(labels, (h, w)), self.ignore_index)
         if not valid.any():
             return _zero_loss(attentions[0])
         losses = []
-        for attn in attentions:  # (B, h, w, h+w) each
-            log_attn = torch.log(attn.float().clamp(min=self.eps))  # (B, h, w, h+w)
-            per_cell = -(targets * log_attn).sum(dim=-1)  # (B, h, w)
+        for attn in attentions:  # (B, h, w, h+w) or (B, T, h, w, T+h+w) each
+            log_attn = torch.log(attn.float().clamp(min=self.eps))
+            per_cell = -(targets * log_attn).sum(dim=-1)  # (B, h, w) or (B, T, h, w)
             losses.append(per_cell[valid].mean())
         return torch.stack(losses).mean()

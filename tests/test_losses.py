@@ -245,3 +245,33 @@ def test_ohem_rejects_mismatched_labels():
         OhemCrossEntropy()(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="min_kept"):
         OhemCrossEntropy(min_kept=-1)
+
+
+def test_3d_affinity_targets_match_the_3d_cross_by_brute_force():
+    from ccnet.attention import criss_cross_attention_3d
+    from ccnet.losses import AttentionAffinityLoss, same_class_targets_3d
+
+    generator = torch.Generator().manual_seed(3)
+    t, h, w = 3, 4, 5
+    cells = torch.randint(0, 3, (2, t, h, w), generator=generator)
+    cells[0, 1, 2, 2] = 255
+    targets, valid = same_class_targets_3d(cells, 255)
+    assert targets.shape == (2, t, h, w, t + h + w)
+    for b, f, y, x in [(0, 0, 0, 0), (1, 2, 3, 4), (0, 1, 2, 3)]:
+        own = int(cells[b, f, y, x])
+        same_time = [s != f and int(cells[b, s, y, x]) == own for s in range(t)]
+        same_col = [i != y and int(cells[b, f, i, x]) == own for i in range(h)]
+        same_row = [int(cells[b, f, y, j]) == own for j in range(w)]  # the own position, once, here
+        expected = torch.tensor(same_time + same_col + same_row, dtype=torch.float32)
+        torch.testing.assert_close(targets[b, f, y, x], expected / expected.sum())
+    assert not valid[0, 1, 2, 2]
+    # The loss takes 3D attention with clip labels (B, T, H, W) or frame-major labels (B*T, H, W).
+    q, k, v = (torch.randn(2, 4, t, h, w, generator=generator) for _ in range(3))
+    _, attn = criss_cross_attention_3d(q, k, v)
+    labels = cells.repeat_interleave(8, dim=-1).repeat_interleave(8, dim=-2)  # (B, T, 8h, 8w)
+    loss = AttentionAffinityLoss(255)
+    clip_loss = loss([attn], labels)
+    assert torch.isfinite(clip_loss) and clip_loss > 0
+    torch.testing.assert_close(loss([attn], labels.flatten(0, 1)), clip_loss)
+    perfect = targets.clamp(min=1e-9) / targets.clamp(min=1e-9).sum(-1, keepdim=True)
+    assert loss([perfect], labels) < clip_loss  # the target itself scores better than random attention
