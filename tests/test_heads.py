@@ -17,11 +17,11 @@ from training.train import train
 
 @pytest.fixture(scope="module")
 def features(tmp_path_factory):
-    """A tiny decoder model trained a few steps, and its feature cache (4 train frames x 6 variants, 2 val)."""
+    """A tiny decoder model trained a few steps, and its feature cache (6 train frames x 6 variants, 5 val)."""
     from tests.conftest import write_camvid
 
     tmp = tmp_path_factory.mktemp("heads")
-    root = write_camvid(tmp / "camvid", {"train": 4, "val": 2}, (64, 96), 0, 0.05)
+    root = write_camvid(tmp / "camvid", {"train": 6, "val": 5}, (64, 96), 0, 0.05)
     config = tiny_training_config(root, model={"decoder_channels": 8}, optim={"iterations": 4, "batch_size": 2})
     train(config, tmp / "run", show_progress=False)
     return cache_features(tmp / "run" / "last", root, tmp / "cache", show_progress=False), tmp / "run" / "last"
@@ -30,7 +30,7 @@ def features(tmp_path_factory):
 def test_the_cache_holds_every_variant_with_aligned_labels(features):
     folder, _ = features
     manifest = read_manifest(folder)
-    assert len(manifest["splits"]["train"]) == 4 * len(variants("train")) and len(manifest["splits"]["val"]) == 2
+    assert len(manifest["splits"]["train"]) == 6 * len(variants("train")) and len(manifest["splits"]["val"]) == 5
     for entry in manifest["splits"]["train"][:6]:
         tensors = load_entry(folder, entry)
         h, w = tensors["final"].shape[-2:]
@@ -78,11 +78,14 @@ def test_every_head_kind_trains_and_writes_a_loadable_full_model(features, tmp_p
         record = train_head(folder, kind, seed=0, out=tmp_path, iterations=3, batch_size=2, crop_cells=(4, 6),
                             show_progress=False)  # fmt: skip
         assert 0 <= record["mIoU"] <= 1 and np.isfinite(record["final_loss"])
-        assert (record["lift"] is None) == (KINDS[kind]["recurrence"] == 0)
+        video = KINDS[kind].get("frames") is not None
+        assert (record["lift"] is None) == (KINDS[kind]["recurrence"] == 0 or video)
+        assert (record["temporal_share"] is not None) == video
         saved = json.loads((tmp_path / f"{kind}_s0.json").read_text())
         assert saved["kind"] == kind and saved["backbone_save_id"] == read_manifest(folder)["save_id"]
         model, metadata = load_checkpoint(tmp_path / f"{kind}_s0_model", device="cpu")
         assert model.recurrence == KINDS[kind]["recurrence"]
+        assert model.config.get("frames") == KINDS[kind].get("frames")
         for name, tensor in campaign.backbone.state_dict().items():  # the backbone is the campaign's, untouched
             assert torch.equal(model.backbone.state_dict()[name], tensor), name
         assert metadata["training"]["head_only_on"] == saved["backbone_save_id"]
@@ -118,3 +121,25 @@ def test_head_evaluation_matches_the_full_model_on_val(features):
                                  manifest["class_names"])  # fmt: skip
     assert scores.mean_iou == pytest.approx(full.mean_iou, abs=0.02)
     assert lift is not None and lift > 0
+
+
+def test_video_clips_keep_one_variant_and_consecutive_frames(features):
+    from training.heads import training_clips
+
+    folder, _ = features
+    entries = read_manifest(folder)["splits"]["train"]
+    clips = training_clips(entries, 5)
+    assert len(clips) == len(variants("train")) * (6 - 5 + 1)
+    for clip in clips:
+        assert len({(entries[i]["scale"], entries[i]["flip"]) for i in clip}) == 1
+        first = int(entries[clip[0]]["frame"][6:9])  # frame_NNN.png
+        assert [entries[i]["frame"] for i in clip] == [f"frame_{n:03d}.png" for n in range(first, first + 5)]
+
+
+def test_a_video_head_sees_other_frames_and_reports_its_temporal_share(features, tmp_path):
+    folder, _ = features
+    record = train_head(folder, "video_t5", seed=0, out=tmp_path, iterations=2, crop_cells=(4, 6), show_progress=False)
+    assert record["frames"] == 5 and 0 < record["temporal_share"] <= 1
+    assert 0 < record["temporal_share_uniform"] < 1
+    one = train_head(folder, "video_t1", seed=0, out=tmp_path, iterations=2, crop_cells=(4, 6), show_progress=False)
+    assert one["temporal_share"] == pytest.approx(1.0) and one["temporal_share_uniform"] == pytest.approx(1.0)

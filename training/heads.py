@@ -32,6 +32,8 @@ from ccnet.checkpoint import load_checkpoint, save_checkpoint
 from ccnet.datasets import IGNORE_INDEX
 from ccnet.metrics import confusion_matrix, scores_from_confusion
 from ccnet.model import build_model
+from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
+from ccnet.sequences import centred_windows, clip_plan, sliding_windows
 
 from .attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_cells
 from .class_weights import enet_weights
@@ -49,7 +51,12 @@ KINDS = {
     "r3": {"recurrence": 3, "ccl": False, "gamma_init": 1.0, "attention_weight": None},
     "r2_ccl": {"recurrence": 2, "ccl": True, "gamma_init": 1.0, "attention_weight": None},
     "r2_paper": {"recurrence": 2, "ccl": False, "gamma_init": 0.0, "attention_weight": 0.0},
+    # Video heads (3D RCCA across T consecutive labelled frames, R = 3 as the paper's CamVid model) and the
+    # T = 1 twin of the paper's two rows; the affinity loss runs over the 3D cross.
+    "video_t5": {"recurrence": 3, "ccl": False, "gamma_init": 1.0, "attention_weight": None, "frames": 5},
+    "video_t1": {"recurrence": 3, "ccl": False, "gamma_init": 1.0, "attention_weight": None, "frames": 1},
 }
+VIDEO_BATCH_FRAMES = 10  # frames per batch for video heads, whatever T (2 clips of 5, or 10 of 1)
 CCL_CHANNELS = 16
 DEFAULTS = {"iterations": 1000, "batch_size": 8, "crop_cells": (32, 44)}  # 256x352 px; fits the 0.75 scale
 
@@ -65,6 +72,7 @@ def build_head_model(backbone_checkpoint: str | Path, kind: str, seed: int) -> t
     config = dict(metadata["model_config"])
     config["recurrence"] = recipe["recurrence"]
     config["ccl_channels"] = CCL_CHANNELS if recipe["ccl"] else 0
+    config["frames"] = recipe.get("frames")
     torch.manual_seed(seed)
     model = build_model(config)
     model.backbone.load_state_dict(campaign.backbone.state_dict())
@@ -107,12 +115,19 @@ def _padded_label(label: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return out
 
 
-def random_crop(tensors: dict, cells: tuple[int, int], rng: np.random.Generator):
-    """One crop of cached features, in whole cells: (final, aux, low, label) for a batch of one."""
+def crop_origin(size: tuple[int, int], cells: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+    h, w = size
+    return int(rng.integers(0, h - min(cells[0], h) + 1)), int(rng.integers(0, w - min(cells[1], w) + 1))
+
+
+def random_crop(tensors: dict, cells: tuple[int, int], rng: np.random.Generator, origin=None):
+    """One crop of cached features, in whole cells: (final, aux, low, label) for a batch of one.
+
+    ``origin`` (y0, x0) fixes the crop (every frame of a clip gets the same); otherwise it is drawn."""
     final = tensors["final"]  # (C, h, w)
     h, w = final.shape[-2:]
     ch, cw = min(cells[0], h), min(cells[1], w)
-    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    y0, x0 = origin if origin is not None else crop_origin((h, w), cells, rng)
     label = _padded_label(tensors["label"], h, w)
     return (
         final[:, y0 : y0 + ch, x0 : x0 + cw],
@@ -122,11 +137,62 @@ def random_crop(tensors: dict, cells: tuple[int, int], rng: np.random.Generator)
     )
 
 
-def _batch(folder: Path, entries: list[dict], indices, cells, rng) -> tuple[BackboneFeatures, torch.Tensor]:
-    crops = [random_crop(load_entry(folder, entries[i]), cells, rng) for i in indices]
+def _batch(folder: Path, entries: list[dict], clips, cells, rng) -> tuple[BackboneFeatures, torch.Tensor]:
+    """Frame-major crops of `clips` (lists of entry indices; one frame each for 2D heads), one origin per clip."""
+    crops = []
+    for clip in clips:
+        tensors = [load_entry(folder, entries[i]) for i in clip]
+        origin = crop_origin(tensors[0]["final"].shape[-2:], cells, rng)
+        crops += [random_crop(t, cells, rng, origin) for t in tensors]
     final, aux, low, label = (torch.stack([c[k] for c in crops]) for k in range(4))
     features = BackboneFeatures(aux=aux.float(), final=final.float(), low=low.float())  # (B, C, h, w) ...
     return features, label  # label (B, 8h, 8w)
+
+
+def _features(tensors: list[dict]) -> BackboneFeatures:
+    def stack(name):
+        return torch.stack([t[name] for t in tensors]).float()  # (N, C, h, w)
+
+    return BackboneFeatures(aux=stack("aux"), final=stack("final"), low=stack("low"))
+
+
+def training_clips(entries: list[dict], frames: int) -> list[list[int]]:
+    """Clips of `frames` consecutive frames, one variant (scale, flip) throughout: lists of entry indices."""
+    by_variant: dict[tuple, list[int]] = {}
+    for index, entry in enumerate(entries):
+        by_variant.setdefault((entry["scale"], entry["flip"]), []).append(index)
+    clips = []
+    for members in by_variant.values():
+        plan = clip_plan([entries[i]["frame"] for i in members], frames)
+        clips += [[members[i] for i in window] for window in sliding_windows(plan)]
+    return clips
+
+
+@torch.no_grad()
+def evaluate_video_head(model, folder: Path, entries: list[dict], class_names, cells_per_image=DEFAULT_CELLS_PER_IMAGE):
+    """Val mIoU of a video head, every frame scored once in the clip centred on it, and the mean temporal share
+    of sampled cells' influence after R loops (the share from the cell's own frame) with its uniform baseline."""
+    model.eval()
+    k, frames = len(class_names), model.frames
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    shares, baselines = [], []
+    plan = clip_plan([entry["frame"] for entry in entries], frames)
+    for index, (clip, position) in enumerate(centred_windows(plan)):
+        tensors = [load_entry(folder, entries[i]) for i in clip]
+        label = tensors[position]["label"].long()  # (H, W)
+        output = model.decode(_features(tensors), label.shape, return_attention=model.attention is not None)
+        confusion += confusion_matrix(output.logits[position].argmax(0)[None], label[None], k, IGNORE_INDEX)
+        if output.attentions:
+            attentions = [a[0].float() for a in output.attentions]  # R x (T, h, w, T+h+w)
+            t, h, w = attentions[0].shape[:3]
+            cells = cell_centre_labels(label.numpy(), (h, w))  # (h, w)
+            uniform = [uniform_attention_3d(t, h, w)] * len(attentions)
+            for y, x in sample_cells(cells, cells_per_image, np.random.default_rng([0, index])):
+                shares.append(float(temporal_share(influence_maps_3d(attentions, position, y, x), position)[-1]))
+                baselines.append(float(temporal_share(influence_maps_3d(uniform, position, y, x), position)[-1]))
+    scores = scores_from_confusion(confusion, class_names)
+    share = (float(np.mean(shares)), float(np.mean(baselines))) if shares else (None, None)
+    return scores, share
 
 
 @torch.no_grad()
@@ -171,6 +237,9 @@ def train_head(
     model, metadata = build_head_model(manifest["checkpoint"], kind, seed)
     names = manifest["class_names"]
     train_entries = manifest["splits"]["train"]
+    frames = KINDS[kind].get("frames")
+    clips = training_clips(train_entries, frames) if frames else [[i] for i in range(len(train_entries))]
+    clips_per_batch = max(1, VIDEO_BATCH_FRAMES // frames) if frames else batch_size
     weights = enet_weights(label_counts(folder, train_entries, len(names)))
     objective = SegmentationObjective(loss_config(metadata, kind), weights)
     optim = (metadata.get("train_config") or {}).get("optim") or {"lr": 0.01, "momentum": 0.9, "weight_decay": 4e-5}
@@ -190,8 +259,8 @@ def train_head(
         lr = poly_lr(optim["lr"], step, iterations, optim.get("poly_power", 0.9))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        indices = rng.integers(0, len(train_entries), batch_size)
-        batch, labels = _batch(folder, train_entries, indices, crop_cells, rng)
+        chosen = [clips[i] for i in rng.integers(0, len(clips), clips_per_batch)]
+        batch, labels = _batch(folder, train_entries, chosen, crop_cells, rng)
         with torch.autocast("cpu", dtype=precision.amp_dtype or torch.float32, enabled=precision.amp_dtype is not None):
             output = model.decode(batch, labels.shape[-2:], return_attention=objective.needs_attention)
             loss, _ = objective(output, labels)
@@ -202,7 +271,12 @@ def train_head(
         optimizer.step()
         losses.append(loss.item())
     seconds = time.perf_counter() - started
-    scores, lift = evaluate_head(model, folder, manifest["splits"]["val"], names)
+    share = (None, None)
+    if frames:
+        scores, share = evaluate_video_head(model, folder, manifest["splits"]["val"], names)
+        lift = None
+    else:
+        scores, lift = evaluate_head(model, folder, manifest["splits"]["val"], names)
     gamma = attention_scales(model)
     record = {
         "kind": kind,
@@ -215,6 +289,9 @@ def train_head(
         "seconds": seconds,
         "final_loss": float(np.mean(losses[-20:])),
         "lift": lift,
+        "frames": frames,
+        "temporal_share": share[0],
+        "temporal_share_uniform": share[1],
         "gamma": next(iter(gamma.values()), None),
     } | scores.to_dict()
     out.mkdir(parents=True, exist_ok=True)
