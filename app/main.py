@@ -46,6 +46,7 @@ def main() -> None:
         st.Page(explorer_page, title="Explorer", default=True),
         st.Page("pages/ablation.py", title="Ablation: R = 0 to 3", url_path="ablation"),
         st.Page("pages/atlas.py", title="Attention atlas", url_path="atlas"),
+        st.Page("pages/video.py", title="Video: attention across frames", url_path="video"),
     ]
     st.navigation(pages).run()
 
@@ -65,6 +66,10 @@ def explorer_page() -> None:
 
     catalogue = _catalogue_or_message(settings)
     if catalogue is None:
+        return
+    catalogue = catalogue.images_only()  # video models: the Video page
+    if not catalogue.entries:
+        st.warning("Every checkpoint here is a video model: open the Video page.")
         return
     image, truth = _choose_image(settings)
     columns = controls.choose_columns(catalogue)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +48,11 @@ class CatalogueEntry:
     miou: float | None = None
     num_classes: int | None = None  # None: an index written before the field existed
     folder_label: str = ""  # which folder it came from, shown when the catalogue joins several
+    frames: int | None = None  # a video model's clip length T (ccnet.video_model); None for image models
 
     @property
     def label(self) -> str:
-        extras = [f"R={self.recurrence}", self.dataset]
+        extras = [f"R={self.recurrence}", self.dataset] + ([f"T={self.frames}"] if self.frames else [])
         if self.num_classes is not None:
             extras.append(f"{self.num_classes} classes")
         extras += ["CCL"] if self.ccl else []
@@ -68,6 +69,13 @@ class Catalogue:
     default: str | None
     folders: tuple[Path, ...] = ()  # every folder listed, the bundled one first
     problems: tuple[str, ...] = ()  # what could not be listed and what to do about it (shown by the page)
+
+    def images_only(self) -> Catalogue:
+        """The image models (the explorer's); video models have their own page."""
+        return replace(self, entries=tuple(e for e in self.entries if e.frames is None))
+
+    def videos_only(self) -> Catalogue:
+        return replace(self, entries=tuple(e for e in self.entries if e.frames is not None))
 
     def get(self, name: str) -> CatalogueEntry:
         for entry in self.entries:
@@ -186,6 +194,7 @@ def _index_entries(folder: Path, index: dict, label: str) -> list[CatalogueEntry
                     miou=item.get("mIoU") if isinstance(item.get("mIoU"), (int, float)) else None,
                     num_classes=classes if isinstance(classes, int) and not isinstance(classes, bool) else None,
                     folder_label=label,
+                    frames=_frames(item.get("frames")),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -218,9 +227,14 @@ def _scanned_entries(folder: Path, label: str, problems: list[str]) -> list[Cata
                 miou=miou if isinstance(miou, (int, float)) else None,
                 num_classes=int(metadata["num_classes"]),
                 folder_label=label,
+                frames=_frames(metadata["model_config"].get("frames")),
             )
         )
     return entries
+
+
+def _frames(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def _inside(folder: Path, file_name: str) -> Path:

@@ -471,6 +471,7 @@ def _index_entry(sidecar: Path, metadata: Mapping) -> dict:
         "num_classes": metadata["num_classes"],
         "backbone": metadata["backbone"],
         "ccl": bool(metadata["model_config"].get("ccl_channels", 0)),
+        "frames": metadata["model_config"].get("frames"),
         "mIoU": metrics.get("mIoU"),
         "input_size": metadata["input_size"],
         "weights_dtype": metadata.get("weights_dtype", "float32"),

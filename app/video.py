@@ -1,0 +1,334 @@
+"""The video page: click a pixel in one frame of a clip and see its influence in every frame, at R = 1, 2, 3.
+
+A video model (``ccnet.video_model``) attends along each position's row, its column and its own position in
+the other T - 1 frames; with more loops the influence of a pixel crosses frames and space. The page shows,
+for the clicked position, a grid of influence maps (one row per frame, one column per R, one colour scale),
+the share of the influence that comes from the clicked frame at each R beside the same share for a uniform
+attention (``ccnet.propagation_3d``), and each frame's segmentation. Clips come from the examples folder (a
+frame and its neighbours in its sequence: ``ccnet.sequences``) or from T uploaded frames ordered by name.
+Shared pieces (the clickable image, the browser-coloured charts, decoding, colour scales) are the explorer's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+
+from app import render
+from app.clickable_image import clickable_image
+from app.controls import ViewOptions
+from app.display import colour_scale, shown_map
+from app.examples import ExampleSet, load_example
+from app.grid import display_to_image, pixel_to_cell, sample_at_cells
+from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image
+from app.influence_chart import chart_args, influence_chart, photo_url
+from app.models import LOOP_COUNTS, LoadedModel, ModelError, read_catalogue, resolve_device
+from app.render import COLORMAPS
+from app.resources import cached_examples, cached_model
+from app.settings import Settings, SettingsError
+from ccnet.preprocess import normalize_image
+from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
+from ccnet.sequences import CAMVID_ORDER, centred_windows, clip_plan
+
+POINT_KEY = "video_point"  # session state: {"digest", "frame", "px", "py"}
+FRAME_KEY = "video_frame"  # which frame of the clip is clicked
+HOW_TO_TRAIN = (
+    "No video model in the checkpoint folder. Train one on a backbone's cached features:\n\n"
+    "```bash\npython -m training.feature_cache checkpoints/camvid_r2 --data-root $CAMVID_ROOT\n"
+    "python -m training.heads ~/.cache/ccnet/features/<save_id> --kind video_t5 --out runs/heads\n"
+    "python -m training.export runs/heads/video_t5_s0_model checkpoints/camvid_video_t5  # then refresh the index\n```"
+)
+
+
+class ClipError(ValueError):
+    """A clip the page cannot use; the message says what to do."""
+
+
+@dataclass
+class Clip:
+    frames: list[DecodedImage]  # T frames of one size
+    names: list[str]
+    labels: list[np.ndarray] | None  # (H, W) per frame, when every frame has ground truth
+    class_names: list[str] | None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.blake2b("|".join(f.digest for f in self.frames).encode(), digest_size=8).hexdigest()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.frames[0].height, self.frames[0].width
+
+
+@dataclass
+class ClipDecode:
+    """One model's pass over a clip at one loop count."""
+
+    predictions: np.ndarray  # (T, H, W) class indices
+    attentions: list[torch.Tensor]  # R x (T, h, w, T + h + w)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return tuple(self.attentions[0].shape[1:3])
+
+
+def check_frames(frames: list[DecodedImage], names: list[str], needed: int) -> None:
+    """Raise ClipError for a clip of the wrong length or of frames of different sizes."""
+    if len(frames) < needed:
+        missing = needed - len(frames)
+        raise ClipError(f"This model takes clips of {needed} frames; {len(frames)} given. Add {missing}.")
+    if len(frames) > needed:
+        extra = len(frames) - needed
+        raise ClipError(f"This model takes clips of {needed} frames; {len(frames)} given. Remove {extra}.")
+    sizes = {(f.width, f.height) for f in frames}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{n}: {f.width} x {f.height}" for n, f in zip(names, frames, strict=True))
+        raise ClipError(f"The frames of a clip must share one size; these differ ({listed}).")
+
+
+def clip_from_uploads(files: list[tuple[str, bytes]], needed: int, max_side: int) -> Clip:
+    """T uploaded frames, ordered by file name; a file that cannot be read is named in the error."""
+    ordered = sorted(files, key=lambda item: item[0])
+    frames = []
+    for name, data in ordered:
+        try:
+            frames.append(decode_image(data, max_side=max_side, name=name))
+        except ImageError as error:
+            raise ClipError(f"{error} Replace that file: the clip needs all {needed} frames.") from error
+    names = [name for name, _ in ordered]
+    check_frames(frames, names, needed)
+    return Clip(frames, names, None, None)
+
+
+def clip_from_example(example_set: ExampleSet, index: int, needed: int, max_side: int) -> Clip:
+    """The example at `index` and its neighbours in its sequence (same split), centred on it where possible."""
+    example = example_set.examples[index]
+    split = [i for i, e in enumerate(example_set.examples) if e.split == example.split]
+    try:
+        plan = clip_plan([example_set.examples[i].image.name for i in split], needed, CAMVID_ORDER)
+    except ValueError as error:
+        raise ClipError(f"The examples' file names give no frame order: {error}") from error
+    for clip, position in centred_windows(plan):
+        if split[clip[position]] == index:
+            loaded = [load_example(example_set, example_set.examples[split[i]], max_side) for i in clip]
+            frames = [item.image for item in loaded]
+            names = [example_set.examples[split[i]].name for i in clip]
+            check_frames(frames, names, needed)
+            labels = [item.labels for item in loaded]
+            complete = all(label is not None for label in labels)
+            return Clip(frames, names, labels if complete else None, loaded[0].class_names if complete else None)
+    raise ClipError(
+        f"{example.name}'s sequence has fewer than {needed} labelled frames: pick a frame of another sequence."
+    )
+
+
+@torch.inference_mode()
+def decode_clip(loaded: LoadedModel, clip: Clip, loop_counts=LOOP_COUNTS) -> dict[int, ClipDecode]:
+    """The backbone once per frame, then the head once per loop count: {R: ClipDecode}."""
+    metadata = loaded.metadata
+    images = torch.stack([normalize_image(f.rgb, metadata["mean"], metadata["std"]) for f in clip.frames])
+    images = images.to(loaded.device)  # (T, 3, H, W)
+    results = {}
+    with loaded.lock:
+        features = loaded.model.encode(images)
+        for recurrence in loop_counts:
+            output = loaded.model.decode(features, clip.size, recurrence=recurrence, return_attention=True)
+            predictions = output.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()  # (T, H, W)
+            attentions = [a[0].float().cpu() for a in output.attentions]  # R x (T, h, w, T+h+w)
+            results[recurrence] = ClipDecode(predictions, attentions)
+    return results
+
+
+@dataclass
+class ClipMaps:
+    maps: dict[int, np.ndarray]  # R -> (T, h, w): the influence on the clicked position after R loops
+    share: dict[int, float]  # R -> share of that influence from the clicked frame
+    uniform_share: dict[int, float]  # R -> the same for a uniform attention
+
+
+def clip_maps(decodes: dict[int, ClipDecode], frame: int, cell: tuple[int, int], mode: str, gamma: float) -> ClipMaps:
+    """The influence on (frame, cell) after each decode's loop count, and its temporal shares."""
+    maps, share, uniform = {}, {}, {}
+    for r, decode in decodes.items():
+        composed = influence_maps_3d(decode.attentions, frame, *cell, mode=mode, gammas=gamma)[-1]  # (T, h, w)
+        maps[r] = composed.numpy()
+        share[r] = float(temporal_share(composed[None], frame)[0])
+        t, h, w = composed.shape
+        flat = influence_maps_3d([uniform_attention_3d(t, h, w)] * r, frame, *cell)[-1]  # (T, h, w)
+        uniform[r] = float(temporal_share(flat[None], frame)[0])
+    return ClipMaps(maps, share, uniform)
+
+
+def _options() -> ViewOptions:
+    sidebar = st.sidebar
+    sidebar.subheader("Display")
+    mode = sidebar.radio(
+        "Influence",
+        ["attention", "rollout"],
+        key="video_mode",
+        horizontal=True,
+        help="attention: the attention alone; rollout: with the residual path (|γ| A + I).",
+    )
+    colormap = sidebar.selectbox("Colour map", list(COLORMAPS), key="video_colormap")
+    opacity = sidebar.slider("Heatmap opacity", 0.0, 1.0, 0.65, 0.05, key="video_opacity")
+    log = sidebar.checkbox("Log scale", key="video_log", help="Four decades below the largest value.")
+    return ViewOptions(mode=mode, per_loop=False, colormap=colormap, heat_opacity=opacity, seg_opacity=0.55,
+                       smooth=False, shared_scale=True, scale_mode="log" if log else "linear")  # fmt: skip
+
+
+def _choose_clip(settings: Settings, needed: int) -> Clip | None:
+    st.sidebar.header("Clip")
+    source = st.sidebar.radio("Source", ["Examples folder", "Upload frames"], key="video_source", horizontal=True)
+    if source == "Upload frames":
+        uploads = st.sidebar.file_uploader(f"{needed} frames", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
+                                           key="video_upload")  # fmt: skip
+        st.sidebar.caption(f"Upload {needed} consecutive frames; they are ordered by file name.")
+        if not uploads:
+            st.info(f"Upload {needed} consecutive frames of one video in the sidebar (ordered by file name).")
+            return None
+        return clip_from_uploads([(u.name, u.getvalue()) for u in uploads], needed, settings.max_side)
+    examples = cached_examples(str(settings.examples) if settings.examples else None)
+    if not examples.examples:
+        st.info(examples.message)
+        return None
+    names = [e.name for e in examples.examples]
+    name = st.sidebar.selectbox(
+        "Frame", names, key="video_example", help=f"The frame and its neighbours in its sequence: a clip of {needed}."
+    )
+    return clip_from_example(examples, names.index(name), needed, settings.max_side)
+
+
+def _remember_click(widget_key: str, clip: Clip, frame: int) -> None:
+    value = st.session_state.get(widget_key)
+    if not value or "x" not in value:
+        return
+    px, py = display_to_image(value["x"], value["y"], (value["width"], value["height"]), clip.size)
+    st.session_state[POINT_KEY] = {"digest": clip.digest, "frame": frame, "px": px, "py": py}
+
+
+def _move_to_frame(clip: Clip, radio_key: str) -> None:
+    _, px, py = _current_point(clip)
+    st.session_state[POINT_KEY] = {"digest": clip.digest, "frame": int(st.session_state[radio_key]), "px": px, "py": py}
+
+
+def _current_point(clip: Clip) -> tuple[int, int, int]:
+    """(frame, px, py) of the last click on this clip; the centre of the middle frame before any click."""
+    point = st.session_state.get(POINT_KEY)
+    if point and point.get("digest") == clip.digest:
+        return int(point["frame"]), int(point["px"]), int(point["py"])
+    height, width = clip.size
+    return len(clip.frames) // 2, width // 2, height // 2
+
+
+def _share_table(result: ClipMaps, frames: int) -> None:
+    rows = [
+        f"| R = {r} | **{100 * result.share[r]:.1f}%** | {100 * result.uniform_share[r]:.1f}% | {100 / frames:.1f}% |"
+        for r in result.maps
+    ]  # fmt: skip
+    st.markdown(
+        "Temporal share: how much of the clicked position's influence comes from its own frame.\n\n"
+        "| loops | this model | uniform attention | 1 / T |\n| --- | ---: | ---: | ---: |\n" + "\n".join(rows)
+    )
+
+
+def video_page() -> None:
+    st.title("Criss-cross attention across frames")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        st.error(str(error))
+        return
+    try:
+        catalogue = read_catalogue(settings.checkpoints, settings.extra_checkpoints).videos_only()
+    except ModelError as error:
+        st.error(str(error))
+        return
+    if not catalogue.entries:
+        st.info(HOW_TO_TRAIN)
+        return
+    names = [e.name for e in catalogue.entries]
+    name = st.sidebar.selectbox(
+        "Video model", names, key="video_model", format_func=lambda n: catalogue.get(n).label
+    )
+    entry = catalogue.get(name)
+    device, _ = resolve_device(settings.device)
+    try:
+        loaded = cached_model(str(entry.path), str(device), entry.path.stat().st_mtime)
+    except (ModelError, OSError) as error:
+        st.error(f"{error}\n\nThe app keeps working: pick another model.")
+        return
+    frames = int(entry.frames)
+    try:
+        clip = _choose_clip(settings, frames)
+    except ClipError as error:
+        st.error(f"{error}\n\nThe app keeps working: change the clip.")
+        return
+    if clip is None:
+        return
+    options = _options()
+    frame, px, py = _current_point(clip)
+    radio_key = f"{FRAME_KEY}-{clip.digest}"
+    st.session_state[radio_key] = frame  # the point decides; the radio moves the point (same pixel, other frame)
+    frame = st.radio(
+        "Frame to click",
+        range(frames),
+        key=radio_key,
+        horizontal=True,
+        format_func=lambda t: f"{t + 1}: {clip.names[t].rsplit('/', 1)[-1]}",
+        on_change=lambda: _move_to_frame(clip, radio_key),
+    )
+    decodes = decode_clip(loaded, clip)
+    grid = decodes[LOOP_COUNTS[0]].grid_size
+    cell = pixel_to_cell(px, py, clip.size, grid)
+    left, right = st.columns([1, 2])
+    with left:
+        widget_key = f"video-click-{clip.digest}-{frame}"
+        marked = render.draw_marker(clip.frames[frame].rgb, px, py)
+        clickable_image(marked, key=widget_key, on_change=lambda: _remember_click(widget_key, clip, frame))
+        st.caption(f"Clicked pixel ({px}, {py}) of frame {frame + 1} of {frames}, cell {cell} of the {grid[0]} x "
+                   f"{grid[1]} grid. Click any pixel of this frame; pick another frame above.")  # fmt: skip
+    result = clip_maps(decodes, frame, cell, options.mode, loaded.gamma)
+    with right:
+        _share_table(result, frames)
+        st.caption(
+            f"γ = {loaded.gamma:.3g}. One loop reaches the clicked position's row, column and own position in the "
+            "other frames; two reach positions that differ in two coordinates; three reach all."
+        )
+    _map_grid(clip, decodes, result, frame, (px, py), options, loaded)
+
+
+def _map_grid(clip: Clip, decodes, result: ClipMaps, frame: int, point, options: ViewOptions, loaded) -> None:
+    """One row per frame: its influence maps at R = 1, 2, 3 on one colour scale, and its segmentation."""
+    pooled = np.concatenate([m.ravel() for m in result.maps.values()])
+    scale = colour_scale(pooled, options)
+    trained = loaded.trained_recurrence if loaded.trained_recurrence in decodes else max(decodes)
+    header = st.columns([1.2] + [2] * len(result.maps) + [2])
+    header[0].markdown("**frame**")
+    for column, r in zip(header[1:], result.maps, strict=False):
+        column.markdown(f"**R = {r}**")
+    header[-1].markdown(f"**segmentation (R = {trained})**")
+    names = [*loaded.class_names, "?"]
+    for t, image in enumerate(clip.frames):
+        row = st.columns([1.2] + [2] * len(result.maps) + [2])
+        label = f"{t + 1}: {clip.names[t].rsplit('/', 1)[-1]}"
+        row[0].markdown(f"**▶ {label}** (clicked)" if t == frame else label)
+        photo = photo_url(render.jpeg_bytes(image.rgb), f"video-photo-{clip.digest}-{t}")
+        for column, (r, maps) in zip(row[1:], result.maps.items(), strict=False):
+            grid_classes = _grid_classes(decodes[r].predictions[t], maps.shape[1:], len(loaded.class_names))
+            args = chart_args(photo, clip.size, shown_map(maps[t], (0, 0), False), maps[t], grid_classes, names,
+                              scale, options.heat_opacity, False, point if t == frame else None)  # fmt: skip
+            with column:
+                influence_chart(args, key=f"video-map-{t}-{r}")
+        segmentation = render.segmentation_rgb(image.rgb, decodes[trained].predictions[t], loaded.palette, 0.55)
+        row[-1].image(render.jpeg_bytes(segmentation), width="stretch")
+    maps = np.stack([result.maps[r] for r in result.maps])  # (R, T, h, w)
+    st.download_button("Download the maps (.npy, R x T x h x w)", render.npy_bytes(maps), "clip_influence.npy")
+
+
+def _grid_classes(prediction: np.ndarray, grid: tuple[int, int], num_classes: int) -> np.ndarray:
+    """(H, W) predicted classes sampled at the grid's cell centres: (h, w), for the charts' hover."""
+    return np.minimum(sample_at_cells(prediction, grid), num_classes)

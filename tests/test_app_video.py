@@ -1,0 +1,168 @@
+"""The video page (app/video.py) through AppTest with a tiny video checkpoint: uploads good and bad, examples
+with neighbours, a click's maps against the library, the temporal share, and the explorer keeping to images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app.images import decode_image
+from app.models import load_model, read_catalogue
+from app.video import POINT_KEY, Clip, clip_maps, decode_clip
+from ccnet.checkpoint import save_checkpoint, write_index
+from ccnet.model import build_model
+from ccnet.propagation_3d import influence_maps_3d
+from tests.test_app_helpers import CLASS_NAMES, PALETTE, image_bytes, save_tiny_checkpoint, street_rgb
+
+PAGE = str(Path(__file__).absolute().parent.parent / "app" / "pages" / "video.py")
+MAIN = str(Path(__file__).absolute().parent.parent / "app" / "main.py")
+FRAMES = 3
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def save_video_checkpoint(folder: Path, name: str = "tiny_video", frames: int = FRAMES) -> Path:
+    torch.manual_seed(0)
+    config = {"num_classes": len(CLASS_NAMES), "backbone": "resnet18", "base_width": 8, "head_channels": 16,
+              "recurrence": 3, "frames": frames}  # fmt: skip
+    model = build_model(config)
+    with torch.no_grad():
+        model.attention.cca.gamma.fill_(1.0)
+    metadata = {"class_names": CLASS_NAMES, "palette": PALETTE, "mean": [123.675, 116.28, 103.53],
+                "std": [58.395, 57.12, 57.375], "dataset": "synthetic", "split": "val", "input_size": [64, 96],
+                "metrics": {"mIoU": 0.2}}  # fmt: skip
+    weights, _ = save_checkpoint(model, folder / name, metadata)
+    return weights
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("video_checkpoints")
+    save_tiny_checkpoint(folder, "tiny_r2", recurrence=2)
+    save_video_checkpoint(folder)
+    write_index(folder, default="tiny_r2")
+    return folder
+
+
+@pytest.fixture
+def page(monkeypatch, checkpoints) -> AppTest:
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
+    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    return AppTest.from_file(PAGE, default_timeout=90)
+
+
+def frames_png(count: int, size=(96, 128)) -> list[tuple[str, bytes]]:
+    return [(f"clip_{i:02d}.png", image_bytes(street_rgb(*size, seed=i))) for i in range(count)]
+
+
+def upload(page: AppTest, files) -> AppTest:
+    page.run()
+    page.sidebar.radio(key="video_source").set_value("Upload frames").run()
+    page.sidebar.file_uploader(key="video_upload").set_value([(n, d, "image/png") for n, d in files])
+    return page.run()
+
+
+def messages(page: AppTest) -> str:
+    return "\n".join([m.value for m in page.error] + [m.value for m in page.info] + [m.value for m in page.warning])
+
+
+def test_the_catalogue_splits_image_and_video_models(checkpoints):
+    catalogue = read_catalogue(checkpoints)
+    assert [e.name for e in catalogue.images_only().entries] == ["tiny_r2"]
+    assert [(e.name, e.frames) for e in catalogue.videos_only().entries] == [("tiny_video", FRAMES)]
+
+
+def test_uploaded_frames_give_a_grid_of_maps_and_the_temporal_share(page):
+    upload(page, frames_png(FRAMES))
+    assert not page.exception, page.exception
+    text = "\n".join(m.value for m in page.markdown)
+    assert "Temporal share" in text and "R = 1" in text and "R = 3" in text
+    assert "clicked" in text  # the clicked frame's row is marked
+    assert any("Clicked pixel (64, 48) of frame 2 of 3" in c.value for c in page.caption)
+
+
+def test_a_click_gives_the_librarys_maps(page, checkpoints):
+    upload(page, frames_png(FRAMES))
+    files = frames_png(FRAMES)
+    clip = Clip([decode_image(data, name=name) for name, data in files], [n for n, _ in files], None, None)
+    page.session_state[POINT_KEY] = {"digest": clip.digest, "frame": 0, "px": 10, "py": 70}
+    page.run()
+    assert not page.exception
+    loaded = load_model(checkpoints / "tiny_video.safetensors", torch.device("cpu"))
+    decodes = decode_clip(loaded, clip)
+    result = clip_maps(decodes, 0, (70 // 8, 10 // 8), "attention", loaded.gamma)
+    expected = influence_maps_3d(decodes[3].attentions, 0, 70 // 8, 10 // 8)[-1].numpy()  # (T, h, w)
+    np.testing.assert_allclose(result.maps[3], expected)
+    assert any("Clicked pixel (10, 70) of frame 1 of 3" in c.value for c in page.caption)
+    share = f"{100 * result.share[3]:.1f}%"
+    assert share in "\n".join(m.value for m in page.markdown)
+    assert 0 < result.uniform_share[3] < result.uniform_share[1] < 1  # more loops, more from other frames
+
+
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        (frames_png(2), "clips of 3 frames; 2 given. Add 1"),
+        (frames_png(4), "clips of 3 frames; 4 given. Remove 1"),
+        (frames_png(2) + [("clip_09.png", image_bytes(street_rgb(64, 80)))], "must share one size"),
+        (frames_png(2) + [("clip_09.png", b"not an image")], "clip_09.png"),
+    ],
+    ids=["too-few", "too-many", "sizes-differ", "unreadable"],
+)
+def test_bad_clips_are_a_message_and_the_page_keeps_working(page, files, message):
+    upload(page, files)
+    assert not page.exception
+    assert message in messages(page)
+    page.sidebar.file_uploader(key="video_upload").set_value([(n, d, "image/png") for n, d in frames_png(FRAMES)])
+    page.run()
+    assert not page.exception and "Temporal share" in "\n".join(m.value for m in page.markdown)
+
+
+def test_an_example_frame_brings_its_neighbours(monkeypatch, checkpoints, tmp_path):
+    """A CamVid-layout folder: picking a sequence's first frame gives it and the next two (shifted inward)."""
+    for split in ("val", "valannot"):
+        (tmp_path / split).mkdir()
+    for n in range(5):
+        Image.fromarray(street_rgb(96, 128, seed=n)).save(tmp_path / "val" / f"SEQ_{30 * n:05d}.png")
+        Image.fromarray(np.zeros((96, 128), np.uint8)).save(tmp_path / "valannot" / f"SEQ_{30 * n:05d}.png")
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setenv("CCNET_EXAMPLES", str(tmp_path))
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    page = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not page.exception, page.exception
+    text = "\n".join(m.value for m in page.markdown)
+    assert "SEQ_00000.png" in text and "SEQ_00060.png" in text and "SEQ_00090.png" not in text
+
+
+def test_without_a_video_model_the_page_says_how_to_train_one(monkeypatch, tmp_path):
+    save_tiny_checkpoint(tmp_path, "tiny_r2", recurrence=2)
+    write_index(tmp_path)
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    page = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not page.exception and "--kind video_t5" in messages(page)
+
+
+def test_the_explorer_lists_only_image_models(monkeypatch, checkpoints):
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
+    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert not app.exception
+    app.sidebar.file_uploader(key="upload").set_value(("street.png", image_bytes(street_rgb()), "image/png"))
+    app.run()
+    assert not app.exception
+    assert all("tiny_video" not in str(option) for box in app.sidebar.selectbox for option in box.options)
+
+
+def test_choosing_another_frame_moves_the_query_there(page):
+    upload(page, frames_png(FRAMES))
+    radio = next(r for r in page.radio if r.label == "Frame to click")
+    radio.set_value(0).run()
+    assert not page.exception
+    assert any("Clicked pixel (64, 48) of frame 1 of 3" in c.value for c in page.caption)
