@@ -82,3 +82,38 @@ def write_to_url(point: tuple[int, int] | None, box: tuple[int, int, int, int] |
         wanted["box"] = ",".join(str(int(v)) for v in box)
     if dict(st.query_params) != wanted:
         st.query_params.from_dict(wanted)
+
+
+# The video page's link: its own widgets and the clicked (frame, px, py).
+VIDEO_CHOICES: dict[str, tuple[str, ...] | None] = {
+    "video_model": None,
+    "video_source": ("Examples folder", "Upload frames"),
+    "video_example": None,
+    "video_mode": tuple(PROPAGATION.values()),
+    "video_colormap": tuple(COLORMAPS),
+}
+VIDEO_URL_POINT_KEY = "video_url_point"  # session state: (frame, px, py) from the link, until a clip takes it
+_VIDEO_RESTORED_KEY = "_video_restored_from_url"
+
+
+def restore_video_from_url() -> None:
+    """As `restore_from_url`, for the video page (once per session)."""
+    if st.session_state.get(_VIDEO_RESTORED_KEY):
+        return
+    st.session_state[_VIDEO_RESTORED_KEY] = True
+    params = st.query_params
+    for key, allowed in VIDEO_CHOICES.items():
+        value = params.get(key)
+        if value is not None and (allowed is None or value in allowed):
+            st.session_state[key] = value
+    point = _pixel(params.get("frame")), _pixel(params.get("px")), _pixel(params.get("py"))
+    if None not in point:
+        st.session_state[VIDEO_URL_POINT_KEY] = point
+
+
+def write_video_to_url(point: tuple[int, int, int]) -> None:
+    """Mirror the video page's widgets and its clicked (frame, px, py) into the query string."""
+    wanted = {key: st.session_state[key] for key in VIDEO_CHOICES if isinstance(st.session_state.get(key), str)}
+    wanted |= {"frame": str(point[0]), "px": str(point[1]), "py": str(point[2])}
+    if dict(st.query_params) != wanted:
+        st.query_params.from_dict(wanted)

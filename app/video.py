@@ -30,6 +30,7 @@ from app.models import LOOP_COUNTS, LoadedModel, ModelError, read_catalogue, res
 from app.render import COLORMAPS
 from app.resources import cached_examples, cached_model
 from app.settings import Settings, SettingsError
+from app.shareable import VIDEO_URL_POINT_KEY, restore_video_from_url, write_video_to_url
 from ccnet.preprocess import normalize_image
 from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
 from ccnet.sequences import CAMVID_ORDER, centred_windows, clip_plan
@@ -216,11 +217,16 @@ def _move_to_frame(clip: Clip, radio_key: str) -> None:
 
 
 def _current_point(clip: Clip) -> tuple[int, int, int]:
-    """(frame, px, py) of the last click on this clip; the centre of the middle frame before any click."""
+    """(frame, px, py) of the last click on this clip; a shared link's point (if it fits the clip); else the
+    centre of the middle frame."""
     point = st.session_state.get(POINT_KEY)
     if point and point.get("digest") == clip.digest:
         return int(point["frame"]), int(point["px"]), int(point["py"])
     height, width = clip.size
+    linked = st.session_state.pop(VIDEO_URL_POINT_KEY, None)
+    if linked is not None and linked[0] < len(clip.frames) and linked[1] < width and linked[2] < height:
+        st.session_state[POINT_KEY] = {"digest": clip.digest, "frame": linked[0], "px": linked[1], "py": linked[2]}
+        return linked
     return len(clip.frames) // 2, width // 2, height // 2
 
 
@@ -242,6 +248,7 @@ def video_page() -> None:
     except SettingsError as error:
         st.error(str(error))
         return
+    restore_video_from_url()
     try:
         catalogue = read_catalogue(settings.checkpoints, settings.extra_checkpoints).videos_only()
     except ModelError as error:
@@ -292,6 +299,7 @@ def video_page() -> None:
         st.caption(f"Clicked pixel ({px}, {py}) of frame {frame + 1} of {frames}, cell {cell} of the {grid[0]} x "
                    f"{grid[1]} grid. Click any pixel of this frame; pick another frame above.")  # fmt: skip
     result = clip_maps(decodes, frame, cell, options.mode, loaded.gamma)
+    write_video_to_url((frame, px, py))
     with right:
         _share_table(result, frames)
         st.caption(

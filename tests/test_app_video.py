@@ -166,3 +166,26 @@ def test_choosing_another_frame_moves_the_query_there(page):
     radio.set_value(0).run()
     assert not page.exception
     assert any("Clicked pixel (64, 48) of frame 1 of 3" in c.value for c in page.caption)
+
+
+def test_the_link_carries_the_model_and_the_clicked_frame_and_pixel(page):
+    upload(page, frames_png(FRAMES))
+    files = frames_png(FRAMES)
+    clip = Clip([decode_image(data, name=name) for name, data in files], [n for n, _ in files], None, None)
+    page.session_state[POINT_KEY] = {"digest": clip.digest, "frame": 2, "px": 30, "py": 20}
+    page.run()
+    params = {key: value if isinstance(value, str) else value[0] for key, value in page.query_params.items()}
+    assert params["frame"] == "2" and params["px"] == "30" and params["video_model"] == "tiny_video"
+
+
+def test_a_shared_link_reopens_the_clicked_frame_and_pixel(monkeypatch, checkpoints):
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
+    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    page = AppTest.from_file(PAGE, default_timeout=90)
+    page.query_params.update({"video_source": "Upload frames", "frame": "0", "px": "12", "py": "40"})
+    page.run()
+    page.sidebar.file_uploader(key="video_upload").set_value([(n, d, "image/png") for n, d in frames_png(FRAMES)])
+    page.run()
+    assert not page.exception
+    assert any("Clicked pixel (12, 40) of frame 1 of 3" in c.value for c in page.caption)
