@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from app import render  # noqa: E402
 from app.controls import ViewOptions  # noqa: E402
 from app.display import colour_scale, shown_map  # noqa: E402
 from app.images import decode_image  # noqa: E402
