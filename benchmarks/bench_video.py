@@ -105,7 +105,8 @@ def in_browser(folder: Path, clicks: int) -> dict[str, list[float]]:
 
     maps = FRAMES * 3
     times: dict[str, list[float]] = {"browser: upload -> maps (s)": [], "browser: click -> maps (s)": []}
-    with tempfile.TemporaryDirectory() as scratch, streamlit_server(Path(scratch) / "log", folder, timeout=120) as server:
+    scratch = tempfile.TemporaryDirectory()
+    with scratch, streamlit_server(Path(scratch.name) / "log", folder, timeout=120) as server:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
