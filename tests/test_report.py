@@ -21,8 +21,16 @@ from ccnet.classes import CAMVID
 from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from ccnet.model import CCNet
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from training import evaluate, report
+from training import evaluate
 from training.attention_quality import attention_lift
+from training.report import cli as report_cli
+from training.report import common as report_common
+from training.report import constants as report_constants
+from training.report import goals as report_goals
+from training.report import markdown as report_markdown
+from training.report import measure as report_measure
+from training.report import records as report_records
+from training.report import summary as report_summary
 from training.transforms import EvalTransform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,18 +140,18 @@ def made(setup):
     """The report run once on the synthetic set (small cost inputs)."""
     out, summary_path = setup["base"] / "RESULTS.md", setup["base"] / "summary.json"
     readme = setup["base"] / "README.md"
-    readme.write_text(f"# top\n\n{report.README_START}\nstale\n{report.README_END}\n\nLicence note\n")
-    original = report.COST_INPUTS
-    report.COST_INPUTS = SMALL_INPUTS
+    readme.write_text(f"# top\n\n{report_markdown.README_START}\nstale\n{report_markdown.README_END}\n\nLicence note\n")
+    original = report_constants.COST_INPUTS
+    report_constants.COST_INPUTS = SMALL_INPUTS
     try:
         argv = [
             "--checkpoints", str(setup["checkpoints"]), "--records", str(setup["records"]),
             "--data-root", str(setup["root"]), "--out", str(out), "--summary", str(summary_path), "--no-progress",
             "--readme", str(readme),
         ]  # fmt: skip
-        assert report.main(argv) == 0
+        assert report_cli.main(argv) == 0
     finally:
-        report.COST_INPUTS = original
+        report_constants.COST_INPUTS = original
     return json.loads(summary_path.read_text()), out.read_text(), readme.read_text()
 
 
@@ -310,7 +318,7 @@ def test_atlas_is_the_cell_weighted_mean_of_the_library_matrices(made, setup):
 
 def test_atlas_of_one_frame_is_that_frames_matrix(setup, tmp_path):
     root = write_camvid(tmp_path / "camvid", {"val": 1}, size=(40, 56), seed=5)
-    entry = report.evaluate_model({"name": "camvid_r1"}, setup["checkpoints"], root, "val", "cpu", lambda: None)
+    entry = report_measure.evaluate_model({"name": "camvid_r1"}, setup["checkpoints"], root, "val", "cpu", lambda: None)
     (image,) = _image_matrices(setup["checkpoints"] / "camvid_r1", root)
     for loops in (1, 2, 3):
         matrix, counts = image[loops]
@@ -330,7 +338,7 @@ def test_reused_evaluations_without_the_atlas_are_refused(setup, tmp_path, capsy
     argv = ["--checkpoints", str(setup["checkpoints"]), "--records", str(setup["records"]), "--no-progress",
             "--data-root", str(setup["root"]), "--reuse", str(tmp_path / "evaluations.json"),
             "--out", str(tmp_path / "r.md"), "--summary", str(tmp_path / "s.json")]  # fmt: skip
-    assert report.main(argv) == 2
+    assert report_cli.main(argv) == 2
     error = capsys.readouterr().err
     assert "without the attention atlas" in error and "delete it to evaluate again" in error
     assert not (tmp_path / "s.json").exists()
@@ -339,7 +347,7 @@ def test_reused_evaluations_without_the_atlas_are_refused(setup, tmp_path, capsy
 def test_markdown_lists_the_atlas_diagonal_of_the_r2_model(made):
     summary, markdown, _ = made
     atlas = next(m for m in summary["models"] if m["name"] == "camvid_r2")["atlas"]["2"]
-    own = [report.pct(atlas["shares"][i][i]) for i in range(11)]
+    own = [report_common.pct(atlas["shares"][i][i]) for i in range(11)]
     assert "| share of influence on its own class (%) | " + " | ".join(own) + " |" in markdown
     assert "drawn by the app's Attention atlas page" in markdown
 
@@ -369,8 +377,8 @@ def test_seed_statistics_for_two_seeds_and_for_one(made, setup):
     assert stats["sem"] == pytest.approx(stats["std"] / math.sqrt(2))
     one = by_name["camvid_r1"]["val_mIoU_seeds"]
     assert one == {"n": 1, "mean": pytest.approx(setup["runs"][("camvid_r1", 0)]["best"]), "std": None, "sem": None}
-    assert report.seed_stats([]) == {"n": 0, "mean": None, "std": None, "sem": None}
-    three = report.seed_stats([0.60, 0.62, 0.67])
+    assert report_common.seed_stats([]) == {"n": 0, "mean": None, "std": None, "sem": None}
+    three = report_common.seed_stats([0.60, 0.62, 0.67])
     assert three["std"] == pytest.approx(statistics.stdev([0.60, 0.62, 0.67]))
     assert three["sem"] == pytest.approx(three["std"] / math.sqrt(3))
     # n = 1 is said, not hidden: in the headline, the seeds table and the README block.
@@ -390,7 +398,7 @@ def test_recipe_comparison_table_from_the_paper_record(made, setup):
     assert "## Recipe: the paper's against the bundled one (R = 2, equal iterations)" in markdown
     assert "| paper (gamma from 0, no affinity loss) | camvid_r2 | 0 | 50 | 45.0 | 0.011 | 0.98 |" in markdown
     assert "the same number of iterations" in markdown
-    assert report.recipe_table({"recipe_comparison": []}) == []  # no paper record: no section
+    assert report_markdown.recipe_table({"recipe_comparison": []}) == []  # no paper record: no section
 
 
 def test_bfloat16_record_is_judged_against_the_float32_seed_spread(made, setup):
@@ -403,30 +411,30 @@ def test_bfloat16_record_is_judged_against_the_float32_seed_spread(made, setup):
     assert comparison["bfloat16"]["seeds"][0]["amp"] == "bfloat16"  # read from the record's config.yaml
     assert comparison["float32"]["std"] == pytest.approx(statistics.stdev(float32))
     assert comparison["difference"] == pytest.approx(0.53 - statistics.fmean(float32))
-    expected = abs(0.53 - statistics.fmean(float32)) <= report.NOISE_STDS * statistics.stdev(float32)
+    expected = abs(0.53 - statistics.fmean(float32)) <= report_constants.NOISE_STDS * statistics.stdev(float32)
     assert comparison["within_seed_noise"] is expected
     rate = setup["runs"][("camvid_r2_bf16", 0)]["rate"]
     reference = statistics.median(setup["runs"][("camvid_r2", s)]["rate"] for s in (0, 1))
     assert comparison["images_per_s_ratio"] == pytest.approx(rate / reference)
     assert "## Training in bfloat16 against float32 (same config and schedule)" in markdown
     assert f"| camvid_r2 | bfloat16 | 0 | 50 | 53.0 | 3.10 | 0.900 | {rate:.2f} |" in markdown
-    assert report.mixed_precision_table({"mixed_precision": []}) == []  # no bfloat16 record: no section
+    assert report_markdown.mixed_precision_table({"mixed_precision": []}) == []  # no bfloat16 record: no section
 
 
 def test_precision_verdict_with_one_float32_seed_says_it_cannot_judge():
     def record(name, best, amp="float32"):
-        return report.RunRecord(name, 0, best, 10.0, 2.0, "cpu", iterations=250, amp=amp)
+        return report_records.RunRecord(name, 0, best, 10.0, 2.0, "cpu", iterations=250, amp=amp)
 
-    (comparison,) = report.precision_comparison(
+    (comparison,) = report_summary.precision_comparison(
         [{"name": "camvid_r2"}], [record("camvid_r2", 0.44)], [record("camvid_r2_bf16", 0.45, "bfloat16")]
     )
     assert comparison["within_seed_noise"] is None and comparison["float32"]["std"] is None
-    assert "no seed spread to judge noise by" in report._precision_verdict(comparison)
-    far = report.precision_comparison(
+    assert "no seed spread to judge noise by" in report_markdown._precision_verdict(comparison)
+    far = report_summary.precision_comparison(
         [{"name": "camvid_r2"}], [record("camvid_r2", 0.44), record("camvid_r2", 0.46)],
         [record("camvid_r2_bf16", 0.60, "bfloat16")],
     )[0]  # fmt: skip
-    assert far["within_seed_noise"] is False and "NOT within seed noise" in report._precision_verdict(far)
+    assert far["within_seed_noise"] is False and "NOT within seed noise" in report_markdown._precision_verdict(far)
 
 
 @pytest.mark.parametrize(
@@ -438,7 +446,7 @@ def test_precision_verdict_with_one_float32_seed_says_it_cannot_judge():
 def test_a_runs_precision_comes_from_its_config(tmp_path, config, device, expected):
     if config is not None:
         (tmp_path / "config.yaml").write_text(config)
-    assert report._amp_of(tmp_path, device) == expected
+    assert report_records._amp_of(tmp_path, device) == expected
 
 
 def test_from_scratch_column_and_its_absence(made, setup, tmp_path):
@@ -448,10 +456,10 @@ def test_from_scratch_column_and_its_absence(made, setup, tmp_path):
     ]
     assert "from scratch, earlier set (seed 0) |" in markdown and "| 58.2 |" in markdown  # R = 2: 58.2
     assert all(s["best_val_mIoU"] < 0.9 for s in summary["seeds"])  # its run folders are not today's seeds
-    assert report.read_scratch_summary(tmp_path / "absent.json") is None
+    assert report_records.read_scratch_summary(tmp_path / "absent.json") is None
     without = {**summary, "from_scratch": None}
-    assert "from scratch" not in "\n".join(report.seeds_table(without))
-    assert "not found" in report.scratch_note(without)[0]
+    assert "from scratch" not in "\n".join(report_markdown.seeds_table(without))
+    assert "not found" in report_markdown.scratch_note(without)[0]
 
 
 def test_float16_against_the_checkpoints_own_float32_val(made):
@@ -467,11 +475,12 @@ def test_float16_against_the_checkpoints_own_float32_val(made):
 
 def test_network_note_for_a_pretrained_mobilenet():
     config = CCNet(num_classes=11, backbone="mobilenet_v2", recurrence=2, head_channels=16).config
-    note = report.network_note(config, RECIPE | {"model": {"pretrained": "p.safetensors", "gamma_init": 1.0}})
+    note = report_markdown.network_note(config, RECIPE | {"model": {"pretrained": "p.safetensors", "gamma_init": 1.0}})
     assert note.startswith("network `mobilenet_v2`, output stride 8, 16-channel head, trained from an ImageNet")
     assert "base width" not in note and "gamma starting at 1" in note
-    assert "from scratch" in report.network_note(TINY, {}) and "at base width 8" in report.network_note(TINY, {})
-    assert "attention affinity loss x 0.4" in report.recipe_note(RECIPE)
+    scratch = report_markdown.network_note(TINY, {})
+    assert "from scratch" in scratch and "at base width 8" in scratch
+    assert "attention affinity loss x 0.4" in report_markdown.recipe_note(RECIPE)
 
 
 def test_flops_grow_with_r_and_match_the_analytic_count(made):
@@ -495,7 +504,7 @@ def test_flops_grow_with_r_and_match_the_analytic_count(made):
 
 def test_paper_numbers_come_from_the_one_constant(made):
     summary, markdown, _ = made
-    assert summary["paper_table2"] == [dict(row) for row in report.PAPER_TABLE2]
+    assert summary["paper_table2"] == [dict(row) for row in report_constants.PAPER_TABLE2]
     r2 = next(r for r in summary["paper_table2"] if r["setting"] == "+ RCCA R=2 (arXiv)")
     assert (r2["mIoU"], r2["gflops_increment"], r2["memory_mb_increment"]) == (0.798, 16.5, 127.0)
     assert "| 79.8 | 16.5 | 127 |" in markdown
@@ -527,7 +536,8 @@ def test_markdown_is_marked_generated_and_carries_the_numbers(made):
 
 
 def test_missing_checkpoint_folder_is_a_clear_error(setup, tmp_path, capsys):
-    code = report.main(["--checkpoints", str(tmp_path / "nowhere"), "--data-root", str(setup["root"]), "--no-progress"])
+    argv = ["--checkpoints", str(tmp_path / "nowhere"), "--data-root", str(setup["root"]), "--no-progress"]
+    code = report_cli.main(argv)
     assert code == 2
     error = capsys.readouterr().err
     assert "checkpoint folder" in error and "nowhere" in error and "--checkpoints" in error
@@ -537,7 +547,7 @@ def test_missing_data_root_is_a_clear_error(setup, tmp_path, monkeypatch, capsys
     monkeypatch.delenv("CAMVID_ROOT", raising=False)
     argv = ["--checkpoints", str(setup["checkpoints"]), "--records", str(setup["records"]), "--no-progress",
             "--out", str(tmp_path / "r.md"), "--summary", str(tmp_path / "s.json")]  # fmt: skip
-    assert report.main(argv) == 2
+    assert report_cli.main(argv) == 2
     error = capsys.readouterr().err
     assert "--data-root" in error and "CAMVID_ROOT" in error
     assert not (tmp_path / "s.json").exists()
@@ -567,7 +577,7 @@ def test_committed_summary_matches_the_bundled_checkpoints():
     for model in summary["models"]:
         sidecar = next(m for m in index["models"] if m["name"] == model["name"])
         # The report's evaluation of the bundled (float16) file against training's float32 value in the sidecar.
-        assert model["mIoU"] == pytest.approx(sidecar["mIoU"], abs=report.FLOAT16_BOUND)
+        assert model["mIoU"] == pytest.approx(sidecar["mIoU"], abs=report_constants.FLOAT16_BOUND)
         assert (model["mIoU_at_recurrence"] == {}) == (model["trained_recurrence"] == 0)
         assert (model["lift"] is None) == (model["trained_recurrence"] == 0)
         assert (model["lift_at_recurrence"] == {}) == (model["trained_recurrence"] == 0)
@@ -581,14 +591,14 @@ def test_committed_summary_matches_the_bundled_checkpoints():
         assert 0 < costs[0]["gflops_increment"] < costs[1]["gflops_increment"] < costs[2]["gflops_increment"]
         assert 0 < costs[0]["memory_mb_increment"] < costs[1]["memory_mb_increment"] < costs[2]["memory_mb_increment"]
     # The README's table and docs/RESULTS.md come from the same run as the summary.
-    assert report.readme_block(summary) in (REPO / "README.md").read_text()
+    assert report_markdown.readme_block(summary) in (REPO / "README.md").read_text()
     assert summary["generated"] in (REPO / "docs" / "RESULTS.md").read_text()
 
 
 def test_readme_block_is_rewritten_between_its_markers(made):
     summary, _, readme = made
     assert readme.startswith("# top\n") and readme.endswith("Licence note\n") and "stale" not in readme
-    block = readme[readme.index(report.README_START) : readme.index(report.README_END)]
+    block = readme[readme.index(report_markdown.README_START) : readme.index(report_markdown.README_END)]
     r2 = next(m for m in summary["models"] if m["name"] == "camvid_r2")
     stats = r2["val_mIoU_seeds"]
     assert (
@@ -614,7 +624,8 @@ def _hand_summary(seed0: list[float], seed1: list[float] | None, lifts=None) -> 
 
 
 def test_goals_are_judged_from_the_numbers():
-    met = report.goals_paragraph(_hand_summary([0.60, 0.65, 0.71, 0.72], [0.60, 0.66, 0.73, 0.74], (3.5, 4.0, 3.2)))
+    hand = _hand_summary([0.60, 0.65, 0.71, 0.72], [0.60, 0.66, 0.73, 0.74], (3.5, 4.0, 3.2))
+    met = report_markdown.goals_paragraph(hand)
     text = "\n".join(met)
     assert met[0] == "## The issue's goals: met"
     assert "70 % mean val mIoU: met.** RCCA R = 2: 72.0 % ± 1.0 (standard error)" in text
@@ -626,22 +637,22 @@ def test_goals_are_judged_from_the_numbers():
 
 def test_goals_missed_say_by_how_much():
     summary = _hand_summary([0.585, 0.582, 0.567, 0.595], [0.582, 0.590, 0.577, 0.584], (2.5, 4.0, 3.2))
-    missed = report.goals_paragraph(summary)
+    missed = report_markdown.goals_paragraph(summary)
     text = "\n".join(missed)
     assert missed[0] == "## The issue's goals: not met"
     assert "70 % mean val mIoU: not met.** RCCA R = 2: 57.2 %" in text and "(-12.8 points from the goal)" in text
     assert "lift >= 3 at the trained R: not met.** RCCA R = 1 2.50 (not met, 0.50 short)" in text
     assert "R3 in seed means: not met.**" in text
     assert "RCCA R = 2 would have to be 1.4 points higher to pass RCCA R = 1." in text
-    lift = next(g for g in report.judge_goals(summary) if g["goal"] == "lift_at_trained_recurrence")
+    lift = next(g for g in report_goals.judge_goals(summary) if g["goal"] == "lift_at_trained_recurrence")
     assert (lift["model"], lift["met"], lift["margin"]) == ("r1", False, pytest.approx(-0.5))
-    order = next(g for g in report.judge_goals(summary) if g["goal"] == "ordering")
+    order = next(g for g in report_goals.judge_goals(summary) if g["goal"] == "ordering")
     assert order["met"] is False and [m["higher"] for m in order["misses"]] == ["RCCA R = 2"]
     # d = 0.3, 0.8, 1.0, 1.1: pooled sd = sqrt(mean(d^2) / 2) = 0.606; 2 SE of a 2-seed mean difference = 1.21.
     assert "differs by 0.3 to 1.1 points" in text and "standard deviation is 0.6 points" in text
     assert "by up to about 1.2 points by chance" in text and "have means spanning 1.7 points" in text
     assert "the models differ by more than seed noise" in text
-    noisy = report.goals_paragraph(_hand_summary([0.585, 0.582, 0.567, 0.595], [0.60, 0.56, 0.59, 0.57]))
+    noisy = report_markdown.goals_paragraph(_hand_summary([0.585, 0.582, 0.567, 0.595], [0.60, 0.56, 0.59, 0.57]))
     assert "within seed noise" in "\n".join(noisy)
 
 
@@ -650,21 +661,21 @@ def test_a_ccl_model_is_judged_against_its_loop_count_not_in_the_ordering():
     summary = _hand_summary([0.450, 0.452, 0.451, 0.453], [0.452, 0.450, 0.453, 0.451])
     summary["models"].append({"name": "r2_ccl", "trained_recurrence": 2, "ccl": True, "mIoU": 0.48, "params": 1})
     summary["seeds"] += [{"name": "r2_ccl", "seed": s, "best_val_mIoU": v} for s, v in ((0, 0.480), (1, 0.482))]
-    text = "\n".join(report.goals_paragraph(summary))
+    text = "\n".join(report_markdown.goals_paragraph(summary))
     assert "the 4 models without CCL with several seeds have means spanning 0.1 points" in text
     assert "within seed noise: these runs neither confirm nor refute" in text
-    label = report._label(summary["models"][-1])
+    label = report_common.label_of(summary["models"][-1])
     assert f"{label} is +2.9 points from RCCA R = 2: more than seed noise." in text
 
 
 def test_a_tiny_miss_is_printed_with_two_decimals():
     goal = {"met": False, "means": [0.45, 0.4523, 0.4520, 0.46], "sems": [0.001] * 4, "n": [3] * 4,
             "misses": [{"higher": "RCCA R = 2", "lower": "RCCA R = 1", "by": 0.0003}]}  # fmt: skip
-    assert "RCCA R = 2 would have to be 0.03 points higher to pass RCCA R = 1." in report._order_bullet(goal)
+    assert "RCCA R = 2 would have to be 0.03 points higher to pass RCCA R = 1." in report_markdown._order_bullet(goal)
 
 
 def test_goals_with_one_seed_and_no_lift_say_so():
-    lines = report.goals_paragraph(_hand_summary([0.60, 0.65, 0.71, 0.72], None))
+    lines = report_markdown.goals_paragraph(_hand_summary([0.60, 0.65, 0.71, 0.72], None))
     text = "\n".join(lines)
     assert lines[0] == "## The issue's goals: not all measured"  # the mIoU goals pass, the lift was not measured
     assert "one seed (n = 1): no spread to read it against" in text
@@ -674,13 +685,13 @@ def test_goals_with_one_seed_and_no_lift_say_so():
 
 def test_a_paper_run_stopped_early_is_compared_at_its_last_step():
     def record(name, steps):
-        return report.RunRecord(name, 0, max(v["mIoU"] for v in steps.values()), 1.0, 1.0, "cpu",
+        return report_records.RunRecord(name, 0, max(v["mIoU"] for v in steps.values()), 1.0, 1.0, "cpu",
                                 iterations=max(steps), val_steps=steps)  # fmt: skip
 
     paper = record("camvid_r2_paper", {125: {"mIoU": 0.40, "lift": 1.0, "gamma": 0.01}})
     bundled = record("camvid_r2", {125: {"mIoU": 0.43, "lift": None, "gamma": 0.97},
                                    250: {"mIoU": 0.45, "lift": 3.5, "gamma": 0.96}})  # fmt: skip
-    rows = report.recipe_rows([{"name": "camvid_r2"}], [bundled], [paper])
+    rows = report_summary.recipe_rows([{"name": "camvid_r2"}], [bundled], [paper])
     assert [(r["recipe"], r["iterations"], r["best_val_mIoU"], r["gamma"]) for r in rows] == [
         ("paper", 125, 0.40, 0.01), ("bundled", 125, 0.43, 0.97)
     ]  # fmt: skip

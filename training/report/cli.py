@@ -1,0 +1,131 @@
+"""The command line: `python -m training.report` measures, writes and annotates the model cards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ccnet.checkpoint import CheckpointError, atomic_write, read_index
+from ccnet.datasets import DatasetError, find_dataset
+
+from ..model_card import annotate_from_summary
+from . import constants
+from .constants import BF16_VARIANT, COMMAND, SCRATCH_SUMMARY
+from .markdown import render_markdown, update_readme
+from .measure import attention_costs, evaluate_model
+from .records import ReportError, is_paper_recipe, is_variant, read_checkpoint_index, read_runs, read_scratch_summary
+from .summary import ReportInputs, build_summary
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=COMMAND,
+        description="Evaluate every bundled checkpoint (at its R and at R = 1, 2, 3, with gamma, the same-class "
+        "lift and the class-to-class attention atlas), measure the attention's costs, read the training records, "
+        "and write docs/RESULTS.md and results/camvid/summary.json.",
+    )
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="folder with index.json")
+    parser.add_argument("--records", type=Path, default=Path("results/camvid"), help="training run records")
+    parser.add_argument("--data-root", help="CamVid root (default: $CAMVID_ROOT)")
+    parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="Markdown report to write")
+    parser.add_argument("--summary", type=Path, default=Path("results/camvid/summary.json"), help="JSON summary")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=Path("README.md"),
+        help="README whose results block (between its markers) is rewritten; skipped without the markers",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu, ~10 s per model and R)")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="save the val evaluations to this JSON; when it already exists, take them from it instead of "
+        "evaluating again (for editing the report's text; costs and records are always measured and read)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def _device(option: str) -> torch.device:
+    if option == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(option)
+
+
+def _reused_models(path: Path) -> list[dict]:
+    models = json.loads(path.read_text())["models"]
+    if any("lift_at_recurrence" not in m for m in models):  # written before the lift was measured
+        raise ReportError(f"{path} holds evaluations without the same-class lift: delete it to evaluate again")
+    if any("atlas" not in m for m in models):  # written before the attention atlas was measured
+        raise ReportError(
+            f"{path} holds evaluations without the attention atlas (class-to-class matrices): delete it to evaluate "
+            "again"
+        )
+    return models
+
+
+def make_report(args: argparse.Namespace) -> dict:
+    """Evaluate, measure, read; write both files; return the summary."""
+    device = _device(args.device)
+    entries = read_checkpoint_index(args.checkpoints)
+    all_runs = read_runs(args.records)
+    runs = [run for run in all_runs if not is_variant(run)]
+    scratch = read_scratch_summary(args.records / SCRATCH_SUMMARY)
+    spec = find_dataset("camvid", args.data_root, args.split)  # fail early on a missing root
+    total = len(entries) * len(spec.samples) + len(constants.COST_INPUTS)
+    default = read_index(args.checkpoints).get("default")
+    reuse = args.reuse is not None and args.reuse.is_file()  # re-render: evaluations of an earlier run
+    with tqdm(total=total, desc="report", unit="step", disable=args.no_progress) as bar:
+        if reuse:
+            models = _reused_models(args.reuse)
+            bar.update(total - len(constants.COST_INPUTS))
+        else:
+            models = [
+                evaluate_model(e, args.checkpoints, args.data_root, args.split, device, bar.update) for e in entries
+            ]
+        if args.reuse is not None and not reuse:
+            atomic_write(args.reuse, lambda tmp: Path(tmp).write_text(json.dumps({"models": models})))
+        reference = next((m for m in models if m["name"] == default and m["trained_recurrence"] > 0), None)
+        reference = reference or next((m for m in models if m["trained_recurrence"] > 0), models[0])
+        costs = attention_costs(reference["_model_config"], device, bar.update)
+    recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
+    precision_runs = [run for run in all_runs if run.name.endswith(BF16_VARIANT)]
+    inputs = ReportInputs(models, runs, costs, default, recipe_runs, scratch, precision_runs)
+    summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    markdown = render_markdown(summary, inputs, _command_line(args))
+    atomic_write(args.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(markdown))
+    if args.readme and not update_readme(args.readme, summary):
+        print(f"note: {args.readme} has no results markers; its table was left alone", file=sys.stderr)
+    return summary
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    defaults = parse_args([])
+    hidden = ("data_root", "no_progress", "readme", "reuse")
+    options = [
+        f"--{key.replace('_', '-')} {value}"
+        for key, value in vars(args).items()
+        if key not in hidden and value != getattr(defaults, key)
+    ]
+    return " ".join([COMMAND, *options])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = make_report(args)
+        annotate_from_summary(summary, args.checkpoints)  # the app's model cards
+    except (ReportError, DatasetError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} and {args.summary} ({len(summary['models'])} models)")
+    return 0

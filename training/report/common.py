@@ -1,0 +1,63 @@
+"""Small helpers shared by the report's parts: seed statistics and number formats."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+
+def seed_stats(values: Sequence[float]) -> dict:
+    """n, mean, sample standard deviation and standard error of the mean; spread None for n < 2."""
+    n = len(values)
+    std = statistics.stdev(values) if n >= 2 else None
+    return {
+        "n": n,
+        "mean": statistics.fmean(values) if n else None,
+        "std": std,
+        "sem": None if std is None else std / math.sqrt(n),
+    }
+
+
+ORDER_LABELS = ("baseline (R = 0)", "RCCA R = 1", "RCCA R = 2", "RCCA R = 3")
+
+
+def model_stats(summary: dict, model: dict) -> dict:
+    """Seed statistics of a model's best val mIoU; the bundled value alone (n = 1) when it has no record."""
+    values = list(seed_values(summary, model["name"]).values())
+    return seed_stats(values or [model["mIoU"]])
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def label_of(model: dict) -> str:
+    if model["trained_recurrence"] == 0:
+        return "baseline (R = 0)"
+    return f"RCCA R = {model['trained_recurrence']}" + (" + CCL" if model["ccl"] else "")
+
+
+def seed_values(summary: dict, name: str) -> dict[int, float]:
+    return {s["seed"]: s["best_val_mIoU"] for s in summary["seeds"] if s["name"] == name}
+
+
+def seed_field(summary: dict, name: str, key: str) -> list[float]:
+    return [
+        s[key]
+        for s in sorted(summary["seeds"], key=lambda s: s["seed"])
+        if s["name"] == name and s.get(key) is not None
+    ]
+
+
+def spread(stats: dict, spread_key: str = "std") -> str:
+    """Mean ± spread in points, "72.1 ± 0.4 (n = 3)"; one seed has no spread to show: "72.1 (n = 1)"."""
+    if not stats["n"]:
+        return "–"
+    if stats[spread_key] is None:
+        return f"{pct(stats['mean'])} (n = {stats['n']})"
+    return f"{pct(stats['mean'])} ± {pct(stats[spread_key])} (n = {stats['n']})"

@@ -1,0 +1,141 @@
+"""Reading what training left: the checkpoint index, run records (config, run.json, metrics), older summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from ccnet.checkpoint import CheckpointError, read_index
+
+from ..run_folder import read_metrics
+from .constants import PAPER_RECIPE, RUN_FOLDER, VARIANTS
+
+
+class ReportError(Exception):
+    """The report cannot be made as asked; the message says what to do."""
+
+
+@dataclass
+class RunRecord:
+    """One committed training run (results/camvid/<name>_s<seed>/)."""
+
+    name: str
+    seed: int
+    best_val_miou: float
+    train_seconds: float
+    images_per_s: float
+    device: str
+    iterations: int = 0  # the last step logged
+    final_lift: float | None = None  # the last validation's class-balanced lift (None: not logged)
+    final_gamma: float | None = None  # the last validation's attention scale (None: no attention)
+    sessions: int = 1  # 1 + the times the run was resumed (its wall clock then includes the pauses)
+    amp: str = "float32"  # the run's train.amp as it applied on its device ("float32" when off)
+    val_steps: dict = field(default_factory=dict)  # step -> {"mIoU", "lift", "gamma"} of each validation
+
+
+def read_checkpoint_index(folder: Path) -> list[dict]:
+    """The indexed models of a checkpoint folder; a clear error when there are none."""
+    if not folder.is_dir():
+        raise ReportError(f"checkpoint folder {folder} does not exist: pass --checkpoints FOLDER (e.g. checkpoints)")
+    try:
+        models = read_index(folder)["models"]
+    except CheckpointError as error:
+        raise ReportError(str(error)) from error
+    if not models:
+        raise ReportError(f"no checkpoints in {folder}: train and export one first (docs/TRAINING.md)")
+    return models
+
+
+def finite(value) -> float | None:
+    """A float, or None for a missing, non-numeric or NaN value (JSON has no NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _gamma_of(record: dict) -> float | None:
+    """The attention scale logged with a val record (`gamma/<parameter>`; a model has at most one RCCA)."""
+    return next((finite(v) for k, v in record.items() if k.startswith("gamma/")), None)
+
+
+def read_run(folder: Path) -> RunRecord:
+    """Best val mIoU, wall-clock training time, median images/s, last lift and gamma of one run folder."""
+    run_file = folder / "run.json"
+    records = read_metrics(folder)
+    if not run_file.is_file() or not records:
+        raise ReportError(f"{folder} lacks run.json or metrics.jsonl: expected a training run folder")
+    run = json.loads(run_file.read_text())
+    train = [r for r in records if r.get("kind") == "train"]
+    val = [r for r in records if r.get("kind") == "val"]
+    if not train or not val:
+        raise ReportError(f"{folder}/metrics.jsonl has no train or no val records: was the run finished?")
+    started = datetime.fromisoformat(run["created"]).timestamp()
+    return RunRecord(
+        name=RUN_FOLDER.match(folder.name)["name"],
+        seed=int(run["seed"]),
+        best_val_miou=float(max(r["mIoU"] for r in val)),
+        train_seconds=float(records[-1]["time"] - started),  # wall clock, validation included
+        images_per_s=float(statistics.median(r["images_per_s"] for r in train)),
+        device=str(run["device"]),
+        iterations=int(max(r["step"] for r in records)),
+        final_lift=finite(val[-1].get("lift")),
+        final_gamma=_gamma_of(val[-1]),
+        sessions=1 + len(run.get("resumed", [])),
+        amp=_amp_of(folder, str(run["device"])),
+        val_steps={
+            int(r["step"]): {"mIoU": finite(r.get("mIoU")), "lift": finite(r.get("lift")), "gamma": _gamma_of(r)}
+            for r in val
+        },
+    )
+
+
+def _amp_of(folder: Path, device: str) -> str:
+    """The precision a run trained in, from its own config.yaml: train.amp True means float16 on CUDA only."""
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        return "float32"
+    amp = (yaml.safe_load(config_file.read_text()).get("train") or {}).get("amp")
+    if amp in ("bfloat16", "float16"):
+        return amp
+    return "float16" if amp is True and device.startswith("cuda") else "float32"
+
+
+def read_runs(records: Path) -> list[RunRecord]:
+    """Every <name>_s<seed> run folder directly under `records` (the earlier set lives in a subfolder)."""
+    if not records.is_dir():
+        raise ReportError(f"records folder {records} does not exist: pass --records FOLDER (e.g. results/camvid)")
+    runs = [
+        read_run(folder) for folder in sorted(records.iterdir()) if folder.is_dir() and RUN_FOLDER.match(folder.name)
+    ]
+    if not runs:
+        raise ReportError(f"no run folders NAME_s<seed> in {records}")
+    return runs
+
+
+def is_paper_recipe(run: RunRecord) -> bool:
+    return run.name.endswith(PAPER_RECIPE)
+
+
+def is_variant(run: RunRecord) -> bool:
+    """A comparison record (paper recipe, bfloat16) rather than a seed of a bundled model."""
+    return run.name.endswith(VARIANTS)
+
+
+def read_scratch_summary(path: Path) -> dict | None:
+    """{"source", "models": [{name, trained_recurrence, ccl, mIoU}]} of the earlier set; None when absent."""
+    if not path.is_file():
+        return None  # optional: a checkout without the earlier records still gets its report
+    try:
+        document = json.loads(path.read_text())
+        models = [
+            {key: m[key] for key in ("name", "trained_recurrence", "ccl", "mIoU")} for m in document["models"]
+        ]  # fmt: skip
+    except (ValueError, KeyError, TypeError) as error:
+        raise ReportError(f"{path} is not a report summary ({error}): restore it or remove it") from error
+    return {"source": str(path), "models": models}
