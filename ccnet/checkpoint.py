@@ -305,13 +305,25 @@ def _state_for_saving(model: torch.nn.Module, half: bool) -> dict[str, torch.Ten
     return state
 
 
+BACKBONE_PREFIX = "backbone."
+SHARED_BACKBONE_KEY = "shared_backbone"  # sidecar: {"checkpoint": NAME in the same folder, "save_id": its save}
+
+
 def save_checkpoint(
-    model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping, half: bool = False
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    metadata: Mapping,
+    half: bool = False,
+    backbone_from: str | os.PathLike | None = None,
 ) -> tuple[Path, Path]:
     """Write <stem>.safetensors and <stem>.json atomically; returns both paths.
 
     `metadata` needs the dataset fields (class_names, palette, mean, std, dataset, ...); the fields that
     come from the model and the code (model_config, num_classes, code_version, ...) are filled in.
+
+    `backbone_from`: a checkpoint in the same folder whose backbone this model shares, tensor for tensor (a
+    head trained on its frozen backbone). The file then holds everything but the backbone, and loading takes
+    the backbone from that checkpoint, checked by its save_id: a head costs a fifth of a whole model.
     """
     weights, sidecar = checkpoint_paths(path)
     save_id = uuid.uuid4().hex
@@ -319,6 +331,9 @@ def save_checkpoint(
     content["save_id"] = save_id
     validate_metadata(content, f"metadata for {sidecar}")
     state = _state_for_saving(model, half)
+    if backbone_from is not None:
+        content[SHARED_BACKBONE_KEY] = _shared_backbone_entry(state, weights, backbone_from)
+        state = {key: tensor for key, tensor in state.items() if not key.startswith(BACKBONE_PREFIX)}
     header = {"format": "pt", SAVE_ID_KEY: save_id}
     # Both files are complete on disk before either replaces its predecessor: a kill during the (long)
     # writing leaves the previous checkpoint whole; one between the two renames is caught by `save_id`.
@@ -332,6 +347,47 @@ def save_checkpoint(
     os.replace(sidecar_temporary, sidecar)
     _fsync_folder(weights.parent)
     return weights, sidecar
+
+
+def _shared_backbone_entry(state: Mapping[str, torch.Tensor], weights: Path, backbone_from) -> dict:
+    """Check that `state`'s backbone is the other checkpoint's, tensor for tensor; the sidecar's reference."""
+    other_weights, other_sidecar = checkpoint_paths(backbone_from)
+    if other_weights.parent.resolve() != weights.parent.resolve():
+        raise CheckpointError(f"a shared backbone must come from the same folder as {weights.name}: {other_weights}")
+    other, _ = _read_weights(other_weights)
+    mine = {key: tensor for key, tensor in state.items() if key.startswith(BACKBONE_PREFIX)}
+    theirs = {key: tensor for key, tensor in other.items() if key.startswith(BACKBONE_PREFIX)}
+    if mine.keys() != theirs.keys() or any(
+        not torch.equal(tensor, theirs[key].to(tensor.dtype)) for key, tensor in mine.items()
+    ):
+        raise CheckpointError(
+            f"{weights.name}: its backbone is not {other_weights.name}'s tensor for tensor: save it whole instead"
+        )
+    name = other_weights.name[: -len(WEIGHTS_SUFFIX)]
+    return {"checkpoint": name, "save_id": read_metadata(other_sidecar)["save_id"]}
+
+
+def _with_shared_backbone(state: dict, metadata: Mapping, sidecar: Path, source: str) -> dict:
+    """The full state of a checkpoint saved with `backbone_from`: its backbone read from the named sibling."""
+    shared = metadata.get(SHARED_BACKBONE_KEY)
+    if shared is None:
+        return state
+    name = shared.get("checkpoint") if isinstance(shared, Mapping) else None
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise CheckpointError(f"{source}: field '{SHARED_BACKBONE_KEY}' must name a checkpoint in the same folder")
+    other_weights, other_sidecar = checkpoint_paths(sidecar.parent / name)
+    other_metadata = read_metadata(other_sidecar)
+    if other_metadata.get("save_id") != shared.get("save_id"):
+        raise CheckpointError(
+            f"{source}: its backbone comes from {name}, but {name} has been saved again since "
+            f"(save {other_metadata.get('save_id')!r}, expected {shared.get('save_id')!r}): export this head again"
+        )
+    other, other_header = _read_weights(other_weights)
+    _check_same_save(other_header, other_metadata, str(other_sidecar))
+    backbone = {key: tensor for key, tensor in other.items() if key.startswith(BACKBONE_PREFIX)}
+    dtype = WEIGHTS_DTYPES[metadata.get("weights_dtype", "float32")]
+    backbone = {key: tensor.to(dtype) if tensor.is_floating_point() else tensor for key, tensor in backbone.items()}
+    return state | backbone
 
 
 def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -441,6 +497,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         metadata = read_metadata(sidecar)
         state, header = _read_weights(weights)
         source = str(sidecar)
+        state = _with_shared_backbone(state, metadata, sidecar, source)
     try:
         model = build_model(metadata["model_config"])
     except (TypeError, ValueError) as error:

@@ -180,3 +180,60 @@ def test_index_lists_checkpoints_and_keeps_default(tmp_path, tiny_model_config):
 
 def test_code_version_names_the_package_version():
     assert code_version().startswith("0.1.0")
+
+
+# --- heads that share a backbone ----------------------------------------------------------------------
+
+
+def _shared_pair(tmp_path):
+    """A base model and a head model whose backbone is the base's, saved half with a shared backbone."""
+    from ccnet.checkpoint import save_checkpoint
+    from ccnet.model import build_model
+
+    config = {"num_classes": 4, "backbone": "resnet18", "base_width": 8, "head_channels": 16, "recurrence": 2}
+    torch.manual_seed(0)
+    base = build_model(config)
+    torch.manual_seed(1)
+    head = build_model(config | {"recurrence": 1})
+    head.backbone.load_state_dict(base.backbone.state_dict())
+    meta = {"class_names": ["a", "b", "c", "d"], "palette": [[0, 0, 0]] * 4, "mean": [0, 0, 0], "std": [1, 1, 1],
+            "dataset": "synthetic", "split": "val", "input_size": [32, 32], "metrics": {}}  # fmt: skip
+    save_checkpoint(base, tmp_path / "base", meta, half=True)
+    save_checkpoint(head, tmp_path / "head", meta, half=True, backbone_from=tmp_path / "base")
+    return base, head, meta
+
+
+def test_a_head_with_a_shared_backbone_is_small_and_loads_whole(tmp_path):
+    from ccnet.checkpoint import load_checkpoint
+
+    base, head, _ = _shared_pair(tmp_path)
+    assert (tmp_path / "head.safetensors").stat().st_size < 0.5 * (tmp_path / "base.safetensors").stat().st_size
+    loaded, metadata = load_checkpoint(tmp_path / "head", device="cpu")
+    assert metadata["shared_backbone"]["checkpoint"] == "base"
+    for key, tensor in head.half().float().state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).logits, head.eval()(images).logits, atol=1e-3, rtol=1e-3)
+
+
+def test_a_shared_backbone_is_checked_on_save_and_on_load(tmp_path):
+    from ccnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from ccnet.model import build_model
+
+    base, head, meta = _shared_pair(tmp_path)
+    other = build_model(head.config)  # a fresh backbone: not the base's
+    with pytest.raises(CheckpointError, match="tensor for tensor"):
+        save_checkpoint(other, tmp_path / "wrong", meta, half=True, backbone_from=tmp_path / "base")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(CheckpointError, match="same folder"):
+        save_checkpoint(head, elsewhere / "head", meta, half=True, backbone_from=tmp_path / "base")
+    save_checkpoint(base, tmp_path / "base", meta, half=True)  # the base saved again: a new save_id
+    with pytest.raises(CheckpointError, match="saved again since"):
+        load_checkpoint(tmp_path / "head", device="cpu")
+    sidecar = json.loads((tmp_path / "head.json").read_text())
+    sidecar["shared_backbone"]["checkpoint"] = "../base"
+    (tmp_path / "head.json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="same folder"):
+        load_checkpoint(tmp_path / "head", device="cpu")

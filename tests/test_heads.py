@@ -143,3 +143,17 @@ def test_a_video_head_sees_other_frames_and_reports_its_temporal_share(features,
     assert 0 < record["temporal_share_uniform"] < 1
     one = train_head(folder, "video_t1", seed=0, out=tmp_path, iterations=2, crop_cells=(4, 6), show_progress=False)
     assert one["temporal_share"] == pytest.approx(1.0) and one["temporal_share_uniform"] == pytest.approx(1.0)
+
+
+def test_a_head_exports_beside_its_backbone_as_a_small_shared_checkpoint(features, tmp_path):
+    from training.export import export_run
+
+    folder, checkpoint = features
+    train_head(folder, "r1", seed=0, out=tmp_path / "heads", iterations=2, crop_cells=(4, 6), show_progress=False)
+    bundle = tmp_path / "bundle"
+    export_run(checkpoint.parent, bundle / "base", which="last", half=True, make_default=True)
+    export_run(tmp_path / "heads" / "r1_s0_model", bundle / "head", half=True, backbone_from=bundle / "base")
+    loaded, metadata = load_checkpoint(bundle / "head", device="cpu")
+    assert metadata["shared_backbone"]["checkpoint"] == "base" and loaded.recurrence == 1
+    assert metadata["training"]["head_only_on"] == read_manifest(folder)["save_id"]
+    assert (bundle / "head.safetensors").stat().st_size < (bundle / "base.safetensors").stat().st_size

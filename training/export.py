@@ -42,19 +42,25 @@ def export_run(
     which: str = "best",
     half: bool = False,
     make_default: bool = False,
+    backbone_from: str | Path | None = None,
 ) -> dict:
-    """Save RUN/<which> as <destination>.safetensors/.json and rewrite the destination folder's index."""
-    source = Path(run_dir) / which
+    """Save RUN/<which> (or RUN itself, a checkpoint stem such as a head's) as <destination>.safetensors/.json
+    and rewrite the destination folder's index. `backbone_from`: a checkpoint beside the destination whose
+    backbone this one shares (a head on the campaign's backbone; see ccnet.checkpoint.save_checkpoint)."""
+    run_dir = Path(run_dir)
+    is_run = (run_dir / which).with_suffix(".json").is_file()
+    source = run_dir / which if is_run else run_dir
     if not source.with_suffix(".json").is_file():
         raise CheckpointError(
             f"no {which} checkpoint in {run_dir} (expected {source}.json): has the run validated yet?"
         )
     model, metadata = load_checkpoint(source, device="cpu")
-    carried = {key: value for key, value in metadata.items() if key not in _DERIVED}
-    carried["training"] = (metadata.get("training") or {}) | training_record(
-        run_dir, metadata.get("step"), metadata.get("train_images")
-    )
-    weights, sidecar = save_checkpoint(model, destination, carried, half=half)
+    carried = {key: value for key, value in metadata.items() if key not in (*_DERIVED, "shared_backbone")}
+    if is_run:
+        carried["training"] = (metadata.get("training") or {}) | training_record(
+            run_dir, metadata.get("step"), metadata.get("train_images")
+        )
+    weights, sidecar = save_checkpoint(model, destination, carried, half=half, backbone_from=backbone_from)
     name = weights.name[: -len(".safetensors")]
     index = write_index(weights.parent, default=name if make_default else None)
     print(f"exported {source} -> {weights} ({weights.stat().st_size / 1e6:.1f} MB); index default: {index['default']}")
@@ -76,11 +82,18 @@ def annotate(destination: str | Path, records: str | Path, train_images: int | N
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="training run folder (holds best.* and last.*)")
+    parser.add_argument(
+        "run_dir", type=Path, help="training run folder (holds best.* and last.*), or a checkpoint stem (a head's)"
+    )
     parser.add_argument("destination", type=Path, help="checkpoint stem to write, e.g. checkpoints/camvid_r2")
     parser.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of the run")
     parser.add_argument("--half", action="store_true", help="store float16 weights (loaded back as float32)")
     parser.add_argument("--default", action="store_true", help="make it the folder index's default model")
+    parser.add_argument(
+        "--backbone-from",
+        type=Path,
+        help="a checkpoint in the destination folder whose backbone this model shares (heads): stored once",
+    )
     parser.add_argument(
         "--annotate",
         action="store_true",
@@ -93,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.annotate:
             annotate(args.destination, args.run_dir, args.train_images)
             return 0
-        export_run(args.run_dir, args.destination, args.which, args.half, args.default)
+        export_run(args.run_dir, args.destination, args.which, args.half, args.default, args.backbone_from)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
