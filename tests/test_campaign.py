@@ -48,3 +48,33 @@ def test_save_never_goes_backwards_and_restore_keeps_a_newer_local_run(camvid_fa
         campaign.save(tmp_path / "empty", saved)
     assert campaign.restore(tmp_path / "new", tmp_path / "nothing") is None
     assert campaign.restore(behind, tmp_path / "nothing") == 2  # nothing committed yet: the local run goes on
+
+
+def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkeypatch):
+    from ccnet.checkpoint import load_checkpoint, read_index
+    from tests.conftest import write_camvid
+
+    root = write_camvid(tmp_path / "camvid", {"train": 6, "val": 5}, (64, 96), 0, 0.05)
+    config = tiny_training_config(root, model={"decoder_channels": 8}, optim={"iterations": 4, "batch_size": 2})
+    run = tmp_path / "runs" / "campaign"
+    monkeypatch.setattr(campaign, "RUN", run)
+    monkeypatch.setattr(campaign, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setattr(campaign, "HEAD_RECORDS", tmp_path / "results" / "heads")
+    monkeypatch.setattr(campaign, "HEAD_RUNS", tmp_path / "runs" / "heads")
+    monkeypatch.setenv("CCNET_CACHE_DIR", str(tmp_path / "cache"))
+    train(config, run, show_progress=False, stop_at=2)
+    with pytest.raises(ValueError, match="resume it before finishing"):
+        campaign.finish(None, root, seeds=1, iterations=2)
+    train(config, run, resume=True, show_progress=False)
+    assert campaign.finish(0.0001, root, seeds=1, iterations=2) is False  # the deadline passes: paused, resumable
+    assert campaign.finish(None, root, seeds=1, iterations=2) is True
+    records = sorted(p.name for p in (tmp_path / "results" / "heads").iterdir())
+    assert len(records) == len(campaign.BUNDLED_HEADS) + 1  # every kind, r2 included
+    index = read_index(tmp_path / "checkpoints")
+    assert index["default"] == "camvid_r2"
+    assert {m["name"] for m in index["models"]} == {"camvid_r2", *campaign.BUNDLED_HEADS.values()}
+    video, metadata = load_checkpoint(tmp_path / "checkpoints" / "camvid_video_t5", device="cpu")
+    assert video.frames == 5 and metadata["shared_backbone"]["checkpoint"] == "camvid_r2"
+    stamp = (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns
+    assert campaign.finish(None, root, seeds=1, iterations=2) is True  # again: nothing retrained
+    assert (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns == stamp

@@ -8,6 +8,12 @@ git grows by one state per session), and the next session, on whatever machine i
     python -m training.campaign resume --max-minutes 120   # every later session (restores the state first)
     python -m training.campaign save                       # before the session stops: copy the state to commit
     python -m training.campaign status                     # where it stands: step, val mIoU, gamma, lift, hours
+    python -m training.campaign finish --max-minutes 120   # after the schedule: bundle it, then every head
+
+`finish` is resumable too, step by step: export the run's last checkpoint as the default `checkpoints/camvid_r2`
+(float16), cache its backbone's features, train every head kind x 5 seeds (`training.heads`; each record lands
+in results/camvid/heads/ and is skipped next time), then bundle each kind's seed-0 head beside the default,
+sharing its backbone (`checkpoints/camvid_r0`, ..., `camvid_r2_paper`, `camvid_video_t5`, `camvid_video_t1`).
 
 ``state.pt`` is the trainer's own exact resume state (model, optimiser, RNG states, step, best score; it loads
 with ``weights_only=True``). The best-on-val weights are not committed: the run's ``last`` checkpoint at the end
@@ -21,6 +27,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -90,6 +97,57 @@ def summary(folder: Path) -> dict:
     }
 
 
+CHECKPOINTS = ROOT / "checkpoints"
+HEAD_RECORDS = ROOT / "results" / "camvid" / "heads"
+HEAD_RUNS = ROOT / "runs" / "heads"
+SEEDS = 5
+# head kind -> its bundled name (seed 0), stored beside the default and sharing its backbone
+BUNDLED_HEADS = {
+    "r0": "camvid_r0",
+    "r1": "camvid_r1",
+    "r3": "camvid_r3",
+    "r2_ccl": "camvid_r2_ccl",
+    "r2_paper": "camvid_r2_paper",
+    "video_t5": "camvid_video_t5",
+    "video_t1": "camvid_video_t1",
+}
+
+
+def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterations: int | None = None) -> bool:
+    """Bundle the finished campaign and train and bundle the heads; True once everything is done."""
+    from ccnet.checkpoint import read_metadata
+
+    from .export import export_run
+    from .feature_cache import cache_features
+    from .heads import DEFAULTS, KINDS, train_head
+
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
+    state_step = saved_step(RUN)
+    total = yaml.safe_load((RUN / CONFIG_FILE).read_text())["optim"]["iterations"]
+    if state_step is None or state_step < total:
+        raise ValueError(f"the campaign is at iteration {state_step} of {total}: resume it before finishing")
+    default = CHECKPOINTS / NAME
+    run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
+    bundled = default.with_suffix(".json").is_file() and (read_metadata(default).get("training") or {}).get("run_id")
+    if bundled != run_id:
+        export_run(RUN, default, which="last", half=True, make_default=True)
+    features = cache_features(default, data_root)
+    HEAD_RECORDS.mkdir(parents=True, exist_ok=True)
+    for seed in range(seeds):
+        for kind in KINDS:
+            record = HEAD_RECORDS / f"{kind}_s{seed}.json"
+            if record.is_file():
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"paused before head {kind} seed {seed}: run `finish` again", file=sys.stderr)
+                return False
+            train_head(features, kind, seed, HEAD_RUNS, iterations or DEFAULTS["iterations"], show_progress=False)
+            shutil.copy2(HEAD_RUNS / f"{kind}_s{seed}.json", record)
+    for kind, name in BUNDLED_HEADS.items():
+        export_run(HEAD_RUNS / f"{kind}_s0_model", CHECKPOINTS / name, half=True, backbone_from=default)
+    return True
+
+
 def _train(arguments: list[str], max_minutes: float | None) -> int:
     command = [sys.executable, "-m", "training.train", "--out", str(RUN.relative_to(ROOT)), *arguments]
     if max_minutes:
@@ -107,7 +165,8 @@ def _train(arguments: list[str], max_minutes: float | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["start", "resume", "save", "status"])
+    parser.add_argument("action", choices=["start", "resume", "save", "status", "finish"])
+    parser.add_argument("--data-root", help="CamVid root for `finish` ($CAMVID_ROOT)")
     parser.add_argument("--max-minutes", type=float, help="pause (state saved) after this many minutes of training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     args = parser.parse_args(argv)
@@ -124,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"resuming the campaign at iteration {step}", file=sys.stderr)
         return _train(["--resume", *extra], args.max_minutes)
+    if args.action == "finish":
+        done = finish(args.max_minutes, args.data_root)
+        print("campaign bundled, every head trained and bundled" if done else "finish paused: run it again")
+        return 0
     if args.action == "save":
         print(f"saved iteration {save()} into {SAVED.relative_to(ROOT)}: commit it")
         return 0

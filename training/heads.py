@@ -138,10 +138,14 @@ def random_crop(tensors: dict, cells: tuple[int, int], rng: np.random.Generator,
 
 
 def _batch(folder: Path, entries: list[dict], clips, cells, rng) -> tuple[BackboneFeatures, torch.Tensor]:
-    """Frame-major crops of `clips` (lists of entry indices; one frame each for 2D heads), one origin per clip."""
+    """Frame-major crops of `clips` (lists of entry indices; one frame each for 2D heads), one origin per clip.
+
+    Every crop of a batch has one size: the requested cells, or the smallest map's where a map is smaller."""
+    loaded = [[load_entry(folder, entries[i]) for i in clip] for clip in clips]
+    sizes = [t["final"].shape[-2:] for clip in loaded for t in clip]
+    cells = (min([cells[0], *(s[0] for s in sizes)]), min([cells[1], *(s[1] for s in sizes)]))
     crops = []
-    for clip in clips:
-        tensors = [load_entry(folder, entries[i]) for i in clip]
+    for tensors in loaded:
         origin = crop_origin(tensors[0]["final"].shape[-2:], cells, rng)
         crops += [random_crop(t, cells, rng, origin) for t in tensors]
     final, aux, low, label = (torch.stack([c[k] for c in crops]) for k in range(4))
