@@ -20,7 +20,16 @@ from . import constants
 from .constants import BF16_VARIANT, COMMAND, SCRATCH_SUMMARY
 from .markdown import render_markdown, update_readme
 from .measure import attention_costs, evaluate_model
-from .records import ReportError, is_paper_recipe, is_variant, read_checkpoint_index, read_runs, read_scratch_summary
+from .records import (
+    ReportError,
+    is_paper_recipe,
+    is_variant,
+    read_campaign,
+    read_checkpoint_index,
+    read_head_records,
+    read_runs,
+    read_scratch_summary,
+)
 from .summary import ReportInputs, build_summary
 
 
@@ -33,6 +42,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="folder with index.json")
     parser.add_argument("--records", type=Path, default=Path("results/camvid"), help="training run records")
+    parser.add_argument(
+        "--campaign", type=Path, default=Path("campaign/camvid_r2"), help="the campaign's state folder (its curve)"
+    )
     parser.add_argument("--data-root", help="CamVid root (default: $CAMVID_ROOT)")
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"), help="Markdown report to write")
@@ -75,7 +87,7 @@ def _reused_models(path: Path) -> list[dict]:
 def make_report(args: argparse.Namespace) -> dict:
     """Evaluate, measure, read; write both files; return the summary."""
     device = _device(args.device)
-    entries = read_checkpoint_index(args.checkpoints)
+    entries = [e for e in read_checkpoint_index(args.checkpoints) if not e.get("frames")]  # video: head records
     all_runs = read_runs(args.records)
     runs = [run for run in all_runs if not is_variant(run)]
     scratch = read_scratch_summary(args.records / SCRATCH_SUMMARY)
@@ -98,7 +110,9 @@ def make_report(args: argparse.Namespace) -> dict:
         costs = attention_costs(reference["_model_config"], device, bar.update)
     recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
     precision_runs = [run for run in all_runs if run.name.endswith(BF16_VARIANT)]
-    inputs = ReportInputs(models, runs, costs, default, recipe_runs, scratch, precision_runs)
+    heads = read_head_records(args.records / "heads")
+    campaign = read_campaign(args.campaign)
+    inputs = ReportInputs(models, runs, costs, default, recipe_runs, scratch, precision_runs, heads, campaign)
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
     atomic_write(args.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))

@@ -56,3 +56,33 @@ def _order_misses(means: Sequence[float]) -> list[dict]:
         if above < below or (strict and above == below):
             misses.append({"lower": ORDER_LABELS[index - 1], "higher": ORDER_LABELS[index], "by": below - above})
     return misses
+
+
+# Pairs the issue judges from the heads' intervals: (lower kind, higher kind, "<" or "<=").
+HEAD_ORDER = (
+    ("r0", "r1", "<"),
+    ("r1", "r2", "<"),
+    ("r2", "r3", "<="),
+    ("r0", "r2", "<"),
+    ("video_t1", "video_t5", "<"),
+)
+
+
+def head_ordering(heads: list[dict]) -> list[dict]:
+    """Each pair of HEAD_ORDER: "above" when the higher kind's interval lies wholly above the lower's, "below"
+    when wholly below, "overlap" otherwise (the intervals cannot tell them apart); the means' difference."""
+    by_kind = {h["kind"]: h for h in heads}
+    verdicts = []
+    for low, high, relation in HEAD_ORDER:
+        a, b = by_kind.get(low), by_kind.get(high)
+        if a is None or b is None or a["ci95"] is None or b["ci95"] is None:
+            continue
+        if b["mean"] - b["ci95"] > a["mean"] + a["ci95"]:
+            verdict = "above"
+        elif b["mean"] + b["ci95"] < a["mean"] - a["ci95"]:
+            verdict = "below"
+        else:
+            verdict = "overlap"
+        verdicts.append({"lower": low, "higher": high, "relation": relation, "verdict": verdict,
+                         "difference": b["mean"] - a["mean"]})  # fmt: skip
+    return verdicts

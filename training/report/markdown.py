@@ -595,6 +595,8 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         "",
         *recipe_table(summary),
         *mixed_precision_table(summary),
+        *_section(campaign_section(summary)),
+        *_section(heads_section(summary)),
         "## Costs of the attention module",
         "",
         "Increments of RCCA at R loops over the same network with R = 0 (our bundled architecture, batch 1, "
@@ -708,3 +710,74 @@ def _sessions_note(runs: list[RunRecord], summary: dict) -> str:
     if not resumed:
         return ""
     return f"; resumed runs, whose time includes the pauses between sessions: {', '.join(resumed)}"
+
+
+HEAD_LABELS = {
+    "r0": "baseline (R = 0)", "r1": "RCCA R = 1", "r2": "RCCA R = 2", "r3": "RCCA R = 3",
+    "r2_ccl": "RCCA R = 2 + CCL", "r2_paper": "R = 2, the paper's losses (γ from 0, no affinity loss)",
+    "video_t5": "video, T = 5 (3D RCCA, R = 3)", "video_t1": "video, T = 1 (R = 3)",
+}  # fmt: skip
+PAPER_HEADS = {"r0": "75.1", "r1": "78.0", "r2": "79.8", "r3": "80.2", "r2_ccl": "about +0.7 over R = 2",
+               "video_t1": "T = 1 (CamVid test)", "video_t5": "+1.2 over T = 1 (CamVid test 79.1)"}  # fmt: skip
+
+
+def heads_section(summary: dict) -> list[str]:
+    """Heads on the campaign's backbone: mean and 95% interval per kind, the ordering read from the intervals."""
+    heads = summary.get("heads") or []
+    if not heads:
+        return []
+    lines = [
+        "## Heads on the campaign's backbone",
+        "",
+        "Every kind is the campaign's backbone, frozen, with its own head trained from a fresh seeded "
+        "initialisation on cached features (`python -m training.heads`). Val mIoU over seeds: mean and the 95% "
+        "t-interval of the mean.",
+        "",
+        "| head | seeds | val mIoU | 95% interval | lift | γ | temporal share (uniform) | paper |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for head in heads:
+        interval = "–" if head["ci95"] is None else f"± {pct(head['ci95'])}"
+        share = "–"
+        if head.get("temporal_share") is not None:
+            share = f"{pct(head['temporal_share'])} ({pct(head['temporal_share_uniform'])})"
+        label, paper = HEAD_LABELS.get(head["kind"], head["kind"]), PAPER_HEADS.get(head["kind"], "–")
+        lines.append(
+            f"| {label} | {head['n']} | {pct(head['mean'])} | {interval} | "
+            f"{num(head['lift'], '.2f')} | {num(head['gamma'], '.3f')} | {share} | {paper} |"
+        )
+    ordering = summary.get("head_ordering") or []
+    if ordering:
+        lines += ["", "Read from the intervals (\"above\": the whole interval above the other's; \"overlap\": the "
+                  "seeds cannot tell them apart):", ""]  # fmt: skip
+        for pair in ordering:
+            a, b = HEAD_LABELS.get(pair["lower"], pair["lower"]), HEAD_LABELS.get(pair["higher"], pair["higher"])
+            lines.append(f"- {b} against {a}: **{pair['verdict']}** ({100 * pair['difference']:+.2f} points).")
+    return lines
+
+
+def campaign_section(summary: dict) -> list[str]:
+    """The campaign's learning curve: val mIoU, lift and γ at each validation, and the hours it took."""
+    campaign = summary.get("campaign")
+    if not campaign or not campaign["curve"]:
+        return []
+    lines = [
+        "## The campaign: the default model's learning curve",
+        "",
+        f"Iteration {campaign['step']} of {campaign['iterations']}, {campaign['hours']:.1f} hours of training "
+        "(docs/TRAINING.md, \"The campaign\"; figure: `python -m training.figures`).",
+        "",
+        "| iteration | val mIoU | lift | γ | Pole | SignSymbol | Pedestrian |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for point in campaign["curve"]:
+        classes = point.get("per_class_iou") or {}
+        small = " | ".join(pct(classes.get(name)) for name in ("Pole", "SignSymbol", "Pedestrian"))
+        lines.append(f"| {point['step']} | {pct(point['mIoU'])} | {num(point['lift'], '.2f')} | "
+                     f"{num(point['gamma'], '.3f')} | {small} |")  # fmt: skip
+    return lines
+
+
+def _section(lines: list[str]) -> list[str]:
+    """A section and the blank line after it; nothing when the section is empty."""
+    return [*lines, ""] if lines else []

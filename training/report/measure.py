@@ -179,6 +179,7 @@ def evaluate_model(entry: dict, folder: Path, data_root, split: str, device, adv
         "_class_names": list(metadata["class_names"]),
         "_model_config": dict(metadata["model_config"]),
         "_train_config": dict(metadata.get("train_config") or {}),
+        "_head_only_on": (metadata.get("training") or {}).get("head_only_on"),
     }
 
 

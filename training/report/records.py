@@ -139,3 +139,36 @@ def read_scratch_summary(path: Path) -> dict | None:
     except (ValueError, KeyError, TypeError) as error:
         raise ReportError(f"{path} is not a report summary ({error}): restore it or remove it") from error
     return {"source": str(path), "models": models}
+
+
+def read_head_records(folder: Path) -> list[dict]:
+    """Every head run's record (training.heads: RUN/<kind>_s<seed>.json), sorted by kind and seed."""
+    if not folder.is_dir():
+        return []
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or "kind" not in record or "mIoU" not in record:
+            raise ReportError(f"{path} is not a head record (python -m training.heads writes them)")
+        records.append(record)
+    return sorted(records, key=lambda r: (r["kind"], r["seed"]))
+
+
+def read_campaign(folder: Path) -> dict | None:
+    """The campaign's learning curve from its committed state folder (training.campaign), or None."""
+    if not (folder / "metrics.jsonl").is_file():
+        return None
+    from ..campaign import summary as campaign_summary
+
+    summary = campaign_summary(folder)
+    return {
+        "iterations": summary["iterations"],
+        "step": summary["step"],
+        "hours": summary["hours"],
+        "curve": [
+            {"step": v["step"], "mIoU": v.get("mIoU"), "lift": v.get("lift"),
+             "gamma": next((x for k, x in v.items() if k.startswith("gamma")), None),
+             "per_class_iou": v.get("per_class_iou", {})}
+            for v in summary["validations"]
+        ],
+    }  # fmt: skip

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..attention_quality import DEFAULT_CELLS_PER_IMAGE
 from .common import seed_stats
 from .constants import BF16_VARIANT, BLIND_LIFT, COMMAND, LIFT_SEED, NOISE_STDS, PAPER_RECIPE, PAPER_TABLE2
-from .goals import judge_goals
+from .goals import head_ordering, judge_goals
 from .records import ReportError, RunRecord
 
 
@@ -21,6 +21,8 @@ class ReportInputs:
     recipe_runs: list[RunRecord] = field(default_factory=list)  # the paper-recipe comparison records
     scratch: dict | None = None  # the earlier from-scratch set (read_scratch_summary)
     precision_runs: list[RunRecord] = field(default_factory=list)  # the bfloat16 comparison records
+    heads: list[dict] = field(default_factory=list)  # training.heads records (results/camvid/heads/)
+    campaign: dict | None = None  # the campaign's learning curve (records.read_campaign)
 
 
 def build_summary(inputs: ReportInputs, generated: str) -> dict:
@@ -30,9 +32,13 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
     models = []
     for model in inputs.models:
         run = runs.get((model["name"], model["seed"]))
+        public = {key: value for key, value in model.items() if not key.startswith("_")}
+        if run is None and model.get("_head_only_on"):  # a head on the campaign's backbone: its seeds are heads'
+            models.append({**public, "head_only_on": model["_head_only_on"], "train_seconds": None,
+                           "images_per_s": None, "train_device": None, "val_mIoU_seeds": seed_stats([])})  # fmt: skip
+            continue
         if run is None:
             raise ReportError(f"no training record {model['name']}_s{model['seed']} for checkpoint {model['name']}")
-        public = {key: value for key, value in model.items() if not key.startswith("_")}
         values = [s["best_val_mIoU"] for s in seeds if s["name"] == model["name"]]
         models.append({**public, "train_seconds": run.train_seconds, "images_per_s": run.images_per_s,
                        "train_device": run.device, "val_mIoU_seeds": seed_stats(values)})  # fmt: skip
@@ -52,6 +58,11 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         "lift_sampling": {"cells_per_image": DEFAULT_CELLS_PER_IMAGE, "seed": LIFT_SEED, "blind": BLIND_LIFT},
     }
     summary["goals"] = judge_goals(summary)
+    if inputs.heads:
+        summary["heads"] = head_summary(inputs.heads)
+        summary["head_ordering"] = head_ordering(summary["heads"])
+    if inputs.campaign is not None:
+        summary["campaign"] = inputs.campaign
     return summary
 
 
@@ -132,3 +143,31 @@ def _entry_at_step(run: RunRecord, step: int | None) -> dict:
     at = run.val_steps[step]
     return {"name": run.name, "seed": run.seed, "best_val_mIoU": at["mIoU"], "lift": at["lift"],
             "gamma": at["gamma"], "iterations": step}  # fmt: skip
+
+
+def _mean(values: list) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.fmean(kept) if kept else None
+
+
+def head_summary(records: list[dict]) -> list[dict]:
+    """Per head kind over its seeds: val mIoU mean and 95% t-interval, mean lift, gamma and temporal shares."""
+    from ..model_card import interval95
+
+    kinds = list(dict.fromkeys(r["kind"] for r in records))
+    out = []
+    for kind in kinds:
+        runs = [r for r in records if r["kind"] == kind]
+        stats = interval95([r["mIoU"] for r in runs])
+        classes = runs[0].get("per_class_iou", {})
+        out.append({
+            "kind": kind, "n": stats["n"], "mean": stats["mean"], "ci95": stats["ci95"],
+            "seeds": {str(r["seed"]): r["mIoU"] for r in runs},
+            "lift": _mean([r.get("lift") for r in runs]), "gamma": _mean([r.get("gamma") for r in runs]),
+            "frames": runs[0].get("frames"),
+            "temporal_share": _mean([r.get("temporal_share") for r in runs]),
+            "temporal_share_uniform": _mean([r.get("temporal_share_uniform") for r in runs]),
+            "per_class_iou": {c: _mean([r.get("per_class_iou", {}).get(c) for r in runs]) for c in classes},
+            "seconds": _mean([r.get("seconds") for r in runs]),
+        })  # fmt: skip
+    return out
