@@ -51,6 +51,8 @@ class Ablation:
     costs: list[dict] = field(default_factory=list)
     paper: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what was skipped, and why
+    heads: list[dict] = field(default_factory=list)  # heads on the campaign's backbone: mean, 95% interval, seeds
+    head_ordering: list[dict] = field(default_factory=list)  # the report's reading of the intervals
 
 
 def _is_number(value) -> bool:
@@ -107,6 +109,13 @@ COST_FIELDS = {
     "recurrence": lambda v: _is_int(v) and v >= 1,
     "gflops_increment": _is_number,
     "memory_mb_increment": _is_number,
+}
+HEAD_FIELDS = {
+    "kind": lambda v: isinstance(v, str),
+    "n": lambda v: _is_int(v) and v >= 1,
+    "mean": _is_share,
+    "ci95": _optional(lambda v: _is_number(v) and v >= 0),
+    "seeds": lambda v: isinstance(v, dict) and all(_is_share(x) for x in v.values()),
 }
 PAPER_FIELDS = {
     "setting": lambda v: isinstance(v, str),
@@ -169,6 +178,8 @@ def read_summary(path: Path) -> Ablation | None:
         costs=_valid_entries(document, "costs", COST_FIELDS, problems),
         paper=_valid_entries(document, "paper_table2", PAPER_FIELDS, problems),
         problems=problems,
+        heads=_valid_entries(document, "heads", HEAD_FIELDS, problems),
+        head_ordering=[p for p in document.get("head_ordering", []) if isinstance(p, dict) and "verdict" in p],
     )
 
 
@@ -288,6 +299,45 @@ def miou_figure(ablation: Ablation) -> go.Figure:
         xaxis=dict(categoryorder="array", categoryarray=labels),
     )
     return go.Figure(data=data, layout=layout)
+
+
+HEAD_LABELS = {
+    "r0": "R = 0", "r1": "R = 1", "r2": "R = 2", "r3": "R = 3", "r2_ccl": "R = 2 + CCL",
+    "r2_paper": "R = 2, paper's losses", "video_t1": "video T = 1", "video_t5": "video T = 5",
+}  # fmt: skip
+
+
+def heads_figure(ablation: Ablation) -> go.Figure | None:
+    """Each head kind: every seed as a dot, the mean with its 95% interval as a bar; None without heads."""
+    if not ablation.heads:
+        return None
+    labels = [HEAD_LABELS.get(h["kind"], h["kind"]) for h in ablation.heads]
+    means = go.Scatter(
+        name="mean, 95% interval",
+        x=labels,
+        y=[h["mean"] for h in ablation.heads],
+        mode="markers",
+        marker=dict(color=OURS, size=12, symbol="line-ew-open", line=dict(width=3)),
+        error_y=dict(type="data", array=[h["ci95"] or 0 for h in ablation.heads], visible=True, thickness=2),
+        customdata=[[h["n"], h["ci95"] or 0] for h in ablation.heads],
+        hovertemplate="%{x}: %{y:.2%} ± %{customdata[1]:.2%} (n = %{customdata[0]})<extra></extra>",
+    )
+    seeds = go.Scatter(
+        name="one seed",
+        x=[label for label, h in zip(labels, ablation.heads, strict=True) for _ in h["seeds"]],
+        y=[value for h in ablation.heads for value in h["seeds"].values()],
+        mode="markers",
+        marker=dict(color=PAPER, size=6, opacity=0.7),
+        hovertemplate="%{x}: %{y:.2%}<extra>one seed</extra>",
+    )
+    layout = dict(
+        yaxis=dict(title="val mIoU", tickformat=".0%"),
+        height=360,
+        margin=dict(t=30, b=10),
+        legend=dict(orientation="h", y=1.12),
+        xaxis=dict(categoryorder="array", categoryarray=labels),
+    )
+    return go.Figure(data=[seeds, means], layout=layout)
 
 
 def lift_figure(ablation: Ablation) -> go.Figure | None:
@@ -484,6 +534,7 @@ def ablation_page() -> None:
         st.info("No model results to chart yet. " + HOW_TO_MAKE_THE_SUMMARY)
         return
     _miou_section(ablation)
+    _heads_section(ablation)
     _lift_section(ablation)
     _cost_section(ablation)
     _per_class_section(ablation)
@@ -503,6 +554,24 @@ def _miou_section(ablation: Ablation) -> None:
     if unrolled is not None:
         st.markdown("**Loop count changed at inference only** (the weights trained with one R, run with R = 1, 2, 3)")
         st.plotly_chart(unrolled, key="ablation-unrolled")
+
+
+def _heads_section(ablation: Ablation) -> None:
+    figure = heads_figure(ablation)
+    if figure is None:
+        return
+    st.subheader("Heads on one backbone: only the head differs")
+    st.plotly_chart(figure, key="ablation-heads")
+    verdicts = [
+        f"{HEAD_LABELS.get(p['higher'], p['higher'])} vs {HEAD_LABELS.get(p['lower'], p['lower'])}: "
+        f"{p['verdict']} ({100 * p['difference']:+.1f} points)"
+        for p in ablation.head_ordering
+    ]
+    st.caption(
+        "Each kind: the campaign's backbone, frozen, with its own head trained from a fresh seed on cached features; "
+        "dots are seeds, the bar the mean with its 95% t-interval. \"above\": one interval wholly above the other; "
+        "\"overlap\": the seeds cannot tell them apart. " + "; ".join(verdicts)
+    )
 
 
 def _spread_note(ablation: Ablation) -> str:

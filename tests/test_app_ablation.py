@@ -252,3 +252,36 @@ def test_log_axes_get_spaced_tick_labels():
     wide = log_ticks([18.0, 53.0, 127.0, 1411.0])
     assert wide["tickvals"] == [30.0, 100.0, 300.0, 1000.0] and "2" not in wide["ticktext"]
     assert log_ticks([]) == {}
+
+
+def _with_heads(document: dict) -> dict:
+    from training.report.goals import head_ordering
+    from training.report.summary import head_summary
+
+    records = [
+        {"kind": kind, "seed": seed, "mIoU": base + 0.01 * seed, "lift": 3.0, "gamma": 0.9}
+        for kind, base in (("r0", 0.60), ("r2", 0.70), ("r3", 0.705))
+        for seed in range(5)
+    ]
+    heads = head_summary(records)
+    return document | {"heads": heads, "head_ordering": head_ordering(heads)}
+
+
+def test_heads_are_drawn_with_their_seeds_and_intervals(tmp_path):
+    from app.ablation import heads_figure
+
+    ablation = read_summary(write(tmp_path / "summary.json", _with_heads(summary_document())))
+    assert ablation.problems == [] and [h["kind"] for h in ablation.heads] == ["r0", "r2", "r3"]
+    figure = go.Figure(heads_figure(ablation).to_dict())
+    seeds, means = figure.data
+    assert len(seeds.y) == 15 and list(means.x) == ["R = 0", "R = 2", "R = 3"]
+    assert list(means.y) == pytest.approx([0.62, 0.72, 0.725])
+    assert means.error_y.array[0] == pytest.approx(ablation.heads[0]["ci95"])
+    assert heads_figure(read_summary(write(tmp_path / "plain.json", summary_document()))) is None
+
+
+def test_the_page_draws_the_heads_and_reads_the_intervals(monkeypatch, tmp_path):
+    app = run_page(monkeypatch, write(tmp_path / "summary.json", _with_heads(summary_document())))
+    assert len(app.get("plotly_chart")) == 6  # the five charts and the heads
+    caption = next(c.value for c in app.caption if "95% t-interval" in c.value)
+    assert "R = 2 vs R = 0: above (+10.0 points)" in caption and "R = 3 vs R = 2: overlap" in caption
