@@ -78,3 +78,16 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     stamp = (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns
     assert campaign.finish(None, root, seeds=1, iterations=2) is True  # again: nothing retrained
     assert (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns == stamp
+
+
+def test_the_learning_curve_is_drawn_from_the_state_folder(camvid_factory, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    train(tiny_training_config(camvid_factory()), run, show_progress=False)
+    path = campaign.draw_curve(run, tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    with pytest.raises(ValueError, match="no validation yet"):
+        (tmp_path / "empty").mkdir()
+        train(tiny_training_config(camvid_factory(name="other"), train={"val_every": 100}), tmp_path / "empty",
+              show_progress=False, stop_at=2)  # fmt: skip
+        campaign.draw_curve(tmp_path / "empty", tmp_path / "none.png")

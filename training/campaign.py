@@ -9,6 +9,7 @@ git grows by one state per session), and the next session, on whatever machine i
     python -m training.campaign save                       # before the session stops: copy the state to commit
     python -m training.campaign status                     # where it stands: step, val mIoU, gamma, lift, hours
     python -m training.campaign finish --max-minutes 120   # after the schedule: bundle it, then every head
+    python -m training.campaign curve                      # docs/campaign_curve.png: val mIoU, lift, Pole vs steps
 
 `finish` is resumable too, step by step: export the run's last checkpoint as the default `checkpoints/camvid_r2`
 (float16), cache its backbone's features, train every head kind x 5 seeds (`training.heads`; each record lands
@@ -148,6 +149,46 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
     return True
 
 
+CURVE = ROOT / "docs" / "campaign_curve.png"
+
+
+def draw_curve(folder: Path, path: Path) -> Path:
+    """val mIoU, the thin classes' IoU and the same-class lift against iterations (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    status = summary(folder)
+    vals = status["validations"]
+    if not vals:
+        raise ValueError(f"{folder} has no validation yet: nothing to draw")
+    steps = [v["step"] for v in vals]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(steps, [100 * v["mIoU"] for v in vals], marker="o", label="val mIoU", color="black")
+    for name, colour in (("Pole", "tab:orange"), ("SignSymbol", "tab:red"), ("Pedestrian", "tab:purple")):
+        values = [100 * (v.get("per_class_iou", {}).get(name) or 0) for v in vals]
+        left.plot(steps, values, marker=".", label=f"{name} IoU", color=colour, linewidth=1)
+    left.axhline(68, color="grey", linestyle="--", linewidth=1, label="goal: mIoU 68")
+    left.axhline(20, color="grey", linestyle=":", linewidth=1, label="goal: every class 20")
+    left.set_xlim(0, status["iterations"])
+    left.set_xlabel(f"iteration (schedule: {status['iterations']}, batch 8)")
+    left.set_ylabel("%")
+    left.legend(fontsize=7)
+    right.plot(steps, [v.get("lift") or 0 for v in vals], marker="o", color="tab:blue", label="same-class lift (val)")
+    right.axhline(3, color="grey", linestyle="--", linewidth=1, label="goal: lift 3")
+    right.axhline(1, color="grey", linestyle=":", linewidth=1, label="blind to class")
+    right.set_xlim(0, status["iterations"])
+    right.set_xlabel("iteration")
+    right.legend(fontsize=7)
+    hours, step = status["hours"], status["step"]
+    figure.suptitle(f"The campaign (CamVid val, R = 2): {hours:.1f} h of training to iteration {step}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def _train(arguments: list[str], max_minutes: float | None) -> int:
     command = [sys.executable, "-m", "training.train", "--out", str(RUN.relative_to(ROOT)), *arguments]
     if max_minutes:
@@ -165,7 +206,7 @@ def _train(arguments: list[str], max_minutes: float | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["start", "resume", "save", "status", "finish"])
+    parser.add_argument("action", choices=["start", "resume", "save", "status", "finish", "curve"])
     parser.add_argument("--data-root", help="CamVid root for `finish` ($CAMVID_ROOT)")
     parser.add_argument("--max-minutes", type=float, help="pause (state saved) after this many minutes of training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
@@ -186,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "finish":
         done = finish(args.max_minutes, args.data_root)
         print("campaign bundled, every head trained and bundled" if done else "finish paused: run it again")
+        return 0
+    if args.action == "curve":
+        folder = RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
+        print(f"wrote {draw_curve(folder, CURVE)}")
         return 0
     if args.action == "save":
         print(f"saved iteration {save()} into {SAVED.relative_to(ROOT)}: commit it")
