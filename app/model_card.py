@@ -115,8 +115,10 @@ def _miou(metadata: Mapping) -> str:
         return NOT_RECORDED
     text = f"{100 * metrics['mIoU']:.1f}% ({metadata.get('split', 'val')}, single scale, this checkpoint)"
     seeds = (metadata.get("training") or {}).get("seeds")
-    if seeds:
+    if seeds and seeds.get("ci95") is not None:
         text += f"; {seeds['n']} seeds: {100 * seeds['mean']:.1f} ± {100 * seeds['ci95']:.1f} (95% interval)"
+    elif seeds:
+        text += f"; {seeds['n']} seeds: mean {100 * seeds['mean']:.1f}"
     return text
 
 

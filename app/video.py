@@ -30,7 +30,7 @@ from app.models import LOOP_COUNTS, LoadedModel, ModelError, read_catalogue, res
 from app.render import COLORMAPS
 from app.resources import cached_examples, cached_model
 from app.settings import Settings, SettingsError
-from app.shareable import VIDEO_URL_POINT_KEY, restore_video_from_url, write_video_to_url
+from app.shareable import VIDEO_URL_POINT_KEY, keep_if_valid, restore_video_from_url, write_video_to_url
 from ccnet.preprocess import normalize_image
 from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
 from ccnet.sequences import CAMVID_ORDER, centred_windows, clip_plan
@@ -159,7 +159,8 @@ def clip_maps(decodes: dict[int, ClipDecode], frame: int, cell: tuple[int, int],
         maps[r] = composed.numpy()
         share[r] = float(temporal_share(composed[None], frame)[0])
         t, h, w = composed.shape
-        flat = influence_maps_3d([uniform_attention_3d(t, h, w)] * r, frame, *cell)[-1]  # (T, h, w)
+        uniform_maps = influence_maps_3d([uniform_attention_3d(t, h, w)] * r, frame, *cell, mode=mode, gammas=gamma)
+        flat = uniform_maps[-1]  # (T, h, w): the same mode, with the model's gamma
         uniform[r] = float(temporal_share(flat[None], frame)[0])
     return ClipMaps(maps, share, uniform)
 
@@ -197,6 +198,7 @@ def _choose_clip(settings: Settings, needed: int) -> Clip | None:
         st.info(examples.message)
         return None
     names = [e.name for e in examples.examples]
+    keep_if_valid("video_example", names)
     name = st.sidebar.selectbox(
         "Frame", names, key="video_example", help=f"The frame and its neighbours in its sequence: a clip of {needed}."
     )
@@ -258,6 +260,7 @@ def video_page() -> None:
         st.info(HOW_TO_TRAIN)
         return
     names = [e.name for e in catalogue.entries]
+    keep_if_valid("video_model", names)  # a stale or edited link
     name = st.sidebar.selectbox(
         "Video model", names, key="video_model", format_func=lambda n: catalogue.get(n).label
     )

@@ -46,6 +46,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
+BACKBONE_PREFIX = "backbone."
+SHARED_BACKBONE_KEY = "shared_backbone"  # sidecar: {"checkpoint": NAME in the same folder, "save_id": its save}
 WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -283,11 +285,13 @@ def read_metadata(path: str | os.PathLike) -> dict:
 def update_sidecar(path: str | os.PathLike, updates: Mapping) -> dict:
     """Replace top-level fields of a checkpoint's sidecar (descriptions only: the weights and save_id stay)."""
     structural = {"format_version", "architecture", "model_config", "backbone", "recurrence", "num_classes"}
-    protected = sorted(set(updates) & (structural | {"class_names", "weights_dtype", "save_id"}))
+    loading = {"class_names", "weights_dtype", "save_id", SHARED_BACKBONE_KEY, "mean", "std", "input_size"}
+    protected = sorted(set(updates) & (structural | loading))
     if protected:
         raise CheckpointError(f"update_sidecar changes descriptions only, not {protected}: save the checkpoint again")
     _, sidecar = checkpoint_paths(path)
     metadata = read_metadata(sidecar) | dict(updates)
+    validate_metadata(metadata, str(sidecar))
     _write_json(sidecar, metadata)
     return metadata
 
@@ -305,8 +309,6 @@ def _state_for_saving(model: torch.nn.Module, half: bool) -> dict[str, torch.Ten
     return state
 
 
-BACKBONE_PREFIX = "backbone."
-SHARED_BACKBONE_KEY = "shared_backbone"  # sidecar: {"checkpoint": NAME in the same folder, "save_id": its save}
 
 
 def save_checkpoint(
@@ -373,9 +375,13 @@ def _with_shared_backbone(state: dict, metadata: Mapping, sidecar: Path, source:
     if shared is None:
         return state
     name = shared.get("checkpoint") if isinstance(shared, Mapping) else None
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+    plain = isinstance(name, str) and name and Path(name).name == name and not set(name) & set("/\\:")
+    if not plain or name.startswith("."):
         raise CheckpointError(f"{source}: field '{SHARED_BACKBONE_KEY}' must name a checkpoint in the same folder")
     other_weights, other_sidecar = checkpoint_paths(sidecar.parent / name)
+    folder = sidecar.resolve().parent
+    if any(p.resolve().parent != folder for p in (other_weights, other_sidecar)):  # a link out of the folder
+        raise CheckpointError(f"{source}: its shared backbone {name} must be a file in the same folder")
     other_metadata = read_metadata(other_sidecar)
     if other_metadata.get("save_id") != shared.get("save_id"):
         raise CheckpointError(

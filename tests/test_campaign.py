@@ -58,6 +58,7 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     config = tiny_training_config(root, model={"decoder_channels": 8}, optim={"iterations": 4, "batch_size": 2})
     run = tmp_path / "runs" / "campaign"
     monkeypatch.setattr(campaign, "RUN", run)
+    monkeypatch.setattr(campaign, "SAVED", tmp_path / "repo" / "campaign")
     monkeypatch.setattr(campaign, "CHECKPOINTS", tmp_path / "checkpoints")
     monkeypatch.setattr(campaign, "HEAD_RECORDS", tmp_path / "results" / "heads")
     monkeypatch.setattr(campaign, "HEAD_RUNS", tmp_path / "runs" / "heads")
@@ -66,7 +67,10 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     with pytest.raises(ValueError, match="resume it before finishing"):
         campaign.finish(None, root, seeds=1, iterations=2)
     train(config, run, resume=True, show_progress=False)
+    campaign.save(run, tmp_path / "repo" / "campaign")
+    shutil.rmtree(run)  # a fresh clone: the committed state only, no last checkpoint
     assert campaign.finish(0.0001, root, seeds=1, iterations=2) is False  # the deadline passes: paused, resumable
+    assert load_checkpoint(run / "last", device="cpu")[1]["step"] == 4  # written from the restored state
     assert campaign.finish(None, root, seeds=1, iterations=2) is True
     records = sorted(p.name for p in (tmp_path / "results" / "heads").iterdir())
     assert len(records) == len(campaign.BUNDLED_HEADS) + 1  # every kind, r2 included

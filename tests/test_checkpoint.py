@@ -237,3 +237,34 @@ def test_a_shared_backbone_is_checked_on_save_and_on_load(tmp_path):
     (tmp_path / "head.json").write_text(json.dumps(sidecar))
     with pytest.raises(CheckpointError, match="same folder"):
         load_checkpoint(tmp_path / "head", device="cpu")
+
+
+def test_a_shared_backbone_link_out_of_the_folder_is_refused(tmp_path):
+    from ccnet.checkpoint import CheckpointError, load_checkpoint
+
+    _shared_pair(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (tmp_path / f"base{suffix}").rename(outside / f"base{suffix}")
+        (tmp_path / f"base{suffix}").symlink_to(outside / f"base{suffix}")
+    with pytest.raises(CheckpointError, match="must be a file in the same folder"):
+        load_checkpoint(tmp_path / "head", device="cpu")
+    sidecar = json.loads((tmp_path / "head.json").read_text())
+    for name in ("C:base", "a/../base", ".base"):
+        sidecar["shared_backbone"]["checkpoint"] = name
+        (tmp_path / "head.json").write_text(json.dumps(sidecar))
+        with pytest.raises(CheckpointError, match="same folder"):
+            load_checkpoint(tmp_path / "head", device="cpu")
+
+
+def test_update_sidecar_refuses_what_changes_loading_and_validates(tmp_path):
+    from ccnet.checkpoint import CheckpointError, update_sidecar
+
+    _shared_pair(tmp_path)
+    for field in ("shared_backbone", "mean", "input_size", "save_id"):
+        with pytest.raises(CheckpointError, match="descriptions only"):
+            update_sidecar(tmp_path / "head", {field: None})
+    with pytest.raises(CheckpointError):
+        update_sidecar(tmp_path / "head", {"dataset": 5})  # not a valid description
+    assert update_sidecar(tmp_path / "head", {"training": {"hours": 1.0}})["training"] == {"hours": 1.0}

@@ -157,3 +157,14 @@ def test_a_head_exports_beside_its_backbone_as_a_small_shared_checkpoint(feature
     assert metadata["shared_backbone"]["checkpoint"] == "base" and loaded.recurrence == 1
     assert metadata["training"]["head_only_on"] == read_manifest(folder)["save_id"]
     assert (bundle / "head.safetensors").stat().st_size < (bundle / "base.safetensors").stat().st_size
+
+
+def test_an_odd_frame_size_crops_the_stride_4_map_to_the_same_cells():
+    """450 rows: 113 at stride 4 but 57 at stride 8; a crop at the bottom still gets 2 x its cells, padded."""
+    rng = np.random.default_rng(0)
+    final = torch.zeros(1, 57, 10)
+    low = torch.arange(113, dtype=torch.float32).view(1, 113, 1).expand(1, 113, 20).clone()  # row index
+    tensors = {"final": final, "aux": final, "low": low, "label": torch.zeros(450, 80, dtype=torch.uint8)}
+    f, _, cropped, label = random_crop(tensors, (32, 4), rng, origin=(25, 0))
+    assert f.shape == (1, 32, 4) and cropped.shape == (1, 64, 8) and label.shape == (256, 32)
+    assert cropped[0, 0, 0] == 50 and cropped[0, 62, 0] == 112 and cropped[0, 63, 0] == 0  # the missing row

@@ -58,7 +58,9 @@ def test_auto_amp_follows_the_cpu_flags(monkeypatch):
     decided = resolve_precision("auto", "auto", "cpu")
     assert decided.amp_dtype == (torch.bfloat16 if precision.has_fast_bf16() else None)
     assert decided.channels_last == (decided.amp_dtype is None)  # contiguous bfloat16, channels-last float32
-    # Both paths, whatever this CPU has:
+    # Both paths, whatever this CPU has (and whatever oneDNN cap the suite runs under):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     fast = resolve_precision("auto", "auto", "cpu")
     assert (fast.amp_dtype, fast.channels_last, fast.name) == (torch.bfloat16, False, "bfloat16")
@@ -145,3 +147,11 @@ def test_bad_precision_settings_are_refused_with_the_key():
         load_config(None, [{"train": {"amp": "int8"}}])
     with pytest.raises(ConfigError, match="train.channels_last"):
         load_config(None, [{"train": {"channels_last": "sometimes"}}])
+
+
+def test_a_onednn_cap_below_bfloat16_means_emulated_bfloat16(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not precision.has_fast_bf16() and resolve_precision("auto", "auto", "cpu").amp_dtype is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert precision.has_fast_bf16()

@@ -50,8 +50,9 @@ def saved_step(folder: Path) -> int | None:
     return int(load_training_state(path)["step"]) if path.is_file() else None
 
 
-def save(run: Path = RUN, saved: Path = SAVED) -> int:
+def save(run: Path | None = None, saved: Path | None = None) -> int:
     """Copy the run's resumable state into the committed folder; returns the step saved."""
+    run, saved = run or RUN, saved or SAVED
     step = saved_step(run)
     if step is None:
         raise FileNotFoundError(f"{run} has no {STATE_FILE}: nothing to save (has the campaign started?)")
@@ -60,13 +61,19 @@ def save(run: Path = RUN, saved: Path = SAVED) -> int:
         raise ValueError(f"{saved} holds step {previous}, ahead of {run} at {step}: not overwriting it")
     saved.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        shutil.copy2(run / name, saved / f".{name}.tmp")
-        (saved / f".{name}.tmp").replace(saved / name)
+        temporary = saved / f".{name}.tmp"
+        if name == METRICS_FILE:  # the trainer may be writing its last line: copy complete lines only
+            text = (run / name).read_text()
+            temporary.write_text(text[: text.rfind("\n") + 1])
+        else:
+            shutil.copy2(run / name, temporary)
+        temporary.replace(saved / name)
     return step
 
 
-def restore(run: Path = RUN, saved: Path = SAVED) -> int | None:
+def restore(run: Path | None = None, saved: Path | None = None) -> int | None:
     """Put the committed state into the run folder unless the run folder is already as far; the step restored."""
+    run, saved = run or RUN, saved or SAVED
     step, local = saved_step(saved), saved_step(run)
     if step is None:
         return local  # nothing committed yet: the run folder (if any) goes on
@@ -75,6 +82,9 @@ def restore(run: Path = RUN, saved: Path = SAVED) -> int | None:
     run.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copy2(saved / name, run / name)
+    for stale in ("last", "best"):  # checkpoints of the older local state: never exported by mistake
+        for suffix in (".safetensors", ".json"):
+            (run / f"{stale}{suffix}").unlink(missing_ok=True)
     return step
 
 
@@ -114,6 +124,50 @@ BUNDLED_HEADS = {
 }
 
 
+def final_checkpoint(data_root=None) -> Path:
+    """RUN/last at the end of the schedule: the trainer's own, or (a fresh clone has only the committed state)
+    written now from the restored state by one validation through the trainer."""
+    from ccnet.checkpoint import read_metadata
+
+    from .config import load_config
+    from .train import Trainer
+
+    restore()
+    state_step = saved_step(RUN)
+    if state_step is None:
+        raise ValueError(f"no campaign state in {SAVED} or {RUN}: start the campaign first")
+    config = load_config(None, [yaml.safe_load((RUN / CONFIG_FILE).read_text())])
+    if data_root is not None:
+        config["data"]["root"] = str(data_root)
+    total = config["optim"]["iterations"]
+    if state_step < total:
+        raise ValueError(f"the campaign is at iteration {state_step} of {total}: resume it before finishing")
+    last = RUN / "last"
+    if last.with_suffix(".json").is_file() and read_metadata(last).get("step") == total:
+        return last
+    trainer = Trainer(config, RUN, resume=True, show_progress=False)
+    trainer.after_validation(trainer.validate())  # writes last (and best) for the final weights
+    return last
+
+
+def _head_done(kind: str, seed: int, backbone: str) -> bool:
+    """A head counts as trained when its record is for this backbone and, for the bundled seed 0, its
+    checkpoint is here too (records are committed, checkpoints are not)."""
+    record = HEAD_RECORDS / f"{kind}_s{seed}.json"
+    if not record.is_file() or json.loads(record.read_text()).get("backbone_save_id") != backbone:
+        return False
+    return seed != 0 or (HEAD_RUNS / f"{kind}_s0_model.json").is_file() or _bundled(kind, backbone)
+
+
+def _bundled(kind: str, backbone: str) -> bool:
+    from ccnet.checkpoint import read_metadata
+
+    stem = CHECKPOINTS / BUNDLED_HEADS[kind]
+    if not stem.with_suffix(".json").is_file():
+        return False
+    return (read_metadata(stem).get("training") or {}).get("head_only_on") == backbone
+
+
 def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterations: int | None = None) -> bool:
     """Bundle the finished campaign and train and bundle the heads; True once everything is done."""
     from ccnet.checkpoint import read_metadata
@@ -123,29 +177,27 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
     from .heads import DEFAULTS, KINDS, train_head
 
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
-    state_step = saved_step(RUN)
-    total = yaml.safe_load((RUN / CONFIG_FILE).read_text())["optim"]["iterations"]
-    if state_step is None or state_step < total:
-        raise ValueError(f"the campaign is at iteration {state_step} of {total}: resume it before finishing")
+    last = final_checkpoint(data_root)
     default = CHECKPOINTS / NAME
     run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
     bundled = default.with_suffix(".json").is_file() and (read_metadata(default).get("training") or {}).get("run_id")
     if bundled != run_id:
-        export_run(RUN, default, which="last", half=True, make_default=True)
+        export_run(last.parent, default, which="last", half=True, make_default=True)
     features = cache_features(default, data_root)
+    backbone = read_metadata(default)["save_id"]
     HEAD_RECORDS.mkdir(parents=True, exist_ok=True)
     for seed in range(seeds):
         for kind in KINDS:
-            record = HEAD_RECORDS / f"{kind}_s{seed}.json"
-            if record.is_file():
+            if _head_done(kind, seed, backbone):
                 continue
             if deadline is not None and time.monotonic() > deadline:
                 print(f"paused before head {kind} seed {seed}: run `finish` again", file=sys.stderr)
                 return False
             train_head(features, kind, seed, HEAD_RUNS, iterations or DEFAULTS["iterations"], show_progress=False)
-            shutil.copy2(HEAD_RUNS / f"{kind}_s{seed}.json", record)
+            shutil.copy2(HEAD_RUNS / f"{kind}_s{seed}.json", HEAD_RECORDS / f"{kind}_s{seed}.json")
     for kind, name in BUNDLED_HEADS.items():
-        export_run(HEAD_RUNS / f"{kind}_s0_model", CHECKPOINTS / name, half=True, backbone_from=default)
+        if not _bundled(kind, backbone):
+            export_run(HEAD_RUNS / f"{kind}_s0_model", CHECKPOINTS / name, half=True, backbone_from=default)
     return True
 
 

@@ -5,7 +5,7 @@ backbone runs once per train frame at a fixed set of scales x flips and once per
 each result is one safetensors file holding the backbone's three outputs in float16 and the label at that
 scale:
 
-    final (320, h, w), aux (96, h, w), low (24, 2h, 2w), label (8h', 8w') uint8 (255 = void)
+    final (320, h, w), aux (96, h, w), low (24, H'/4, W'/4: 2h x 2w or a row / column less), label (H', W') uint8
 
 The folder (outside the repository: ``$CCNET_CACHE_DIR/features/<save_id>``) is keyed by the backbone's
 checkpoint save, so features of another backbone are never mixed in. ``manifest.json`` says what is there.

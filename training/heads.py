@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ccnet.analysis import cell_centre_labels, class_balanced_mean
@@ -39,7 +40,7 @@ from .attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_c
 from .class_weights import enet_weights
 from .feature_cache import load_entry, read_manifest
 from .objective import SegmentationObjective
-from .precision import resolve_precision
+from .precision import describe_machine, resolve_precision
 from .train import attention_scales, poly_lr
 
 STRIDE = 8
@@ -65,9 +66,16 @@ def head_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Paramete
     return [(name, p) for name, p in model.named_parameters() if not name.startswith("backbone.")]
 
 
-def build_head_model(backbone_checkpoint: str | Path, kind: str, seed: int) -> tuple[torch.nn.Module, dict]:
+def build_head_model(
+    backbone_checkpoint: str | Path, kind: str, seed: int, expected_save_id: str | None = None
+) -> tuple[torch.nn.Module, dict]:
     """The campaign's network with a fresh head of `kind` (seeded) on the campaign's backbone weights."""
     campaign, metadata = load_checkpoint(backbone_checkpoint, device="cpu")
+    if expected_save_id is not None and metadata.get("save_id") != expected_save_id:
+        raise ValueError(
+            f"{backbone_checkpoint} was saved again since its features were cached (save {metadata.get('save_id')}, "
+            f"features of {expected_save_id}): cache its features again (python -m training.feature_cache)"
+        )
     recipe = KINDS[kind]
     config = dict(metadata["model_config"])
     config["recurrence"] = recipe["recurrence"]
@@ -115,6 +123,15 @@ def _padded_label(label: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return out
 
 
+def _padded_low(low: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(C, H/4, W/4) -> (C, 2h, 2w): an odd frame size leaves the stride-4 map one row or column short of twice
+    the stride-8 grid (450 rows: 113 at stride 4, 57 at stride 8); the missing border is zeros."""
+    rows, cols = low.shape[-2:]
+    if (rows, cols) == (2 * h, 2 * w):
+        return low
+    return F.pad(low[:, : 2 * h, : 2 * w], (0, max(0, 2 * w - cols), 0, max(0, 2 * h - rows)))
+
+
 def crop_origin(size: tuple[int, int], cells: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
     h, w = size
     return int(rng.integers(0, h - min(cells[0], h) + 1)), int(rng.integers(0, w - min(cells[1], w) + 1))
@@ -129,10 +146,11 @@ def random_crop(tensors: dict, cells: tuple[int, int], rng: np.random.Generator,
     ch, cw = min(cells[0], h), min(cells[1], w)
     y0, x0 = origin if origin is not None else crop_origin((h, w), cells, rng)
     label = _padded_label(tensors["label"], h, w)
+    low = _padded_low(tensors["low"], h, w)
     return (
         final[:, y0 : y0 + ch, x0 : x0 + cw],
         tensors["aux"][:, y0 : y0 + ch, x0 : x0 + cw],
-        tensors["low"][:, 2 * y0 : 2 * (y0 + ch), 2 * x0 : 2 * (x0 + cw)],
+        low[:, 2 * y0 : 2 * (y0 + ch), 2 * x0 : 2 * (x0 + cw)],
         label[STRIDE * y0 : STRIDE * (y0 + ch), STRIDE * x0 : STRIDE * (x0 + cw)],
     )
 
@@ -238,7 +256,7 @@ def train_head(
     """Train one head, evaluate it on the cached val frames, write its record and checkpoint; the record."""
     folder, out = Path(features), Path(out)
     manifest = read_manifest(folder)
-    model, metadata = build_head_model(manifest["checkpoint"], kind, seed)
+    model, metadata = build_head_model(manifest["checkpoint"], kind, seed, manifest["save_id"])
     names = manifest["class_names"]
     train_entries = manifest["splits"]["train"]
     frames = KINDS[kind].get("frames")
@@ -286,7 +304,7 @@ def train_head(
         "kind": kind,
         "seed": seed,
         "iterations": iterations,
-        "batch_size": batch_size,
+        "batch_size": VIDEO_BATCH_FRAMES if frames else batch_size,  # frames per batch
         "crop_cells": list(crop_cells),
         "backbone_save_id": manifest["save_id"],
         "precision": precision.name,
@@ -301,13 +319,21 @@ def train_head(
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{kind}_s{seed}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    card = dict(metadata.get("training") or {}) | {"head_only_on": manifest["save_id"], "hours": seconds / 3600}
+    card = {
+        "head_only_on": manifest["save_id"],
+        "hours": seconds / 3600,
+        "machines": [describe_machine()],
+        "precisions": [precision.name],
+        "train_images": (metadata.get("training") or {}).get("train_images"),
+    }
+    card = {key: value for key, value in card.items() if value is not None}
     head_metadata = {key: value for key, value in metadata.items() if key not in ("model_config", "save_id")}
     head_metadata |= {"metrics": scores.to_dict() | {"step": iterations}, "step": iterations, "seed": seed,
                       "training": card | {"val_lift": lift} if lift is not None else card}  # fmt: skip
     train_config = dict(head_metadata.get("train_config") or {})
     train_config["loss"] = loss_config(metadata, kind)
-    train_config["optim"] = dict(optim) | {"iterations": iterations, "batch_size": batch_size}
+    batch = VIDEO_BATCH_FRAMES if frames else batch_size  # frames per batch
+    train_config["optim"] = dict(optim) | {"iterations": iterations, "batch_size": batch}
     train_config["model"] = dict(train_config.get("model") or {}) | {"gamma_init": KINDS[kind]["gamma_init"]}
     head_metadata["train_config"] = train_config
     save_checkpoint(model, out / f"{kind}_s{seed}_model", head_metadata)

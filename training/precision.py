@@ -17,6 +17,7 @@ run uses, with the reason, and refuses only combinations the probe finds wrong h
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,15 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
     return f"{model} ({', '.join(flags) or 'no AVX2'})"
 
 
+# oneDNN ISA caps below native bfloat16 (ONEDNN_MAX_CPU_ISA): under them bfloat16 is emulated whatever the CPU has.
+_ONEDNN_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def has_fast_bf16() -> bool:
+    """Native bfloat16 convolutions here: the CPU's flags, unless oneDNN is capped below them."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    if cap in _ONEDNN_CAPS_WITHOUT_BF16:
+        return False
     return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 
 

@@ -96,7 +96,13 @@ def read_run(folder: Path) -> RunRecord:
 
 
 def _amp_of(folder: Path, device: str) -> str:
-    """The precision a run trained in, from its own config.yaml: train.amp True means float16 on CUDA only."""
+    """The precision a run trained in: run.json's `precision` (what "auto" chose), else its config.yaml's
+    train.amp (True means float16 on CUDA only)."""
+    run_file = folder / "run.json"
+    if run_file.is_file():
+        chosen = (json.loads(run_file.read_text()).get("precision") or {}).get("amp")
+        if chosen:
+            return str(chosen)
     config_file = folder / "config.yaml"
     if not config_file.is_file():
         return "float32"

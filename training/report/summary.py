@@ -33,8 +33,9 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
     for model in inputs.models:
         run = runs.get((model["name"], model["seed"]))
         public = {key: value for key, value in model.items() if not key.startswith("_")}
-        if run is None and model.get("_head_only_on"):  # a head on the campaign's backbone: its seeds are heads'
-            models.append({**public, "head_only_on": model["_head_only_on"], "train_seconds": None,
+        head_of = model.get("_head_only_on") or model.get("head_only_on")  # the latter from --reuse
+        if run is None and head_of:  # a head on the campaign's backbone: its seeds are the heads' records
+            models.append({**public, "head_only_on": head_of, "train_seconds": None,
                            "images_per_s": None, "train_device": None, "val_mIoU_seeds": seed_stats([])})  # fmt: skip
             continue
         if run is None:
