@@ -28,7 +28,7 @@ from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image
 from app.influence_chart import chart_args, influence_chart, photo_url
 from app.models import LOOP_COUNTS, LoadedModel, ModelError, read_catalogue, resolve_device
 from app.render import COLORMAPS
-from app.resources import cached_examples, cached_model
+from app.resources import cached_examples, cached_model, shared_cache
 from app.settings import Settings, SettingsError
 from app.shareable import VIDEO_URL_POINT_KEY, keep_if_valid, restore_video_from_url, write_video_to_url
 from ccnet.preprocess import normalize_image
@@ -142,6 +142,18 @@ def decode_clip(loaded: LoadedModel, clip: Clip, loop_counts=LOOP_COUNTS) -> dic
             attentions = [a[0].float().cpu() for a in output.attentions]  # R x (T, h, w, T+h+w)
             results[recurrence] = ClipDecode(predictions, attentions)
     return results
+
+
+def cached_clip_decodes(loaded: LoadedModel, clip: Clip, cache) -> dict[int, ClipDecode]:
+    """decode_clip once per (clip, model save): a click only composes maps (the explorer's shared cache)."""
+    key = ("video", clip.digest, loaded.cache_id)
+    decodes = cache.get(key)
+    if decodes is None:
+        decodes = decode_clip(loaded, clip)
+        nbytes = sum(d.predictions.nbytes + sum(a.numel() * a.element_size() for a in d.attentions)
+                     for d in decodes.values())  # fmt: skip
+        cache.put(key, decodes, nbytes)
+    return decodes
 
 
 @dataclass
@@ -291,7 +303,7 @@ def video_page() -> None:
         format_func=lambda t: f"{t + 1}: {clip.names[t].rsplit('/', 1)[-1]}",
         on_change=lambda: _move_to_frame(clip, radio_key),
     )
-    decodes = decode_clip(loaded, clip)
+    decodes = cached_clip_decodes(loaded, clip, shared_cache(settings.cache_mb * 2**20))
     grid = decodes[LOOP_COUNTS[0]].grid_size
     cell = pixel_to_cell(px, py, clip.size, grid)
     left, right = st.columns([1, 2])

@@ -189,3 +189,15 @@ def test_a_shared_link_reopens_the_clicked_frame_and_pixel(monkeypatch, checkpoi
     page.run()
     assert not page.exception
     assert any("Clicked pixel (12, 40) of frame 1 of 3" in c.value for c in page.caption)
+
+
+def test_a_click_reuses_the_clips_decode(checkpoints):
+    from app.explorer import BoundedCache
+    from app.video import cached_clip_decodes
+
+    loaded = load_model(checkpoints / "tiny_video.safetensors", torch.device("cpu"))
+    files = frames_png(FRAMES)
+    clip = Clip([decode_image(data, name=name) for name, data in files], [n for n, _ in files], None, None)
+    cache = BoundedCache(2**30)
+    first = cached_clip_decodes(loaded, clip, cache)
+    assert cached_clip_decodes(loaded, clip, cache) is first and cache.hits == 1 and cache.nbytes > 0
