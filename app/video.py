@@ -109,8 +109,10 @@ def clip_from_example(example_set: ExampleSet, index: int, needed: int, max_side
     """The example at `index` and its neighbours in its sequence (same split), centred on it where possible."""
     example = example_set.examples[index]
     split = [i for i, e in enumerate(example_set.examples) if e.split == example.split]
+    spec = (example_set.spec_by_split or {}).get(example.split)
+    order = spec.frame_order if spec is not None and spec.frame_order else CAMVID_ORDER
     try:
-        plan = clip_plan([example_set.examples[i].image.name for i in split], needed, CAMVID_ORDER)
+        plan = clip_plan([example_set.examples[i].image.name for i in split], needed, order)
     except ValueError as error:
         raise ClipError(f"The examples' file names give no frame order: {error}") from error
     for clip, position in centred_windows(plan):

@@ -8,6 +8,7 @@ with the data on disk raises `DatasetError` naming the file and what to do about
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ class DatasetSpec:
     samples: list[Sample]
     classes: DatasetClasses
     label_lut: np.ndarray  # (256,) int16: raw label value -> class index, 255 (ignore) or -1 (invalid)
+    # How file names order frames into sequences (ccnet.sequences): a regex with groups seq and num, or None
+    # for a dataset of unrelated images. CamVid's names are SEQUENCE_NUMBER; a folder dataset may give its own.
+    frame_order: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -120,11 +124,14 @@ CAMVID_LAYOUT = """CamVid (SegNet 11-class release)
   ROOT/test/*.png        ROOT/testannot/*.png    (optional)"""
 
 
+CAMVID_FRAME_ORDER = r"^(?P<seq>[^_]+)_f?(?P<num>\d+)$"  # 0016E5_07959, 0006R0_f00930
+
+
 def find_camvid(root: Path, split: str) -> DatasetSpec:
     _require_folders(root, [split, f"{split}annot"], CAMVID_LAYOUT)
     samples = _pair_by_stem(_list_images(root / split), root / f"{split}annot", lambda image: image.name)
     lut = _lut({index: index for index in range(CAMVID.num_classes)} | {11: IGNORE_INDEX, 255: IGNORE_INDEX})
-    return DatasetSpec("camvid", root, split, samples, CAMVID, lut)
+    return DatasetSpec("camvid", root, split, samples, CAMVID, lut, CAMVID_FRAME_ORDER)
 
 
 CITYSCAPES_LAYOUT = """Cityscapes
@@ -180,6 +187,11 @@ FOLDER_LAYOUT = f"""generic folder of image/mask pairs
 
 def read_folder_classes(root: Path) -> tuple[DatasetClasses, int]:
     """The class file of a generic folder dataset: its classes and the mask value meaning 'ignore'."""
+    classes, ignore_index, _ = _read_folder_file(root)
+    return classes, ignore_index
+
+
+def _read_folder_file(root: Path) -> tuple[DatasetClasses, int, str | None]:
     path = root / FOLDER_CLASS_FILE
     if not path.is_file():
         raise DatasetError(f"{path} is missing. Expected layout:\n{FOLDER_LAYOUT}")
@@ -199,17 +211,27 @@ def read_folder_classes(root: Path) -> tuple[DatasetClasses, int]:
     if not isinstance(ignore_index, int) or not len(names) <= ignore_index <= 255:
         raise DatasetError(f"{path}: 'ignore_index' must be an integer from {len(names)} to 255")
     classes = DatasetClasses(str(content.get("dataset", root.name)), tuple(names), tuple(tuple(c) for c in palette))
-    return classes, ignore_index
+    order = content.get("frame_order")
+    if order is not None:
+        try:
+            groups = re.compile(order).groupindex if isinstance(order, str) else {}
+        except re.error as error:
+            raise DatasetError(f"{path}: 'frame_order' is not a regular expression ({error})") from error
+        if not {"seq", "num"} <= set(groups):
+            raise DatasetError(
+                f"{path}: 'frame_order' must have the named groups seq and num, e.g. {CAMVID_FRAME_ORDER!r}"
+            )
+    return classes, ignore_index, order
 
 
 def find_folder(root: Path, split: str) -> DatasetSpec:
-    classes, ignore_index = read_folder_classes(root)
+    classes, ignore_index, order = _read_folder_file(root)
     _require_folders(root, [f"images/{split}", f"masks/{split}"], FOLDER_LAYOUT)
     samples = _pair_by_stem(
         _list_images(root / "images" / split), root / "masks" / split, lambda image: image.stem + ".png"
     )
     lut = _lut({index: index for index in range(classes.num_classes)} | {ignore_index: IGNORE_INDEX})
-    return DatasetSpec("folder", root, split, samples, classes, lut)
+    return DatasetSpec("folder", root, split, samples, classes, lut, order)
 
 
 LAYOUTS: dict[str, Callable[[Path, str], DatasetSpec]] = {

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-CAMVID_ORDER = r"^(?P<seq>[^_]+)_f?(?P<num>\d+)$"
+from ccnet.datasets import CAMVID_FRAME_ORDER as CAMVID_ORDER  # one rule, kept with the layout
 
 
 @dataclass(frozen=True)

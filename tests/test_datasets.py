@@ -77,6 +77,28 @@ def test_generic_folder_with_class_file(tmp_path):
     assert spec.classes.names == ("background", "cat", "dog") and len(spec.classes.palette) == 3
     _, mapped = load_sample(spec.samples[0], spec)
     assert mapped.tolist() == [[0, 1], [2, 255]]
+    assert spec.frame_order is None  # unrelated images unless the class file says how frames are ordered
+
+
+def test_a_folder_dataset_can_order_its_frames_into_clips(tmp_path):
+    from ccnet.sequences import clip_plan, frame_key
+
+    order = r"^(?P<seq>clip\d+)-(?P<num>\d+)$"
+    (tmp_path / "classes.yaml").write_text(f"names: [a, b]\nframe_order: '{order}'\n")
+    for name in ("clip1-10", "clip1-2", "clip2-1"):
+        _save(tmp_path / f"images/train/{name}.png", _image((2, 2)))
+        _save(tmp_path / f"masks/train/{name}.png", np.zeros((2, 2), dtype=np.uint8))
+    spec = find_dataset("folder", tmp_path, "train")
+    assert spec.frame_order == order and frame_key(spec.samples[0].image, spec.frame_order)[0].startswith("clip")
+    plan = clip_plan([s.image.name for s in spec.samples], 2, spec.frame_order)
+    assert [[spec.samples[i].image.stem for i in m] for m in plan.sequences.values()] == [["clip1-2", "clip1-10"]]
+    assert plan.too_short == ["clip2"]
+    from conftest import write_camvid
+
+    assert find_dataset("camvid", write_camvid(tmp_path / "cv"), "train").frame_order is not None
+    (tmp_path / "classes.yaml").write_text("names: [a, b]\nframe_order: '^(?P<seq>.+)$'\n")
+    with pytest.raises(DatasetError, match="named groups seq and num"):
+        find_dataset("folder", tmp_path, "train")
 
 
 # --- bad input ----------------------------------------------------------------------------------------

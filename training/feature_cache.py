@@ -118,6 +118,7 @@ def cache_features(
             entry = {"file": path.name, "frame": sample.image.name, "scale": variant.scale, "flip": variant.flip}
             entries.append(entry)
         manifest["splits"][split] = entries
+        manifest["frame_order"] = spec.frame_order  # how training.heads orders frames into clips
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return folder
 

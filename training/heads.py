@@ -34,7 +34,7 @@ from ccnet.datasets import IGNORE_INDEX
 from ccnet.metrics import confusion_matrix, scores_from_confusion
 from ccnet.model import build_model
 from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
-from ccnet.sequences import centred_windows, clip_plan, sliding_windows
+from ccnet.sequences import CAMVID_ORDER, centred_windows, clip_plan, sliding_windows
 
 from .attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_cells
 from .class_weights import enet_weights
@@ -178,27 +178,29 @@ def _features(tensors: list[dict]) -> BackboneFeatures:
     return BackboneFeatures(aux=stack("aux"), final=stack("final"), low=stack("low"))
 
 
-def training_clips(entries: list[dict], frames: int) -> list[list[int]]:
+def training_clips(entries: list[dict], frames: int, order: str | None = None) -> list[list[int]]:
     """Clips of `frames` consecutive frames, one variant (scale, flip) throughout: lists of entry indices."""
     by_variant: dict[tuple, list[int]] = {}
     for index, entry in enumerate(entries):
         by_variant.setdefault((entry["scale"], entry["flip"]), []).append(index)
     clips = []
     for members in by_variant.values():
-        plan = clip_plan([entries[i]["frame"] for i in members], frames)
+        plan = clip_plan([entries[i]["frame"] for i in members], frames, order or CAMVID_ORDER)
         clips += [[members[i] for i in window] for window in sliding_windows(plan)]
     return clips
 
 
 @torch.no_grad()
-def evaluate_video_head(model, folder: Path, entries: list[dict], class_names, cells_per_image=DEFAULT_CELLS_PER_IMAGE):
+def evaluate_video_head(
+    model, folder: Path, entries: list[dict], class_names, cells_per_image=DEFAULT_CELLS_PER_IMAGE, order=None
+):
     """Val mIoU of a video head, every frame scored once in the clip centred on it, and the mean temporal share
     of sampled cells' influence after R loops (the share from the cell's own frame) with its uniform baseline."""
     model.eval()
     k, frames = len(class_names), model.frames
     confusion = torch.zeros(k, k, dtype=torch.int64)
     shares, baselines = [], []
-    plan = clip_plan([entry["frame"] for entry in entries], frames)
+    plan = clip_plan([entry["frame"] for entry in entries], frames, order or CAMVID_ORDER)
     for index, (clip, position) in enumerate(centred_windows(plan)):
         tensors = [load_entry(folder, entries[i]) for i in clip]
         label = tensors[position]["label"].long()  # (H, W)
@@ -260,7 +262,8 @@ def train_head(
     names = manifest["class_names"]
     train_entries = manifest["splits"]["train"]
     frames = KINDS[kind].get("frames")
-    clips = training_clips(train_entries, frames) if frames else [[i] for i in range(len(train_entries))]
+    order = manifest.get("frame_order")
+    clips = training_clips(train_entries, frames, order) if frames else [[i] for i in range(len(train_entries))]
     clips_per_batch = max(1, VIDEO_BATCH_FRAMES // frames) if frames else batch_size
     weights = enet_weights(label_counts(folder, train_entries, len(names)))
     objective = SegmentationObjective(loss_config(metadata, kind), weights)
@@ -295,7 +298,7 @@ def train_head(
     seconds = time.perf_counter() - started
     share = (None, None)
     if frames:
-        scores, share = evaluate_video_head(model, folder, manifest["splits"]["val"], names)
+        scores, share = evaluate_video_head(model, folder, manifest["splits"]["val"], names, order=order)
         lift = None
     else:
         scores, lift = evaluate_head(model, folder, manifest["splits"]["val"], names)
