@@ -32,16 +32,23 @@ URL_BOX_KEY = "url_box"  # session state: (left, top, right, bottom) from the li
 _RESTORED_KEY = "_restored_from_url"
 
 
-def restore_from_url() -> None:
-    """Seed widget state from the query string, once per session; values outside a widget's options are dropped."""
-    if st.session_state.get(_RESTORED_KEY):
-        return
-    st.session_state[_RESTORED_KEY] = True
-    params = st.query_params
-    for key, allowed in CHOICES.items():
-        value = params.get(key)
+def _seed_choices(choices: dict[str, tuple[str, ...] | None], restored_key: str) -> bool:
+    """Seed the widgets' state from the query string once per session; False when this session already did."""
+    if st.session_state.get(restored_key):
+        return False
+    st.session_state[restored_key] = True
+    for key, allowed in choices.items():
+        value = st.query_params.get(key)
         if value is not None and (allowed is None or value in allowed):
             st.session_state[key] = value
+    return True
+
+
+def restore_from_url() -> None:
+    """Seed widget state from the query string, once per session; values outside a widget's options are dropped."""
+    if not _seed_choices(CHOICES, _RESTORED_KEY):
+        return
+    params = st.query_params
     for key in FLAGS:
         if params.get(key) in ("0", "1"):
             st.session_state[key] = params[key] == "1"
@@ -98,14 +105,9 @@ _VIDEO_RESTORED_KEY = "_video_restored_from_url"
 
 def restore_video_from_url() -> None:
     """As `restore_from_url`, for the video page (once per session)."""
-    if st.session_state.get(_VIDEO_RESTORED_KEY):
+    if not _seed_choices(VIDEO_CHOICES, _VIDEO_RESTORED_KEY):
         return
-    st.session_state[_VIDEO_RESTORED_KEY] = True
     params = st.query_params
-    for key, allowed in VIDEO_CHOICES.items():
-        value = params.get(key)
-        if value is not None and (allowed is None or value in allowed):
-            st.session_state[key] = value
     point = _pixel(params.get("frame")), _pixel(params.get("px")), _pixel(params.get("py"))
     if None not in point:
         st.session_state[VIDEO_URL_POINT_KEY] = point

@@ -14,6 +14,8 @@ import argparse
 
 import torch
 
+from training.precision import depthwise_weight_grad_error
+
 CASES = [  # (channels, (h, w), dilation): features.7 / 14 / 15 of the dilated MobileNetV2 at 288x384, and small
     (64, (18, 24), 4),
     (576, (36, 48), 1),
@@ -25,22 +27,7 @@ CASES = [  # (channels, (h, w), dilation): features.7 / 14 / 15 of the dilated M
 
 def weight_grad_error(channels: int, size: tuple[int, int], dilation: int, channels_last: bool, batch: int = 2):
     """max |bfloat16 grad - float32 grad| / max |float32 grad| of a depthwise conv's weight (fixed seed)."""
-    generator = torch.Generator().manual_seed(0)
-    x = 6 * torch.rand(batch, channels, *size, generator=generator)  # (B, C, h, w): ReLU6 outputs
-    weight = 0.1 * torch.randn(channels, 1, 3, 3, generator=generator)
-    upstream = torch.randn(batch, channels, *size, generator=generator)
-    if channels_last:
-        x, upstream = (t.contiguous(memory_format=torch.channels_last) for t in (x, upstream))
-
-    def weight_grad(bfloat16: bool) -> torch.Tensor:
-        w = weight.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-            out = torch.nn.functional.conv2d(x, w, padding=dilation, dilation=dilation, groups=channels)
-        out.backward(upstream.to(out.dtype))
-        return w.grad.float()
-
-    exact = weight_grad(False)
-    return float((weight_grad(True) - exact).abs().max() / exact.abs().max())
+    return depthwise_weight_grad_error(channels, size, dilation, channels_last, batch)
 
 
 def main(argv=None) -> None:

@@ -97,7 +97,8 @@ def influence_maps(
     return maps if batched else maps[0]
 
 
-def _stack_attentions(attentions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, bool]:
+def loop_shape(attentions: Sequence[torch.Tensor]) -> tuple[int, ...]:
+    """The one shape of a list of per-loop attentions; ValueError for a tensor, an empty list or mixed shapes."""
     if isinstance(attentions, torch.Tensor):
         raise ValueError("attentions must be a list of per-loop tensors (as RCCA returns), not one tensor")
     if len(attentions) == 0:
@@ -105,7 +106,11 @@ def _stack_attentions(attentions: Sequence[torch.Tensor]) -> tuple[torch.Tensor,
     shapes = {tuple(a.shape) for a in attentions}
     if len(shapes) != 1:
         raise ValueError(f"every loop's attention must have the same shape, got {sorted(shapes)}")
-    shape = shapes.pop()
+    return shapes.pop()
+
+
+def _stack_attentions(attentions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    shape = loop_shape(attentions)
     if len(shape) not in (3, 4) or shape[-1] != shape[-3] + shape[-2]:
         raise ValueError(f"expected attention tensors (B, h, w, h + w) or (h, w, h + w), got {shape}")
     batched = len(shape) == 4

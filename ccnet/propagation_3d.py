@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ccnet.propagation import MODES
+from ccnet.propagation import MODES, loop_shape
 
 
 def apply_cross_transposed_3d(maps: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -39,14 +39,7 @@ def apply_cross_3d(maps: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
 
 def _stack(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
     """R tensors (1, T, h, w, T+h+w) or (T, h, w, T+h+w) -> (R, T, h, w, T+h+w)."""
-    if isinstance(attentions, torch.Tensor):
-        raise ValueError("attentions must be a list of per-loop tensors (as the 3D RCCA returns), not one tensor")
-    if len(attentions) == 0:
-        raise ValueError("attentions is empty: influence maps need at least one loop (recurrence >= 1)")
-    shapes = {tuple(a.shape) for a in attentions}
-    if len(shapes) != 1:
-        raise ValueError(f"every loop's attention must have the same shape, got {sorted(shapes)}")
-    shape = shapes.pop()
+    shape = loop_shape(attentions)
     if len(shape) == 5:
         if shape[0] != 1:
             raise ValueError(f"one clip's attentions at a time: expected (1, T, h, w, T + h + w), got {shape}")

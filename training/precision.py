@@ -75,18 +75,17 @@ def has_fast_bf16() -> bool:
     return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 
 
-@functools.cache
-def bf16_channels_last_depthwise_error() -> float:
-    """max |bfloat16 - float32| / max |float32| of a dilated depthwise conv's weight gradient, channels-last.
-
-    Run on this process's kernels (so ``ONEDNN_MAX_CPU_ISA`` applies); about 50 ms, once per process.
-    """
+def depthwise_weight_grad_error(
+    channels: int, size: tuple[int, int], dilation: int, channels_last: bool, batch: int = 1
+) -> float:
+    """max |bfloat16 - float32| / max |float32| of a dilated 3x3 depthwise conv's weight gradient (fixed seed),
+    on this process's kernels (so ``ONEDNN_MAX_CPU_ISA`` applies)."""
     generator = torch.Generator().manual_seed(0)
-    channels, (h, w), dilation = _PROBE_CHANNELS, _PROBE_SIZE, _PROBE_DILATION
-    x = 6 * torch.rand(1, channels, h, w, generator=generator)  # (1, C, h, w): ReLU6 outputs
+    x = 6 * torch.rand(batch, channels, *size, generator=generator)  # (B, C, h, w): ReLU6 outputs
     weight = 0.1 * torch.randn(channels, 1, 3, 3, generator=generator)  # (C, 1, 3, 3)
-    upstream = torch.randn(1, channels, h, w, generator=generator)  # (1, C, h, w)
-    x, upstream = (t.contiguous(memory_format=torch.channels_last) for t in (x, upstream))
+    upstream = torch.randn(batch, channels, *size, generator=generator)  # (B, C, h, w)
+    if channels_last:
+        x, upstream = (t.contiguous(memory_format=torch.channels_last) for t in (x, upstream))
 
     def weight_grad(bfloat16: bool) -> torch.Tensor:
         w_ = weight.clone().requires_grad_()
@@ -97,6 +96,13 @@ def bf16_channels_last_depthwise_error() -> float:
 
     reference = weight_grad(False)
     return float((weight_grad(True) - reference).abs().max() / reference.abs().max())
+
+
+@functools.cache
+def bf16_channels_last_depthwise_error() -> float:
+    """The probe: the error in channels-last for one of the dilated MobileNetV2's convolutions; about 50 ms, once
+    per process."""
+    return depthwise_weight_grad_error(_PROBE_CHANNELS, _PROBE_SIZE, _PROBE_DILATION, channels_last=True)
 
 
 def bf16_channels_last_is_right() -> bool:
