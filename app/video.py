@@ -67,14 +67,21 @@ class Clip:
 
 @dataclass
 class ClipDecode:
-    """One model's pass over a clip at one loop count."""
+    """One model's pass over a clip: the attention of every loop up to the largest R shown (loop r's attention
+    does not depend on how many loops follow, so R = 1 and 2 read the first r of them) and the segmentation at
+    the model's trained R."""
 
-    predictions: np.ndarray  # (T, H, W) class indices
-    attentions: list[torch.Tensor]  # R x (T, h, w, T + h + w)
+    predictions: np.ndarray  # (T, H, W) class indices at the trained R
+    attentions: list[torch.Tensor]  # max R x (T, h, w, T + h + w)
+    trained: int
 
     @property
     def grid_size(self) -> tuple[int, int]:
         return tuple(self.attentions[0].shape[1:3])
+
+    @property
+    def nbytes(self) -> int:
+        return self.predictions.nbytes + sum(a.numel() * a.element_size() for a in self.attentions)
 
 
 def check_frames(frames: list[DecodedImage], names: list[str], needed: int) -> None:
@@ -130,32 +137,30 @@ def clip_from_example(example_set: ExampleSet, index: int, needed: int, max_side
 
 
 @torch.inference_mode()
-def decode_clip(loaded: LoadedModel, clip: Clip, loop_counts=LOOP_COUNTS) -> dict[int, ClipDecode]:
-    """The backbone once per frame, then the head once per loop count: {R: ClipDecode}."""
+def decode_clip(loaded: LoadedModel, clip: Clip, loops: int = max(LOOP_COUNTS)) -> ClipDecode:
+    """The backbone once per frame, the head once at `loops` (and once more at the trained R if it differs)."""
     metadata = loaded.metadata
     images = torch.stack([normalize_image(f.rgb, metadata["mean"], metadata["std"]) for f in clip.frames])
     images = images.to(loaded.device)  # (T, 3, H, W)
-    results = {}
+    trained = max(loaded.trained_recurrence, 0)
     with loaded.lock:
         features = loaded.model.encode(images)
-        for recurrence in loop_counts:
-            output = loaded.model.decode(features, clip.size, recurrence=recurrence, return_attention=True)
-            predictions = output.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()  # (T, H, W)
-            attentions = [a[0].float().cpu() for a in output.attentions]  # R x (T, h, w, T+h+w)
-            results[recurrence] = ClipDecode(predictions, attentions)
-    return results
+        output = loaded.model.decode(features, clip.size, recurrence=loops, return_attention=True)
+        if trained != loops:
+            output = output._replace(logits=loaded.model.decode(features, clip.size, recurrence=trained).logits)
+    predictions = output.logits.argmax(dim=1).to(torch.uint8).cpu().numpy()  # (T, H, W)
+    attentions = [a[0].float().cpu() for a in output.attentions]  # loops x (T, h, w, T+h+w)
+    return ClipDecode(predictions, attentions, trained)
 
 
-def cached_clip_decodes(loaded: LoadedModel, clip: Clip, cache) -> dict[int, ClipDecode]:
+def cached_clip_decode(loaded: LoadedModel, clip: Clip, cache) -> ClipDecode:
     """decode_clip once per (clip, model save): a click only composes maps (the explorer's shared cache)."""
     key = ("video", clip.digest, loaded.cache_id)
-    decodes = cache.get(key)
-    if decodes is None:
-        decodes = decode_clip(loaded, clip)
-        nbytes = sum(d.predictions.nbytes + sum(a.numel() * a.element_size() for a in d.attentions)
-                     for d in decodes.values())  # fmt: skip
-        cache.put(key, decodes, nbytes)
-    return decodes
+    decode = cache.get(key)
+    if decode is None:
+        decode = decode_clip(loaded, clip)
+        cache.put(key, decode, decode.nbytes)
+    return decode
 
 
 @dataclass
@@ -165,18 +170,20 @@ class ClipMaps:
     uniform_share: dict[int, float]  # R -> the same for a uniform attention
 
 
-def clip_maps(decodes: dict[int, ClipDecode], frame: int, cell: tuple[int, int], mode: str, gamma: float) -> ClipMaps:
-    """The influence on (frame, cell) after each decode's loop count, and its temporal shares."""
-    maps, share, uniform = {}, {}, {}
-    for r, decode in decodes.items():
-        composed = influence_maps_3d(decode.attentions, frame, *cell, mode=mode, gammas=gamma)[-1]  # (T, h, w)
-        maps[r] = composed.numpy()
-        share[r] = float(temporal_share(composed[None], frame)[0])
-        t, h, w = composed.shape
-        uniform_maps = influence_maps_3d([uniform_attention_3d(t, h, w)] * r, frame, *cell, mode=mode, gammas=gamma)
-        flat = uniform_maps[-1]  # (T, h, w): the same mode, with the model's gamma
-        uniform[r] = float(temporal_share(flat[None], frame)[0])
-    return ClipMaps(maps, share, uniform)
+def clip_maps(decode: ClipDecode, frame: int, cell: tuple[int, int], mode: str, gamma: float) -> ClipMaps:
+    """The influence on (frame, cell) after 1, 2, ... loops, and its temporal shares against a uniform attention
+    run the same way."""
+    composed = influence_maps_3d(decode.attentions, frame, *cell, mode=mode, gammas=gamma)  # (R, T, h, w)
+    t, h, w = composed.shape[1:]
+    uniform = [uniform_attention_3d(t, h, w)] * len(decode.attentions)
+    flat = influence_maps_3d(uniform, frame, *cell, mode=mode, gammas=gamma)  # (R, T, h, w)
+    shares, uniform_shares = temporal_share(composed, frame), temporal_share(flat, frame)
+    loops = range(1, len(decode.attentions) + 1)
+    return ClipMaps(
+        maps={r: composed[r - 1].numpy() for r in loops},
+        share={r: float(shares[r - 1]) for r in loops},
+        uniform_share={r: float(uniform_shares[r - 1]) for r in loops},
+    )
 
 
 def _options() -> ViewOptions:
@@ -305,8 +312,8 @@ def video_page() -> None:
         format_func=lambda t: f"{t + 1}: {clip.names[t].rsplit('/', 1)[-1]}",
         on_change=lambda: _move_to_frame(clip, radio_key),
     )
-    decodes = cached_clip_decodes(loaded, clip, shared_cache(settings.cache_mb * 2**20))
-    grid = decodes[LOOP_COUNTS[0]].grid_size
+    decode = cached_clip_decode(loaded, clip, shared_cache(settings.cache_mb * 2**20))
+    grid = decode.grid_size
     cell = pixel_to_cell(px, py, clip.size, grid)
     left, right = st.columns([1, 2])
     with left:
@@ -315,7 +322,7 @@ def video_page() -> None:
         clickable_image(marked, key=widget_key, on_change=lambda: _remember_click(widget_key, clip, frame))
         st.caption(f"Clicked pixel ({px}, {py}) of frame {frame + 1} of {frames}, cell {cell} of the {grid[0]} x "
                    f"{grid[1]} grid. Click any pixel of this frame; pick another frame above.")  # fmt: skip
-    result = clip_maps(decodes, frame, cell, options.mode, loaded.gamma)
+    result = clip_maps(decode, frame, cell, options.mode, loaded.gamma)
     write_video_to_url((frame, px, py))
     with right:
         _share_table(result, frames)
@@ -323,14 +330,14 @@ def video_page() -> None:
             f"γ = {loaded.gamma:.3g}. One loop reaches the clicked position's row, column and own position in the "
             "other frames; two reach positions that differ in two coordinates; three reach all."
         )
-    _map_grid(clip, decodes, result, frame, (px, py), options, loaded)
+    _map_grid(clip, decode, result, frame, (px, py), options, loaded)
 
 
-def _map_grid(clip: Clip, decodes, result: ClipMaps, frame: int, point, options: ViewOptions, loaded) -> None:
+def _map_grid(clip: Clip, decode, result: ClipMaps, frame: int, point, options: ViewOptions, loaded) -> None:
     """One row per frame: its influence maps at R = 1, 2, 3 on one colour scale, and its segmentation."""
     pooled = np.concatenate([m.ravel() for m in result.maps.values()])
     scale = colour_scale(pooled, options)
-    trained = loaded.trained_recurrence if loaded.trained_recurrence in decodes else max(decodes)
+    trained = decode.trained
     header = st.columns([1.2] + [2] * len(result.maps) + [2])
     header[0].markdown("**frame**")
     for column, r in zip(header[1:], result.maps, strict=False):
@@ -343,12 +350,12 @@ def _map_grid(clip: Clip, decodes, result: ClipMaps, frame: int, point, options:
         row[0].markdown(f"**▶ {label}** (clicked)" if t == frame else label)
         photo = photo_url(render.jpeg_bytes(image.rgb), f"video-photo-{clip.digest}-{t}")
         for column, (r, maps) in zip(row[1:], result.maps.items(), strict=False):
-            grid_classes = _grid_classes(decodes[r].predictions[t], maps.shape[1:], len(loaded.class_names))
+            grid_classes = _grid_classes(decode.predictions[t], maps.shape[1:], len(loaded.class_names))
             args = chart_args(photo, clip.size, shown_map(maps[t], (0, 0), False), maps[t], grid_classes, names,
                               scale, options.heat_opacity, False, point if t == frame else None)  # fmt: skip
             with column:
                 influence_chart(args, key=f"video-map-{t}-{r}")
-        segmentation = render.segmentation_rgb(image.rgb, decodes[trained].predictions[t], loaded.palette, 0.55)
+        segmentation = render.segmentation_rgb(image.rgb, decode.predictions[t], loaded.palette, 0.55)
         row[-1].image(render.jpeg_bytes(segmentation), width="stretch")
     maps = np.stack([result.maps[r] for r in result.maps])  # (R, T, h, w)
     st.download_button("Download the maps (.npy, R x T x h x w)", render.npy_bytes(maps), "clip_influence.npy")

@@ -4,7 +4,7 @@ result after a clip is chosen, for a full-size video model (T = 5, R = 3, the ca
 
 Speed does not depend on the weights, so the model is built with random weights (no trained video model is
 needed). Server side, timed in this process, single-threaded pieces as the page runs them:
-  first result   decode_clip (backbone on 5 frames, the head at R = 1, 2, 3) + the click below
+  first result   decode_clip (backbone on 5 frames, the head once at R = 3) + the click below
   click          clip_maps (influence_maps_3d at R = 1, 2, 3 and the temporal shares) + chart_args of 15 charts
 In Chromium (--browser): a real Streamlit server and page; upload -> all 15 maps painted, and real clicks ->
 all 15 maps repainted.
@@ -71,9 +71,9 @@ def server_side(weights: Path, repeats: int) -> dict[str, list[float]]:
     names = [*loaded.class_names, "?"]
     rng = np.random.default_rng(0)
 
-    def click(decodes) -> None:
+    def click(decode) -> None:
         t, y, x = int(rng.integers(FRAMES)), int(rng.integers(45)), int(rng.integers(60))
-        result = clip_maps(decodes, t, (y, x), "attention", loaded.gamma)
+        result = clip_maps(decode, t, (y, x), "attention", loaded.gamma)
         scale = colour_scale(np.concatenate([m.ravel() for m in result.maps.values()]), options)
         classes = np.zeros((45, 60), np.uint8)
         for maps in result.maps.values():
@@ -82,17 +82,17 @@ def server_side(weights: Path, repeats: int) -> dict[str, list[float]]:
                            0.65, False, (8 * x, 8 * y))  # fmt: skip
 
     times: dict[str, list[float]] = {"first result (s)": [], "click (ms)": []}
-    decodes = decode_clip(loaded, clip)
+    decode = decode_clip(loaded, clip)
     for _ in range(max(1, repeats // 5)):
         wait_until_quiet()
         start = time.perf_counter()
-        decodes = decode_clip(loaded, clip)
-        click(decodes)
+        decode = decode_clip(loaded, clip)
+        click(decode)
         times["first result (s)"].append(time.perf_counter() - start)
     wait_until_quiet()
     for _ in range(repeats):
         start = time.perf_counter()
-        click(decodes)
+        click(decode)
         times["click (ms)"].append(1000 * (time.perf_counter() - start))
     return times
 

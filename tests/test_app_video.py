@@ -16,6 +16,7 @@ from app.models import load_model, read_catalogue
 from app.video import POINT_KEY, Clip, clip_maps, decode_clip
 from ccnet.checkpoint import save_checkpoint, write_index
 from ccnet.model import build_model
+from ccnet.preprocess import normalize_image
 from ccnet.propagation_3d import influence_maps_3d
 from tests.test_app_helpers import CLASS_NAMES, PALETTE, image_bytes, save_tiny_checkpoint, street_rgb
 
@@ -94,10 +95,15 @@ def test_a_click_gives_the_librarys_maps(page, checkpoints):
     page.run()
     assert not page.exception
     loaded = load_model(checkpoints / "tiny_video.safetensors", torch.device("cpu"))
-    decodes = decode_clip(loaded, clip)
-    result = clip_maps(decodes, 0, (70 // 8, 10 // 8), "attention", loaded.gamma)
-    expected = influence_maps_3d(decodes[3].attentions, 0, 70 // 8, 10 // 8)[-1].numpy()  # (T, h, w)
-    np.testing.assert_allclose(result.maps[3], expected)
+    decode = decode_clip(loaded, clip)
+    result = clip_maps(decode, 0, (70 // 8, 10 // 8), "attention", loaded.gamma)
+    mean, std = loaded.metadata["mean"], loaded.metadata["std"]
+    batch = torch.stack([normalize_image(f.rgb, mean, std) for f in clip.frames])  # (T, 3, H, W)
+    with torch.no_grad():
+        for r in (1, 2, 3):  # each R from its own run of the model, against the page's maps
+            attentions = loaded.model(batch[None], recurrence=r, return_attention=True).attentions
+            expected = influence_maps_3d(attentions, 0, 70 // 8, 10 // 8)[-1].numpy()  # (T, h, w)
+            np.testing.assert_allclose(result.maps[r], expected, atol=1e-6)
     assert any("Clicked pixel (10, 70) of frame 1 of 3" in c.value for c in page.caption)
     share = f"{100 * result.share[3]:.1f}%"
     assert share in "\n".join(m.value for m in page.markdown)
@@ -193,11 +199,11 @@ def test_a_shared_link_reopens_the_clicked_frame_and_pixel(monkeypatch, checkpoi
 
 def test_a_click_reuses_the_clips_decode(checkpoints):
     from app.explorer import BoundedCache
-    from app.video import cached_clip_decodes
+    from app.video import cached_clip_decode
 
     loaded = load_model(checkpoints / "tiny_video.safetensors", torch.device("cpu"))
     files = frames_png(FRAMES)
     clip = Clip([decode_image(data, name=name) for name, data in files], [n for n, _ in files], None, None)
     cache = BoundedCache(2**30)
-    first = cached_clip_decodes(loaded, clip, cache)
-    assert cached_clip_decodes(loaded, clip, cache) is first and cache.hits == 1 and cache.nbytes > 0
+    first = cached_clip_decode(loaded, clip, cache)
+    assert cached_clip_decode(loaded, clip, cache) is first and cache.hits == 1 and cache.nbytes == first.nbytes
