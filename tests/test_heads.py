@@ -145,6 +145,13 @@ def test_a_video_head_sees_other_frames_and_reports_its_temporal_share(features,
     assert one["temporal_share"] == pytest.approx(1.0) and one["temporal_share_uniform"] == pytest.approx(1.0)
 
 
+def test_a_clip_longer_than_the_cached_run_of_frames_says_what_to_do(features, tmp_path, monkeypatch):
+    folder, _ = features  # 6 consecutive train frames: no clip of 7 fits
+    monkeypatch.setitem(KINDS, "video_t7", dict(KINDS["video_t5"], frames=7))
+    with pytest.raises(ValueError, match="no run of 7 consecutive train frames.*drop --max-images"):
+        train_head(folder, "video_t7", seed=0, out=tmp_path, iterations=1, crop_cells=(4, 6), show_progress=False)
+
+
 def test_a_head_exports_beside_its_backbone_as_a_small_shared_checkpoint(features, tmp_path):
     from training.export import export_run
 

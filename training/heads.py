@@ -264,6 +264,11 @@ def train_head(
     frames = KINDS[kind].get("frames")
     order = manifest.get("frame_order")
     clips = training_clips(train_entries, frames, order) if frames else [[i] for i in range(len(train_entries))]
+    if not clips:
+        raise ValueError(
+            f"head {kind}: no run of {frames} consecutive train frames in {folder} "
+            f"({len(train_entries)} cached entries); cache more frames (drop --max-images) or pick a shorter clip"
+        )
     clips_per_batch = max(1, VIDEO_BATCH_FRAMES // frames) if frames else batch_size
     weights = enet_weights(label_counts(folder, train_entries, len(names)))
     objective = SegmentationObjective(loss_config(metadata, kind), weights)
