@@ -91,3 +91,17 @@ def test_training_throughput_benchmark_times_real_trainers_in_every_variant(monk
     with pytest.raises(SystemExit):  # no dataset: a clear usage error, not a crash deep in the loader
         monkeypatch.delenv("CAMVID_ROOT", raising=False)
         bench.parse_args(["--rounds", "1"])
+
+
+def test_head_step_benchmark_times_every_variant_of_each_head(monkeypatch):
+    bench = _load("bench_head_step")
+    monkeypatch.setattr(bench.common, "wait_until_quiet", lambda **kwargs: 0.0)
+    monkeypatch.setitem(bench.DEFAULTS, "crop_cells", (4, 6))  # tiny crops: the plumbing, not the speed
+    monkeypatch.setitem(bench.DEFAULTS, "batch_size", 2)
+    args = bench.parse_args(["--rounds", "1", "--steps", "1", "--kinds", "r2", "r0"])
+    results = bench.run(args, log=lambda message: None)
+    assert set(results["kinds"]) == {"r2", "r0"}
+    assert all(set(samples) == set(bench.variants(False)) for samples in results["kinds"].values())
+    assert all(t > 0 for samples in results["kinds"].values() for times in samples.values() for t in times)
+    table = bench.format_table(results)
+    assert "| r2 | float32 | " in table and "| r0 | bfloat16 autocast | " in table and "| 1.00x |" in table

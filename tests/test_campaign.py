@@ -82,6 +82,11 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     stamp = (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns
     assert campaign.finish(None, root, seeds=1, iterations=2) is True  # again: nothing retrained
     assert (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns == stamp
+    for suffix in (".json", ".safetensors"):  # a kill between training a seed-0 head and bundling it
+        (tmp_path / "checkpoints" / f"camvid_r1{suffix}").unlink()
+    assert campaign.finish(None, root, seeds=1, iterations=2) is True
+    assert (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns == stamp  # bundled, not retrained
+    assert load_checkpoint(tmp_path / "checkpoints" / "camvid_r1", device="cpu")[0].head.recurrence == 1
 
 
 def test_the_learning_curve_is_drawn_from_the_state_folder(camvid_factory, tmp_path):

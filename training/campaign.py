@@ -188,16 +188,15 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
     HEAD_RECORDS.mkdir(parents=True, exist_ok=True)
     for seed in range(seeds):
         for kind in KINDS:
-            if _head_done(kind, seed, backbone):
-                continue
-            if deadline is not None and time.monotonic() > deadline:
-                print(f"paused before head {kind} seed {seed}: run `finish` again", file=sys.stderr)
-                return False
-            train_head(features, kind, seed, HEAD_RUNS, iterations or DEFAULTS["iterations"], show_progress=False)
-            shutil.copy2(HEAD_RUNS / f"{kind}_s{seed}.json", HEAD_RECORDS / f"{kind}_s{seed}.json")
-    for kind, name in BUNDLED_HEADS.items():
-        if not _bundled(kind, backbone):
-            export_run(HEAD_RUNS / f"{kind}_s0_model", CHECKPOINTS / name, half=True, backbone_from=default)
+            if not _head_done(kind, seed, backbone):
+                if deadline is not None and time.monotonic() > deadline:
+                    print(f"paused before head {kind} seed {seed}: run `finish` again", file=sys.stderr)
+                    return False
+                train_head(features, kind, seed, HEAD_RUNS, iterations or DEFAULTS["iterations"], show_progress=False)
+                shutil.copy2(HEAD_RUNS / f"{kind}_s{seed}.json", HEAD_RECORDS / f"{kind}_s{seed}.json")
+            if seed == 0 and kind in BUNDLED_HEADS and not _bundled(kind, backbone):  # the app gets it at once
+                export_run(HEAD_RUNS / f"{kind}_s0_model", CHECKPOINTS / BUNDLED_HEADS[kind], half=True,
+                           backbone_from=default)  # fmt: skip
     return True
 
 

@@ -59,7 +59,9 @@ KINDS = {
 }
 VIDEO_BATCH_FRAMES = 10  # frames per batch for video heads, whatever T (2 clips of 5, or 10 of 1)
 CCL_CHANNELS = 16
-DEFAULTS = {"iterations": 1000, "batch_size": 8, "crop_cells": (32, 44)}  # 256x352 px; fits the 0.75 scale
+# 300 iterations: about 3 minutes per head here (0.61 s per bfloat16 step, benchmarks/bench_head_step.py), so
+# 8 kinds x 5 seeds fit in about 2.5 hours of 2 cores; the probe in docs/TRAINING.md ("Heads") gives the cost.
+DEFAULTS = {"iterations": 300, "batch_size": 8, "crop_cells": (32, 44)}  # 256x352 px; fits the 0.75 scale
 
 
 def head_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
@@ -245,6 +247,29 @@ def evaluate_head(model, folder: Path, entries: list[dict], class_names, cells_p
     return scores, lift
 
 
+def head_optimizer(model, optim: dict) -> torch.optim.SGD:
+    """SGD over the head's parameters (the campaign's settings; no weight decay on gamma)."""
+    named = head_parameters(model)
+    gammas = [p for n, p in named if n.endswith("gamma")]
+    rest = [p for n, p in named if not n.endswith("gamma")]
+    groups = [{"params": rest}] + ([{"params": gammas, "weight_decay": 0.0}] if gammas else [])
+    return torch.optim.SGD(groups, lr=optim["lr"], momentum=optim.get("momentum", 0.9),
+                           weight_decay=optim.get("weight_decay", 4e-5))  # fmt: skip
+
+
+def head_step(model, objective, optimizer, batch: BackboneFeatures, labels: torch.Tensor, amp_dtype=None) -> float:
+    """One optimiser step of the head on a batch of cached features; the loss (a non-finite loss is not applied)."""
+    with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        output = model.decode(batch, labels.shape[-2:], return_attention=objective.needs_attention)
+        loss, _ = objective(output, labels)
+    value = loss.item()
+    if math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return value
+
+
 def train_head(
     features: str | Path,
     kind: str,
@@ -273,12 +298,7 @@ def train_head(
     weights = enet_weights(label_counts(folder, train_entries, len(names)))
     objective = SegmentationObjective(loss_config(metadata, kind), weights)
     optim = (metadata.get("train_config") or {}).get("optim") or {"lr": 0.01, "momentum": 0.9, "weight_decay": 4e-5}
-    named = head_parameters(model)
-    gammas = [p for n, p in named if n.endswith("gamma")]
-    rest = [p for n, p in named if not n.endswith("gamma")]
-    groups = [{"params": rest}] + ([{"params": gammas, "weight_decay": 0.0}] if gammas else [])
-    optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=optim.get("momentum", 0.9),
-                                weight_decay=optim.get("weight_decay", 4e-5))  # fmt: skip
+    optimizer = head_optimizer(model, optim)
     precision = resolve_precision("auto", False, "cpu")
     rng = np.random.default_rng([seed, 1])
     started = time.perf_counter()
@@ -291,15 +311,10 @@ def train_head(
             group["lr"] = lr
         chosen = [clips[i] for i in rng.integers(0, len(clips), clips_per_batch)]
         batch, labels = _batch(folder, train_entries, chosen, crop_cells, rng)
-        with torch.autocast("cpu", dtype=precision.amp_dtype or torch.float32, enabled=precision.amp_dtype is not None):
-            output = model.decode(batch, labels.shape[-2:], return_attention=objective.needs_attention)
-            loss, _ = objective(output, labels)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"head {kind} seed {seed}: loss {loss.item()} at iteration {step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        loss = head_step(model, objective, optimizer, batch, labels, precision.amp_dtype)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"head {kind} seed {seed}: loss {loss} at iteration {step + 1}")
+        losses.append(loss)
     seconds = time.perf_counter() - started
     share = (None, None)
     if frames:
