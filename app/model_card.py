@@ -94,6 +94,9 @@ def _schedule(metadata: Mapping) -> str:
     images = (metadata.get("training") or {}).get("train_images")
     if images:
         text += f", {step * batch / images:.0f} epochs"
+    planned = int(optim.get("iterations", 0))
+    if 0 < step < planned:
+        text += f"; an interim checkpoint: its schedule is {planned} iterations and still running"
     head_only = (metadata.get("training") or {}).get("head_only_on")
     if head_only:
         text += f"; head only, on the frozen backbone of `{head_only}`"

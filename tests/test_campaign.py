@@ -51,7 +51,8 @@ def test_save_never_goes_backwards_and_restore_keeps_a_newer_local_run(camvid_fa
 
 
 def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkeypatch):
-    from ccnet.checkpoint import load_checkpoint, read_index
+    from app.model_card import card_rows
+    from ccnet.checkpoint import load_checkpoint, read_index, read_metadata
     from tests.conftest import write_camvid
 
     root = write_camvid(tmp_path / "camvid", {"train": 6, "val": 5}, (64, 96), 0, 0.05)
@@ -63,9 +64,11 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     monkeypatch.setattr(campaign, "HEAD_RECORDS", tmp_path / "results" / "heads")
     monkeypatch.setattr(campaign, "HEAD_RUNS", tmp_path / "runs" / "heads")
     monkeypatch.setenv("CCNET_CACHE_DIR", str(tmp_path / "cache"))
-    train(config, run, show_progress=False, stop_at=2)
+    train(config, run, show_progress=False, stop_at=3)  # validated at 3: an interim default
     with pytest.raises(ValueError, match="resume it before finishing"):
         campaign.finish(None, root, seeds=1, iterations=2)
+    assert read_metadata(campaign.interim())["step"] == 3
+    assert "an interim checkpoint" in card_rows(read_metadata(tmp_path / "checkpoints" / "camvid_r2"), 1.0)["Schedule"]
     train(config, run, resume=True, show_progress=False)
     campaign.save(run, tmp_path / "repo" / "campaign")
     shutil.rmtree(run)  # a fresh clone: the committed state only, no last checkpoint
@@ -76,6 +79,7 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     assert len(records) == len(campaign.BUNDLED_HEADS) + 1  # every kind, r2 included
     index = read_index(tmp_path / "checkpoints")
     assert index["default"] == "camvid_r2"
+    assert read_metadata(tmp_path / "checkpoints" / "camvid_r2")["step"] == 4  # the interim one replaced
     assert {m["name"] for m in index["models"]} == {"camvid_r2", *campaign.BUNDLED_HEADS.values()}
     video, metadata = load_checkpoint(tmp_path / "checkpoints" / "camvid_video_t5", device="cpu")
     assert video.frames == 5 and metadata["shared_backbone"]["checkpoint"] == "camvid_r2"

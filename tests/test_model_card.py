@@ -58,6 +58,14 @@ def test_a_full_card_says_how_the_model_was_trained():
     assert rows["Val mIoU"].startswith("68.1%") and "5 seeds: 67.5 ± 0.8 (95% interval)" in rows["Val mIoU"]
     assert rows["γ (attention scale)"] == "0.87" and rows["Same-class lift on val"].startswith("5.31x")
     assert rows["Attention"] == "supervised (affinity loss)"
+    assert "interim" not in rows["Schedule"]
+
+
+def test_a_checkpoint_from_the_middle_of_its_schedule_says_it_is_interim():
+    metadata = _metadata(0.4) | {"step": 2750}
+    schedule = card_rows(metadata, gamma=0.84)["Schedule"]
+    assert schedule.startswith("2750 iterations of batch 8") and "60 epochs" in schedule
+    assert "an interim checkpoint: its schedule is 4000 iterations" in schedule
 
 
 def test_missing_facts_read_not_recorded_and_the_paper_recipe_is_emergent():

@@ -8,6 +8,7 @@ git grows by one state per session), and the next session, on whatever machine i
     python -m training.campaign resume --max-minutes 120   # every later session (restores the state first)
     python -m training.campaign save                       # before the session stops: copy the state to commit
     python -m training.campaign status                     # where it stands: step, val mIoU, gamma, lift, hours
+    python -m training.campaign interim                    # bundle the latest validated weights as the default
     python -m training.campaign finish --max-minutes 120   # after the schedule: bundle it, then every head
     python -m training.campaign curve                      # docs/campaign_curve.png: val mIoU, lift, Pole vs steps
 
@@ -168,6 +169,28 @@ def _bundled(kind: str, backbone: str) -> bool:
     return (read_metadata(stem).get("training") or {}).get("head_only_on") == backbone
 
 
+def _default_is_final(default: Path, run_id: str, step: int) -> bool:
+    """Whether the bundled default is this run's checkpoint at `step` (not an interim export of the same run)."""
+    from ccnet.checkpoint import read_metadata
+
+    if not default.with_suffix(".json").is_file():
+        return False
+    bundled = read_metadata(default)
+    return (bundled.get("training") or {}).get("run_id") == run_id and bundled.get("step") == step
+
+
+def interim() -> Path:
+    """Bundle the run's latest `last` checkpoint as the default before the schedule ends (its card says so);
+    `finish` replaces it with the final one."""
+    from .export import export_run
+
+    last = RUN / "last"
+    if not last.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"{last}.json is missing: resume the campaign until it has saved once")
+    export_run(RUN, CHECKPOINTS / NAME, which="last", half=True, make_default=True)
+    return CHECKPOINTS / NAME
+
+
 def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterations: int | None = None) -> bool:
     """Bundle the finished campaign and train and bundle the heads; True once everything is done."""
     from ccnet.checkpoint import read_metadata
@@ -180,8 +203,7 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
     last = final_checkpoint(data_root)
     default = CHECKPOINTS / NAME
     run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
-    bundled = default.with_suffix(".json").is_file() and (read_metadata(default).get("training") or {}).get("run_id")
-    if bundled != run_id:
+    if not _default_is_final(default, run_id, read_metadata(last)["step"]):  # absent, another run's, or interim
         export_run(last.parent, default, which="last", half=True, make_default=True)
     features = cache_features(default, data_root)
     backbone = read_metadata(default)["save_id"]
@@ -257,7 +279,7 @@ def _train(arguments: list[str], max_minutes: float | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["start", "resume", "save", "status", "finish", "curve"])
+    parser.add_argument("action", choices=["start", "resume", "save", "status", "interim", "finish", "curve"])
     parser.add_argument("--data-root", help="CamVid root for `finish` ($CAMVID_ROOT)")
     parser.add_argument("--max-minutes", type=float, help="pause (state saved) after this many minutes of training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
@@ -278,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "finish":
         done = finish(args.max_minutes, args.data_root)
         print("campaign bundled, every head trained and bundled" if done else "finish paused: run it again")
+        return 0
+    if args.action == "interim":
+        print(f"bundled {interim().relative_to(ROOT)} (an interim checkpoint; `finish` replaces it)")
         return 0
     if args.action == "curve":
         folder = RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
