@@ -67,8 +67,10 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     train(config, run, show_progress=False, stop_at=3)  # validated at 3: an interim default
     with pytest.raises(ValueError, match="resume it before finishing"):
         campaign.finish(None, root, seeds=1, iterations=2)
-    assert read_metadata(campaign.interim())["step"] == 3
-    assert "an interim checkpoint" in card_rows(read_metadata(tmp_path / "checkpoints" / "camvid_r2"), 1.0)["Schedule"]
+    interim = campaign.interim()
+    assert interim.name == "camvid_r2_campaign" and read_index(tmp_path / "checkpoints")["default"] == interim.name
+    assert read_metadata(interim)["step"] == 3
+    assert "an interim checkpoint" in card_rows(read_metadata(interim), 1.0)["Schedule"]
     train(config, run, resume=True, show_progress=False)
     campaign.save(run, tmp_path / "repo" / "campaign")
     shutil.rmtree(run)  # a fresh clone: the committed state only, no last checkpoint
@@ -79,7 +81,8 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     assert len(records) == len(campaign.BUNDLED_HEADS) + 1  # every kind, r2 included
     index = read_index(tmp_path / "checkpoints")
     assert index["default"] == "camvid_r2"
-    assert read_metadata(tmp_path / "checkpoints" / "camvid_r2")["step"] == 4  # the interim one replaced
+    assert read_metadata(tmp_path / "checkpoints" / "camvid_r2")["step"] == 4
+    assert not interim.with_suffix(".json").exists()  # the interim checkpoint is gone, the final one default
     assert {m["name"] for m in index["models"]} == {"camvid_r2", *campaign.BUNDLED_HEADS.values()}
     video, metadata = load_checkpoint(tmp_path / "checkpoints" / "camvid_video_t5", device="cpu")
     assert video.frames == 5 and metadata["shared_backbone"]["checkpoint"] == "camvid_r2"

@@ -114,6 +114,7 @@ HEAD_RECORDS = ROOT / "results" / "camvid" / "heads"
 HEAD_RUNS = ROOT / "runs" / "heads"
 SEEDS = 5
 # head kind -> its bundled name (seed 0), stored beside the default and sharing its backbone
+INTERIM = f"{NAME}_campaign"  # the campaign's latest weights, bundled while it runs (`interim`)
 BUNDLED_HEADS = {
     "r0": "camvid_r0",
     "r1": "camvid_r1",
@@ -170,7 +171,7 @@ def _bundled(kind: str, backbone: str) -> bool:
 
 
 def _default_is_final(default: Path, run_id: str, step: int) -> bool:
-    """Whether the bundled default is this run's checkpoint at `step` (not an interim export of the same run)."""
+    """Whether the bundled default is this run's checkpoint at `step`."""
     from ccnet.checkpoint import read_metadata
 
     if not default.with_suffix(".json").is_file():
@@ -180,15 +181,24 @@ def _default_is_final(default: Path, run_id: str, step: int) -> bool:
 
 
 def interim() -> Path:
-    """Bundle the run's latest `last` checkpoint as the default before the schedule ends (its card says so);
-    `finish` replaces it with the final one."""
+    """Bundle the run's latest validated weights as `camvid_r2_campaign`, the default, before the schedule ends
+    (its card says it is interim). The models measured in results/ stay as they are, so the report, the
+    ablation and the atlas pages still describe the checkpoints they name; `finish` removes it."""
     from .export import export_run
 
     last = RUN / "last"
     if not last.with_suffix(".json").is_file():
-        raise FileNotFoundError(f"{last}.json is missing: resume the campaign until it has saved once")
-    export_run(RUN, CHECKPOINTS / NAME, which="last", half=True, make_default=True)
-    return CHECKPOINTS / NAME
+        raise FileNotFoundError(f"{last}.json is missing: resume the campaign until it has validated once")
+    export_run(RUN, CHECKPOINTS / INTERIM, which="last", half=True, make_default=True)
+    return CHECKPOINTS / INTERIM
+
+
+def _drop_interim() -> None:
+    from ccnet.checkpoint import write_index
+
+    for suffix in (".safetensors", ".json"):
+        (CHECKPOINTS / f"{INTERIM}{suffix}").unlink(missing_ok=True)
+    write_index(CHECKPOINTS)
 
 
 def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterations: int | None = None) -> bool:
@@ -203,8 +213,9 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
     last = final_checkpoint(data_root)
     default = CHECKPOINTS / NAME
     run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
-    if not _default_is_final(default, run_id, read_metadata(last)["step"]):  # absent, another run's, or interim
+    if not _default_is_final(default, run_id, read_metadata(last)["step"]):
         export_run(last.parent, default, which="last", half=True, make_default=True)
+    _drop_interim()
     features = cache_features(default, data_root)
     backbone = read_metadata(default)["save_id"]
     HEAD_RECORDS.mkdir(parents=True, exist_ok=True)
@@ -302,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         print("campaign bundled, every head trained and bundled" if done else "finish paused: run it again")
         return 0
     if args.action == "interim":
-        print(f"bundled {interim().relative_to(ROOT)} (an interim checkpoint; `finish` replaces it)")
+        print(f"bundled {interim().relative_to(ROOT)} as the default (interim; `finish` replaces it)")
         return 0
     if args.action == "curve":
         folder = RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
