@@ -12,12 +12,27 @@ from training.run_folder import read_metrics
 from training.train import train
 
 
+def test_the_committed_state_is_split_under_the_part_size_and_joins_back_exactly(camvid_factory, tmp_path, monkeypatch):
+    run, saved = tmp_path / "run", tmp_path / "saved"
+    train(tiny_training_config(camvid_factory()), run, show_progress=False, stop_at=4)
+    whole = (run / "state.pt").read_bytes()
+    monkeypatch.setattr(campaign, "PART_BYTES", len(whole) // 3 + 1)  # three parts
+    assert campaign.save(run, saved) == 4
+    parts = campaign.state_parts(saved)
+    assert len(parts) == 3 and all(p.stat().st_size <= campaign.PART_BYTES for p in parts)
+    monkeypatch.setattr(campaign, "PART_BYTES", len(whole))  # fewer parts next time: the stale ones go
+    campaign.save(run, saved)
+    assert len(campaign.state_parts(saved)) == 1 and not (saved / "state.pt").exists()
+    (run / "state.pt").unlink()
+    assert campaign.restore(run, saved) == 4 and (run / "state.pt").read_bytes() == whole
+
+
 def test_a_saved_campaign_resumes_on_a_fresh_machine_exactly(camvid_factory, tmp_path):
     config = tiny_training_config(camvid_factory())
     run, saved = tmp_path / "runs" / "campaign", tmp_path / "repo" / "campaign"
     train(config, run, show_progress=False, stop_at=4)
     assert campaign.save(run, saved) == 4
-    assert sorted(p.name for p in saved.iterdir()) == sorted(campaign.FILES)
+    assert sorted(p.name for p in saved.iterdir()) == sorted([*campaign.FILES, "state.pt.000"])
 
     shutil.rmtree(run)  # the next session's machine has only the repository
     assert campaign.restore(run, saved) == 4

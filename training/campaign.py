@@ -25,6 +25,7 @@ of the schedule is what gets exported.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import subprocess
@@ -42,13 +43,34 @@ NAME = "camvid_r2"
 CONFIG = ROOT / "training" / "configs" / "camvid_r2_campaign.yaml"
 SAVED = ROOT / "campaign" / NAME  # committed
 RUN = ROOT / "runs" / f"{NAME}_campaign"  # git-ignored working folder
-FILES = (CONFIG_FILE, RUN_FILE, METRICS_FILE, STATE_FILE)
+FILES = (CONFIG_FILE, RUN_FILE, METRICS_FILE)  # copied as they are; the state goes in parts (below)
+# The committed state is split into parts under 20 MB each (git hosts refuse or warn on larger files); the
+# run folder holds it whole, as the trainer writes and reads it.
+PART_BYTES = 15 * 2**20
+
+
+def state_parts(folder: Path) -> list[Path]:
+    """A committed folder's state parts, in order (state.pt.000, state.pt.001, ...)."""
+    return sorted(folder.glob(f"{STATE_FILE}.[0-9][0-9][0-9]"))
+
+
+def _state_bytes(folder: Path) -> bytes | None:
+    if (folder / STATE_FILE).is_file():
+        return (folder / STATE_FILE).read_bytes()
+    parts = state_parts(folder)
+    return b"".join(part.read_bytes() for part in parts) if parts else None
 
 
 def saved_step(folder: Path) -> int | None:
-    """The iteration a folder's state.pt has reached, or None without one."""
-    path = folder / STATE_FILE
-    return int(load_training_state(path)["step"]) if path.is_file() else None
+    """The iteration a folder's state (whole, or in committed parts) has reached, or None without one."""
+    data = _state_bytes(folder)
+    return None if data is None else int(load_training_state(io.BytesIO(data))["step"])
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
 
 
 def save(run: Path | None = None, saved: Path | None = None) -> int:
@@ -62,13 +84,17 @@ def save(run: Path | None = None, saved: Path | None = None) -> int:
         raise ValueError(f"{saved} holds step {previous}, ahead of {run} at {step}: not overwriting it")
     saved.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        temporary = saved / f".{name}.tmp"
         if name == METRICS_FILE:  # the trainer may be writing its last line: copy complete lines only
             text = (run / name).read_text()
-            temporary.write_text(text[: text.rfind("\n") + 1])
+            _write_atomically(saved / name, text[: text.rfind("\n") + 1].encode())
         else:
-            shutil.copy2(run / name, temporary)
-        temporary.replace(saved / name)
+            _write_atomically(saved / name, (run / name).read_bytes())
+    data = (run / STATE_FILE).read_bytes()
+    count = -(-len(data) // PART_BYTES)
+    for index in range(count):
+        _write_atomically(saved / f"{STATE_FILE}.{index:03d}", data[index * PART_BYTES : (index + 1) * PART_BYTES])
+    for stale in [*state_parts(saved)[count:], saved / STATE_FILE]:  # fewer parts than before; a whole file
+        stale.unlink(missing_ok=True)
     return step
 
 
@@ -83,6 +109,7 @@ def restore(run: Path | None = None, saved: Path | None = None) -> int | None:
     run.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copy2(saved / name, run / name)
+    _write_atomically(run / STATE_FILE, _state_bytes(saved))
     for stale in ("last", "best"):  # checkpoints of the older local state: never exported by mistake
         for suffix in (".safetensors", ".json"):
             (run / f"{stale}{suffix}").unlink(missing_ok=True)
