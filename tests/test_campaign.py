@@ -109,6 +109,16 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     assert campaign.finish(None, root, seeds=1, iterations=2) is True
     assert (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns == stamp  # bundled, not retrained
     assert load_checkpoint(tmp_path / "checkpoints" / "camvid_r1", device="cpu")[0].head.recurrence == 1
+    saved = tmp_path / "repo" / "campaign"  # committed: the final curve and a record, no resume state
+    assert campaign.finished_record(saved)["step"] == 4 and not campaign.state_parts(saved)
+    assert campaign.summary(saved)["validations"][-1]["step"] == 4
+    shutil.rmtree(run)  # a fresh clone of the finished campaign: finish goes on from the bundled default
+    assert campaign.finish(None, root, seeds=1, iterations=2) is True
+    assert (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns == stamp
+    monkeypatch.setattr(campaign, "SAVED", saved)
+    for action in ("start", "resume", "save"):  # nothing left to train: a clear refusal, the state untouched
+        assert campaign.main([action]) == 2
+    assert not run.exists()
 
 
 def test_the_learning_curve_is_drawn_from_the_state_folder(camvid_factory, tmp_path):

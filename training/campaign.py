@@ -13,8 +13,9 @@ git grows by one state per session), and the next session, on whatever machine i
     python -m training.campaign curve                      # docs/campaign_curve.png: val mIoU, lift, Pole vs steps
 
 `finish` is resumable too, step by step: export the run's last checkpoint as the default `checkpoints/camvid_r2`
-(float16), cache its backbone's features, train every head kind x 5 seeds (`training.heads`; each record lands
-in results/camvid/heads/ and is skipped next time), then bundle each kind's seed-0 head beside the default,
+(float16; the committed folder then keeps the final curve and ``finished.json`` instead of a resume state),
+cache its backbone's features, train every head kind x 5 seeds (`training.heads`; each record lands in
+results/camvid/heads/ and is skipped next time), then bundle each kind's seed-0 head beside the default,
 sharing its backbone (`checkpoints/camvid_r0`, ..., `camvid_r2_paper`, `camvid_video_t5`, `camvid_video_t1`).
 
 ``state.pt`` is the trainer's own exact resume state (model, optimiser, RNG states, step, best score; it loads
@@ -228,6 +229,31 @@ def _drop_interim() -> None:
     write_index(CHECKPOINTS)
 
 
+FINISHED = "finished.json"  # in the committed folder once the schedule has ended and the default is exported
+
+
+def finished_record(saved: Path | None = None) -> dict | None:
+    """What the committed folder says about the finished campaign (run, step, bundled checkpoint), or None."""
+    path = (saved or SAVED) / FINISHED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _mark_finished(default: Path) -> None:
+    """The schedule is over and its weights are the bundled default: commit the final curve and a record, and
+    drop the resume state (24 MB that nothing needs any more; git keeps the earlier ones)."""
+    from ccnet.checkpoint import read_metadata
+
+    metadata = read_metadata(default)
+    SAVED.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        _write_atomically(SAVED / name, (RUN / name).read_bytes())
+    record = {"run_id": json.loads((RUN / RUN_FILE).read_text())["run_id"], "step": metadata["step"],
+              "checkpoint": default.name, "save_id": metadata.get("save_id")}  # fmt: skip
+    _write_atomically(SAVED / FINISHED, (json.dumps(record, indent=2) + "\n").encode())
+    for part in [*state_parts(SAVED), SAVED / STATE_FILE]:
+        part.unlink(missing_ok=True)
+
+
 def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterations: int | None = None) -> bool:
     """Bundle the finished campaign and train and bundle the heads; True once everything is done."""
     from ccnet.checkpoint import read_metadata
@@ -237,11 +263,13 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
     from .heads import DEFAULTS, KINDS, train_head
 
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
-    last = final_checkpoint(data_root)
     default = CHECKPOINTS / NAME
-    run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
-    if not _default_is_final(default, run_id, read_metadata(last)["step"]):
-        export_run(last.parent, default, which="last", half=True, make_default=True)
+    if finished_record() is None:
+        last = final_checkpoint(data_root)
+        run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
+        if not _default_is_final(default, run_id, read_metadata(last)["step"]):
+            export_run(last.parent, default, which="last", half=True, make_default=True)
+        _mark_finished(default)
     _drop_interim()
     features = cache_features(default, data_root)
     backbone = read_metadata(default)["save_id"]
@@ -300,6 +328,13 @@ def draw_curve(folder: Path, path: Path) -> Path:
     return path
 
 
+def _latest_folder() -> Path:
+    """The folder with the furthest curve: the committed one once finished, else whichever state is ahead."""
+    if finished_record() is not None:
+        return SAVED
+    return RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
+
+
 def _train(arguments: list[str], max_minutes: float | None) -> int:
     command = [sys.executable, "-m", "training.train", "--out", str(RUN.relative_to(ROOT)), *arguments]
     if max_minutes:
@@ -323,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     args = parser.parse_args(argv)
     extra = ["--no-progress"] if args.no_progress else []
+    done = finished_record()
+    if done is not None and args.action in ("start", "resume", "save", "interim"):
+        print(f"error: the campaign finished at iteration {done['step']} and is bundled as "
+              f"checkpoints/{done['checkpoint']}: `finish` trains the heads on it", file=sys.stderr)  # fmt: skip
+        return 2
     if args.action == "start":
         if saved_step(SAVED) is not None or saved_step(RUN) is not None:
             print(f"error: the campaign has started already: use `resume` ({SAVED} or {RUN} holds a state)")
@@ -343,13 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundled {interim().relative_to(ROOT)} as the default (interim; `finish` replaces it)")
         return 0
     if args.action == "curve":
-        folder = RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
+        folder = _latest_folder()
         print(f"wrote {draw_curve(folder, CURVE)}")
         return 0
     if args.action == "save":
         print(f"saved iteration {save()} into {SAVED.relative_to(ROOT)}: commit it")
         return 0
-    folder = RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
+    folder = _latest_folder()
     if not (folder / CONFIG_FILE).is_file():
         print("the campaign has not started")
         return 0
