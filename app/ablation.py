@@ -227,9 +227,14 @@ def _sidecar_metrics(folder: Path, item: dict) -> dict:
 
 
 def model_label(model: dict) -> str:
+    """"R = 2 + CCL"; a head on the default's backbone says so, and the paper-recipe twin says whose losses."""
     loops = model["trained_recurrence"]
     label = "R = 0 (no attention)" if loops == 0 else f"R = {loops}"
-    return label + (" + CCL" if model["ccl"] else "")
+    label += " + CCL" if model["ccl"] else ""
+    kind = model.get("head_kind")
+    if kind == "r2_paper":
+        label += ", paper's losses"
+    return label + (", head" if kind else "")
 
 
 def _model_order(model: dict) -> tuple:

@@ -178,9 +178,9 @@ MODEL_KEYS = {"name", "trained_recurrence", "ccl", "seed", "mIoU", "per_class_io
 
 def test_schema_keys_and_types(made):
     summary = made[0]
-    assert set(summary) == {"dataset", "split", "generated", "generated_by", "classes", "models", "seeds", "costs",
-                            "paper_table2", "recipe_comparison", "mixed_precision", "from_scratch", "lift_sampling",
-                            "goals"}  # fmt: skip
+    assert set(summary) == {"dataset", "split", "default", "generated", "generated_by", "classes", "models", "seeds",
+                            "costs", "paper_table2", "recipe_comparison", "mixed_precision", "earlier_sets",
+                            "lift_sampling", "goals"}  # fmt: skip
     assert (summary["dataset"], summary["split"], summary["generated_by"]) == (
         "camvid",
         "val",
@@ -204,7 +204,9 @@ def test_schema_keys_and_types(made):
     for seed in summary["seeds"]:
         assert set(seed) == {"name", "seed", "best_val_mIoU", "lift", "gamma", "iterations"}
     assert summary["lift_sampling"] == {"cells_per_image": 16, "seed": 0, "blind": 1.0}
-    assert {g["goal"] for g in summary["goals"]} == {"r2_mean_val_mIoU", "lift_at_trained_recurrence", "ordering"}
+    assert [g["goal"] for g in summary["goals"]] == ["default_val_mIoU", "default_every_class", "default_gamma",
+                                                     "default_lift", "head_seeds", "head_r2_above_r0",
+                                                     "video_t5_above_t1"]  # fmt: skip
 
 
 def test_miou_equals_training_evaluate(made, setup):
@@ -449,17 +451,26 @@ def test_a_runs_precision_comes_from_its_config(tmp_path, config, device, expect
     assert report_records._amp_of(tmp_path, device) == expected
 
 
-def test_from_scratch_column_and_its_absence(made, setup, tmp_path):
+def test_earlier_sets_columns_and_their_absence(made, setup, tmp_path):
     summary, markdown, _ = made
-    assert summary["from_scratch"]["models"] == [
+    (scratch,) = summary["earlier_sets"]  # the fixture has the from-scratch set only
+    assert scratch["folder"] == "scratch_resnet18" and scratch["models"] == [
         {k: m[k] for k in ("name", "trained_recurrence", "ccl", "mIoU")} for m in SCRATCH["models"]
     ]
-    assert "from scratch, earlier set (seed 0) |" in markdown and "| 58.2 |" in markdown  # R = 2: 58.2
+    assert "| from scratch (ResNet-18) |" in markdown and "| 58.2 |" in markdown  # R = 2: 58.2
     assert all(s["best_val_mIoU"] < 0.9 for s in summary["seeds"])  # its run folders are not today's seeds
-    assert report_records.read_scratch_summary(tmp_path / "absent.json") is None
-    without = {**summary, "from_scratch": None}
+    assert report_records.read_earlier_set(tmp_path / "absent.json") is None
+    without = {**summary, "earlier_sets": []}
     assert "from scratch" not in "\n".join(report_markdown.seeds_table(without))
-    assert "not found" in report_markdown.scratch_note(without)[0]
+    assert "No earlier set" in report_markdown.earlier_sets_note(without)[0]
+    (tmp_path / "short_schedule").mkdir()
+    (tmp_path / "short_schedule" / "summary.json").write_text(json.dumps(SCRATCH))
+    (tmp_path / "scratch_resnet18").mkdir()
+    (tmp_path / "scratch_resnet18" / "summary.json").write_text("[not a summary")
+    with pytest.raises(report_records.ReportError, match="not a report summary"):
+        report_records.read_earlier_sets(tmp_path)
+    (tmp_path / "scratch_resnet18" / "summary.json").unlink()
+    assert [g["heading"] for g in report_records.read_earlier_sets(tmp_path)] == ["250-iteration set"]
 
 
 def test_float16_against_the_checkpoints_own_float32_val(made):
@@ -516,7 +527,7 @@ def test_markdown_is_marked_generated_and_carries_the_numbers(made):
     assert "python -m training.report" in markdown
     r2 = next(m for m in summary["models"] if m["name"] == "camvid_r2")
     assert f"{100 * r2['mIoU']:.1f}" in markdown
-    assert "R = 2 reaches >= 70 % mean val mIoU: not met" in markdown  # tiny random models are far below
+    assert "val mIoU >= 68: not met.**" in markdown  # tiny random models are far below
     assert "| RCCA R = 2 | 1.000 |" in markdown  # the learned gamma column, read from the weights
     assert f"| RCCA R = 2 | 1.000 | {r2['lift_at_recurrence']['1']:.2f} |" in markdown  # gamma, then lift per R
     assert "trained from an ImageNet-pretrained backbone, attention scale gamma starting at 1" in markdown
@@ -610,78 +621,68 @@ def test_readme_block_is_rewritten_between_its_markers(made):
     assert "| baseline (R = 0) |" in block and "n/a" in block and "(n = 1)" in block
 
 
-def _hand_summary(seed0: list[float], seed1: list[float] | None, lifts=None) -> dict:
-    """Models r0..r3 with the given seed-0 (bundled) and seed-1 scores; lifts of r1..r3 (None: not measured)."""
-    scores = {f"r{i}": value for i, value in enumerate(seed0)}
-    lifts = dict(zip(("r1", "r2", "r3"), lifts or (None,) * 3, strict=True))
+def _hand_summary(miou: float, classes: dict, gamma, lift, heads=()) -> dict:
+    """The default R = 2 model (and an R = 0 model) with the given numbers; head records as (kind, [mIoU])."""
     models = [
-        {"name": name, "trained_recurrence": int(name[-1]), "ccl": False, "mIoU": value, "params": 4_000_000,
-         "lift": lifts.get(name)}
-        for name, value in scores.items()
+        {"name": "camvid_r0", "trained_recurrence": 0, "ccl": False, "mIoU": 0.5, "per_class_iou": {}, "params": 1},
+        {"name": "camvid_r2", "trained_recurrence": 2, "ccl": False, "mIoU": miou, "per_class_iou": classes,
+         "gamma": gamma, "lift": lift, "params": 4_000_000},
     ]  # fmt: skip
-    seeds = [{"name": n, "seed": 0, "best_val_mIoU": v} for n, v in scores.items()]
-    seeds += [{"name": f"r{i}", "seed": 1, "best_val_mIoU": v} for i, v in enumerate(seed1 or [])]
-    return {"models": models, "seeds": seeds}
+    records = [{"kind": kind, "seed": seed, "mIoU": v} for kind, values in heads for seed, v in enumerate(values)]
+    summary = {"models": models, "seeds": [], "default": "camvid_r2"}
+    if records:
+        summary["heads"] = report_summary.head_summary(records)
+        summary["head_ordering"] = report_goals.head_ordering(summary["heads"])
+    return summary
+
+
+FIVE = (0.60, 0.61, 0.62, 0.61, 0.60)
 
 
 def test_goals_are_judged_from_the_numbers():
-    hand = _hand_summary([0.60, 0.65, 0.71, 0.72], [0.60, 0.66, 0.73, 0.74], (3.5, 4.0, 3.2))
+    heads = [(kind, FIVE) for kind in report_goals.HEAD_KINDS if kind not in ("r2", "video_t5")]
+    heads += [("r2", tuple(v + 0.05 for v in FIVE)), ("video_t5", tuple(v + 0.01 for v in FIVE))]
+    hand = _hand_summary(0.712, {"Sky": 0.9, "Pole": 0.214}, 0.84, 13.4, heads)
     met = report_markdown.goals_paragraph(hand)
     text = "\n".join(met)
-    assert met[0] == "## The issue's goals: met"
-    assert "70 % mean val mIoU: met.** RCCA R = 2: 72.0 % ± 1.0 (standard error)" in text
-    assert "n = 2 seeds (+2.0 points from the goal)" in text
-    assert "lift >= 3 at the trained R: met.** RCCA R = 1 3.50 (met); RCCA R = 2 4.00 (met)" in text
-    assert "R3 in seed means: met.** Mean ± standard error of the seeds' best val mIoU: 60.0 ± 0.0 / 65.5 ± 0.5" in text
-    assert "/ 72.0 ± 1.0 / 73.0 ± 1.0 (n = 2, 2, 2, 2)." in text
+    assert met[0] == "## The issues' goals: met"
+    assert "val mIoU >= 68: met.** 71.2 (+3.2 points from the goal" in text
+    assert "No class under 20% IoU: met.** Lowest: Pole 21.4." in text
+    assert "γ >= 0.3 (attention used): met.** γ = 0.840." in text and "at R = 2: met.** 13.40" in text
+    assert "5 seeds per kind: met.** Seeds recorded: r0 5, r1 5, r2 5" in text
+    assert "outside the 95% intervals: met.** Its interval lies wholly above (+5.0 points" in text
+    assert "T = 5 above T = 1 in the mean over seeds: met.** +1.0 points (n = 5 and 5" in text
 
 
 def test_goals_missed_say_by_how_much():
-    summary = _hand_summary([0.585, 0.582, 0.567, 0.595], [0.582, 0.590, 0.577, 0.584], (2.5, 4.0, 3.2))
+    heads = [("r0", FIVE), ("r2", (0.61, 0.60, 0.62, 0.60, 0.63)), ("video_t5", (0.6, 0.6)), ("video_t1", (0.61, 0.6))]
+    summary = _hand_summary(0.653, {"Sky": 0.9, "Pole": 0.184, "SignSymbol": 0.19}, 0.1, 2.5, heads)
     missed = report_markdown.goals_paragraph(summary)
     text = "\n".join(missed)
-    assert missed[0] == "## The issue's goals: not met"
-    assert "70 % mean val mIoU: not met.** RCCA R = 2: 57.2 %" in text and "(-12.8 points from the goal)" in text
-    assert "lift >= 3 at the trained R: not met.** RCCA R = 1 2.50 (not met, 0.50 short)" in text
-    assert "R3 in seed means: not met.**" in text
-    assert "RCCA R = 2 would have to be 1.4 points higher to pass RCCA R = 1." in text
-    lift = next(g for g in report_goals.judge_goals(summary) if g["goal"] == "lift_at_trained_recurrence")
-    assert (lift["model"], lift["met"], lift["margin"]) == ("r1", False, pytest.approx(-0.5))
-    order = next(g for g in report_goals.judge_goals(summary) if g["goal"] == "ordering")
-    assert order["met"] is False and [m["higher"] for m in order["misses"]] == ["RCCA R = 2"]
-    # d = 0.3, 0.8, 1.0, 1.1: pooled sd = sqrt(mean(d^2) / 2) = 0.606; 2 SE of a 2-seed mean difference = 1.21.
-    assert "differs by 0.3 to 1.1 points" in text and "standard deviation is 0.6 points" in text
-    assert "by up to about 1.2 points by chance" in text and "have means spanning 1.7 points" in text
-    assert "the models differ by more than seed noise" in text
-    noisy = report_markdown.goals_paragraph(_hand_summary([0.585, 0.582, 0.567, 0.595], [0.60, 0.56, 0.59, 0.57]))
-    assert "within seed noise" in "\n".join(noisy)
+    assert missed[0] == "## The issues' goals: not met"
+    assert "val mIoU >= 68: not met.** 65.3 (-2.7 points from the goal" in text
+    assert "Lowest: Pole 18.4; under the goal: Pole 18.4, SignSymbol 19.0." in text
+    assert "γ >= 0.3 (attention used): not met.**" in text and "at R = 2: not met.** 2.50" in text
+    assert "Seeds recorded: r0 5, r1 0, r2 5, r3 0" in text and "video_t5 2, video_t1 2" in text
+    assert "not met.** The intervals overlap: the seeds cannot tell them apart (+0.4" in text
+    assert "T = 1 in the mean over seeds: not met.** -0.5 points (n = 2 and 2" in text
+    goals = {g["goal"]: g for g in report_goals.judge_goals(summary)}
+    assert goals["default_val_mIoU"]["margin"] == pytest.approx(-0.027)
+    assert goals["default_every_class"]["below"] == {"Pole": 0.184, "SignSymbol": 0.19}
 
 
-def test_a_ccl_model_is_judged_against_its_loop_count_not_in_the_ordering():
-    """The loop-count models within noise of each other, R = 2 + CCL well above R = 2: both said, apart."""
-    summary = _hand_summary([0.450, 0.452, 0.451, 0.453], [0.452, 0.450, 0.453, 0.451])
-    summary["models"].append({"name": "r2_ccl", "trained_recurrence": 2, "ccl": True, "mIoU": 0.48, "params": 1})
-    summary["seeds"] += [{"name": "r2_ccl", "seed": s, "best_val_mIoU": v} for s, v in ((0, 0.480), (1, 0.482))]
-    text = "\n".join(report_markdown.goals_paragraph(summary))
-    assert "the 4 models without CCL with several seeds have means spanning 0.1 points" in text
-    assert "within seed noise: these runs neither confirm nor refute" in text
-    label = report_common.label_of(summary["models"][-1])
-    assert f"{label} is +2.9 points from RCCA R = 2: more than seed noise." in text
-
-
-def test_a_tiny_miss_is_printed_with_two_decimals():
-    goal = {"met": False, "means": [0.45, 0.4523, 0.4520, 0.46], "sems": [0.001] * 4, "n": [3] * 4,
-            "misses": [{"higher": "RCCA R = 2", "lower": "RCCA R = 1", "by": 0.0003}]}  # fmt: skip
-    assert "RCCA R = 2 would have to be 0.03 points higher to pass RCCA R = 1." in report_markdown._order_bullet(goal)
-
-
-def test_goals_with_one_seed_and_no_lift_say_so():
-    lines = report_markdown.goals_paragraph(_hand_summary([0.60, 0.65, 0.71, 0.72], None))
+def test_goals_not_measured_say_so():
+    lines = report_markdown.goals_paragraph(_hand_summary(0.70, {"Sky": 0.9}, None, None))
     text = "\n".join(lines)
-    assert lines[0] == "## The issue's goals: not all measured"  # the mIoU goals pass, the lift was not measured
-    assert "one seed (n = 1): no spread to read it against" in text
-    assert "60.0 (n = 1) / 65.0 (n = 1) / 71.0 (n = 1) / 72.0 (n = 1) (n = 1, 1, 1, 1)" in text
-    assert "RCCA R = 1 – (not measured)" in text and "No model has two seeds yet" in text
+    assert lines[0] == "## The issues' goals: not all measured"
+    assert "γ = –" in text and "at R = 2: not measured.** –" in text
+    assert "5 seeds per kind: not measured.**" in text and "R = 0 head, outside the 95% intervals: not measured" in text
+    assert "T = 1 in the mean over seeds: not measured** (no video head records)" in text
+    no_r2 = {"models": [{"name": "camvid_r0", "trained_recurrence": 0, "ccl": False, "mIoU": 0.5, "params": 1}],
+             "seeds": []}  # fmt: skip
+    assert "The default model's goals: not measured.** no R = 2 model is bundled." in "\n".join(
+        report_markdown.goals_paragraph(no_r2)
+    )
 
 
 def test_a_paper_run_stopped_early_is_compared_at_its_last_step():
@@ -696,3 +697,82 @@ def test_a_paper_run_stopped_early_is_compared_at_its_last_step():
     assert [(r["recipe"], r["iterations"], r["best_val_mIoU"], r["gamma"]) for r in rows] == [
         ("paper", 125, 0.40, 0.01), ("bundled", 125, 0.43, 0.97)
     ]  # fmt: skip
+
+
+def _save_bundled(folder: Path, name: str, loops: int, training: dict) -> None:
+    """A bundled checkpoint whose card (`training`) says how it was made: the campaign's run or a head."""
+    _save_model(folder, name, loops)
+    from ccnet.checkpoint import update_sidecar
+
+    update_sidecar(folder / name, {"training": training})
+
+
+@pytest.fixture(scope="module")
+def campaign_made(setup, tmp_path_factory):
+    """The report on a campaign-era set: the default from the campaign's own folder, two heads, old records moved."""
+    base = tmp_path_factory.mktemp("campaign_report")
+    checkpoints, records, folder = base / "checkpoints", base / "records", base / "campaign"
+    checkpoints.mkdir()
+    _save_bundled(checkpoints, "camvid_r2", 2, {"run_id": "campaign-1"})
+    _save_bundled(checkpoints, "camvid_r0", 0, {"head_only_on": "save-1", "head_kind": "r0"})
+    _save_bundled(checkpoints, "camvid_r2_paper", 2, {"head_only_on": "save-1"})  # kind known by its name
+    write_index(checkpoints, default="camvid_r2")
+    (records / "heads").mkdir(parents=True)
+    for kind, values in (("r0", (0.40, 0.41, 0.42)), ("r2", (0.45, 0.46, 0.47)), ("r2_paper", (0.43, 0.44))):
+        for seed, value in enumerate(values):
+            record = {"kind": kind, "seed": seed, "mIoU": value, "lift": None if kind == "r0" else 2.0,
+                      "gamma": None if kind == "r0" else 0.5, "iterations": 300, "seconds": 100.0 + seed}  # fmt: skip
+            (records / "heads" / f"{kind}_s{seed}.json").write_text(json.dumps(record))
+    _write_run(records / "camvid_r2_s0", 0, 0.30)  # an older run of the same name: the campaign replaces it
+    (records / "short_schedule").mkdir()
+    (records / "short_schedule" / "summary.json").write_text(json.dumps(SCRATCH))
+    folder.mkdir()
+    start = datetime.fromisoformat(CREATED).timestamp()
+    run = {"run_id": "campaign-1", "created": CREATED, "seed": 0, "device": "cpu", "resumed": [{"device": "cpu"}]}
+    (folder / "run.json").write_text(json.dumps(run))
+    (folder / "config.yaml").write_text("optim:\n  iterations: 20\n")
+    lines = [{"step": 10, "kind": "train", "images_per_s": 2.0, "time": start + 100},
+             {"step": 10, "kind": "val", "mIoU": 0.55, "lift": 3.0, GAMMA_KEY: 0.9, "time": start + 110,
+              "per_class_iou": {"Pole": 0.1}},
+             {"step": 20, "kind": "train", "images_per_s": 2.2, "time": start + 5000},  # after a pause
+             {"step": 20, "kind": "val", "mIoU": 0.6, "lift": 4.0, GAMMA_KEY: 0.8, "time": start + 5010,
+              "per_class_iou": {"Pole": 0.2}}]  # fmt: skip
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    original = report_constants.COST_INPUTS
+    report_constants.COST_INPUTS = SMALL_INPUTS
+    try:
+        argv = ["--checkpoints", str(checkpoints), "--records", str(records), "--campaign", str(folder),
+                "--data-root", str(setup["root"]), "--out", str(base / "RESULTS.md"),
+                "--summary", str(base / "summary.json"), "--readme", str(base / "none.md"),
+                "--no-progress"]  # fmt: skip
+        assert report_cli.main(argv) == 0
+    finally:
+        report_constants.COST_INPUTS = original
+    return json.loads((base / "summary.json").read_text()), (base / "RESULTS.md").read_text(), checkpoints
+
+
+def test_the_default_is_read_from_the_campaign_and_heads_from_their_records(campaign_made):
+    summary, markdown, checkpoints = campaign_made
+    models = {m["name"]: m for m in summary["models"]}
+    default = models["camvid_r2"]
+    assert "head_kind" not in default and default["val_mIoU_seeds"]["n"] == 1
+    assert default["val_mIoU_seeds"]["mean"] == 0.6  # the campaign's best val, not the older record's 0.30
+    assert default["train_seconds"] == pytest.approx(110 + 10)  # the pause between sessions left out
+    assert (models["camvid_r0"]["head_kind"], models["camvid_r2_paper"]["head_kind"]) == ("r0", "r2_paper")
+    assert models["camvid_r0"]["val_mIoU_seeds"]["n"] == 3 and models["camvid_r0"]["train_seconds"] == 100.0
+    assert models["camvid_r0"]["val_mIoU_seeds"]["mean"] == pytest.approx(0.41)
+    assert [(s["name"], s["seed"]) for s in summary["seeds"] if s.get("head")] == [
+        ("camvid_r0", 0), ("camvid_r0", 1), ("camvid_r0", 2), ("camvid_r2_paper", 0), ("camvid_r2_paper", 1)
+    ]  # fmt: skip
+    assert summary["campaign"]["step"] == 20 and summary["earlier_sets"][0]["heading"] == "250-iteration set"
+    goals = {g["goal"]: g for g in summary["goals"]}
+    assert goals["default_val_mIoU"]["model"] == "camvid_r2" and goals["head_seeds"]["met"] is False
+    assert goals["head_r2_above_r0"]["verdict"] == "above"  # 45-47 against 40-42 over three seeds each
+    assert "| R = 2, the paper's losses (γ from 0, no affinity loss), head |" in markdown
+    assert "| baseline (R = 0), head | 40.0 | 41.0 | 42.0 | 41.0 ± 1.0 |" in markdown
+    assert "| 250-iteration set |" in markdown and "python -m training.campaign finish" in markdown
+    assert "training/configs/camvid_r0.yaml" not in markdown and "python -m training.campaign start" in markdown
+    assert "runs resumed across sessions: camvid_r2 (2 sessions)" in markdown
+    assert "| 120 | 2.1 | cpu |" in markdown and "| 100 | – | – |" in markdown  # time, images/s, device
+    card = json.loads((checkpoints / "camvid_r0.json").read_text())["training"]
+    assert card["seeds"]["n"] == 3 and card["seeds"]["mean"] == pytest.approx(0.41)  # the app's model card

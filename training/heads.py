@@ -344,6 +344,7 @@ def train_head(
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     card = {
         "head_only_on": manifest["save_id"],
+        "head_kind": kind,
         "hours": seconds / 3600,
         "machines": [describe_machine()],
         "precisions": [precision.name],

@@ -13,10 +13,11 @@ full 360x480 frames, single scale), every model at R = 1, 2, 3 whatever its trai
 attention scale gamma (from the weights) and the class-balanced same-class lift at R = 1, 2, 3 (the same
 cells `training.attention_quality` samples), the attention atlas (the class-to-class attention matrix over
 every val cell at R = 1, 2, 3, from the same pass), parameters, FLOPs and memory increments of the attention
-module; from the committed records (results/camvid/<name>_s<seed>/): training time and images/s, every
-seed's best val mIoU and its last validation's lift and gamma, the paper-recipe comparison runs
-(<name>_paper_s<seed>/) and the bfloat16 ones (<name>_bf16_s<seed>/); the earlier from-scratch set from
-results/camvid/scratch_resnet18/summary.json.
+module; from the committed records: the default's own run (the campaign's folder, campaign/camvid_r2/: its
+training time, images/s and learning curve), the heads' records (results/camvid/heads/<kind>_s<seed>.json:
+every seed of each head, its interval), any end-to-end run folders (results/camvid/<name>_s<seed>/, with the
+paper-recipe <name>_paper_s<seed>/ and bfloat16 <name>_bf16_s<seed>/ comparisons), and the earlier bundled
+sets' frozen summaries (results/camvid/short_schedule/, results/camvid/scratch_resnet18/).
 The float32 reference for the float16 check is each checkpoint's own metadata (its run's val at the best
 step). The paper's figures are the one constant PAPER_TABLE2 below.
 """

@@ -17,18 +17,19 @@ from ccnet.datasets import DatasetError, find_dataset
 
 from ..model_card import annotate_from_summary
 from . import constants
-from .constants import BF16_VARIANT, COMMAND, SCRATCH_SUMMARY
+from .constants import BF16_VARIANT, COMMAND
 from .markdown import render_markdown, update_readme
 from .measure import attention_costs, evaluate_model
 from .records import (
     ReportError,
+    campaign_run,
     is_paper_recipe,
     is_variant,
     read_campaign,
     read_checkpoint_index,
+    read_earlier_sets,
     read_head_records,
     read_runs,
-    read_scratch_summary,
 )
 from .summary import ReportInputs, build_summary
 
@@ -90,7 +91,7 @@ def make_report(args: argparse.Namespace) -> dict:
     entries = [e for e in read_checkpoint_index(args.checkpoints) if not e.get("frames")]  # video: head records
     all_runs = read_runs(args.records)
     runs = [run for run in all_runs if not is_variant(run)]
-    scratch = read_scratch_summary(args.records / SCRATCH_SUMMARY)
+    earlier = read_earlier_sets(args.records)
     spec = find_dataset("camvid", args.data_root, args.split)  # fail early on a missing root
     total = len(entries) * len(spec.samples) + len(constants.COST_INPUTS)
     default = read_index(args.checkpoints).get("default")
@@ -108,11 +109,15 @@ def make_report(args: argparse.Namespace) -> dict:
         reference = next((m for m in models if m["name"] == default and m["trained_recurrence"] > 0), None)
         reference = reference or next((m for m in models if m["trained_recurrence"] > 0), models[0])
         costs = attention_costs(reference["_model_config"], device, bar.update)
+    campaign_record = campaign_run(args.campaign, models)
+    if campaign_record is not None:  # the default's own run: its folder, in place of any older seed-0 record
+        key = (campaign_record.name, campaign_record.seed)
+        runs = [run for run in runs if (run.name, run.seed) != key] + [campaign_record]
     recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
     precision_runs = [run for run in all_runs if run.name.endswith(BF16_VARIANT)]
     heads = read_head_records(args.records / "heads")
     campaign = read_campaign(args.campaign)
-    inputs = ReportInputs(models, runs, costs, default, recipe_runs, scratch, precision_runs, heads, campaign)
+    inputs = ReportInputs(models, runs, costs, default, recipe_runs, earlier, precision_runs, heads, campaign)
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
     atomic_write(args.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))

@@ -19,7 +19,11 @@ def seed_stats(values: Sequence[float]) -> dict:
     }
 
 
-ORDER_LABELS = ("baseline (R = 0)", "RCCA R = 1", "RCCA R = 2", "RCCA R = 3")
+HEAD_LABELS = {
+    "r0": "baseline (R = 0)", "r1": "RCCA R = 1", "r2": "RCCA R = 2", "r3": "RCCA R = 3",
+    "r2_ccl": "RCCA R = 2 + CCL", "r2_paper": "R = 2, the paper's losses (γ from 0, no affinity loss)",
+    "video_t5": "video, T = 5 (3D RCCA, R = 3)", "video_t1": "video, T = 1 (R = 3)",
+}  # fmt: skip
 
 
 def model_stats(summary: dict, model: dict) -> dict:
@@ -37,6 +41,10 @@ def num(value: float | None, spec: str) -> str:
 
 
 def label_of(model: dict) -> str:
+    """The model in words; a head on the campaign's backbone says so (the default's R = 2 is end to end)."""
+    kind = model.get("head_kind")
+    if kind is not None:
+        return f"{HEAD_LABELS.get(kind, kind)}, head"
     if model["trained_recurrence"] == 0:
         return "baseline (R = 0)"
     return f"RCCA R = {model['trained_recurrence']}" + (" + CCL" if model["ccl"] else "")

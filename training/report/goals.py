@@ -1,61 +1,65 @@
-"""Judging the issue's goals against the summary."""
+"""Judging the issues' goals against the summary: the default model's (issue #22), the heads' (#22) and the
+video heads' (#23)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from .constants import GOAL_CLASS_IOU, GOAL_DEFAULT_MIOU, GOAL_GAMMA, GOAL_HEAD_SEEDS, GOAL_LIFT
 
-from .common import ORDER_LABELS, label_of, model_stats
-from .constants import GOAL_LIFT, GOAL_R2_MIOU
+# Head kinds the issues ask for (training.heads.KINDS); each needs GOAL_HEAD_SEEDS seeds.
+HEAD_KINDS = ("r0", "r1", "r2", "r3", "r2_ccl", "r2_paper", "video_t5", "video_t1")
 
 
 def judge_goals(summary: dict) -> list[dict]:
-    """Issue #13's goals: each {"goal", "target", "value", "met" (None: not measured), "margin", ...}."""
-    goals = []
-    r2 = r2_model(summary)
-    if r2 is not None:
-        stats = model_stats(summary, r2)
-        goals.append({"goal": "r2_mean_val_mIoU", "model": r2["name"], "target": GOAL_R2_MIOU, "value": stats["mean"],
-                      "n": stats["n"], "sem": stats["sem"], "met": stats["mean"] >= GOAL_R2_MIOU,
-                      "margin": stats["mean"] - GOAL_R2_MIOU})  # fmt: skip
-    for model in (m for m in summary["models"] if m["trained_recurrence"] > 0):
-        lift = model.get("lift")
-        goals.append({"goal": "lift_at_trained_recurrence", "model": model["name"], "target": GOAL_LIFT,
-                      "value": lift, "met": None if lift is None else lift >= GOAL_LIFT,
-                      "margin": None if lift is None else lift - GOAL_LIFT})  # fmt: skip
-    order = _ordered_models(summary)
-    if not all(order):  # the ordering needs all four models: say which are missing rather than drop the goal
-        missing = [label for label, m in zip(ORDER_LABELS, order, strict=True) if m is None]
-        goals.append({"goal": "ordering", "met": None, "missing": missing})
-    else:
-        stats = [model_stats(summary, m) for m in order]
-        means = [s["mean"] for s in stats]
-        goals.append({"goal": "ordering", "models": [m["name"] for m in order], "means": means,
-                      "sems": [s["sem"] for s in stats], "n": [s["n"] for s in stats], "met": _in_order(means),
-                      "misses": _order_misses(means)})  # fmt: skip
+    """Each goal: {"goal", "target", "value", "met" (None: not measured), "margin", ...}."""
+    goals = _default_goals(summary)
+    heads = summary.get("heads") or []
+    counts = {kind: next((h["n"] for h in heads if h["kind"] == kind), 0) for kind in HEAD_KINDS}
+    goals.append({"goal": "head_seeds", "target": GOAL_HEAD_SEEDS, "value": counts,
+                  "met": None if not heads else all(n >= GOAL_HEAD_SEEDS for n in counts.values())})  # fmt: skip
+    pair = next((p for p in summary.get("head_ordering") or [] if (p["lower"], p["higher"]) == ("r0", "r2")), None)
+    goals.append({"goal": "head_r2_above_r0", "verdict": None if pair is None else pair["verdict"],
+                  "difference": None if pair is None else pair["difference"],
+                  "met": None if pair is None else pair["verdict"] == "above"})  # fmt: skip
+    by_kind = {h["kind"]: h for h in heads}
+    t5, t1 = by_kind.get("video_t5"), by_kind.get("video_t1")
+    difference = None if t5 is None or t1 is None else t5["mean"] - t1["mean"]
+    goals.append({"goal": "video_t5_above_t1", "difference": difference,
+                  "n": None if difference is None else [t5["n"], t1["n"]],
+                  "met": None if difference is None else difference > 0})  # fmt: skip
     return goals
 
 
+def default_model(summary: dict) -> dict | None:
+    """The bundled default if it is an R = 2 model trained end to end; else the first such model."""
+    candidates = [m for m in summary["models"] if m["trained_recurrence"] == 2 and not m["ccl"]]
+    candidates = [m for m in candidates if not m.get("head_only_on")] or candidates
+    return next((m for m in candidates if m["name"] == summary.get("default")), candidates[0] if candidates else None)
+
+
 def r2_model(summary: dict) -> dict | None:
-    return next((m for m in summary["models"] if m["trained_recurrence"] == 2 and not m["ccl"]), None)
+    return default_model(summary)
 
 
-def _ordered_models(summary: dict) -> list[dict | None]:
-    by_label = {label_of(m): m for m in summary["models"]}
-    return [by_label.get(label) for label in ORDER_LABELS]
-
-
-def _in_order(values: Sequence[float]) -> bool:
-    return values[0] < values[1] < values[2] <= values[3]
-
-
-def _order_misses(means: Sequence[float]) -> list[dict]:
-    """Each step of baseline < R1 < R2 <= R3 that fails, with the shortfall (how much higher it had to be)."""
-    misses = []
-    for index, strict in ((1, True), (2, True), (3, False)):
-        below, above = means[index - 1], means[index]
-        if above < below or (strict and above == below):
-            misses.append({"lower": ORDER_LABELS[index - 1], "higher": ORDER_LABELS[index], "by": below - above})
-    return misses
+def _default_goals(summary: dict) -> list[dict]:
+    model = default_model(summary)
+    if model is None:
+        return [{"goal": "default", "met": None, "missing": "no R = 2 model is bundled"}]
+    name = model["name"]
+    ious = {k: v for k, v in model["per_class_iou"].items() if v is not None}
+    lowest = min(ious, key=ious.get) if ious else None
+    below = {k: v for k, v in ious.items() if v < GOAL_CLASS_IOU}
+    gamma, lift = model.get("gamma"), model.get("lift")
+    return [
+        {"goal": "default_val_mIoU", "model": name, "target": GOAL_DEFAULT_MIOU, "value": model["mIoU"],
+         "met": model["mIoU"] >= GOAL_DEFAULT_MIOU, "margin": model["mIoU"] - GOAL_DEFAULT_MIOU},
+        {"goal": "default_every_class", "model": name, "target": GOAL_CLASS_IOU,
+         "value": None if lowest is None else ious[lowest], "class": lowest, "below": below,
+         "met": None if lowest is None else not below},
+        {"goal": "default_gamma", "model": name, "target": GOAL_GAMMA, "value": gamma,
+         "met": None if gamma is None else gamma >= GOAL_GAMMA},
+        {"goal": "default_lift", "model": name, "target": GOAL_LIFT, "value": lift,
+         "met": None if lift is None else lift >= GOAL_LIFT},
+    ]  # fmt: skip
 
 
 # Pairs the issue judges from the heads' intervals: (lower kind, higher kind, "<" or "<=").

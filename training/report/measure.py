@@ -180,7 +180,21 @@ def evaluate_model(entry: dict, folder: Path, data_root, split: str, device, adv
         "_model_config": dict(metadata["model_config"]),
         "_train_config": dict(metadata.get("train_config") or {}),
         "_head_only_on": (metadata.get("training") or {}).get("head_only_on"),
+        "_head_kind": head_kind(entry["name"], metadata),
+        "_run_id": (metadata.get("training") or {}).get("run_id"),
     }
+
+
+def head_kind(name: str, metadata: dict) -> str | None:
+    """Which head kind (training.heads.KINDS) a bundled head is: its card says so; heads bundled before it did
+    are known by their bundled name. None for a model trained end to end."""
+    training = metadata.get("training") or {}
+    if not training.get("head_only_on"):
+        return None
+    from ..campaign import BUNDLED_HEADS
+
+    by_name = {bundled: kind for kind, bundled in BUNDLED_HEADS.items()}
+    return training.get("head_kind") or by_name.get(name)
 
 
 def attention_entry(model: torch.nn.Module, lifts: dict[int, dict], trained: int) -> dict:

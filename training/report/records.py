@@ -14,7 +14,7 @@ import yaml
 from ccnet.checkpoint import CheckpointError, read_index
 
 from ..run_folder import read_metrics
-from .constants import PAPER_RECIPE, RUN_FOLDER, VARIANTS
+from .constants import EARLIER_SETS, PAPER_RECIPE, RUN_FOLDER, VARIANTS
 
 
 class ReportError(Exception):
@@ -64,8 +64,18 @@ def _gamma_of(record: dict) -> float | None:
     return next((finite(v) for k, v in record.items() if k.startswith("gamma/")), None)
 
 
-def read_run(folder: Path) -> RunRecord:
-    """Best val mIoU, wall-clock training time, median images/s, last lift and gamma of one run folder."""
+PAUSE_S = 600  # a gap between log lines longer than this is a pause between sessions, not training
+
+
+def active_seconds(started: float, times: list[float]) -> float:
+    """Wall clock from the start to the last log line, pauses between sessions left out (one session: all of it)."""
+    points = [started, *times]
+    return float(sum(b - a for a, b in zip(points, points[1:], strict=False) if 0 < b - a < PAUSE_S))
+
+
+def read_run(folder: Path, name: str | None = None) -> RunRecord:
+    """Best val mIoU, training time (wall clock, validation included, pauses between sessions left out), median
+    images/s, last lift and gamma of one run folder; `name` for a folder not named <name>_s<seed> (the campaign)."""
     run_file = folder / "run.json"
     records = read_metrics(folder)
     if not run_file.is_file() or not records:
@@ -77,10 +87,10 @@ def read_run(folder: Path) -> RunRecord:
         raise ReportError(f"{folder}/metrics.jsonl has no train or no val records: was the run finished?")
     started = datetime.fromisoformat(run["created"]).timestamp()
     return RunRecord(
-        name=RUN_FOLDER.match(folder.name)["name"],
+        name=name or RUN_FOLDER.match(folder.name)["name"],
         seed=int(run["seed"]),
         best_val_miou=float(max(r["mIoU"] for r in val)),
-        train_seconds=float(records[-1]["time"] - started),  # wall clock, validation included
+        train_seconds=active_seconds(started, [r["time"] for r in records]),
         images_per_s=float(statistics.median(r["images_per_s"] for r in train)),
         device=str(run["device"]),
         iterations=int(max(r["step"] for r in records)),
@@ -113,15 +123,24 @@ def _amp_of(folder: Path, device: str) -> str:
 
 
 def read_runs(records: Path) -> list[RunRecord]:
-    """Every <name>_s<seed> run folder directly under `records` (the earlier set lives in a subfolder)."""
+    """Every <name>_s<seed> run folder directly under `records` (earlier sets live in subfolders; the campaign's
+    run is read from its own folder, heads from records/heads/)."""
     if not records.is_dir():
         raise ReportError(f"records folder {records} does not exist: pass --records FOLDER (e.g. results/camvid)")
-    runs = [
+    return [
         read_run(folder) for folder in sorted(records.iterdir()) if folder.is_dir() and RUN_FOLDER.match(folder.name)
     ]
-    if not runs:
-        raise ReportError(f"no run folders NAME_s<seed> in {records}")
-    return runs
+
+
+def campaign_run(folder: Path, models: list[dict]) -> RunRecord | None:
+    """The campaign's run record, named after the bundled model whose weights it trained (its run id), or None
+    when no bundled model came from it (an interim checkpoint is left out of the report)."""
+    run_file = folder / "run.json"
+    if not run_file.is_file() or not (folder / "metrics.jsonl").is_file():
+        return None
+    run_id = json.loads(run_file.read_text()).get("run_id")
+    model = next((m for m in models if run_id and m.get("_run_id") == run_id and not m.get("_head_only_on")), None)
+    return None if model is None else read_run(folder, name=model["name"])
 
 
 def is_paper_recipe(run: RunRecord) -> bool:
@@ -133,8 +152,8 @@ def is_variant(run: RunRecord) -> bool:
     return run.name.endswith(VARIANTS)
 
 
-def read_scratch_summary(path: Path) -> dict | None:
-    """{"source", "models": [{name, trained_recurrence, ccl, mIoU}]} of the earlier set; None when absent."""
+def read_earlier_set(path: Path) -> dict | None:
+    """{"source", "models": [{name, trained_recurrence, ccl, mIoU}]} of an earlier set's summary; None when absent."""
     if not path.is_file():
         return None  # optional: a checkout without the earlier records still gets its report
     try:
@@ -145,6 +164,16 @@ def read_scratch_summary(path: Path) -> dict | None:
     except (ValueError, KeyError, TypeError) as error:
         raise ReportError(f"{path} is not a report summary ({error}): restore it or remove it") from error
     return {"source": str(path), "models": models}
+
+
+def read_earlier_sets(records: Path) -> list[dict]:
+    """Every earlier set of EARLIER_SETS found under `records`: {"folder", "heading", "about", "source", "models"}."""
+    sets = []
+    for folder, heading, about in EARLIER_SETS:
+        found = read_earlier_set(records / folder / "summary.json")
+        if found is not None:
+            sets.append({"folder": folder, "heading": heading, "about": about, **found})
+    return sets
 
 
 def read_head_records(folder: Path) -> list[dict]:

@@ -19,7 +19,7 @@ class ReportInputs:
     costs: list[dict]
     default: str | None = None
     recipe_runs: list[RunRecord] = field(default_factory=list)  # the paper-recipe comparison records
-    scratch: dict | None = None  # the earlier from-scratch set (read_scratch_summary)
+    earlier: list[dict] = field(default_factory=list)  # earlier bundled sets (records.read_earlier_sets)
     precision_runs: list[RunRecord] = field(default_factory=list)  # the bfloat16 comparison records
     heads: list[dict] = field(default_factory=list)  # training.heads records (results/camvid/heads/)
     campaign: dict | None = None  # the campaign's learning curve (records.read_campaign)
@@ -35,8 +35,14 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         public = {key: value for key, value in model.items() if not key.startswith("_")}
         head_of = model.get("_head_only_on") or model.get("head_only_on")  # the latter from --reuse
         if run is None and head_of:  # a head on the campaign's backbone: its seeds are the heads' records
-            models.append({**public, "head_only_on": head_of, "train_seconds": None,
-                           "images_per_s": None, "train_device": None, "val_mIoU_seeds": seed_stats([])})  # fmt: skip
+            kind = model.get("_head_kind") or model.get("head_kind")
+            records = [r for r in inputs.heads if kind is not None and r["kind"] == kind]
+            seeds += [_head_seed_entry(model["name"], record) for record in records]
+            own = next((r for r in records if r["seed"] == model["seed"]), None)
+            values = [r["mIoU"] for r in records]
+            models.append({**public, "head_only_on": head_of, "head_kind": kind,
+                           "train_seconds": None if own is None else own.get("seconds"), "images_per_s": None,
+                           "train_device": None, "val_mIoU_seeds": seed_stats(values)})  # fmt: skip
             continue
         if run is None:
             raise ReportError(f"no training record {model['name']}_s{model['seed']} for checkpoint {model['name']}")
@@ -46,6 +52,7 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
     summary = {
         "dataset": "camvid",
         "split": "val",
+        "default": inputs.default,
         "generated": generated,
         "generated_by": COMMAND,
         "classes": inputs.models[0]["_class_names"],
@@ -55,21 +62,27 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         "paper_table2": [dict(row) for row in PAPER_TABLE2],
         "recipe_comparison": recipe_rows(models, inputs.runs, inputs.recipe_runs),
         "mixed_precision": precision_comparison(models, inputs.runs, inputs.precision_runs),
-        "from_scratch": inputs.scratch,
+        "earlier_sets": inputs.earlier,
         "lift_sampling": {"cells_per_image": DEFAULT_CELLS_PER_IMAGE, "seed": LIFT_SEED, "blind": BLIND_LIFT},
     }
-    summary["goals"] = judge_goals(summary)
     if inputs.heads:
         summary["heads"] = head_summary(inputs.heads)
         summary["head_ordering"] = head_ordering(summary["heads"])
     if inputs.campaign is not None:
         summary["campaign"] = inputs.campaign
+    summary["goals"] = judge_goals(summary)
     return summary
 
 
 def _seed_entry(run: RunRecord) -> dict:
     return {"name": run.name, "seed": run.seed, "best_val_mIoU": run.best_val_miou, "lift": run.final_lift,
             "gamma": run.final_gamma, "iterations": run.iterations}  # fmt: skip
+
+
+def _head_seed_entry(name: str, record: dict) -> dict:
+    """A head's record as a seed of the bundled model of its kind (its val mIoU after its schedule)."""
+    return {"name": name, "seed": record["seed"], "best_val_mIoU": record["mIoU"], "lift": record.get("lift"),
+            "gamma": record.get("gamma"), "iterations": record.get("iterations"), "head": True}  # fmt: skip
 
 
 def recipe_rows(models: list[dict], runs: list[RunRecord], recipe_runs: list[RunRecord]) -> list[dict]:
