@@ -285,3 +285,14 @@ def test_the_page_draws_the_heads_and_reads_the_intervals(monkeypatch, tmp_path)
     assert len(app.get("plotly_chart")) == 6  # the five charts and the heads
     caption = next(c.value for c in app.caption if "95% t-interval" in c.value)
     assert "R = 2 vs R = 0: above (+10.0 points)" in caption and "R = 3 vs R = 2: overlap" in caption
+
+
+def test_a_head_and_the_paper_twin_are_told_apart_from_the_default():
+    from app.ablation import model_label
+
+    default = {"trained_recurrence": 2, "ccl": False}
+    paper = {"trained_recurrence": 2, "ccl": False, "head_kind": "r2_paper"}
+    ccl = {"trained_recurrence": 2, "ccl": True, "head_kind": "r2_ccl"}
+    labels = [model_label(default), model_label(paper), model_label(ccl), model_label({**default, "head_kind": "r2"})]
+    assert labels == ["R = 2", "R = 2, paper's losses, head", "R = 2 + CCL, head", "R = 2, head"]
+    assert model_label({"trained_recurrence": 0, "ccl": False}) == "R = 0 (no attention)"
