@@ -384,7 +384,7 @@ def mixed_precision_table(summary: dict) -> list[str]:
     lines += ["", "Records `results/camvid/<model>_bf16_s<seed>/` (`--set train.amp=bfloat16 --set "
               "train.channels_last=false`, otherwise the bundled config; bfloat16 with channels-last diverged on "
               "a CPU whose depthwise kernels get it wrong, where the trainer now refuses it after a probe, "
-              "`results/camvid/bf16_channels_last_diverged/`). images/s comes from the "
+              "`results/camvid/short_schedule/bf16_channels_last_diverged/`). images/s comes from the "
               "training logs of runs that shared the machine with other work; the controlled speed ratio is "
               "`benchmarks/bench_training_throughput.py`'s (docs/BENCHMARKS.md, section 7).", ""]  # fmt: skip
     return lines
