@@ -1,7 +1,7 @@
 """Compare training runs step by step: val mIoU, the attention scale gamma and the same-class lift at each
 validation (the lift: 1 = blind to class; "-" where a run did not log it).
 
-    python -m training.compare results/camvid/short_schedule/camvid_r2_s0 results/camvid/short_schedule/camvid_r2_paper_s0
+    python -m training.compare runs/camvid_r2 runs/camvid_r2_paper
     python -m training.compare runs/a runs/b --every 500
 
 Reads each run folder's metrics.jsonl (a live run too) and prints one markdown table: a row per validation

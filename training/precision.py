@@ -7,8 +7,9 @@ Two facts about the CPU decide it, and both differ between machines of the same 
   flags, which is what oneDNN itself dispatches on.
 - **Is the bfloat16 depthwise weight gradient right in channels-last?** On some CPUs (oneDNN's AVX-512 kernels)
   it is off by 63-71% of its largest value for the dilated MobileNetV2's depthwise convolutions, and training
-  diverges (results/camvid/short_schedule/bf16_channels_last_diverged/); on others (AVX2 kernels, e.g. ``ONEDNN_MAX_CPU_ISA=AVX2``)
-  it is right. Probed once per process by ``bf16_channels_last_depthwise_error``: one small convolution.
+  diverges (results/camvid/short_schedule/bf16_channels_last_diverged/); on others (AVX2 kernels, e.g.
+  ``ONEDNN_MAX_CPU_ISA=AVX2``) it is right. Probed once per process by ``bf16_channels_last_depthwise_error``:
+  one small convolution.
 
 ``resolve_precision`` turns ``train.amp`` / ``train.channels_last`` (either may be ``"auto"``) into what a
 run uses, with the reason, and refuses only combinations the probe finds wrong here.
