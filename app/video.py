@@ -31,6 +31,7 @@ from app.render import COLORMAPS
 from app.resources import cached_examples, cached_model, shared_cache
 from app.settings import Settings, SettingsError
 from app.shareable import VIDEO_URL_POINT_KEY, keep_if_valid, restore_video_from_url, write_video_to_url
+from ccnet.backbones import BackboneFeatures
 from ccnet.preprocess import normalize_image
 from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
 from ccnet.sequences import CAMVID_ORDER, centred_windows, clip_plan
@@ -136,17 +137,47 @@ def clip_from_example(example_set: ExampleSet, index: int, needed: int, max_side
     )
 
 
+FRAME_FEATURES = "video-frame"  # shared-cache key prefix: one frame's backbone features under one model save
+
+
+def _feature_bytes(features: BackboneFeatures) -> int:
+    return sum(t.numel() * t.element_size() for t in features if t is not None)
+
+
+def _frame_features(features: BackboneFeatures, index: int) -> BackboneFeatures:
+    """Frame `index` of a batch of features, copied (a view would keep the whole batch alive in the cache)."""
+    return BackboneFeatures(*(None if t is None else t[index : index + 1].clone() for t in features))
+
+
 @torch.inference_mode()
-def decode_clip(loaded: LoadedModel, clip: Clip, loops: int = max(LOOP_COUNTS)) -> ClipDecode:
-    """The backbone once per frame, the head once at `loops` (and once more at the trained R if it differs)."""
-    metadata = loaded.metadata
-    images = torch.stack([normalize_image(f.rgb, metadata["mean"], metadata["std"]) for f in clip.frames])
-    # (T, 3, H, W) stored channels-last: float32 convolutions take oneDNN's faster path (1.5x for the backbone on
-    # 5 frames here, benchmarks/bench_video.py), with the same float32 arithmetic.
-    images = images.to(loaded.device).contiguous(memory_format=torch.channels_last)
+def encode_clip(loaded: LoadedModel, clip: Clip, cache=None) -> BackboneFeatures:
+    """The backbone's features of every frame of the clip (T, ...); with `cache`, frames seen before (stepping
+    along a sequence shares T - 1 frames with the previous clip) are taken from it and only the others run."""
+    keys = [(FRAME_FEATURES, frame.digest, loaded.cache_id) for frame in clip.frames]
+    found = [None if cache is None else cache.get(key) for key in keys]
+    missing = [i for i, features in enumerate(found) if features is None]
+    if missing:
+        metadata = loaded.metadata
+        images = torch.stack([normalize_image(clip.frames[i].rgb, metadata["mean"], metadata["std"]) for i in missing])
+        # (n, 3, H, W) stored channels-last: float32 convolutions take oneDNN's faster path (1.5x for the backbone
+        # on 5 frames here, benchmarks/bench_video.py), with the same float32 arithmetic.
+        images = images.to(loaded.device).contiguous(memory_format=torch.channels_last)
+        with loaded.lock:
+            computed = loaded.model.encode(images)
+        for position, i in enumerate(missing):
+            found[i] = _frame_features(computed, position)
+            if cache is not None:
+                cache.put(keys[i], found[i], _feature_bytes(found[i]))
+    return BackboneFeatures(*(None if parts[0] is None else torch.cat(parts) for parts in zip(*found, strict=True)))
+
+
+@torch.inference_mode()
+def decode_clip(loaded: LoadedModel, clip: Clip, loops: int = max(LOOP_COUNTS), cache=None) -> ClipDecode:
+    """The backbone once per frame (not again for frames `cache` holds), the head once at `loops` (and once more
+    at the trained R if it differs)."""
     trained = max(loaded.trained_recurrence, 0)
+    features = encode_clip(loaded, clip, cache)
     with loaded.lock:
-        features = loaded.model.encode(images)
         output = loaded.model.decode(features, clip.size, recurrence=loops, return_attention=True)
         if trained != loops:
             output = output._replace(logits=loaded.model.decode(features, clip.size, recurrence=trained).logits)
@@ -156,11 +187,12 @@ def decode_clip(loaded: LoadedModel, clip: Clip, loops: int = max(LOOP_COUNTS)) 
 
 
 def cached_clip_decode(loaded: LoadedModel, clip: Clip, cache) -> ClipDecode:
-    """decode_clip once per (clip, model save): a click only composes maps (the explorer's shared cache)."""
+    """decode_clip once per (clip, model save): a click only composes maps (the explorer's shared cache); a new
+    clip runs the backbone only on the frames the cache does not hold."""
     key = ("video", clip.digest, loaded.cache_id)
     decode = cache.get(key)
     if decode is None:
-        decode = decode_clip(loaded, clip)
+        decode = decode_clip(loaded, clip, cache=cache)
         cache.put(key, decode, decode.nbytes)
     return decode
 

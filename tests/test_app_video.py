@@ -206,4 +206,30 @@ def test_a_click_reuses_the_clips_decode(checkpoints):
     clip = Clip([decode_image(data, name=name) for name, data in files], [n for n, _ in files], None, None)
     cache = BoundedCache(2**30)
     first = cached_clip_decode(loaded, clip, cache)
-    assert cached_clip_decode(loaded, clip, cache) is first and cache.hits == 1 and cache.nbytes == first.nbytes
+    hits = cache.hits
+    assert cached_clip_decode(loaded, clip, cache) is first and cache.hits == hits + 1
+    assert ("video", clip.digest, loaded.cache_id) in cache  # beside each frame's backbone features
+
+
+def test_stepping_one_frame_along_runs_the_backbone_on_the_new_frame_only(checkpoints):
+    """A clip sharing T - 1 frames with one seen before: only the new frame goes through the backbone, and the
+    decode equals a decode from scratch (the cached features are the same features)."""
+    from app.explorer import BoundedCache
+    from app.video import cached_clip_decode
+
+    loaded = load_model(checkpoints / "tiny_video.safetensors", torch.device("cpu"))
+    images = [decode_image(image_bytes(street_rgb(96, 128, seed=i)), name=f"f{i}.png") for i in range(FRAMES + 1)]
+    first, stepped = (Clip(images[i : i + FRAMES], [f"f{j}" for j in range(i, i + FRAMES)], None, None) for i in (0, 1))
+    encoded: list[int] = []  # frames per backbone call
+    encode = loaded.model.encode
+    loaded.model.encode = lambda batch: encoded.append(len(batch)) or encode(batch)
+    cache = BoundedCache(2**30)
+    cached_clip_decode(loaded, first, cache)
+    decode = cached_clip_decode(loaded, stepped, cache)
+    assert encoded == [FRAMES, 1]
+    loaded.model.encode = encode
+    fresh = decode_clip(loaded, stepped)
+    np.testing.assert_array_equal(decode.predictions, fresh.predictions)
+    for cached_loop, fresh_loop in zip(decode.attentions, fresh.attentions, strict=True):
+        # A frame's convolutions in a batch of 1 or of T round differently (oneDNN's blocking): 1e-5-ish.
+        torch.testing.assert_close(cached_loop, fresh_loop, rtol=1e-4, atol=1e-5)
