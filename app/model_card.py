@@ -54,6 +54,9 @@ def _data(metadata: Mapping) -> str:
         return str(metadata.get("dataset", NOT_RECORDED))
     images = (metadata.get("training") or {}).get("train_images")
     count = f", {images} images" if images else ""
+    if (metadata.get("training") or {}).get("head_only_on"):  # the crops below were the backbone's, not the head's
+        return (f"{metadata.get('dataset')} {data.get('train_split')}{count}; random crops of the frozen backbone's "
+                "cached features of the train frames at several scales and flips")  # fmt: skip
     crop = "x".join(str(v) for v in data.get("crop_size") or []) or "whole images"
     scales = data.get("scale_range")
     scale = f", random scale {scales[0]:g}-{scales[1]:g}" if scales else ""
@@ -99,7 +102,9 @@ def _schedule(metadata: Mapping) -> str:
         text += f"; an interim checkpoint: its schedule is {planned} iterations and still running"
     head_only = (metadata.get("training") or {}).get("head_only_on")
     if head_only:
-        text += f"; head only, on the frozen backbone of `{head_only}`"
+        shared = (metadata.get("shared_backbone") or {}).get("checkpoint")
+        source = f"`{shared}` (save {head_only[:8]})" if shared else f"save `{head_only}`"
+        text += f"; head only, on the frozen backbone of {source}"
     return text
 
 
@@ -109,7 +114,9 @@ def _cost(metadata: Mapping) -> str:
         return NOT_RECORDED
     machines = "; ".join(training.get("machines") or []) or "machine not recorded"
     precision = ", ".join(training.get("precisions") or []) or "precision not recorded"
-    return f"{training['hours']:.1f} h on {machines} ({precision})"
+    hours = training["hours"]
+    spent = f"{hours:.1f} h" if hours >= 0.1 else f"{60 * hours:.1f} min"
+    return f"{spent} on {machines} ({precision})"
 
 
 def _miou(metadata: Mapping) -> str:

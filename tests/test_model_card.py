@@ -61,6 +61,19 @@ def test_a_full_card_says_how_the_model_was_trained():
     assert "interim" not in rows["Schedule"]
 
 
+def test_a_heads_card_names_the_backbone_it_shares_and_its_minutes():
+    metadata = _metadata(0.4, recurrence=1) | {"step": 300, "shared_backbone": {"checkpoint": "camvid_r2"}}
+    metadata["train_config"]["optim"] |= {"iterations": 300}
+    metadata["training"] |= {"head_only_on": "b83a9dfdddcb40489873bb70c5cc0e1c", "hours": 0.0441}
+    rows = card_rows(metadata, gamma=1.02)
+    assert rows["Schedule"].endswith("head only, on the frozen backbone of `camvid_r2` (save b83a9dfd)")
+    assert rows["Training data"].startswith("camvid train, 367 images; random crops of the frozen backbone's cached")
+    assert "288x384" not in rows["Training data"]  # the backbone's crops, not the head's
+    assert rows["Training time"] == "2.6 min on AMD EPYC (avx2, avx512f, avx512_bf16) (bfloat16)"
+    del metadata["shared_backbone"]
+    assert card_rows(metadata, gamma=1.02)["Schedule"].endswith("backbone of save `b83a9dfdddcb40489873bb70c5cc0e1c`")
+
+
 def test_a_checkpoint_from_the_middle_of_its_schedule_says_it_is_interim():
     metadata = _metadata(0.4) | {"step": 2750}
     schedule = card_rows(metadata, gamma=0.84)["Schedule"]
