@@ -229,7 +229,7 @@ def test_stepping_one_frame_along_runs_the_backbone_on_the_new_frame_only(checkp
     assert encoded == [FRAMES, 1]
     loaded.model.encode = encode
     fresh = decode_clip(loaded, stepped)
-    np.testing.assert_array_equal(decode.predictions, fresh.predictions)
+    assert (decode.predictions != fresh.predictions).mean() < 1e-3  # a near-tie may round the other way
     for cached_loop, fresh_loop in zip(decode.attentions, fresh.attentions, strict=True):
         # A frame's convolutions in a batch of 1 or of T round differently (oneDNN's blocking): 1e-5-ish.
         torch.testing.assert_close(cached_loop, fresh_loop, rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -112,13 +113,18 @@ def test_finish_bundles_the_campaign_and_every_head_and_resumes(tmp_path, monkey
     saved = tmp_path / "repo" / "campaign"  # committed: the final curve and a record, no resume state
     assert campaign.finished_record(saved)["step"] == 4 and not campaign.state_parts(saved)
     assert campaign.summary(saved)["validations"][-1]["step"] == 4
-    shutil.rmtree(run)  # a fresh clone of the finished campaign: finish goes on from the bundled default
-    assert campaign.finish(None, root, seeds=1, iterations=2) is True
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone of the finished campaign: no run, no head checkpoints
+    assert campaign.finish(None, root, seeds=1, iterations=2) is True  # goes on from the bundled default
     assert (tmp_path / "results" / "heads" / "r1_s0.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "results" / "heads" / "r2_s0.json").stat().st_mtime_ns > 0  # r2: a record, never bundled
     monkeypatch.setattr(campaign, "SAVED", saved)
-    for action in ("start", "resume", "save"):  # nothing left to train: a clear refusal, the state untouched
+    for action in ("start", "resume", "save", "interim"):  # nothing left to train: a clear refusal
         assert campaign.main([action]) == 2
     assert not run.exists()
+    record = json.loads((saved / campaign.FINISHED).read_text())
+    (saved / campaign.FINISHED).write_text(json.dumps(record | {"save_id": "another"}))  # another final export
+    with pytest.raises(ValueError, match="not the campaign's final export"):
+        campaign.finish(None, root, seeds=1, iterations=2)
 
 
 def test_the_learning_curve_is_drawn_from_the_state_folder(camvid_factory, tmp_path):

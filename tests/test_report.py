@@ -585,7 +585,10 @@ def test_committed_summary_matches_the_bundled_checkpoints():
     summary = json.loads(SUMMARY.read_text())
     index = read_index(REPO / "checkpoints")
     # The campaign's interim checkpoint is deliberately not in the summary (training.campaign.interim).
-    bundled = {m["name"]: m["recurrence"] for m in index["models"] if m["name"] != campaign.INTERIM}
+    # Video models are reported from their head records only.
+    bundled = {
+        m["name"]: m["recurrence"] for m in index["models"] if m["name"] != campaign.INTERIM and not m.get("frames")
+    }
     assert {m["name"]: m["trained_recurrence"] for m in summary["models"]} == bundled
     for model in summary["models"]:
         sidecar = next(m for m in index["models"] if m["name"] == model["name"])
@@ -724,8 +727,11 @@ def campaign_made(setup, tmp_path_factory):
     for kind, values in (("r0", (0.40, 0.41, 0.42)), ("r2", (0.45, 0.46, 0.47)), ("r2_paper", (0.43, 0.44))):
         for seed, value in enumerate(values):
             record = {"kind": kind, "seed": seed, "mIoU": value, "lift": None if kind == "r0" else 2.0,
-                      "gamma": None if kind == "r0" else 0.5, "iterations": 300, "seconds": 100.0 + seed}  # fmt: skip
+                      "gamma": None if kind == "r0" else 0.5, "iterations": 300, "seconds": 100.0 + seed,
+                      "backbone_save_id": "save-1"}  # fmt: skip
             (records / "heads" / f"{kind}_s{seed}.json").write_text(json.dumps(record))
+    stale = {"kind": "r0", "seed": 3, "mIoU": 0.9, "iterations": 300, "backbone_save_id": "save-0"}  # another backbone
+    (records / "heads" / "r0_s3.json").write_text(json.dumps(stale))
     _write_run(records / "camvid_r2_s0", 0, 0.30)  # an older run of the same name: the campaign replaces it
     (records / "short_schedule").mkdir()
     (records / "short_schedule" / "summary.json").write_text(json.dumps(SCRATCH))

@@ -186,7 +186,9 @@ def _head_done(kind: str, seed: int, backbone: str) -> bool:
     record = HEAD_RECORDS / f"{kind}_s{seed}.json"
     if not record.is_file() or json.loads(record.read_text()).get("backbone_save_id") != backbone:
         return False
-    return seed != 0 or (HEAD_RUNS / f"{kind}_s0_model.json").is_file() or _bundled(kind, backbone)
+    if seed != 0 or kind not in BUNDLED_HEADS:  # only seed 0 of a bundled kind needs its checkpoint too
+        return True
+    return (HEAD_RUNS / f"{kind}_s0_model.json").is_file() or _bundled(kind, backbone)
 
 
 def _bundled(kind: str, backbone: str) -> bool:
@@ -264,12 +266,18 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
 
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
     default = CHECKPOINTS / NAME
-    if finished_record() is None:
+    done = finished_record()
+    if done is None:
         last = final_checkpoint(data_root)
         run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
         if not _default_is_final(default, run_id, read_metadata(last)["step"]):
             export_run(last.parent, default, which="last", half=True, make_default=True)
         _mark_finished(default)
+    elif read_metadata(default).get("save_id") != done["save_id"]:  # heads must all sit on the campaign's weights
+        raise ValueError(
+            f"{default} (save {read_metadata(default).get('save_id')}) is not the campaign's final export (save "
+            f"{done['save_id']}, {SAVED / FINISHED}): restore checkpoints/{NAME} from git before training heads"
+        )
     _drop_interim()
     features = cache_features(default, data_root)
     backbone = read_metadata(default)["save_id"]
@@ -328,6 +336,11 @@ def draw_curve(folder: Path, path: Path) -> Path:
     return path
 
 
+def _shown(path: Path) -> str:
+    """A path as a user types it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _latest_folder() -> Path:
     """The folder with the furthest curve: the committed one once finished, else whichever state is ahead."""
     if finished_record() is not None:
@@ -361,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     done = finished_record()
     if done is not None and args.action in ("start", "resume", "save", "interim"):
         print(f"error: the campaign finished at iteration {done['step']} and is bundled as "
-              f"checkpoints/{done['checkpoint']}: `finish` trains the heads on it", file=sys.stderr)  # fmt: skip
+              f"checkpoints/{done['checkpoint']}: `finish` trains the heads on it. To train a new campaign, delete "
+              f"{_shown(SAVED / FINISHED)} (and {_shown(RUN)}/) first", file=sys.stderr)  # fmt: skip
         return 2
     if args.action == "start":
         if saved_step(SAVED) is not None or saved_step(RUN) is not None:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from ccnet.checkpoint import CheckpointError, atomic_write, read_index
 from ccnet.datasets import DatasetError, find_dataset
 
+from ..campaign import INTERIM
 from ..model_card import annotate_from_summary
 from . import constants
 from .constants import BF16_VARIANT, COMMAND
@@ -23,6 +24,7 @@ from .measure import attention_costs, evaluate_model
 from .records import (
     ReportError,
     campaign_run,
+    heads_on_bundled_backbone,
     is_paper_recipe,
     is_variant,
     read_campaign,
@@ -82,13 +84,16 @@ def _reused_models(path: Path) -> list[dict]:
             f"{path} holds evaluations without the attention atlas (class-to-class matrices): delete it to evaluate "
             "again"
         )
+    if any("_head_kind" not in m or "_run_id" not in m for m in models):  # written before heads were bundled
+        raise ReportError(f"{path} holds evaluations from before heads were bundled: delete it to evaluate again")
     return models
 
 
 def make_report(args: argparse.Namespace) -> dict:
     """Evaluate, measure, read; write both files; return the summary."""
     device = _device(args.device)
-    entries = [e for e in read_checkpoint_index(args.checkpoints) if not e.get("frames")]  # video: head records
+    # Video models are reported from their head records; the campaign's interim checkpoint is not reported.
+    entries = [e for e in read_checkpoint_index(args.checkpoints) if not e.get("frames") and e["name"] != INTERIM]
     all_runs = read_runs(args.records)
     runs = [run for run in all_runs if not is_variant(run)]
     earlier = read_earlier_sets(args.records)
@@ -115,7 +120,7 @@ def make_report(args: argparse.Namespace) -> dict:
         runs = [run for run in runs if (run.name, run.seed) != key] + [campaign_record]
     recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
     precision_runs = [run for run in all_runs if run.name.endswith(BF16_VARIANT)]
-    heads = read_head_records(args.records / "heads")
+    heads = heads_on_bundled_backbone(read_head_records(args.records / "heads"), models)
     campaign = read_campaign(args.campaign)
     inputs = ReportInputs(models, runs, costs, default, recipe_runs, earlier, precision_runs, heads, campaign)
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))

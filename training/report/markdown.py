@@ -123,7 +123,8 @@ def _seeds_bullet(goal: dict) -> str:
 
 def _r2_over_r0_bullet(goal: dict) -> str:
     if goal["met"] is None:
-        return "- **The R = 2 head above the R = 0 head, outside the 95% intervals: not measured** (2 seeds each)."
+        return ("- **The R = 2 head above the R = 0 head, outside the 95% intervals: not measured** (needs >= 2 "
+                "seeds of each).")
     said = {"above": "Its interval lies wholly above", "overlap": "The intervals overlap: the seeds cannot tell "
             "them apart", "below": "Its interval lies wholly below"}[goal["verdict"]]  # fmt: skip
     return (
@@ -655,7 +656,7 @@ def reproduce_lines(summary: dict, default: str | None) -> list[str]:
             continue
         if model["name"] == default and summary.get("campaign"):
             lines += ["python -m training.campaign start --max-minutes 120    # the default "
-                      "(training/configs/camvid_r2_campaign.yaml)",
+                      "(training/configs/camvid_r2_campaign.yaml; a new campaign: delete campaign/camvid_r2/ first)",
                       "python -m training.campaign resume --max-minutes 120   # each later session, until the "
                       "schedule ends"]  # fmt: skip
             continue

@@ -189,6 +189,13 @@ def read_head_records(folder: Path) -> list[dict]:
     return sorted(records, key=lambda r: (r["kind"], r["seed"]))
 
 
+def heads_on_bundled_backbone(records: list[dict], models: list[dict]) -> list[dict]:
+    """The head records trained on the backbone the bundled heads share (records of an earlier backbone are
+    not seeds of today's heads); all of them when no bundled model is a head."""
+    backbones = {m["_head_only_on"] for m in models if m.get("_head_only_on")}
+    return [r for r in records if r.get("backbone_save_id") in backbones] if backbones else records
+
+
 def read_campaign(folder: Path) -> dict | None:
     """The campaign's learning curve from its committed state folder (training.campaign), or None."""
     if not (folder / "metrics.jsonl").is_file():

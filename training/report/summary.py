@@ -27,14 +27,14 @@ class ReportInputs:
 
 def build_summary(inputs: ReportInputs, generated: str) -> dict:
     runs = {(run.name, run.seed): run for run in inputs.runs}
-    names = {model["name"] for model in inputs.models}
+    names = {model["name"] for model in inputs.models if not (model.get("_head_only_on") or model.get("head_only_on"))}
     seeds = [_seed_entry(run) for run in sorted(inputs.runs, key=lambda r: (r.name, r.seed)) if run.name in names]
     models = []
     for model in inputs.models:
         run = runs.get((model["name"], model["seed"]))
         public = {key: value for key, value in model.items() if not key.startswith("_")}
         head_of = model.get("_head_only_on") or model.get("head_only_on")  # the latter from --reuse
-        if run is None and head_of:  # a head on the campaign's backbone: its seeds are the heads' records
+        if head_of:  # a head on the campaign's backbone: its seeds are the heads' records, never a run folder's
             kind = model.get("_head_kind") or model.get("head_kind")
             records = [r for r in inputs.heads if kind is not None and r["kind"] == kind]
             seeds += [_head_seed_entry(model["name"], record) for record in records]
