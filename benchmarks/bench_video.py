@@ -6,6 +6,7 @@ Speed does not depend on the weights, so the model is built with random weights 
 needed). Server side, timed in this process, single-threaded pieces as the page runs them:
   first result   decode_clip (backbone on 5 frames, the head once at R = 3) + the click below
   click          clip_maps (influence_maps_3d at R = 1, 2, 3 and the temporal shares) + chart_args of 15 charts
+  backbone       the backbone on the 5 frames, stored contiguous and channels-last (the page's layout)
 In Chromium (--browser): a real Streamlit server and page; upload -> all 15 maps painted, and real clicks ->
 all 15 maps repainted. With --picks N: an examples folder of one sequence, the page opened on its first window,
 then N frames of new windows picked in the sidebar, then N frames each one further along the sequence (a clip
@@ -39,6 +40,7 @@ from benchmarks.common import describe_machine, p90, wait_until_quiet  # noqa: E
 from ccnet.checkpoint import save_checkpoint, write_index  # noqa: E402
 from ccnet.classes import CAMVID  # noqa: E402
 from ccnet.model import build_model  # noqa: E402
+from ccnet.preprocess import normalize_image  # noqa: E402
 
 FRAMES, SIZE = 5, (360, 480)
 CONFIG = {"num_classes": 11, "backbone": "mobilenet_v2", "recurrence": 3, "head_channels": 128,
@@ -83,7 +85,18 @@ def server_side(weights: Path, repeats: int) -> dict[str, list[float]]:
                 chart_args("media/x.jpg", SIZE, shown_map(maps[f], (y, x), False), maps[f], classes, names, scale,
                            0.65, False, (8 * x, 8 * y))  # fmt: skip
 
-    times: dict[str, list[float]] = {"first result (s)": [], "click (ms)": []}
+    times: dict[str, list[float]] = {"first result (s)": [], "click (ms)": [],
+                                     "backbone on 5 frames, contiguous (s)": [],
+                                     "backbone on 5 frames, channels-last (s)": []}  # fmt: skip
+    images = torch.stack([normalize_image(f.rgb, loaded.metadata["mean"], loaded.metadata["std"]) for f in clip.frames])
+    layouts = {"contiguous": images, "channels-last": images.contiguous(memory_format=torch.channels_last)}
+    for name, batch in layouts.items():  # the page's backbone input (app/video.py, encode_clip) against the plain one
+        with torch.inference_mode():
+            loaded.model.encode(batch)  # oneDNN builds its kernels for this layout once
+            for _ in range(max(1, repeats // 5)):
+                start = time.perf_counter()
+                loaded.model.encode(batch)
+                times[f"backbone on 5 frames, {name} (s)"].append(time.perf_counter() - start)
     decode = decode_clip(loaded, clip)
     for _ in range(max(1, repeats // 5)):
         wait_until_quiet()
@@ -205,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| measure | n | median | p90 | goal |\n| --- | ---: | ---: | ---: | --- |")
     goals = {"click (ms)": "< 150 ms", "first result (s)": "< 3 s", "browser: click -> maps (s)": "< 1 s",
              "browser: upload -> maps (s)": "< 3 s (first result)", "browser: pick -> maps (s)": "< 3 s",
+             "backbone on 5 frames, contiguous (s)": "–", "backbone on 5 frames, channels-last (s)": "–",
              "browser: first window after start (s)": "–", "browser: step one frame -> maps (s)": "< 3 s"}  # fmt: skip
     for name, values in times.items():
         print(f"| {name} | {len(values)} | {statistics.median(values):.3g} | {p90(values):.3g} | {goals[name]} |")

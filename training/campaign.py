@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from .model_card import training_hours
 from .run_folder import CONFIG_FILE, METRICS_FILE, RUN_FILE, read_metrics
 from .state import STATE_FILE, load_training_state
 
@@ -123,9 +124,7 @@ def summary(folder: Path) -> dict:
     records = read_metrics(folder) if (folder / METRICS_FILE).is_file() else []
     vals = [r for r in records if r["kind"] == "val"]
     trains = [r for r in records if r["kind"] == "train"]
-    # Hours of training: gaps between consecutive log lines, leaving out pauses (gaps over 10 minutes).
-    times = [r["time"] for r in trains]
-    hours = sum(b - a for a, b in zip(times, times[1:], strict=False) if 0 < b - a < 600) / 3600
+    hours = training_hours(records)  # pauses between sessions left out
     return {
         "step": trains[-1]["step"] if trains else 0,
         "iterations": config["optim"]["iterations"],

@@ -36,10 +36,6 @@ def default_model(summary: dict) -> dict | None:
     return next((m for m in candidates if m["name"] == summary.get("default")), candidates[0] if candidates else None)
 
 
-def r2_model(summary: dict) -> dict | None:
-    return default_model(summary)
-
-
 def _default_goals(summary: dict) -> list[dict]:
     model = default_model(summary)
     if model is None:

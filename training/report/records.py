@@ -13,6 +13,7 @@ import yaml
 
 from ccnet.checkpoint import CheckpointError, read_index
 
+from ..model_card import PAUSE_S
 from ..run_folder import read_metrics
 from .constants import EARLIER_SETS, PAPER_RECIPE, RUN_FOLDER, VARIANTS
 
@@ -62,9 +63,6 @@ def finite(value) -> float | None:
 def _gamma_of(record: dict) -> float | None:
     """The attention scale logged with a val record (`gamma/<parameter>`; a model has at most one RCCA)."""
     return next((finite(v) for k, v in record.items() if k.startswith("gamma/")), None)
-
-
-PAUSE_S = 600  # a gap between log lines longer than this is a pause between sessions, not training
 
 
 def active_seconds(started: float, times: list[float]) -> float:
