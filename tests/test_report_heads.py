@@ -33,9 +33,14 @@ def test_head_summary_gives_the_t_interval_per_kind():
 
 def test_the_ordering_is_read_from_the_intervals():
     apart = head_summary(_records("r0", [0.60, 0.61, 0.60]) + _records("r2", [0.70, 0.71, 0.70]))
-    assert head_ordering(apart) == [
-        {"lower": "r0", "higher": "r2", "relation": "<", "verdict": "above", "difference": pytest.approx(0.1)}
-    ]
+    (pair,) = head_ordering(apart)
+    assert {k: pair[k] for k in ("lower", "higher", "relation", "verdict")} == {
+        "lower": "r0",
+        "higher": "r2",
+        "relation": "<",
+        "verdict": "above",
+    }
+    assert pair["difference"] == pytest.approx(0.1)
     close = head_summary(_records("r1", [0.60, 0.65, 0.62]) + _records("r2", [0.61, 0.64, 0.63]))
     assert head_ordering(close)[0]["verdict"] == "overlap"
     worse = head_summary(_records("r2", [0.70, 0.71, 0.70]) + _records("r3", [0.60, 0.61, 0.60]))
@@ -43,9 +48,25 @@ def test_the_ordering_is_read_from_the_intervals():
     assert head_ordering(head_summary(_records("r0", [0.6]) + _records("r2", [0.7]))) == []  # one seed: no interval
 
 
+def test_paired_seeds_separate_kinds_the_intervals_cannot():
+    # Seed luck moves both kinds together: the intervals overlap, but r2 beats r0 by a point on every seed.
+    heads = head_summary(_records("r0", [0.60, 0.64, 0.62, 0.58]) + _records("r2", [0.61, 0.65, 0.63, 0.595]))
+    (pair,) = head_ordering(heads)
+    assert pair["verdict"] == "overlap"
+    paired = pair["paired"]
+    assert paired["verdict"] == "above" and paired["n"] == 4 and paired["mean"] == pytest.approx(0.01125)
+    sd = (sum((d - 0.01125) ** 2 for d in [0.01, 0.01, 0.01, 0.015]) / 3) ** 0.5
+    assert paired["ci95"] == pytest.approx(3.182 * sd / 2)
+    noisy = head_summary(_records("r0", [0.60, 0.64, 0.62]) + _records("r2", [0.62, 0.63, 0.62]))
+    assert head_ordering(noisy)[0]["paired"]["verdict"] == "overlap"
+    text = "\n".join(heads_section({"heads": heads, "head_ordering": head_ordering(heads)}))
+    assert "paired over 4 seeds: **above** (+1.13 ± 0.40)" in text
+
+
 def test_the_sections_say_what_the_numbers_are():
     heads = head_summary(
-        _records("r0", [0.60, 0.61, 0.60]) + _records("r2", [0.70, 0.71, 0.70])
+        _records("r0", [0.60, 0.61, 0.60])
+        + _records("r2", [0.70, 0.71, 0.70])
         + _records("video_t5", [0.7, 0.71, 0.72], frames=5, share=0.55)
     )
     text = "\n".join(heads_section({"heads": heads, "head_ordering": head_ordering(heads)}))

@@ -68,9 +68,26 @@ HEAD_ORDER = (
 )
 
 
+def paired_difference(low: dict, high: dict) -> dict | None:
+    """Seed by seed, high minus low, over the seeds both kinds have: n, mean, 95% half-width and a verdict
+    ("above" when the interval lies above 0, "below" under it, "overlap" when it holds 0). Pairing is fair here:
+    a seed draws the same batches of crops for every 2D kind (training.heads), so the seed's luck in its
+    batches cancels in the difference."""
+    from ..model_card import interval95
+
+    seeds = [s for s in high.get("seeds") or {} if s in (low.get("seeds") or {})]
+    if len(seeds) < 2:
+        return None
+    stats = interval95([high["seeds"][s] - low["seeds"][s] for s in seeds])
+    lower, upper = stats["mean"] - stats["ci95"], stats["mean"] + stats["ci95"]
+    verdict = "above" if lower > 0 else "below" if upper < 0 else "overlap"
+    return stats | {"verdict": verdict}
+
+
 def head_ordering(heads: list[dict]) -> list[dict]:
     """Each pair of HEAD_ORDER: "above" when the higher kind's interval lies wholly above the lower's, "below"
-    when wholly below, "overlap" otherwise (the intervals cannot tell them apart); the means' difference."""
+    when wholly below, "overlap" otherwise (the intervals cannot tell them apart); the means' difference; and
+    the same question asked of the seed-by-seed differences (`paired`)."""
     by_kind = {h["kind"]: h for h in heads}
     verdicts = []
     for low, high, relation in HEAD_ORDER:
@@ -84,5 +101,5 @@ def head_ordering(heads: list[dict]) -> list[dict]:
         else:
             verdict = "overlap"
         verdicts.append({"lower": low, "higher": high, "relation": relation, "verdict": verdict,
-                         "difference": b["mean"] - a["mean"]})  # fmt: skip
+                         "difference": b["mean"] - a["mean"], "paired": paired_difference(a, b)})  # fmt: skip
     return verdicts

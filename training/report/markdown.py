@@ -123,13 +123,15 @@ def _seeds_bullet(goal: dict) -> str:
 
 def _r2_over_r0_bullet(goal: dict) -> str:
     if goal["met"] is None:
-        return ("- **The R = 2 head above the R = 0 head, outside the 95% intervals: not measured** (needs >= 2 "
-                "seeds of each).")
+        return (
+            "- **The R = 2 head above the R = 0 head, outside the 95% intervals: not measured** (needs >= 2 "
+            "seeds of each)."
+        )
     said = {"above": "Its interval lies wholly above", "overlap": "The intervals overlap: the seeds cannot tell "
             "them apart", "below": "Its interval lies wholly below"}[goal["verdict"]]  # fmt: skip
     return (
         f"- **The R = 2 head above the R = 0 head, outside the 95% intervals: {_verdict(goal['met'])}.** "
-        f"{said} ({_points(goal['difference'])} points between the means; \"Heads\" below)."
+        f'{said} ({_points(goal["difference"])} points between the means; "Heads" below).'
     )
 
 
@@ -154,11 +156,13 @@ def _what_was_tried(summary: dict, recipe: dict) -> list[str]:
     campaign = summary.get("campaign")
     trained = (
         f"the default was trained end to end for {campaign['step']} iterations in {campaign['hours']:.1f} hours "
-        "(the campaign, below)" if campaign else "the default was trained end to end"
+        "(the campaign, below)"
+        if campaign
+        else "the default was trained end to end"
     )
     heads = [m for m in summary["models"] if m.get("head_kind")]
     others = (
-        f"; the {len(heads)} other bundled models are heads on its frozen backbone (\"Heads\" below)" if heads else ""
+        f'; the {len(heads)} other bundled models are heads on its frozen backbone ("Heads" below)' if heads else ""
     )
     return [
         f"What was tried: {recipe_note(recipe)}; {trained}{others}. The checkpoint bundled is the schedule's last, "
@@ -199,7 +203,9 @@ def seeds_table(summary: dict) -> list[str]:
     earlier = summary.get("earlier_sets") or []
     columns = [{m["name"]: m["mIoU"] for m in group["models"]} for group in earlier]
     lines = [
-        "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | standard error | n |"
+        "| model | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean ± std | standard error | n |"
         + "".join(f" {group['heading']} |" for group in earlier),
         "| --- |" + " ---: |" * (len(seeds) + 3 + len(earlier)),
     ]
@@ -467,7 +473,8 @@ def precision_lines(summary: dict) -> list[str]:
     heads = (
         " A head's float32 value is its own evaluation on the cached (float16) backbone features, so its row also "
         "holds the features' rounding; heads are left out of the bound."
-        if any(m.get("head_kind") for m in summary["models"]) else ""
+        if any(m.get("head_kind") for m in summary["models"])
+        else ""
     )
     return [*lines, "", f"Largest |float16 - float32| difference of the end-to-end models: {worst:.3f} points, "
             f"{verdict} the {100 * FLOAT16_BOUND:.1f}-point bound.{heads}"]  # fmt: skip
@@ -477,7 +484,7 @@ def earlier_sets_note(summary: dict) -> list[str]:
     earlier = summary.get("earlier_sets") or []
     if not earlier:
         return ["No earlier set's summary was found: no comparison columns."]
-    return [f"Column \"{group['heading']}\": {group['about']}, from `{group['source']}`." for group in earlier]
+    return [f'Column "{group["heading"]}": {group["about"]}, from `{group["source"]}`.' for group in earlier]
 
 
 def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
@@ -726,10 +733,17 @@ def heads_section(summary: dict) -> list[str]:
     ordering = summary.get("head_ordering") or []
     if ordering:
         lines += ["", "Read from the intervals (\"above\": the whole interval above the other's; \"overlap\": the "
-                  "seeds cannot tell them apart):", ""]  # fmt: skip
+                  "seeds cannot tell them apart). Paired: the same question asked of the seed-by-seed differences "
+                  "(a seed draws the same batches for every 2D kind, so its luck cancels): \"above\" when the "
+                  "difference's 95% interval lies above 0.", ""]  # fmt: skip
         for pair in ordering:
             a, b = HEAD_LABELS.get(pair["lower"], pair["lower"]), HEAD_LABELS.get(pair["higher"], pair["higher"])
-            lines.append(f"- {b} against {a}: **{pair['verdict']}** ({100 * pair['difference']:+.2f} points).")
+            line = f"- {b} against {a}: **{pair['verdict']}** ({100 * pair['difference']:+.2f} points)"
+            paired = pair.get("paired")
+            if paired is not None:
+                line += (f"; paired over {paired['n']} seeds: **{paired['verdict']}** "
+                         f"({100 * paired['mean']:+.2f} ± {100 * paired['ci95']:.2f})")  # fmt: skip
+            lines.append(line + ".")
     return lines
 
 
@@ -742,7 +756,7 @@ def campaign_section(summary: dict) -> list[str]:
         "## The campaign: the default model's learning curve",
         "",
         f"Iteration {campaign['step']} of {campaign['iterations']}, {campaign['hours']:.1f} hours of training "
-        "(docs/TRAINING.md, \"The campaign\"; figure: `python -m training.figures`).",
+        '(docs/TRAINING.md, "The campaign"; figure: `python -m training.figures`).',
         "",
         "| iteration | val mIoU | lift | γ | Pole | SignSymbol | Pedestrian |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -1,0 +1,101 @@
+"""The class diagnosis (training/class_errors.py): calibration misses and misplaced pixels told apart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ccnet.checkpoint import save_checkpoint
+from ccnet.classes import CAMVID
+from ccnet.model import CCNet
+from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from training import class_errors
+
+
+def _logits(rows: list[list[float]]) -> torch.Tensor:
+    """Per-pixel logits for 2 classes along one row: (1, 2, 1, W)."""
+    return torch.tensor(rows, dtype=torch.float32).T[None, :, None, :]
+
+
+def test_an_under_predicted_class_is_fixed_by_an_offset():
+    # Class 1 is true on pixels 2 and 3; the model prefers it only on pixel 3 and narrowly misses pixel 2.
+    logits = _logits([[2, 0], [2, 0], [1, 0.8], [0, 2]])
+    label = torch.tensor([[[0, 0, 1, 1]]])
+    offsets = [0.0, 0.5]
+    report = class_errors.class_report(
+        class_errors.offset_confusions(logits, label, 1, offsets), offsets, 1, ["a", "b"]
+    )
+    assert [row["iou"] for row in report["sweep"]] == pytest.approx([0.5, 1.0])
+    assert report["sweep"][0]["predicted_over_true"] == pytest.approx(0.5)
+    assert report["recall_to"] == pytest.approx({"a": 0.5, "b": 0.5})
+    assert "lifts its IoU from 50.0 to 100.0" in class_errors.verdict(report)
+
+
+def test_a_misplaced_class_is_not_fixed_by_any_offset():
+    # Class 1 is predicted as often as it occurs, but one pixel off, where the model is sure: no offset helps.
+    logits = _logits([[3, 0], [0, 3], [3, 0], [3, 0]])
+    label = torch.tensor([[[1, 0, 0, 255]]])
+    offsets = [-1.0, 0.0, 1.0]
+    report = class_errors.class_report(
+        class_errors.offset_confusions(logits, label, 1, offsets), offsets, 1, ["a", "b"]
+    )
+    assert report["sweep"][1]["iou"] == 0.0 and report["sweep"][1]["predicted_over_true"] == pytest.approx(1.0)
+    assert max(row["iou"] for row in report["sweep"]) < 0.5
+    assert report["precision_from"]["a"] == pytest.approx(1.0)  # all it predicts is truly class a
+    assert "misplaced pixels" in class_errors.verdict(report)
+
+
+def test_offsets_without_zero_are_refused():
+    with pytest.raises(ValueError, match="include 0"):
+        class_errors.class_report([torch.eye(2, dtype=torch.int64)], [1.0], 1, ["a", "b"])
+
+
+def _checkpoint(path, tiny_model_config):
+    model = CCNet(num_classes=11, **tiny_model_config)
+    metadata = {
+        "class_names": list(CAMVID.names),
+        "palette": [[0, 0, 0]] * 11,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "dataset": "camvid",
+        "split": "val",
+        "input_size": [32, 48],
+    }
+    save_checkpoint(model, path, metadata)
+    return path
+
+
+def test_cli_prints_the_sweep_and_writes_json(tmp_path, camvid_factory, tiny_model_config, capsys):
+    root = camvid_factory({"val": 2})
+    checkpoint = _checkpoint(tmp_path / "model", tiny_model_config)
+    out = tmp_path / "pole.json"
+    code = class_errors.main(
+        [
+            str(checkpoint),
+            "--data-root",
+            str(root),
+            "--class",
+            "Pole",
+            "--offsets",
+            "1",
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert [row["offset"] for row in report["sweep"]] == [0.0, 1.0] and report["images"] == 2
+    assert sum(share for share in report["recall_to"].values() if share is not None) == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    assert "| +1 |" in printed and "Pole" in printed
+
+
+def test_cli_names_the_classes_when_the_class_is_unknown(tmp_path, camvid_factory, tiny_model_config, capsys):
+    root = camvid_factory({"val": 1})
+    checkpoint = _checkpoint(tmp_path / "model", tiny_model_config)
+    code = class_errors.main([str(checkpoint), "--data-root", str(root), "--class", "Lamppost", "--no-progress"])
+    assert code == 2
+    assert "'Lamppost' is not one of the checkpoint's classes: Sky, Building, Pole" in capsys.readouterr().err

@@ -1,0 +1,185 @@
+"""Why does a model miss one class? Where its pixels go, what it takes from others, and a logit-offset sweep.
+
+A class can score a low IoU for two different reasons. Under-prediction (the model is right where it says the
+class, but says it too rarely) is a calibration miss: adding an offset to the class's logit raises its IoU.
+Misplacement (the model draws the class about as often as it occurs, but on the wrong pixels) is not: an offset
+either way lowers the IoU. The sweep below tells the two apart; the recall row says which classes take the
+class's pixels. The offsets are scored on the split itself, so this is a diagnosis, not a tuned model.
+
+    python -m training.class_errors checkpoints/camvid_r2 --data-root ../shared/datasets/camvid --class Pole
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ccnet.checkpoint import atomic_write, load_checkpoint
+from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
+from ccnet.inference import predict
+from ccnet.metrics import confusion_matrix, scores_from_confusion
+
+from .errors import USER_ERRORS, EvaluationError
+from .transforms import EvalTransform
+
+DEFAULT_OFFSETS = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def offset_confusions(
+    logits: torch.Tensor, label: torch.Tensor, class_index: int, offsets: Sequence[float]
+) -> list[torch.Tensor]:
+    """(1, K, H, W) logits, (1, H, W) labels -> one (K, K) confusion per offset added to the class's logit."""
+    k = logits.shape[1]
+    confusions = []
+    for offset in offsets:
+        shifted = logits.clone()
+        shifted[:, class_index] += offset  # (1, K, H, W)
+        confusions.append(confusion_matrix(shifted.argmax(1), label, k, IGNORE_INDEX))
+    return confusions
+
+
+def class_report(confusions: list[torch.Tensor], offsets: Sequence[float], class_index: int, names: list[str]):
+    """JSON-ready: per offset the class's IoU, mIoU and predicted/true pixel ratio; at offset 0 where its pixels
+    go (each class's share of the class's true pixels) and what it takes (share of its predicted pixels)."""
+    sweep = []
+    for offset, confusion in zip(offsets, confusions, strict=True):
+        scores = scores_from_confusion(confusion, names)
+        truth = int(confusion[class_index].sum())
+        predicted = int(confusion[:, class_index].sum())
+        sweep.append(
+            {
+                "offset": offset,
+                "iou": scores.iou[class_index],
+                "mIoU": scores.mean_iou,
+                "predicted_over_true": predicted / truth if truth else None,
+            }
+        )
+    if 0.0 not in offsets:
+        raise ValueError("the offsets must include 0 (the model as it is)")
+    base = confusions[list(offsets).index(0.0)].double()
+    row, column = base[class_index], base[:, class_index]
+    return {
+        "class": names[class_index],
+        "sweep": sweep,
+        "recall_to": {name: float(row[j] / row.sum()) if row.sum() else None for j, name in enumerate(names)},
+        "precision_from": {
+            name: float(column[j] / column.sum()) if column.sum() else None for j, name in enumerate(names)
+        },
+    }
+
+
+def verdict(report: dict) -> str:
+    """One sentence: does an offset on the class's logit fix it (calibration) or not (placement)?"""
+    base = next(row for row in report["sweep"] if row["offset"] == 0.0)
+    best = max(report["sweep"], key=lambda row: row["iou"])
+    gain = 100 * (best["iou"] - base["iou"])
+    name = report["class"]
+    if best["offset"] == base["offset"] or gain < 1.0:
+        return (
+            f"{name}: no offset lifts its IoU by a point (best {100 * best['iou']:.1f} at {best['offset']:+g}, "
+            f"{100 * base['iou']:.1f} without): its errors are misplaced pixels, not a calibration miss."
+        )
+    return (
+        f"{name}: an offset of {best['offset']:+g} on its logit lifts its IoU from {100 * base['iou']:.1f} to "
+        f"{100 * best['iou']:.1f} (scored on this split): partly a calibration miss."
+    )
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"Offset on {report['class']}'s logit (scored on the split itself):",
+        "",
+        f"| offset | {report['class']} IoU | mIoU | predicted / true pixels |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["sweep"]:
+        ratio = "n/a" if row["predicted_over_true"] is None else f"{row['predicted_over_true']:.2f}"
+        lines.append(f"| {row['offset']:+g} | {100 * row['iou']:.1f} | {100 * row['mIoU']:.2f} | {ratio} |")
+    lines += [
+        "",
+        f"Where {report['class']}'s true pixels go, and where its predicted pixels come from (offset 0):",
+        "",
+        "| class | share of its true pixels (%) | share of its predicted pixels (%) |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, share in report["recall_to"].items():
+        taken = report["precision_from"][name]
+        lines.append(f"| {name} | {_percent(share)} | {_percent(taken)} |")
+    return "\n".join(lines + ["", verdict(report)])
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+@torch.no_grad()
+def sweep_checkpoint(args: argparse.Namespace) -> dict:
+    model, metadata = load_checkpoint(args.checkpoint, device="cpu")
+    names = list(metadata["class_names"])
+    if args.class_name not in names:
+        raise EvaluationError(f"class {args.class_name!r} is not one of the checkpoint's classes: {', '.join(names)}")
+    spec = find_dataset(
+        metadata.get("dataset", "camvid") if args.dataset is None else args.dataset, args.data_root, args.split
+    )
+    if spec.num_classes != len(names):
+        raise EvaluationError(
+            f"checkpoint predicts {len(names)} classes but dataset {spec.name} has {spec.num_classes}"
+        )
+    dataset = SegmentationDataset(spec, EvalTransform(metadata["mean"], metadata["std"]))
+    class_index = names.index(args.class_name)
+    offsets = sorted(set(args.offsets) | {0.0})
+    totals = [torch.zeros(len(names), len(names), dtype=torch.int64) for _ in offsets]
+    model.eval()
+    count = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
+    for index in tqdm(range(count), desc="predicting", disable=args.no_progress):
+        image, label = dataset[index]
+        logits = predict(model, image[None])  # (1, K, H, W)
+        for total, confusion in zip(totals, offset_confusions(logits, label[None], class_index, offsets), strict=True):
+            total += confusion
+    report = class_report(totals, offsets, class_index, names)
+    return report | {"checkpoint": str(args.checkpoint), "split": spec.split, "images": count}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint stem or .safetensors/.json path")
+    parser.add_argument("--class", dest="class_name", required=True, help="the class to diagnose, e.g. Pole")
+    parser.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
+    parser.add_argument("--data-root", help="dataset root (default: $CAMVID_ROOT, ...)")
+    parser.add_argument("--split", default="val", help="split (default: val)")
+    parser.add_argument(
+        "--offsets",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_OFFSETS),
+        help="offsets added to the class's logit (0 is always included)",
+    )
+    parser.add_argument("--max-images", type=int, help="the first N images only")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = sweep_checkpoint(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json is not None:
+        text = json.dumps(report, indent=2) + "\n"
+        atomic_write(args.json, lambda temporary: Path(temporary).write_text(text))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
