@@ -567,16 +567,25 @@ def _heads_section(ablation: Ablation) -> None:
         return
     st.subheader("Heads on one backbone: only the head differs")
     st.plotly_chart(figure, key="ablation-heads")
-    verdicts = [
-        f"{HEAD_LABELS.get(p['higher'], p['higher'])} vs {HEAD_LABELS.get(p['lower'], p['lower'])}: "
-        f"{p['verdict']} ({100 * p['difference']:+.1f} points)"
-        for p in ablation.head_ordering
-    ]
+    verdicts = [ordering_text(pair) for pair in ablation.head_ordering]
     st.caption(
         "Each kind: the campaign's backbone, frozen, with its own head trained from a fresh seed on cached features; "
         "dots are seeds, the bar the mean with its 95% t-interval. \"above\": one interval wholly above the other; "
-        "\"overlap\": the seeds cannot tell them apart. " + "; ".join(verdicts)
+        "\"overlap\": the seeds cannot tell them apart; \"paired\": the same question of the seed-by-seed "
+        "differences (a seed draws the same batches for every kind). " + "; ".join(verdicts)
     )
+
+
+def ordering_text(pair: dict) -> str:
+    """One pair of the report's head ordering: the interval verdict, then the paired one where the report has it."""
+    text = (
+        f"{HEAD_LABELS.get(pair['higher'], pair['higher'])} vs {HEAD_LABELS.get(pair['lower'], pair['lower'])}: "
+        f"{pair['verdict']} ({100 * pair['difference']:+.1f} points)"
+    )
+    paired = pair.get("paired")
+    if isinstance(paired, dict) and paired.get("ci95") is not None:
+        text += f", paired {paired['verdict']} ({100 * paired['mean']:+.1f} ± {100 * paired['ci95']:.1f})"
+    return text
 
 
 def _spread_note(ablation: Ablation) -> str:
