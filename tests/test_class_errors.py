@@ -47,6 +47,21 @@ def test_a_misplaced_class_is_not_fixed_by_any_offset():
     assert "misplaced pixels" in class_errors.verdict(report)
 
 
+def test_a_pole_drawn_two_pixels_off_is_a_near_miss():
+    label = torch.zeros(8, 12, dtype=torch.int64)
+    label[:, 4:6] = 1  # a 2 px pole
+    label[0, 0] = 255  # void: never counted
+    prediction = torch.zeros(8, 12, dtype=torch.int64)
+    prediction[:, 6:8] = 1  # drawn right beside it
+    prediction[0, 0] = 1  # on void: not a prediction
+    counts = class_errors.near_miss_counts(prediction, label, 1, [0, 1, 2])
+    assert counts.tolist() == [[0, 16, 0, 16], [8, 16, 8, 16], [16, 16, 16, 16]]
+    table = class_errors.near_miss_table(counts, [0, 1, 2])
+    assert [(row["precision"], row["recall"]) for row in table] == [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)]
+    empty = class_errors.near_miss_table(torch.zeros(1, 4, dtype=torch.int64), [0])
+    assert empty == [{"pixels": 0, "precision": None, "recall": None}]
+
+
 def test_offsets_without_zero_are_refused():
     with pytest.raises(ValueError, match="include 0"):
         class_errors.class_report([torch.eye(2, dtype=torch.int64)], [1.0], 1, ["a", "b"])
@@ -88,9 +103,10 @@ def test_cli_prints_the_sweep_and_writes_json(tmp_path, camvid_factory, tiny_mod
     assert code == 0
     report = json.loads(out.read_text())
     assert [row["offset"] for row in report["sweep"]] == [0.0, 1.0] and report["images"] == 2
+    assert [row["pixels"] for row in report["near_miss"]] == [0, 1, 2, 4, 8]
     assert sum(share for share in report["recall_to"].values() if share is not None) == pytest.approx(1.0)
     printed = capsys.readouterr().out
-    assert "| +1 |" in printed and "Pole" in printed
+    assert "| +1 |" in printed and "Pole" in printed and "| d (px) |" in printed
 
 
 def test_cli_names_the_classes_when_the_class_is_unknown(tmp_path, camvid_factory, tiny_model_config, capsys):

@@ -4,7 +4,9 @@ A class can score a low IoU for two different reasons. Under-prediction (the mod
 class, but says it too rarely) is a calibration miss: adding an offset to the class's logit raises its IoU.
 Misplacement (the model draws the class about as often as it occurs, but on the wrong pixels) is not: an offset
 either way lowers the IoU. The sweep below tells the two apart; the recall row says which classes take the
-class's pixels. The offsets are scored on the split itself, so this is a diagnosis, not a tuned model.
+class's pixels; the near-miss table says how far off the misplaced pixels are (a pole drawn two pixels beside
+the true one is a resolution problem, a pole never drawn is a recognition one). The offsets are scored on the
+split itself, so this is a diagnosis, not a tuned model.
 
     python -m training.class_errors checkpoints/camvid_r2 --data-root ../shared/datasets/camvid --class Pole
 """
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ccnet.checkpoint import atomic_write, load_checkpoint
@@ -29,6 +32,38 @@ from .errors import USER_ERRORS, EvaluationError
 from .transforms import EvalTransform
 
 DEFAULT_OFFSETS = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
+DEFAULT_TOLERANCES = (0, 1, 2, 4, 8)  # pixels at full resolution
+
+
+def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """(H, W) bool -> (H, W) bool: every pixel within `pixels` (square neighbourhood) of a True one."""
+    if pixels == 0:
+        return mask
+    pooled = F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, stride=1, padding=pixels)  # (1, 1, H, W)
+    return pooled[0, 0] > 0
+
+
+def near_miss_counts(prediction: torch.Tensor, label: torch.Tensor, class_index: int, tolerances) -> torch.Tensor:
+    """(H, W) predicted and true classes -> (len(tolerances), 4) int64: per tolerance d, the predicted pixels of
+    the class within d px of a true one, all its predicted pixels, its true pixels within d px of a predicted
+    one, all its true pixels. Void pixels are neither predicted nor true."""
+    valid = label != IGNORE_INDEX  # (H, W)
+    predicted, truth = (prediction == class_index) & valid, label == class_index  # (H, W) each
+    rows = []
+    for pixels in tolerances:
+        near_truth, near_prediction = _dilate(truth, pixels), _dilate(predicted, pixels)
+        rows.append([int((predicted & near_truth).sum()), int(predicted.sum()),
+                     int((truth & near_prediction).sum()), int(truth.sum())])  # fmt: skip
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def near_miss_table(counts: torch.Tensor, tolerances) -> list[dict]:
+    """Summed near_miss_counts -> per tolerance the share of predicted pixels near a true one and vice versa."""
+    return [
+        {"pixels": pixels, "precision": float(c[0] / c[1]) if c[1] else None,
+         "recall": float(c[2] / c[3]) if c[3] else None}
+        for pixels, c in zip(tolerances, counts.double(), strict=True)
+    ]  # fmt: skip
 
 
 def offset_confusions(
@@ -111,6 +146,16 @@ def format_report(report: dict) -> str:
     for name, share in report["recall_to"].items():
         taken = report["precision_from"][name]
         lines.append(f"| {name} | {_percent(share)} | {_percent(taken)} |")
+    if report.get("near_miss"):
+        lines += [
+            "",
+            f"Near misses (offset 0): how much of {report['class']} is found within d pixels (square neighbourhood):",
+            "",
+            "| d (px) | predicted pixels within d of a true one (%) | true pixels within d of a predicted one (%) |",
+            "| ---: | ---: | ---: |",
+        ]
+        for row in report["near_miss"]:
+            lines.append(f"| {row['pixels']} | {_percent(row['precision'])} | {_percent(row['recall'])} |")
     return "\n".join(lines + ["", verdict(report)])
 
 
@@ -135,6 +180,8 @@ def sweep_checkpoint(args: argparse.Namespace) -> dict:
     class_index = names.index(args.class_name)
     offsets = sorted(set(args.offsets) | {0.0})
     totals = [torch.zeros(len(names), len(names), dtype=torch.int64) for _ in offsets]
+    tolerances = sorted(set(args.tolerances))
+    near = torch.zeros(len(tolerances), 4, dtype=torch.int64)
     model.eval()
     count = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     for index in tqdm(range(count), desc="predicting", disable=args.no_progress):
@@ -142,7 +189,9 @@ def sweep_checkpoint(args: argparse.Namespace) -> dict:
         logits = predict(model, image[None])  # (1, K, H, W)
         for total, confusion in zip(totals, offset_confusions(logits, label[None], class_index, offsets), strict=True):
             total += confusion
+        near += near_miss_counts(logits[0].argmax(0), label, class_index, tolerances)
     report = class_report(totals, offsets, class_index, names)
+    report["near_miss"] = near_miss_table(near, tolerances)
     return report | {"checkpoint": str(args.checkpoint), "split": spec.split, "images": count}
 
 
@@ -160,6 +209,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(DEFAULT_OFFSETS),
         help="offsets added to the class's logit (0 is always included)",
     )
+    parser.add_argument("--tolerances", type=int, nargs="+", default=list(DEFAULT_TOLERANCES),
+                        help="distances in pixels for the near-miss table (default: 0 1 2 4 8)")  # fmt: skip
     parser.add_argument("--max-images", type=int, help="the first N images only")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
