@@ -109,7 +109,8 @@ def _default_bullets(summary: dict, goals: dict) -> list[str]:
         f"{_verdict(miou['met'])}.** {pct(miou['value'])} ({_points(miou['margin'])} points from the goal; this "
         "report's evaluation of the bundled file, single scale, 360 x 480).",
         f"- **No class under {100 * GOAL_CLASS_IOU:.0f}% IoU: {_verdict(classes['met'])}.** Lowest: {lowest}"
-        + (f"; under the goal: {below}." if below else "."),
+        + (f"; under the goal: {below} (why a class misses: `python -m training.class_errors "
+           f"checkpoints/{miou['model']} --class NAME`, docs/TRAINING.md)." if below else "."),
         f"- **γ >= {GOAL_GAMMA:g} (attention used): {_verdict(gamma['met'])}.** γ = {num(gamma['value'], '.3f')}.",
         f"- **Class-balanced same-class lift >= {GOAL_LIFT:g} at R = 2: {_verdict(lift['met'])}.** "
         f"{num(lift['value'], '.2f')} ({BLIND_LIFT:g} = blind to class; val, sampled cells as below).",
