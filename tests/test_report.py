@@ -667,7 +667,7 @@ def test_goals_missed_say_by_how_much():
     text = "\n".join(missed)
     assert missed[0] == "## The issues' goals: not met"
     assert "val mIoU >= 68: not met.** 65.3 (-2.7 points from the goal" in text
-    assert "Lowest: Pole 18.4; under the goal: Pole 18.4, SignSymbol 19.0 (why a class misses: `python -m training.class_errors" in text
+    assert "Lowest: Pole 18.4; under the goal: Pole 18.4, SignSymbol 19.0 (why a class misses" in text
     assert "γ >= 0.3 (attention used): not met.**" in text and "at R = 2: not met.** 2.50" in text
     assert "Seeds recorded: r0 5, r1 0, r2 5, r3 0" in text and "video_t5 2, video_t1 2" in text
     assert "not met.** The intervals overlap: the seeds cannot tell them apart (+0.4" in text
