@@ -571,8 +571,8 @@ def _heads_section(ablation: Ablation) -> None:
     st.caption(
         "Each kind: the campaign's backbone, frozen, with its own head trained from a fresh seed on cached features; "
         "dots are seeds, the bar the mean with its 95% t-interval. \"above\": one interval wholly above the other; "
-        "\"overlap\": the seeds cannot tell them apart; \"paired\": the same question of the seed-by-seed "
-        "differences (a seed draws the same batches for every kind). " + "; ".join(verdicts)
+        "\"overlap\": the seeds cannot tell them apart; \"paired\" (2D kinds): the same question of the seed-by-seed "
+        "differences (a seed draws the same batches for every 2D kind). " + "; ".join(verdicts)
     )
 
 
@@ -583,8 +583,10 @@ def ordering_text(pair: dict) -> str:
         f"{pair['verdict']} ({100 * pair['difference']:+.1f} points)"
     )
     paired = pair.get("paired")
-    if isinstance(paired, dict) and paired.get("ci95") is not None:
-        text += f", paired {paired['verdict']} ({100 * paired['mean']:+.1f} ± {100 * paired['ci95']:.1f})"
+    if (isinstance(paired, dict) and isinstance(paired.get("verdict"), str)
+            and all(_is_number(paired.get(key)) for key in ("n", "mean", "ci95"))):  # fmt: skip
+        text += (f", paired over {paired['n']} seeds {paired['verdict']} "
+                 f"({100 * paired['mean']:+.1f} ± {100 * paired['ci95']:.1f})")  # fmt: skip
     return text
 
 

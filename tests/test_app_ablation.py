@@ -284,8 +284,8 @@ def test_the_page_draws_the_heads_and_reads_the_intervals(monkeypatch, tmp_path)
     app = run_page(monkeypatch, write(tmp_path / "summary.json", _with_heads(summary_document())))
     assert len(app.get("plotly_chart")) == 6  # the five charts and the heads
     caption = next(c.value for c in app.caption if "95% t-interval" in c.value)
-    assert "R = 2 vs R = 0: above (+10.0 points), paired above (+10.0 ± 0.0)" in caption
-    assert "R = 3 vs R = 2: overlap (+0.5 points), paired above (+0.5 ± 0.0)" in caption
+    assert "R = 2 vs R = 0: above (+10.0 points), paired over 5 seeds above (+10.0 ± 0.0)" in caption
+    assert "R = 3 vs R = 2: overlap (+0.5 points), paired over 5 seeds above (+0.5 ± 0.0)" in caption
 
 
 def test_an_ordering_without_paired_seeds_reads_as_before():
@@ -295,7 +295,8 @@ def test_an_ordering_without_paired_seeds_reads_as_before():
     assert ordering_text(pair) == "R = 2 vs R = 0: overlap (+1.2 points)"
     assert ordering_text(pair | {"paired": None}) == ordering_text(pair)
     paired = {"n": 5, "mean": 0.011, "ci95": 0.004, "verdict": "above"}
-    assert ordering_text(pair | {"paired": paired}).endswith(", paired above (+1.1 ± 0.4)")
+    assert ordering_text(pair | {"paired": paired}).endswith(", paired over 5 seeds above (+1.1 ± 0.4)")
+    assert ordering_text(pair | {"paired": {"verdict": "above"}}) == ordering_text(pair)  # a broken block: left out
 
 
 def test_a_head_and_the_paper_twin_are_told_apart_from_the_default():

@@ -57,6 +57,10 @@ def test_paired_seeds_separate_kinds_the_intervals_cannot():
     assert paired["verdict"] == "above" and paired["n"] == 4 and paired["mean"] == pytest.approx(0.01125)
     sd = (sum((d - 0.01125) ** 2 for d in [0.01, 0.01, 0.01, 0.015]) / 3) ** 0.5
     assert paired["ci95"] == pytest.approx(3.182 * sd / 2)
+    video = head_summary(
+        _records("video_t1", [0.60, 0.64, 0.62], frames=1) + _records("video_t5", [0.61, 0.65, 0.63], frames=5)
+    )
+    assert head_ordering(video)[0]["paired"] is None  # clips of 1 and 5 frames: different batches, no pairing
     noisy = head_summary(_records("r0", [0.60, 0.64, 0.62]) + _records("r2", [0.62, 0.63, 0.62]))
     assert head_ordering(noisy)[0]["paired"]["verdict"] == "overlap"
     text = "\n".join(heads_section({"heads": heads, "head_ordering": head_ordering(heads)}))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from ccnet.inference import predict
 from ccnet.metrics import confusion_matrix, scores_from_confusion
 
 from .errors import USER_ERRORS, EvaluationError
+from .evaluate import trained_dataset_name
 from .transforms import EvalTransform
 
 DEFAULT_OFFSETS = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
@@ -81,7 +83,10 @@ def offset_confusions(
 
 def class_report(confusions: list[torch.Tensor], offsets: Sequence[float], class_index: int, names: list[str]):
     """JSON-ready: per offset the class's IoU, mIoU and predicted/true pixel ratio; at offset 0 where its pixels
-    go (each class's share of the class's true pixels) and what it takes (share of its predicted pixels)."""
+    go (each class's share of the class's true pixels) and what it takes (share of its predicted pixels).
+    A score with nothing to score (the class absent from the labels and the predictions) is None."""
+    if 0.0 not in offsets:
+        raise ValueError("the offsets must include 0 (the model as it is)")
     sweep = []
     for offset, confusion in zip(offsets, confusions, strict=True):
         scores = scores_from_confusion(confusion, names)
@@ -90,13 +95,11 @@ def class_report(confusions: list[torch.Tensor], offsets: Sequence[float], class
         sweep.append(
             {
                 "offset": offset,
-                "iou": scores.iou[class_index],
-                "mIoU": scores.mean_iou,
+                "iou": _finite(scores.iou[class_index]),
+                "mIoU": _finite(scores.mean_iou),
                 "predicted_over_true": predicted / truth if truth else None,
             }
         )
-    if 0.0 not in offsets:
-        raise ValueError("the offsets must include 0 (the model as it is)")
     base = confusions[list(offsets).index(0.0)].double()
     row, column = base[class_index], base[:, class_index]
     return {
@@ -109,20 +112,37 @@ def class_report(confusions: list[torch.Tensor], offsets: Sequence[float], class
     }
 
 
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+UNDER_PREDICTED = 0.5  # predicted pixels per true one under which "no offset helps" means "not drawn enough"
+
+
 def verdict(report: dict) -> str:
-    """One sentence: does an offset on the class's logit fix it (calibration) or not (placement)?"""
-    base = next(row for row in report["sweep"] if row["offset"] == 0.0)
-    best = max(report["sweep"], key=lambda row: row["iou"])
+    """One sentence: does an offset on the class's logit fix it (calibration) or not (placement, recognition)?"""
+    name, sweep = report["class"], report["sweep"]
+    base = next(row for row in sweep if row["offset"] == 0.0)
+    if base["predicted_over_true"] is None:
+        return f"{name}: not in this split's labels: nothing to diagnose."
+    best = max((row for row in sweep if row["iou"] is not None), key=lambda row: row["iou"])
     gain = 100 * (best["iou"] - base["iou"])
-    name = report["class"]
-    if best["offset"] == base["offset"] or gain < 1.0:
+    if best["offset"] != base["offset"] and gain >= 1.0:
         return (
-            f"{name}: no offset lifts its IoU by a point (best {100 * best['iou']:.1f} at {best['offset']:+g}, "
-            f"{100 * base['iou']:.1f} without): its errors are misplaced pixels, not a calibration miss."
+            f"{name}: an offset of {best['offset']:+g} on its logit lifts its IoU from {100 * base['iou']:.1f} to "
+            f"{100 * best['iou']:.1f} (scored on this split): partly a calibration miss."
+        )
+    swept = f"no offset from {sweep[0]['offset']:+g} to {sweep[-1]['offset']:+g} lifts its IoU by a point"
+    ratio = base["predicted_over_true"]
+    if ratio < UNDER_PREDICTED:
+        return (
+            f"{name}: drawn on {ratio:.2f} pixels per true one and {swept} (best {100 * best['iou']:.1f} at "
+            f"{best['offset']:+g}): not recognised, or under-predicted beyond the swept offsets (try larger ones)."
         )
     return (
-        f"{name}: an offset of {best['offset']:+g} on its logit lifts its IoU from {100 * base['iou']:.1f} to "
-        f"{100 * best['iou']:.1f} (scored on this split): partly a calibration miss."
+        f"{name}: drawn on {ratio:.2f} pixels per true one, about as often as it occurs, and {swept} (best "
+        f"{100 * best['iou']:.1f} at {best['offset']:+g}, {100 * base['iou']:.1f} without): its errors are "
+        "misplaced pixels, not a calibration miss."
     )
 
 
@@ -135,7 +155,9 @@ def format_report(report: dict) -> str:
     ]
     for row in report["sweep"]:
         ratio = "n/a" if row["predicted_over_true"] is None else f"{row['predicted_over_true']:.2f}"
-        lines.append(f"| {row['offset']:+g} | {100 * row['iou']:.1f} | {100 * row['mIoU']:.2f} | {ratio} |")
+        iou = _percent(row["iou"])
+        miou = "n/a" if row["mIoU"] is None else f"{100 * row['mIoU']:.2f}"
+        lines.append(f"| {row['offset']:+g} | {iou} | {miou} | {ratio} |")
     lines += [
         "",
         f"Where {report['class']}'s true pixels go, and where its predicted pixels come from (offset 0):",
@@ -169,9 +191,7 @@ def sweep_checkpoint(args: argparse.Namespace) -> dict:
     names = list(metadata["class_names"])
     if args.class_name not in names:
         raise EvaluationError(f"class {args.class_name!r} is not one of the checkpoint's classes: {', '.join(names)}")
-    spec = find_dataset(
-        metadata.get("dataset", "camvid") if args.dataset is None else args.dataset, args.data_root, args.split
-    )
+    spec = find_dataset(trained_dataset_name(metadata, args.dataset), args.data_root, args.split)
     if spec.num_classes != len(names):
         raise EvaluationError(
             f"checkpoint predicts {len(names)} classes but dataset {spec.name} has {spec.num_classes}"
@@ -214,7 +234,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-images", type=int, help="the first N images only")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.tolerances) < 0:
+        parser.error(f"--tolerances must be 0 or more pixels (got {min(args.tolerances)})")
+    if args.max_images is not None and args.max_images < 1:
+        parser.error(f"--max-images must be 1 or more (got {args.max_images})")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,7 +131,8 @@ def _device(option: str) -> torch.device:
     return torch.device(option)
 
 
-def _dataset_name(metadata: dict, requested: str | None) -> str:
+def trained_dataset_name(metadata: dict, requested: str | None) -> str:
+    """The dataset asked for, else the one the checkpoint was trained on."""
     if requested:
         return requested
     train_data = (metadata.get("train_config") or {}).get("data") or {}
@@ -142,7 +143,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Load, check the label spaces agree, run, and return the JSON-ready results."""
     device = _device(args.device)
     model, metadata = load_checkpoint(args.checkpoint, device=device)
-    spec = find_dataset(_dataset_name(metadata, args.dataset), args.data_root, args.split)
+    spec = find_dataset(trained_dataset_name(metadata, args.dataset), args.data_root, args.split)
     if spec.num_classes != metadata["num_classes"]:
         raise EvaluationError(
             f"checkpoint {args.checkpoint} predicts {metadata['num_classes']} classes (trained on "

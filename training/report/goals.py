@@ -70,15 +70,18 @@ HEAD_ORDER = (
 
 def paired_difference(low: dict, high: dict) -> dict | None:
     """Seed by seed, high minus low, over the seeds both kinds have: n, mean, 95% half-width and a verdict
-    ("above" when the interval lies above 0, "below" under it, "overlap" when it holds 0). Pairing is fair here:
-    a seed draws the same batches of crops for every 2D kind (training.heads), so the seed's luck in its
-    batches cancels in the difference."""
+    ("above" when the interval lies above 0, "below" under it, "overlap" when it holds 0); None under 2 seeds
+    or where the t-table ends. Asked only of 2D kinds (head_ordering): there a seed draws the same batches of
+    crops for every kind (training.heads, same cache, iterations and batch size), so the seed's batch luck
+    cancels in the difference; head initialisation and dropout still differ."""
     from ..model_card import interval95
 
     seeds = [s for s in high.get("seeds") or {} if s in (low.get("seeds") or {})]
     if len(seeds) < 2:
         return None
     stats = interval95([high["seeds"][s] - low["seeds"][s] for s in seeds])
+    if stats["ci95"] is None:
+        return None
     lower, upper = stats["mean"] - stats["ci95"], stats["mean"] + stats["ci95"]
     verdict = "above" if lower > 0 else "below" if upper < 0 else "overlap"
     return stats | {"verdict": verdict}
@@ -87,7 +90,7 @@ def paired_difference(low: dict, high: dict) -> dict | None:
 def head_ordering(heads: list[dict]) -> list[dict]:
     """Each pair of HEAD_ORDER: "above" when the higher kind's interval lies wholly above the lower's, "below"
     when wholly below, "overlap" otherwise (the intervals cannot tell them apart); the means' difference; and
-    the same question asked of the seed-by-seed differences (`paired`)."""
+    the same question asked of the seed-by-seed differences (`paired`, 2D kinds only: a video kind draws clips)."""
     by_kind = {h["kind"]: h for h in heads}
     verdicts = []
     for low, high, relation in HEAD_ORDER:
@@ -100,6 +103,7 @@ def head_ordering(heads: list[dict]) -> list[dict]:
             verdict = "below"
         else:
             verdict = "overlap"
+        paired = None if a.get("frames") or b.get("frames") else paired_difference(a, b)
         verdicts.append({"lower": low, "higher": high, "relation": relation, "verdict": verdict,
-                         "difference": b["mean"] - a["mean"], "paired": paired_difference(a, b)})  # fmt: skip
+                         "difference": b["mean"] - a["mean"], "paired": paired})  # fmt: skip
     return verdicts

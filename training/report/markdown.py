@@ -734,9 +734,10 @@ def heads_section(summary: dict) -> list[str]:
     ordering = summary.get("head_ordering") or []
     if ordering:
         lines += ["", "Read from the intervals (\"above\": the whole interval above the other's; \"overlap\": the "
-                  "seeds cannot tell them apart). Paired: the same question asked of the seed-by-seed differences "
-                  "(a seed draws the same batches for every 2D kind, so its luck cancels): \"above\" when the "
-                  "difference's 95% interval lies above 0.", ""]  # fmt: skip
+                  "seeds cannot tell them apart). Paired (2D kinds): the same question asked of the seed-by-seed "
+                  "differences; a seed draws the same batches for every 2D kind, so its batch luck cancels (the "
+                  "heads' initialisation still differs): \"above\" when the difference's 95% interval lies "
+                  "above 0.", ""]  # fmt: skip
         for pair in ordering:
             a, b = HEAD_LABELS.get(pair["lower"], pair["lower"]), HEAD_LABELS.get(pair["higher"], pair["higher"])
             line = f"- {b} against {a}: **{pair['verdict']}** ({100 * pair['difference']:+.2f} points)"
