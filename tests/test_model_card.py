@@ -118,6 +118,19 @@ def test_export_writes_the_training_record_and_annotate_refreshes_it(camvid_fact
         update_sidecar(tmp_path / "bundle" / "tiny", {"save_id": "x"})
 
 
+def test_annotate_gives_a_video_head_its_kinds_interval(tmp_path):
+    from training.model_card import annotate_from_summary
+
+    weights = save_tiny_checkpoint(tmp_path, "camvid_video_t5", recurrence=2)
+    update_sidecar(weights, {"training": {"head_kind": "video_t5"}})
+    other = save_tiny_checkpoint(tmp_path, "camvid_r9", recurrence=2)  # a kind the summary has no heads of
+    summary = {"models": [], "heads": [{"kind": "video_t5", "n": 5, "mean": 0.659, "ci95": 0.0095}]}
+    annotate_from_summary(summary, tmp_path)
+    seeds = read_metadata(weights)["training"]["seeds"]
+    assert seeds == {"n": 5, "mean": 0.659, "ci95": 0.0095}
+    assert "seeds" not in (read_metadata(other).get("training") or {})
+
+
 def test_the_page_shows_the_card_and_the_supervision_line(monkeypatch, tmp_path):
     weights = save_tiny_checkpoint(tmp_path, "tiny_r2", recurrence=2)
     update_sidecar(weights, {"train_config": _metadata(0.4)["train_config"], "training": _metadata(0.4)["training"]})

@@ -99,3 +99,20 @@ def annotate_from_summary(summary: dict, checkpoints: str | Path) -> None:
         if len(values) >= 2:
             record["seeds"] = interval95(values)
         update_sidecar(stem, {"training": record})
+    _annotate_other_heads(summary, Path(checkpoints), {model["name"] for model in summary["models"]})
+
+
+def _annotate_other_heads(summary: dict, checkpoints: Path, done: set[str]) -> None:
+    """Bundled heads the 2D table leaves out (the video models) get their kind's seed interval too."""
+    from ccnet.checkpoint import read_metadata, update_sidecar
+
+    heads = {head["kind"]: head for head in summary.get("heads") or []}
+    for weights in sorted(checkpoints.glob("*.safetensors")):
+        stem = weights.with_suffix("")
+        if stem.name in done or not stem.with_suffix(".json").is_file():
+            continue
+        record = dict(read_metadata(stem).get("training") or {})
+        head = heads.get(record.get("head_kind"))
+        if head is not None and head.get("ci95") is not None:
+            record["seeds"] = {"n": head["n"], "mean": head["mean"], "ci95": head["ci95"]}
+            update_sidecar(stem, {"training": record})
