@@ -120,8 +120,9 @@ def _json_writer(content: Mapping) -> Callable[[str], None]:
     return write
 
 
-def _write_json(path: Path, content: Mapping) -> None:
-    atomic_write(path, _json_writer(content))
+def write_json(path: str | os.PathLike, content: Mapping) -> Path:
+    """Indented JSON plus a newline, written atomically (all or nothing)."""
+    return atomic_write(path, _json_writer(content))
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -292,7 +293,7 @@ def update_sidecar(path: str | os.PathLike, updates: Mapping) -> dict:
     _, sidecar = checkpoint_paths(path)
     metadata = read_metadata(sidecar) | dict(updates)
     validate_metadata(metadata, str(sidecar))
-    _write_json(sidecar, metadata)
+    write_json(sidecar, metadata)
     return metadata
 
 
@@ -625,7 +626,7 @@ def write_index(folder: str | os.PathLike, default: str | None = None) -> dict:
         with suppress(json.JSONDecodeError, OSError, AttributeError):
             previous = json.loads((folder / INDEX_FILE).read_text()).get("default")
     index = {"default": _pick_default(entries, default or previous), "models": entries}
-    _write_json(folder / INDEX_FILE, index)
+    write_json(folder / INDEX_FILE, index)
     return index
 
 

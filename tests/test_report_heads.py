@@ -29,6 +29,8 @@ def test_head_summary_gives_the_t_interval_per_kind():
     sd = (sum((v - 0.608) ** 2 for v in [0.60, 0.61, 0.62, 0.61, 0.60]) / 4) ** 0.5
     assert r0["ci95"] == pytest.approx(2.776 * sd / 5**0.5)
     assert r2["per_class_iou"]["Pole"] == pytest.approx(0.652 / 2)
+    assert r2["seconds_range"] == [60.0, 60.0]
+    assert head_summary([{**records[0], "seconds": None}])[0]["seconds_range"] is None
 
 
 def test_the_ordering_is_read_from_the_intervals():
@@ -75,6 +77,7 @@ def test_the_sections_say_what_the_numbers_are():
     )
     text = "\n".join(heads_section({"heads": heads, "head_ordering": head_ordering(heads)}))
     assert "| RCCA R = 2 | 3 | 70.3 | ± " in text and "55.0 (40.0)" in text and "**above** (+10.00 points)" in text
+    assert "| 60-60 |" in text  # every made-up record took 60 s
     assert heads_section({}) == []
     curve = {"iterations": 4000, "step": 500, "hours": 0.51,
              "curve": [{"step": 250, "mIoU": 0.566, "lift": 5.07, "gamma": 0.898,

@@ -14,7 +14,6 @@ split itself, so this is a diagnosis, not a tuned model.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ccnet.checkpoint import atomic_write, load_checkpoint
+from ccnet.checkpoint import load_checkpoint, write_json
 from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from ccnet.inference import predict
 from ccnet.metrics import confusion_matrix, scores_from_confusion
@@ -251,8 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_report(report))
     if args.json is not None:
-        text = json.dumps(report, indent=2) + "\n"
-        atomic_write(args.json, lambda temporary: Path(temporary).write_text(text))
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

@@ -9,7 +9,6 @@ Any checkpoint runs at any loop count (--recurrence). Prints a table and writes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ccnet.checkpoint import atomic_write, load_checkpoint
+from ccnet.checkpoint import load_checkpoint, write_json
 from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
 from ccnet.inference import DEFAULT_CROP_SIZE, predict
 from ccnet.metrics import confusion_matrix, format_scores_table, scores_from_confusion
@@ -196,8 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json is not None:
-        text = json.dumps(results, indent=2) + "\n"
-        atomic_write(args.json, lambda temporary: Path(temporary).write_text(text))
+        write_json(args.json, results)
         print(f"wrote {args.json}")
     return 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ccnet.checkpoint import CheckpointError, atomic_write, read_index
+from ccnet.checkpoint import CheckpointError, atomic_write, read_index, write_json
 from ccnet.datasets import DatasetError, find_dataset
 
 from ..campaign import INTERIM
@@ -125,7 +125,7 @@ def make_report(args: argparse.Namespace) -> dict:
     inputs = ReportInputs(models, runs, costs, default, recipe_runs, earlier, precision_runs, heads, campaign)
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
-    atomic_write(args.summary, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
+    write_json(args.summary, summary)
     atomic_write(args.out, lambda tmp: Path(tmp).write_text(markdown))
     if args.readme and not update_readme(args.readme, summary):
         print(f"note: {args.readme} has no results markers; its table was left alone", file=sys.stderr)

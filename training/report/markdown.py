@@ -706,6 +706,12 @@ PAPER_HEADS = {"r0": "75.1", "r1": "78.0", "r2": "79.8", "r3": "80.2", "r2_ccl":
                "video_t1": "T = 1 (CamVid test)", "video_t5": "+1.2 over T = 1 (CamVid test 79.1)"}  # fmt: skip
 
 
+def _seconds(head: dict) -> str:
+    """A head's training-loop time over its seeds, min-max (the records' `seconds`)."""
+    span = head.get("seconds_range")
+    return "–" if not span else f"{span[0]:.0f}-{span[1]:.0f}"
+
+
 def heads_section(summary: dict) -> list[str]:
     """Heads on the campaign's backbone: mean and 95% interval per kind, the ordering read from the intervals."""
     heads = summary.get("heads") or []
@@ -716,10 +722,11 @@ def heads_section(summary: dict) -> list[str]:
         "",
         "Every kind is the campaign's backbone, frozen, with its own head trained from a fresh seeded "
         "initialisation on cached features (`python -m training.heads`). Val mIoU over seeds: mean and the 95% "
-        "t-interval of the mean.",
+        "t-interval of the mean. Training time: the training loop of one head (no evaluation), min-max over its "
+        "seeds, on the machine each ran on.",
         "",
-        "| head | seeds | val mIoU | 95% interval | lift | γ | temporal share (uniform) | paper |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| head | seeds | val mIoU | 95% interval | lift | γ | temporal share (uniform) | training time (s) | paper |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for head in heads:
         interval = "–" if head["ci95"] is None else f"± {pct(head['ci95'])}"
@@ -729,7 +736,7 @@ def heads_section(summary: dict) -> list[str]:
         label, paper = HEAD_LABELS.get(head["kind"], head["kind"]), PAPER_HEADS.get(head["kind"], "–")
         lines.append(
             f"| {label} | {head['n']} | {pct(head['mean'])} | {interval} | "
-            f"{num(head['lift'], '.2f')} | {num(head['gamma'], '.3f')} | {share} | {paper} |"
+            f"{num(head['lift'], '.2f')} | {num(head['gamma'], '.3f')} | {share} | {_seconds(head)} | {paper} |"
         )
     ordering = summary.get("head_ordering") or []
     if ordering:

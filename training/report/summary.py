@@ -164,6 +164,11 @@ def _mean(values: list) -> float | None:
     return statistics.fmean(kept) if kept else None
 
 
+def _range(values: list) -> list[float] | None:
+    known = [v for v in values if v is not None]
+    return [min(known), max(known)] if known else None
+
+
 def head_summary(records: list[dict]) -> list[dict]:
     """Per head kind over its seeds: val mIoU mean and 95% t-interval, mean lift, gamma and temporal shares."""
     from ..model_card import interval95
@@ -183,5 +188,6 @@ def head_summary(records: list[dict]) -> list[dict]:
             "temporal_share_uniform": _mean([r.get("temporal_share_uniform") for r in runs]),
             "per_class_iou": {c: _mean([r.get("per_class_iou", {}).get(c) for r in runs]) for c in classes},
             "seconds": _mean([r.get("seconds") for r in runs]),
+            "seconds_range": _range([r.get("seconds") for r in runs]),
         })  # fmt: skip
     return out
