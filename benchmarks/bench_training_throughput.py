@@ -1,6 +1,7 @@
 """Training images/s of a real training run, per precision and memory format (the issue's goal, end to end).
 
-`bench_training_step.py` times one step on a fixed random batch. This script times what a training run does:
+`bench_training_step.py` times one step on a fixed random batch. This script times what a training run does
+(training/speed_probe.py, the campaign queue's probe):
 the real `training.train.Trainer` of a config (its CamVid loader with one worker process, augmentation,
 ENet class weights, the pretrained backbone, the affinity loss, SGD), one trainer per variant, all built in
 one process and timed in alternating rounds of a few steps each, so that the ratios come from the same run:
@@ -9,6 +10,8 @@ one process and timed in alternating rounds of a few steps each, so that the rat
   float32 channels-last   the bundled configs' setting
   bfloat16 autocast       train.amp bfloat16 (contiguous: the trainer refuses bfloat16 + channels-last on the
                           CPU, whose depthwise weight gradients are wrong in torch 2.13; see training/train.py)
+  ... + compile           the same with train.compile true (torch.compile, inductor); its compilation happens in
+                          the untimed warm-up steps
 
 Wall clock per step includes waiting for the loader. Validation and saving are switched off; nothing is
 written outside a temporary folder.
@@ -23,23 +26,12 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import bench_training_step
 import common
 
-from training.train import Trainer, resolve_config
-from training.train import parse_args as train_args
-
-VARIANTS = {  # name -> config overrides
-    "float32": ["train.amp=false", "train.channels_last=false"],
-    "float32 channels-last": ["train.amp=false", "train.channels_last=true"],
-    "bfloat16 autocast": ["train.amp=bfloat16", "train.channels_last=false"],
-}
-BASELINE = "float32"
-NEVER = 10**9  # no validation or saving inside the timed steps
+from training.speed_probe import BASELINE, VARIANTS, measure
 
 
 def parse_args(argv=None):
@@ -49,56 +41,20 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant")
     parser.add_argument("--steps", type=int, default=4, help="training steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="NAME",
+                        default=["float32", "float32 channels-last", "bfloat16 autocast"],
+                        help=f"which variants to time, of {', '.join(VARIANTS)}")  # fmt: skip
     args = parser.parse_args(argv)
     if not args.data_root:
         parser.error("no CamVid: pass --data-root or set CAMVID_ROOT")
+    if BASELINE not in args.variants:
+        args.variants.insert(0, BASELINE)  # every ratio is to float32 eager
     return args
-
-
-class Run:
-    """One variant's trainer and its loader, stepping as `Trainer.run` does (without validation or saving)."""
-
-    def __init__(self, args, overrides: list[str], folder: Path):
-        argv = ["--config", args.config, "--out", str(folder), "--data-root", args.data_root,
-                "--set", f"optim.iterations={NEVER}", "--set", f"train.val_every={NEVER}",
-                "--set", f"train.save_every={NEVER}"]  # fmt: skip
-        for override in overrides:
-            argv += ["--set", override]
-        config = resolve_config(train_args(argv))
-        pretrained = config["model"].get("pretrained")
-        if pretrained and not Path(pretrained).is_absolute():
-            config["model"]["pretrained"] = str(common.REPO_ROOT / pretrained)
-        self.trainer = Trainer(config, folder, show_progress=False)
-        self.batches = iter(self.trainer._train_loader(0))
-        self.batch = config["optim"]["batch_size"]
-
-    def steps(self, count: int) -> None:
-        for _ in range(count):
-            self.trainer._set_lr()
-            images, labels = next(self.batches)
-            self.trainer.train_step(images, labels)
-            self.trainer.step += 1
 
 
 def run(args, log=print) -> dict:
     common.wait_until_quiet(log=log)
-    results = {"machine": common.describe_machine(), "config": args.config, "samples": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = {
-            name: Run(args, overrides, Path(tmp) / f"run{i}") for i, (name, overrides) in enumerate(VARIANTS.items())
-        }
-        results["batch"] = next(iter(runs.values())).batch
-        for name, one in runs.items():
-            log(f"warm-up: {name}")
-            one.steps(args.warmup)
-        samples = {name: [] for name in runs}
-        for round_index in range(args.rounds):
-            for name, one in runs.items():
-                start = time.perf_counter()
-                one.steps(args.steps)
-                samples[name].append((time.perf_counter() - start) / args.steps)
-                log(f"round {round_index + 1}/{args.rounds} {name}: {samples[name][-1]:.2f} s/step")
-        results["samples"] = samples
+    results = measure(args.config, args.data_root, args.variants, args.rounds, args.steps, args.warmup, log=log)
     results["flags"] = bench_training_step.cpu_flags()
     results["load"] = common.load_note()
     return results

@@ -153,7 +153,7 @@ BUNDLED_HEADS = {
 }
 
 
-def final_checkpoint(data_root=None) -> Path:
+def final_checkpoint(data_root=None, run: Path | None = None, saved: Path | None = None) -> Path:
     """RUN/last at the end of the schedule: the trainer's own, or (a fresh clone has only the committed state)
     written now from the restored state by one validation through the trainer."""
     from ccnet.checkpoint import read_metadata
@@ -161,20 +161,21 @@ def final_checkpoint(data_root=None) -> Path:
     from .config import load_config
     from .train import Trainer
 
-    restore()
-    state_step = saved_step(RUN)
+    run, saved = run or RUN, saved or SAVED
+    restore(run, saved)
+    state_step = saved_step(run)
     if state_step is None:
-        raise ValueError(f"no campaign state in {SAVED} or {RUN}: start the campaign first")
-    config = load_config(None, [yaml.safe_load((RUN / CONFIG_FILE).read_text())])
+        raise ValueError(f"no campaign state in {saved} or {run}: start the campaign first")
+    config = load_config(None, [yaml.safe_load((run / CONFIG_FILE).read_text())])
     if data_root is not None:
         config["data"]["root"] = str(data_root)
     total = config["optim"]["iterations"]
     if state_step < total:
         raise ValueError(f"the campaign is at iteration {state_step} of {total}: resume it before finishing")
-    last = RUN / "last"
+    last = run / "last"
     if last.with_suffix(".json").is_file() and read_metadata(last).get("step") == total:
         return last
-    trainer = Trainer(config, RUN, resume=True, show_progress=False)
+    trainer = Trainer(config, run, resume=True, show_progress=False)
     trainer.after_validation(trainer.validate())  # writes last (and best) for the final weights
     return last
 
@@ -239,19 +240,20 @@ def finished_record(saved: Path | None = None) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _mark_finished(default: Path) -> None:
-    """The schedule is over and its weights are the bundled default: commit the final curve and a record, and
+def mark_finished(default: Path, run: Path | None = None, saved: Path | None = None) -> None:
+    """The schedule is over and its weights are bundled as `default`: commit the final curve and a record, and
     drop the resume state (24 MB that nothing needs any more; git keeps the earlier ones)."""
     from ccnet.checkpoint import read_metadata
 
+    run, saved = run or RUN, saved or SAVED
     metadata = read_metadata(default)
-    SAVED.mkdir(parents=True, exist_ok=True)
+    saved.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        _write_atomically(SAVED / name, (RUN / name).read_bytes())
-    record = {"run_id": json.loads((RUN / RUN_FILE).read_text())["run_id"], "step": metadata["step"],
+        _write_atomically(saved / name, (run / name).read_bytes())
+    record = {"run_id": json.loads((run / RUN_FILE).read_text())["run_id"], "step": metadata["step"],
               "checkpoint": default.name, "save_id": metadata.get("save_id")}  # fmt: skip
-    _write_atomically(SAVED / FINISHED, (json.dumps(record, indent=2) + "\n").encode())
-    for part in [*state_parts(SAVED), SAVED / STATE_FILE]:
+    _write_atomically(saved / FINISHED, (json.dumps(record, indent=2) + "\n").encode())
+    for part in [*state_parts(saved), saved / STATE_FILE]:
         part.unlink(missing_ok=True)
 
 
@@ -271,7 +273,7 @@ def finish(max_minutes: float | None, data_root=None, seeds: int = SEEDS, iterat
         run_id = json.loads((RUN / RUN_FILE).read_text())["run_id"]
         if not _default_is_final(default, run_id, read_metadata(last)["step"]):
             export_run(last.parent, default, which="last", half=True, make_default=True)
-        _mark_finished(default)
+        mark_finished(default)
     elif read_metadata(default).get("save_id") != done["save_id"]:  # heads must all sit on the campaign's weights
         raise ValueError(
             f"{default} (save {read_metadata(default).get('save_id')}) is not the campaign's final export (save "
@@ -347,15 +349,17 @@ def _latest_folder() -> Path:
     return RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
 
 
-def _train(arguments: list[str], max_minutes: float | None) -> int:
-    command = [sys.executable, "-m", "training.train", "--out", str(RUN.relative_to(ROOT)), *arguments]
+def run_trainer(arguments: list[str], max_minutes: float | None, run: Path | None = None, label: str = NAME) -> int:
+    """`python -m training.train --out RUN ARGUMENTS` while the flag that benchmarks wait on exists."""
+    run = run or RUN
+    command = [sys.executable, "-m", "training.train", "--out", _shown(run), *arguments]
     if max_minutes:
         command += ["--max-minutes", str(max_minutes)]
     print("running:", " ".join(command), file=sys.stderr)
     # Benchmarks wait while this file exists (benchmarks/common.py, $CCNET_PAUSE_FILE).
     flag = ROOT / "runs" / "TRAINING_RUNNING"
     flag.parent.mkdir(exist_ok=True)
-    flag.write_text(f"{NAME} campaign\n")
+    flag.write_text(f"{label} campaign\n")
     try:
         return subprocess.call(command, cwd=ROOT)
     finally:
@@ -380,14 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         if saved_step(SAVED) is not None or saved_step(RUN) is not None:
             print(f"error: the campaign has started already: use `resume` ({SAVED} or {RUN} holds a state)")
             return 2
-        return _train(["--config", str(CONFIG.relative_to(ROOT)), *extra], args.max_minutes)
+        return run_trainer(["--config", str(CONFIG.relative_to(ROOT)), *extra], args.max_minutes)
     if args.action == "resume":
         step = restore()
         if step is None:
             print(f"error: no campaign state in {SAVED} or {RUN}: use `start`", file=sys.stderr)
             return 2
         print(f"resuming the campaign at iteration {step}", file=sys.stderr)
-        return _train(["--resume", *extra], args.max_minutes)
+        return run_trainer(["--resume", *extra], args.max_minutes)
     if args.action == "finish":
         done = finish(args.max_minutes, args.data_root)
         print("campaign bundled, every head trained and bundled" if done else "finish paused: run it again")

@@ -82,6 +82,9 @@ DEFAULTS: dict = {
         "threads": None,  # torch CPU threads (None: torch's default)
         "channels_last": False,  # channels-last memory (faster float32 convs on CPU); "auto": by the precision
         "lift_cells": 16,  # cells per val image for the same-class lift logged at each validation (0 = off)
+        # torch.compile the training step's network (inductor). Off by default: whether it pays is measured per
+        # machine (benchmarks/bench_training_throughput.py; the campaign queue's probe decides it for its runs)
+        "compile": False,
     },
 }
 
@@ -93,6 +96,11 @@ RESUMABLE_KEYS = {
     "train.log_every",
     "train.threads",
     "train.lift_cells",
+    "train.compile",  # the same computation, compiled or not
+    # Precision is chosen per machine (amp "auto", or the campaign queue's probe), so a run that moves between
+    # machines may change it; every start and resume records what it used in run.json.
+    "train.amp",
+    "train.channels_last",
 }
 
 
@@ -294,6 +302,7 @@ def validate_config(config: dict) -> None:
         config,
     )
     _require(train["channels_last"] in (True, False, "auto"), "train.channels_last", 'true, false or "auto"', config)
+    _require(train["compile"] in (True, False), "train.compile", "true or false", config)
     for key in ("log_every", "val_every", "save_every"):
         _require(isinstance(train[key], int) and train[key] > 0, f"train.{key}", "a positive integer", config)
 

@@ -300,6 +300,9 @@ class Trainer:
         if self.processes.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.config["train"]["compile"]:
+            # Only the training step is compiled; validation, saving and the state dict use the eager model.
+            self.network = torch.compile(self.network)
 
     def _build_optimisation(self) -> None:
         optim = self.config["optim"]

@@ -1,0 +1,291 @@
+"""The campaign queue: named end-to-end runs trained one after another across sessions and machines.
+
+`training.campaign` trained one long run (the default `camvid_r2`). The queue
+(training/configs/campaign_queue.yaml) trains the rest of the family the same way, with the same rules:
+
+- It starts first thing in every session and pauses before the session stops (``--max-minutes``).
+- Only the run in progress has a resume state in git (``campaign/<name>/state.pt.NNN``), replaced each session.
+  A finished run keeps its curve, run record and ``finished.json``; its weights are exported (float16) as
+  ``checkpoints/<name>``. So git grows by about one state (24 MB) plus one checkpoint (6 MB) per session.
+- It resumes on a new machine from what is committed.
+- Before training on a machine it has not seen, it measures the precision choices and torch.compile on the
+  real config for a few dozen steps (`training.speed_probe`) and trains with the fastest. The probe lands in
+  ``campaign/probes.json``; every start and resume records the machine and the choice in the run's run.json.
+
+    python -m training.queue run --max-minutes 150 --no-progress > runs/queue.log 2>&1 &   # a session's start
+    python -m training.queue status                                                        # where each run stands
+    python -m training.queue save && git add campaign/ checkpoints/                        # before stopping
+    python -m training.queue probe                                                         # re-measure this machine
+
+Let ``--max-minutes`` end a session's share (the trainer saves its state as it pauses); a killed trainer loses at
+most ``train.save_every`` iterations (25). `save` then copies whichever run is in progress into campaign/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from .campaign import FINISHED, _shown, finished_record, mark_finished, restore, run_trainer, save, saved_step, summary
+from .run_folder import CONFIG_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE_FILE = ROOT / "training" / "configs" / "campaign_queue.yaml"
+SAVED_ROOT = ROOT / "campaign"  # committed
+RUNS_ROOT = ROOT / "runs"  # git-ignored
+CHECKPOINTS = ROOT / "checkpoints"
+PROBES = SAVED_ROOT / "probes.json"  # committed: machine -> what the probe measured and chose
+MIN_MINUTES = 3.0  # less than this left: not worth starting the next run (building it takes about a minute)
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    name: str
+    base: Path  # the YAML config every run of the queue shares
+    overrides: tuple[str, ...]  # --set KEY=VALUE on top of it
+
+    @property
+    def saved(self) -> Path:
+        return SAVED_ROOT / self.name
+
+    @property
+    def run(self) -> Path:
+        return RUNS_ROOT / f"{self.name}_campaign"
+
+    @property
+    def finished(self) -> bool:
+        return (self.saved / FINISHED).is_file()
+
+    def iterations(self) -> int:
+        from .config import load_config
+
+        return load_config(self.base, list(self.overrides))["optim"]["iterations"]
+
+    def step(self) -> int:
+        return max(saved_step(self.saved) or 0, saved_step(self.run) or 0)
+
+
+def _value(value) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def load_queue(path: Path | None = None) -> list[QueuedRun]:
+    """The queue's runs, in order; refuses a malformed file with the reason."""
+    path = path or QUEUE_FILE
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or "base" not in spec:
+        raise ValueError(f"{path}: expected `base: CONFIG.yaml` and `runs: [{{name, set}}, ...]`")
+    base = (path.parent / spec["base"]).resolve()
+    runs, names = [], set()
+    for entry in spec["runs"]:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not name or not str(name).replace("_", "").isalnum() or name in names:
+            raise ValueError(f"{path}: every run needs a unique name of letters, digits and _ (got {entry!r})")
+        names.add(name)
+        overrides = tuple(f"{key}={_value(value)}" for key, value in (entry.get("set") or {}).items())
+        runs.append(QueuedRun(str(name), base, overrides))
+    return runs
+
+
+# -- the probe --------------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    from .precision import describe_machine
+
+    return describe_machine("cpu")
+
+
+def read_probes(path: Path | None = None) -> dict:
+    path = path or PROBES  # read at call time (tests point PROBES elsewhere)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def probe(base: Path, data_root: str | None, path: Path | None = None, overrides: tuple[str, ...] = ()) -> dict:
+    """Time every precision choice (and torch.compile) on the queue's real config; record the fastest here."""
+    out = RUNS_ROOT / "probe.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "training.speed_probe", "--config", str(base), "--json", str(out),
+               "--rounds", "2", "--steps", "4", "--warmup", "2"]  # fmt: skip
+    for override in overrides:
+        command += ["--set", override]
+    if data_root:
+        command += ["--data-root", str(data_root)]
+    print("probing:", " ".join(command), file=sys.stderr)
+    subprocess.run(command, cwd=ROOT, check=True)  # its own process: its trainers' memory goes with it
+    result = json.loads(out.read_text())
+    record = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "s_per_step": {name: round(statistics.median(times), 3) for name, times in result["samples"].items()},
+        "failed": result.get("failed", {}),
+        "choice": result["choice"],
+        "settings": result["settings"],
+        "config": Path(base).name,
+        "probed_with": list(overrides),
+    }
+    path = path or PROBES
+    probes = read_probes(path) | {result["machine"]: record}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(probes, indent=2) + "\n")
+    return record
+
+
+def settings_here(base: Path, data_root: str | None, run_probe: bool, overrides: tuple[str, ...] = ()) -> dict:
+    """The train.* settings the probe chose for this machine, probing first where it has not been measured."""
+    known = read_probes().get(machine())
+    if known is None and run_probe:
+        known = probe(base, data_root, overrides=overrides)
+    return known["settings"] if known else {}
+
+
+# -- running the queue --------------------------------------------------------------------------------------------
+
+
+def current(queue: list[QueuedRun]) -> QueuedRun | None:
+    """The first run whose schedule has not been bundled: the one the queue trains."""
+    return next((entry for entry in queue if not entry.finished), None)
+
+
+def complete(entry: QueuedRun, data_root: str | None = None) -> Path:
+    """The schedule is over: export the last weights as checkpoints/<name> (float16) and drop the resume state."""
+    from .campaign import final_checkpoint
+    from .export import export_run
+
+    last = final_checkpoint(data_root, run=entry.run, saved=entry.saved)
+    destination = CHECKPOINTS / entry.name
+    export_run(last.parent, destination, which="last", half=True)
+    mark_finished(destination, run=entry.run, saved=entry.saved)
+    return destination
+
+
+def _train_arguments(entry: QueuedRun, started: bool, settings: dict, progress: bool) -> list[str]:
+    arguments = ["--resume"] if started else ["--config", str(entry.base)]
+    for override in [] if started else entry.overrides:
+        arguments += ["--set", override]
+    for key, value in settings.items():
+        arguments += ["--set", f"train.{key}={_value(value)}"]
+    return [*arguments, *([] if progress else ["--no-progress"])]
+
+
+def run_queue(queue: list[QueuedRun], max_minutes: float | None, data_root: str | None = None,
+              run_probe: bool = True, progress: bool = False) -> int:  # fmt: skip
+    """Train the queue in order until it is done or the time is spent; 0 unless a trainer failed."""
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
+    if data_root:
+        os.environ["CAMVID_ROOT"] = str(data_root)
+    while (entry := current(queue)) is not None:
+        minutes = None if deadline is None else (deadline - time.monotonic()) / 60
+        if minutes is not None and minutes < MIN_MINUTES:
+            print(f"paused before more of {entry.name}: the time is spent", file=sys.stderr)
+            return 0
+        settings = settings_here(entry.base, data_root, run_probe, entry.overrides)
+        if deadline is not None:  # the probe took some of the time
+            minutes = (deadline - time.monotonic()) / 60
+        step = restore(entry.run, entry.saved)
+        if step is None or step < entry.iterations():
+            print(f"queue: {entry.name} from iteration {step or 0} with {settings or 'the config as it is'}",
+                  file=sys.stderr)  # fmt: skip
+            code = run_trainer(_train_arguments(entry, step is not None, settings, progress), minutes, entry.run,
+                               label=entry.name)  # fmt: skip
+            if code != 0:
+                print(f"queue: the trainer of {entry.name} failed (exit {code}); see its log", file=sys.stderr)
+                return code
+        if (saved_step(entry.run) or 0) < entry.iterations():
+            return 0  # paused by --max-minutes
+        print(f"queue: {entry.name} finished; exported {_shown(complete(entry, data_root))}",
+              file=sys.stderr)  # fmt: skip
+    print("queue: every run is finished", file=sys.stderr)
+    return 0
+
+
+def save_current(queue: list[QueuedRun]) -> str:
+    """Copy the run in progress into campaign/ (the only state committed); what was saved, in words."""
+    entry = current(queue)
+    if entry is None:
+        return "every run is finished: nothing to save"
+    if saved_step(entry.run) is None:
+        return f"{entry.name} has no state in {entry.run}: nothing to save"
+    return f"saved {entry.name} at iteration {save(entry.run, entry.saved)} into {_shown(entry.saved)}"
+
+
+def status_rows(queue: list[QueuedRun]) -> list[dict]:
+    """A row per run: its state, step, schedule, the last validation's mIoU, gamma and lift, and hours trained."""
+    rows = []
+    for entry in queue:
+        folder = entry.saved if entry.finished else max(
+            (entry.saved, entry.run), key=lambda f: saved_step(f) or (0 if (f / CONFIG_FILE).is_file() else -1))
+        row = {"name": entry.name, "set": " ".join(entry.overrides), "iterations": entry.iterations()}
+        if not (folder / CONFIG_FILE).is_file():
+            rows.append(row | {"state": "waiting", "step": 0})
+            continue
+        status = summary(folder)
+        last = status["validations"][-1] if status["validations"] else {}
+        gammas = [value for key, value in last.items() if key.startswith("gamma")]
+        rows.append(row | {
+            "state": "finished" if entry.finished else "in progress",
+            "step": (finished_record(entry.saved) or {}).get("step", entry.step()),
+            "hours": round(status["hours"], 2),
+            "val_step": last.get("step"),
+            "mIoU": None if last.get("mIoU") is None else round(100 * last["mIoU"], 2),
+            "gamma": round(gammas[0], 3) if gammas else None,
+            "lift": None if last.get("lift") is None else round(last["lift"], 2),
+        })  # fmt: skip
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    lines = ["| run | state | step | val mIoU (at step) | gamma | lift | hours | set |", "|" + " --- |" * 8]
+    for row in rows:
+        val = "" if row.get("mIoU") is None else f"{row['mIoU']:.2f} ({row['val_step']})"
+        gamma = "" if row.get("gamma") is None else f"{row['gamma']:.3f}"
+        lift = "" if row.get("lift") is None else f"{row['lift']:.2f}"
+        hours = "" if row.get("hours") is None else f"{row['hours']:.2f}"
+        lines.append(f"| {row['name']} | {row['state']} | {row['step']}/{row['iterations']} | {val} | {gamma} | "
+                     f"{lift} | {hours} | {row['set']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.queue", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["run", "save", "status", "probe"])
+    parser.add_argument("--queue", type=Path, default=QUEUE_FILE, help="the queue's YAML (default: %(default)s)")
+    parser.add_argument("--max-minutes", type=float, help="`run`: pause (state saved) after this many minutes")
+    parser.add_argument("--data-root", default=os.environ.get("CAMVID_ROOT"), help="CamVid root ($CAMVID_ROOT)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="`run`: on a machine not yet probed, train with the config's own settings")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument("--json", action="store_true", help="`status`: JSON instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        queue = load_queue(args.queue)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.action == "run":
+        return run_queue(queue, args.max_minutes, args.data_root, not args.no_probe, not args.no_progress)
+    if args.action == "save":
+        print(save_current(queue))
+        return 0
+    if args.action == "probe":
+        entry = current(queue) or queue[0]
+        print(json.dumps(probe(entry.base, args.data_root, overrides=entry.overrides), indent=2))
+        return 0
+    rows = status_rows(queue)
+    print(json.dumps(rows, indent=2) if args.json else format_status(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
