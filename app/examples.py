@@ -6,6 +6,7 @@ labels through it, so the app and the evaluation script agree on what every labe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from app.images import DecodedImage, ImageError, decode_image, resize_labels
 from ccnet import datasets
 
 SPLITS = ("val", "train", "test")
+START_FILE = "start.json"  # optional, in an examples folder: the first view of each page (examples/start.json)
 HOW_TO_SET_EXAMPLES = (
     "No examples folder is set. Point `CCNET_EXAMPLES` at a folder of images or at a dataset root "
     "(CamVid in the SegNet layout first; Cityscapes, ADE20K and the generic folder layout work too), e.g.\n\n"
@@ -31,6 +33,23 @@ class Example:
     split: str = ""
 
 
+@dataclass(frozen=True)
+class StartView:
+    """The view a page opens on before any click: an example, a pixel of it (original pixels) and why."""
+
+    example: str  # an Example.name, e.g. "train/0001TP_006870.jpg"
+    point: tuple[int, int]  # (x, y) in the example's pixels as stored
+    frame: int = 0  # the video page: which frame of the clip is clicked
+    why: str = ""  # what the pixel is, in a few words ("a car: ...")
+
+    def point_in(self, image: DecodedImage) -> tuple[int, int]:
+        """The point in the decoded image's pixels (it may have been scaled down to the app's max side)."""
+        width, height = image.original_size[1], image.original_size[0]
+        x = min(round(self.point[0] * image.width / width), image.width - 1)
+        y = min(round(self.point[1] * image.height / height), image.height - 1)
+        return x, y
+
+
 @dataclass
 class ExampleSet:
     folder: Path | None
@@ -38,6 +57,12 @@ class ExampleSet:
     examples: list[Example]
     message: str  # what was found, or why the list is empty
     spec_by_split: dict[str, datasets.DatasetSpec] | None = None
+    starts: dict[str, StartView] | None = None  # page ("explorer", "video") -> its first view, from START_FILE
+
+    def start(self, page: str) -> StartView | None:
+        """The page's first view, when the folder names one of its own examples."""
+        view = (self.starts or {}).get(page)
+        return view if view is not None and view.example in {e.name for e in self.examples} else None
 
     @property
     def has_labels(self) -> bool:
@@ -52,8 +77,28 @@ class LoadedExample:
     palette: np.ndarray | None  # (K, 3)
 
 
+def read_starts(folder: Path) -> dict[str, StartView]:
+    """The folder's START_FILE, page by page; a missing or malformed file gives no start (never an error)."""
+    try:
+        spec = json.loads((folder / START_FILE).read_text())
+        return {
+            page: StartView(str(view["example"]), (int(view["point"][0]), int(view["point"][1])),
+                            int(view.get("frame", 0)), str(view.get("why", "")))  # fmt: skip
+            for page, view in spec.items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}
+
+
 def discover_examples(folder: Path | None) -> ExampleSet:
     """Try each dataset layout (CamVid first), then fall back to the image files in the folder itself."""
+    found = _discover(folder)
+    if found.folder is not None and found.examples:
+        found.starts = read_starts(found.folder)
+    return found
+
+
+def _discover(folder: Path | None) -> ExampleSet:
     if folder is None:
         return ExampleSet(None, None, [], HOW_TO_SET_EXAMPLES)
     if not folder.is_dir():

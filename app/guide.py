@@ -26,12 +26,15 @@ GUIDE = """
 """
 
 
-def first_visit_guide(example_source: tuple[str, str] | None) -> None:
-    """The guide, unless dismissed; example_source = (session key, value) selecting the examples folder."""
+def first_visit_guide(example_source: tuple[str, str] | None, next_step: str | None = None) -> None:
+    """The guide, unless dismissed; example_source = (session key, value) selecting the examples folder;
+    next_step: what to do first on the page as it opened (e.g. which pixel to click)."""
     if st.session_state.get(DISMISSED_KEY):
         st.sidebar.button("What am I looking at?", key="guide-show", on_click=_set_dismissed, args=(False,))
         return
     with st.container(border=True):
+        if next_step:
+            st.markdown(f"**Start here.** {next_step}")
         st.markdown(GUIDE)
         close, example, hint = st.columns([1, 1.4, 4])
         close.button("Got it", key="guide-close", on_click=_set_dismissed, args=(True,))

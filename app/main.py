@@ -18,7 +18,7 @@ if _ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import controls  # noqa: E402
-from app.examples import load_example  # noqa: E402
+from app.examples import HOW_TO_SET_EXAMPLES, ExampleSet, load_example  # noqa: E402
 from app.guide import first_visit_guide  # noqa: E402
 from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image  # noqa: E402
 from app.model_card import show_model_cards  # noqa: E402
@@ -33,7 +33,13 @@ from app.models import (  # noqa: E402
 from app.resources import cached_examples, cached_model, shared_cache  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
 from app.shareable import keep_if_valid, restore_from_url  # noqa: E402
-from app.view import GroundTruth, exploration, image_attention_section, segmentation_changes  # noqa: E402
+from app.view import (  # noqa: E402
+    GroundTruth,
+    exploration,
+    image_attention_section,
+    seed_point,
+    segmentation_changes,
+)
 
 SOURCE_KEY = "source"
 UPLOAD = "Upload"
@@ -59,7 +65,9 @@ def explorer_page() -> None:
         st.error(str(error))
         return
     restore_from_url()
-    first_visit_guide((SOURCE_KEY, EXAMPLES) if settings.examples else None)
+    examples = cached_examples(str(settings.examples)) if settings.examples else None
+    has_examples = examples is not None and bool(examples.examples)
+    first_visit_guide((SOURCE_KEY, EXAMPLES) if has_examples else None, _next_step(examples))
     device, device_warning = resolve_device(settings.device)
     if device_warning:
         st.sidebar.warning(device_warning)
@@ -71,7 +79,7 @@ def explorer_page() -> None:
     if not catalogue.entries:
         st.warning("Every checkpoint here is a video model: open the Video page.")
         return
-    image, truth = _choose_image(settings)
+    image, truth = _choose_image(settings, examples)
     columns = controls.choose_columns(catalogue)
     options = controls.view_options()
     st.sidebar.caption(f"Device: **{device}** (CCNET_DEVICE={settings.device}). Checkpoints: `{catalogue.folder}`")
@@ -114,14 +122,27 @@ def _catalogue_or_message(settings: Settings) -> Catalogue | None:
     return catalogue
 
 
-def _choose_image(settings: Settings) -> tuple[DecodedImage | None, GroundTruth | None]:
-    """Upload or examples folder -> decoded image (and ground truth); problems shown, never raised."""
+def _next_step(examples: ExampleSet | None) -> str | None:
+    """What the first-visit guide tells a newcomer to do next, when the page opens on the start example."""
+    start = examples.start("explorer") if examples is not None else None
+    if start is None:
+        return None
+    return (f"The page opened on an example with one pixel already clicked, the red cross ({start.why}). **Click "
+            "any other pixel of the photo** (a pole, the road, a person) and every map follows it; pick another "
+            "example or upload your own photo in the sidebar.")  # fmt: skip
+
+
+def _choose_image(settings: Settings, examples: ExampleSet | None) -> tuple[DecodedImage | None, GroundTruth | None]:
+    """Upload or examples folder -> decoded image (and ground truth); problems shown, never raised. The examples
+    come first when there are any, so the page shows maps before anything is uploaded."""
     st.sidebar.header("Image")
+    if examples is not None and examples.examples:
+        st.session_state.setdefault(SOURCE_KEY, EXAMPLES)
     source = st.sidebar.radio("Source", [UPLOAD, EXAMPLES], key=SOURCE_KEY, horizontal=True)
     try:
         if source == UPLOAD:
             return _uploaded_image(settings), None
-        return _example_image(settings)
+        return _example_image(settings, examples)
     except ImageError as error:
         st.error(f"{error}\n\nThe app keeps working: choose another image.")
         return None, None
@@ -148,17 +169,21 @@ def _decoded_upload(file_id: str, data: bytes, name: str, max_side: int) -> Deco
     return image
 
 
-def _example_image(settings: Settings) -> tuple[DecodedImage | None, GroundTruth | None]:
-    examples = cached_examples(str(settings.examples) if settings.examples else None)
-    if not examples.examples:
-        st.info(examples.message)
+def _example_image(settings: Settings, examples: ExampleSet | None) -> tuple[DecodedImage | None, GroundTruth | None]:
+    if examples is None or not examples.examples:
+        st.info(examples.message if examples is not None else HOW_TO_SET_EXAMPLES)
         return None, None
     st.sidebar.caption(examples.message)
     names = [example.name for example in examples.examples]
     keep_if_valid("example", names)
+    start = examples.start("explorer")
+    if start is not None:
+        st.session_state.setdefault("example", start.example)
     name = st.sidebar.selectbox("Example", names, key="example")
     example = examples.examples[names.index(name)]
     loaded = load_example(examples, example, settings.max_side)
+    if start is not None and name == start.example:
+        seed_point(loaded.image, *start.point_in(loaded.image))
     _show_notices(loaded.image)
     truth = None
     if loaded.labels is not None:

@@ -69,13 +69,18 @@ class Catalogue:
     default: str | None
     folders: tuple[Path, ...] = ()  # every folder listed, the bundled one first
     problems: tuple[str, ...] = ()  # what could not be listed and what to do about it (shown by the page)
+    default_video: str | None = None  # the video page's default (index.json "default_video")
 
     def images_only(self) -> Catalogue:
         """The image models (the explorer's); video models have their own page."""
         return replace(self, entries=tuple(e for e in self.entries if e.frames is None))
 
     def videos_only(self) -> Catalogue:
-        return replace(self, entries=tuple(e for e in self.entries if e.frames is not None))
+        """The video models; their default is the index's video default, else the one with the most frames (T = 5
+        attends across frames, T = 1 does not)."""
+        videos = tuple(e for e in self.entries if e.frames is not None)
+        most_frames = min(videos, key=lambda e: (-e.frames, e.name)).name if videos else None
+        return replace(self, entries=videos, default=self.default_video or most_frames)
 
     def get(self, name: str) -> CatalogueEntry:
         for entry in self.entries:
@@ -110,12 +115,11 @@ def read_catalogue(folder: Path, extra_folders: Sequence[Path] = ()) -> Catalogu
     folders = _unique_folders([Path(folder), *map(Path, extra_folders)])
     entries: list[CatalogueEntry] = []
     problems: list[str] = []
-    default = None
+    default = default_video = None
     for position, current in enumerate(folders):
         label = current.name if len(folders) > 1 else ""
         if position == 0:
-            found, found_default = _bundled_folder_entries(current, label, problems)
-            default = found_default
+            found, default, default_video = _bundled_folder_entries(current, label, problems)
         else:
             found = _extra_folder_entries(current, label, problems)
         taken = {entry.name: entry for entry in entries}
@@ -128,7 +132,7 @@ def read_catalogue(folder: Path, extra_folders: Sequence[Path] = ()) -> Catalogu
                 continue
             entries.append(entry)
             taken[entry.name] = entry
-    return Catalogue(folders[0], tuple(entries), default, tuple(folders), tuple(problems))
+    return Catalogue(folders[0], tuple(entries), default, tuple(folders), tuple(problems), default_video)
 
 
 def _unique_folders(folders: list[Path]) -> list[Path]:
@@ -143,17 +147,21 @@ def _rebuild_hint(folder: Path) -> str:
     return f"`python -c \"from ccnet.checkpoint import write_index; write_index('{folder}')\"`"
 
 
-def _bundled_folder_entries(folder: Path, label: str, problems: list[str]) -> tuple[list[CatalogueEntry], str | None]:
-    """The bundled folder: a missing one is simply empty (the page explains how to make a checkpoint)."""
+def _bundled_folder_entries(
+    folder: Path, label: str, problems: list[str]
+) -> tuple[list[CatalogueEntry], str | None, str | None]:
+    """The bundled folder's entries, default and video default: a missing folder is simply empty (the page explains
+    how to make a checkpoint)."""
     if not (folder / INDEX_FILE).is_file():
-        return _scanned_entries(folder, label, problems) if folder.is_dir() else [], None
+        return _scanned_entries(folder, label, problems) if folder.is_dir() else [], None, None
     try:
         index = read_index(folder)
     except Exception as error:  # a broken index must not take the app down
         raise ModelError(
             f"The checkpoint index of {folder} cannot be read ({error}). Rebuild it with {_rebuild_hint(folder)}."
         ) from error
-    return _index_entries(folder, index, label), index.get("default")
+    entries = _index_entries(folder, index, label)
+    return entries, index.get("default"), index.get("default_video")
 
 
 def _extra_folder_entries(folder: Path, label: str, problems: list[str]) -> list[CatalogueEntry]:

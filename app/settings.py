@@ -5,7 +5,8 @@
 | CCNET_CHECKPOINTS | <repo>/checkpoints | folder with index.json and *.safetensors + *.json |
 | CCNET_EXTRA_CHECKPOINTS | (none) | more checkpoint folders listed after it, `/a:/b` (os.pathsep), e.g. converted |
 |   |   | published models (docs/CONVERT.md); index.json optional, problems shown in the sidebar |
-| CCNET_EXAMPLES | (none) | folder of example images, or a dataset root (CamVid, Cityscapes, ADE20K, folder) |
+| CCNET_EXAMPLES | <repo>/examples | folder of example images, or a dataset root (CamVid, Cityscapes, ADE20K, folder); |
+|   |   | `none` for no examples. The default holds nine CamVid frames with labels (examples/README.md) |
 | CCNET_DEVICE | auto | auto (CUDA when available), cpu, cuda or cuda:N |
 | CCNET_MAX_SIDE | 1024 | longest image side fed to the model; larger images are scaled down |
 | CCNET_CACHE_MB | 512 | memory for encoded images shared by all sessions (least recently used dropped) |
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).absolute().parent.parent
+BUNDLED_EXAMPLES = REPO_ROOT / "examples"
+NO_EXAMPLES = "none"  # CCNET_EXAMPLES=none: no examples folder at all
 
 
 class SettingsError(ValueError):
@@ -42,11 +45,11 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
-        examples = environ.get("CCNET_EXAMPLES", "").strip()
+        examples = environ.get("CCNET_EXAMPLES", "").strip() or str(BUNDLED_EXAMPLES)
         checkpoints = environ.get("CCNET_CHECKPOINTS", "").strip() or REPO_ROOT / "checkpoints"
         return cls(
             checkpoints=Path(checkpoints).expanduser(),
-            examples=Path(examples).expanduser() if examples else None,
+            examples=None if examples.lower() == NO_EXAMPLES else Path(examples).expanduser(),
             device=environ.get("CCNET_DEVICE", "auto").strip().lower() or "auto",
             max_side=_positive_int(environ, "CCNET_MAX_SIDE", 1024, minimum=64),
             cache_mb=_positive_int(environ, "CCNET_CACHE_MB", 512, minimum=16),

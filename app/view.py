@@ -106,6 +106,14 @@ def current_point(image: DecodedImage, key: str = POINT_KEY) -> tuple[int, int]:
     return image.width // 2, image.height // 2
 
 
+def seed_point(image: DecodedImage, px: int, py: int) -> None:
+    """Pixel A before any click on this image (an example's telling spot); a click or a shared link wins."""
+    point = st.session_state.get(POINT_KEY)
+    if (point and point.get("digest") == image.digest) or st.session_state.get(URL_POINT_KEY) is not None:
+        return
+    st.session_state[POINT_KEY] = {"digest": image.digest, "px": px, "py": py}
+
+
 def _remember_click(widget_key: str, image: DecodedImage) -> None:
     """Click callback: runs before the rerun, so the new point is marked on everything drawn after it.
 

@@ -126,7 +126,7 @@ def streamlit_server(
 ):
     """A real server on 127.0.0.1 (never another interface); its RSS is sampled every 0.2 s while it runs."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "CCNET_EXAMPLES"}
+    env = {k: v for k, v in os.environ.items() if k != "CCNET_EXAMPLES"} | {"CCNET_EXAMPLES": "none"}  # unless asked
     env |= {"CCNET_CHECKPOINTS": str(checkpoints), "CCNET_DEVICE": "cpu", "PYTHONPATH": str(REPO_ROOT)}
     if cache_mb is not None:
         env["CCNET_CACHE_MB"] = str(cache_mb)

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from ccnet.backbones import BackboneFeatures  # noqa: E402
-from ccnet.model import build_model  # noqa: E402
+from ccnet.factory import build_model  # noqa: E402
 from training.heads import DEFAULTS, KINDS, head_optimizer, head_step, loss_config  # noqa: E402
 from training.objective import SegmentationObjective  # noqa: E402
 

@@ -39,7 +39,7 @@ from app.video import Clip, clip_maps, decode_clip  # noqa: E402
 from benchmarks.common import describe_machine, p90, wait_until_quiet  # noqa: E402
 from ccnet.checkpoint import save_checkpoint, write_index  # noqa: E402
 from ccnet.classes import CAMVID  # noqa: E402
-from ccnet.model import build_model  # noqa: E402
+from ccnet.factory import build_model  # noqa: E402
 from ccnet.preprocess import normalize_image  # noqa: E402
 
 FRAMES, SIZE = 5, (360, 480)

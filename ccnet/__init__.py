@@ -10,6 +10,7 @@ from ccnet.attention import (
     RecurrentCrissCrossAttention,
 )
 from ccnet.checkpoint import CheckpointError, load_checkpoint, read_index, save_checkpoint, write_index
+from ccnet.factory import build_model
 from ccnet.inference import predict
 from ccnet.losses import CategoryConsistentLoss, OhemCrossEntropy
 from ccnet.model import (
@@ -18,7 +19,6 @@ from ccnet.model import (
     CCNet,
     CCNetOutput,
     DilatedResNet,
-    build_model,
     load_backbone_weights,
 )
 from ccnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_tensor

@@ -486,7 +486,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     `path` is a stem, a `.safetensors` or `.json` path, or a `.pt`/`.pth` file read with weights_only=True
     (its metadata from a {"state_dict", "metadata"} wrapper or from a `.json` sidecar beside it).
     """
-    from ccnet.model import build_model  # here, not at import: the model module imports this package
+    from ccnet.factory import build_model  # here, not at import: the model module imports this package
 
     path = Path(path)
     if path.suffix in TORCH_SUFFIXES:
@@ -615,17 +615,33 @@ def _pick_default(entries: list[dict], wanted: str | None) -> str | None:
     return names[0] if names else None
 
 
-def write_index(folder: str | os.PathLike, default: str | None = None) -> dict:
-    """Scan `folder` for checkpoints and write its index.json; keeps the previous default unless given."""
+def pick_default_video(entries: list[dict], wanted: str | None) -> str | None:
+    """The video model a page opens on: `wanted` if it is one, else the one with the most frames (T = 5 attends
+    across frames; T = 1 does not), then by name."""
+    videos = [entry for entry in entries if entry.get("frames")]
+    if wanted is not None and wanted in [entry["name"] for entry in videos]:
+        return wanted
+    return min(videos, key=lambda entry: (-entry["frames"], entry["name"]))["name"] if videos else None
+
+
+def write_index(folder: str | os.PathLike, default: str | None = None, default_video: str | None = None) -> dict:
+    """Scan `folder` for checkpoints and write its index.json; keeps the previous defaults unless given
+    (`default`: the image model the explorer opens on; `default_video`: the video page's)."""
     folder = Path(folder)
     entries = _scan(folder)
-    if default is not None and default not in [entry["name"] for entry in entries]:
-        raise CheckpointError(f"default {default!r} is not a checkpoint in {folder}")
-    previous = None
+    names = [entry["name"] for entry in entries]
+    for wanted in (default, default_video):
+        if wanted is not None and wanted not in names:
+            raise CheckpointError(f"default {wanted!r} is not a checkpoint in {folder}")
+    previous = {}
     if (folder / INDEX_FILE).is_file():
         with suppress(json.JSONDecodeError, OSError, AttributeError):
-            previous = json.loads((folder / INDEX_FILE).read_text()).get("default")
-    index = {"default": _pick_default(entries, default or previous), "models": entries}
+            previous = json.loads((folder / INDEX_FILE).read_text())
+    index = {
+        "default": _pick_default(entries, default or previous.get("default")),
+        "default_video": pick_default_video(entries, default_video or previous.get("default_video")),
+        "models": entries,
+    }
     write_json(folder / INDEX_FILE, index)
     return index
 

@@ -119,7 +119,7 @@ def _lut(mapping: dict[int, int]) -> np.ndarray:
 
 
 CAMVID_LAYOUT = """CamVid (SegNet 11-class release)
-  ROOT/train/*.png       ROOT/trainannot/*.png   (labels 0-10, 11 = void)
+  ROOT/train/*.png       ROOT/trainannot/*.png   (labels 0-10, 11 = void; photos may be JPEG)
   ROOT/val/*.png         ROOT/valannot/*.png
   ROOT/test/*.png        ROOT/testannot/*.png    (optional)"""
 
@@ -129,7 +129,8 @@ CAMVID_FRAME_ORDER = r"^(?P<seq>[^_]+)_f?(?P<num>\d+)$"  # 0016E5_07959, 0006R0_
 
 def find_camvid(root: Path, split: str) -> DatasetSpec:
     _require_folders(root, [split, f"{split}annot"], CAMVID_LAYOUT)
-    samples = _pair_by_stem(_list_images(root / split), root / f"{split}annot", lambda image: image.name)
+    # Labels are PNGs of the image's name; a JPEG photo (the bundled examples) pairs with its stem's PNG.
+    samples = _pair_by_stem(_list_images(root / split), root / f"{split}annot", lambda image: f"{image.stem}.png")
     lut = _lut({index: index for index in range(CAMVID.num_classes)} | {11: IGNORE_INDEX, 255: IGNORE_INDEX})
     return DatasetSpec("camvid", root, split, samples, CAMVID, lut, CAMVID_FRAME_ORDER)
 

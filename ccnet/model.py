@@ -16,9 +16,8 @@ Parameter names, chosen so that other checkpoints map onto ours with a key renam
 
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,7 +52,6 @@ __all__ = [
     "CCNetOutput",
     "DilatedMobileNetV2",
     "DilatedResNet",
-    "build_model",
     "load_backbone_weights",
     "read_state_dict",
 ]
@@ -459,24 +457,3 @@ def _backbone_arguments(backbone: str, base_width, stem, stem_channels, ceil_mod
         "ceil_mode": bool(ceil_mode) if ceil_mode is not None else False,
         "contract_dilation": bool(contract_dilation) if contract_dilation is not None else True,
     }
-
-
-def build_model(config: Mapping) -> CCNet:
-    """Rebuild a CCNet from ``model.config`` (e.g. a checkpoint sidecar's ``model_config``).
-
-    A config with ``frames: T`` (not null) builds the video model (``ccnet.video_model.VideoCCNet``).
-    """
-    if not isinstance(config, Mapping):
-        raise ValueError(f"expected a model config mapping, got {type(config).__name__}")
-    known = set(inspect.signature(CCNet).parameters) | {"frames"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"unknown model config keys {unknown}: expected some of {sorted(known)}")
-    if "num_classes" not in config:
-        raise ValueError("model config lacks num_classes")
-    arguments = {key: value for key, value in config.items() if key != "frames"}
-    if config.get("frames") is not None:
-        from ccnet.video_model import VideoCCNet  # the video model builds on this module
-
-        return VideoCCNet(frames=config["frames"], **arguments)
-    return CCNet(**arguments)

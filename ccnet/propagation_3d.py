@@ -118,10 +118,15 @@ def uniform_attention_3d(t: int, h: int, w: int, dtype=torch.float32) -> torch.T
     return attn / attn.sum(-1, keepdim=True)
 
 
+def frame_shares(maps: torch.Tensor) -> torch.Tensor:
+    """Share of each map's influence that lies in each frame: maps (R, T, h, w) -> (R, T), rows summing to 1."""
+    per_frame = maps.sum(dim=(-2, -1))  # (R, T)
+    return per_frame / per_frame.sum(dim=-1, keepdim=True)
+
+
 def temporal_share(maps: torch.Tensor, t: int) -> torch.Tensor:
     """Share of each map's influence that comes from frame t: maps (R, T, h, w) -> (R,).
 
     1 means the clicked frame alone; read it against the same share under ``uniform_attention_3d``.
     """
-    totals = maps.sum(dim=(-3, -2, -1))  # (R,)
-    return maps[:, t].sum(dim=(-2, -1)) / totals
+    return frame_shares(maps)[:, t]  # (R,)

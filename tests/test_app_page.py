@@ -41,7 +41,7 @@ def checkpoints(tmp_path_factory) -> Path:
 @pytest.fixture
 def app(monkeypatch, checkpoints) -> AppTest:
     monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
-    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_EXAMPLES", "none")  # not the bundled examples
     monkeypatch.setenv("CCNET_DEVICE", "cpu")
     return AppTest.from_file(MAIN, default_timeout=60)
 
@@ -650,3 +650,36 @@ def test_a_class_matrix_row_highlights_its_pixels_until_cleared(app, checkpoints
     app.run()
     assert_no_exception(app)
     assert "Highlighted:" not in texts(app)
+
+
+# --- issue 30: a newcomer's first screen ------------------------------------------------------------------------
+
+
+def test_a_fresh_clone_opens_on_the_bundled_example_with_a_telling_pixel_clicked(monkeypatch):
+    """No settings at all: the bundled checkpoints and examples, maps painted before any action."""
+    from app.examples import discover_examples
+    from app.settings import BUNDLED_EXAMPLES
+
+    for name in ("CCNET_CHECKPOINTS", "CCNET_EXAMPLES", "CCNET_EXTRA_CHECKPOINTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    start = discover_examples(BUNDLED_EXAMPLES).start("explorer")
+    assert start is not None and start.example.startswith("train/")  # a train frame: never test
+    app = AppTest.from_file(MAIN, default_timeout=120).run()
+    assert_no_exception(app)
+    assert app.sidebar.radio(key="source").value == "Examples folder"
+    assert app.sidebar.selectbox(key="example").value == start.example
+    assert f"Clicked pixel** ({start.point[0]}, {start.point[1]})" in texts(app)  # 480 x 360: not rescaled
+    assert "Start here" in texts(app)
+    assert len(influence_charts(app)) == 3  # R = 1, 2, 3 painted with no action
+    assert "Ground truth there: Car" in texts(app)  # the telling spot is a car
+
+
+def test_a_click_or_another_example_replaces_the_start_pixel(monkeypatch):
+    for name in ("CCNET_CHECKPOINTS", "CCNET_EXAMPLES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    app = AppTest.from_file(MAIN, default_timeout=120).run()
+    app.sidebar.selectbox(key="example").set_value("train/0001TP_007110.jpg").run()
+    assert_no_exception(app)
+    assert "Clicked pixel** (240, 180)" in texts(app)  # no start point for this one: its centre

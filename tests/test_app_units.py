@@ -19,7 +19,7 @@ from app.examples import HOW_TO_SET_EXAMPLES, discover_examples, load_example
 from app.explorer import BoundedCache, cached_decodes, column_maps, encode_and_decode
 from app.grid import box_cells, cell_centre, display_box_to_image, display_to_image, pixel_to_cell, sample_at_cells
 from app.models import load_model, read_catalogue, resolve_device
-from app.settings import Settings, SettingsError
+from app.settings import REPO_ROOT, Settings, SettingsError
 from app.stats import coverage_share, entropy_bits, image_miou, influence_stats, own_class_share
 from ccnet.propagation import influence_maps
 from tests.test_app_helpers import make_checkpoint_folder, street_rgb
@@ -220,6 +220,8 @@ def test_settings_from_environment(tmp_path):
     settings = Settings.from_env(environ | {"CCNET_MAX_SIDE": "640"})
     assert settings.checkpoints == tmp_path and str(settings.examples) == "data"
     assert settings.device == "cpu" and settings.max_side == 640 and settings.cache_mb == 512
+    assert Settings.from_env({}).examples == REPO_ROOT / "examples"  # the bundled examples unless told otherwise
+    assert Settings.from_env({"CCNET_EXAMPLES": " None "}).examples is None
     defaults = Settings.from_env({})
     assert defaults.checkpoints.name == "checkpoints" and defaults.examples is None
     assert defaults.device == "auto"

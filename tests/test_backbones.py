@@ -17,7 +17,8 @@ from ccnet.backbones import (
     load_backbone_weights,
 )
 from ccnet.backbones.mobilenet_v2 import detect_layout, to_torchvision_names
-from ccnet.model import CCNet, build_model
+from ccnet.factory import build_model
+from ccnet.model import CCNet
 
 # torchvision's names -> the classic layout, per block kind (the inverse of the loader's rules).
 _TO_CLASSIC_T1 = {"0.0": "0", "0.1": "1", "1": "3", "2": "4"}

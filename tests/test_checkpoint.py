@@ -188,7 +188,7 @@ def test_code_version_names_the_package_version():
 def _shared_pair(tmp_path):
     """A base model and a head model whose backbone is the base's, saved half with a shared backbone."""
     from ccnet.checkpoint import save_checkpoint
-    from ccnet.model import build_model
+    from ccnet.factory import build_model
 
     config = {"num_classes": 4, "backbone": "resnet18", "base_width": 8, "head_channels": 16, "recurrence": 2}
     torch.manual_seed(0)
@@ -219,7 +219,7 @@ def test_a_head_with_a_shared_backbone_is_small_and_loads_whole(tmp_path):
 
 def test_a_shared_backbone_is_checked_on_save_and_on_load(tmp_path):
     from ccnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from ccnet.model import build_model
+    from ccnet.factory import build_model
 
     base, head, meta = _shared_pair(tmp_path)
     other = build_model(head.config)  # a fresh backbone: not the base's

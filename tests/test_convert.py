@@ -37,7 +37,8 @@ from ccnet.convert import (
     fold_conv_bias_into_bn,
     main,
 )
-from ccnet.model import CCNet, build_model
+from ccnet.factory import build_model
+from ccnet.model import CCNet
 from tests.test_app_helpers import make_checkpoint_folder
 
 MMSEG_TESTDATA = os.environ.get("CCNET_MMSEG_TESTDATA", "")
@@ -710,7 +711,7 @@ def test_the_app_page_offers_the_converted_model_and_draws_its_cityscapes_legend
     monkeypatch.setenv("CCNET_CHECKPOINTS", str(bundled))
     monkeypatch.setenv("CCNET_EXTRA_CHECKPOINTS", f"{weights.parent}{os.pathsep}{tmp_path / 'missing'}")
     monkeypatch.setenv("CCNET_DEVICE", "cpu")
-    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_EXAMPLES", "none")  # not the bundled examples
     app = AppTest.from_file(str(Path(__file__).absolute().parent.parent / "app" / "main.py"), default_timeout=60)
     app.run()
     assert not app.exception, [e.value for e in app.exception]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from ccnet.factory import build_model
 from ccnet.model import (
     BACKBONES,
     DEEP_STEM_INDEX,
@@ -17,7 +18,6 @@ from ccnet.model import (
     CCNet,
     CCNetOutput,
     DilatedResNet,
-    build_model,
 )
 
 TINY = {"base_width": 8, "head_channels": 16}  # small enough for two shared CPU cores

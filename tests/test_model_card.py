@@ -135,7 +135,7 @@ def test_the_page_shows_the_card_and_the_supervision_line(monkeypatch, tmp_path)
     weights = save_tiny_checkpoint(tmp_path, "tiny_r2", recurrence=2)
     update_sidecar(weights, {"train_config": _metadata(0.4)["train_config"], "training": _metadata(0.4)["training"]})
     monkeypatch.setenv("CCNET_CHECKPOINTS", str(tmp_path))
-    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_EXAMPLES", "none")  # not the bundled examples
     monkeypatch.setenv("CCNET_DEVICE", "cpu")
     app = AppTest.from_file(MAIN, default_timeout=60).run()
     app.sidebar.file_uploader(key="upload").set_value(("street.png", image_bytes(street_rgb()), "image/png"))

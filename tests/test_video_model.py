@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ccnet.checkpoint import load_checkpoint, save_checkpoint
-from ccnet.model import CCNet, build_model
+from ccnet.factory import build_model
+from ccnet.model import CCNet
 from ccnet.propagation_3d import influence_maps_3d
 from ccnet.video_model import VideoCCNet
 

@@ -31,8 +31,8 @@ from ccnet.analysis import cell_centre_labels, class_balanced_mean
 from ccnet.backbones import BackboneFeatures
 from ccnet.checkpoint import load_checkpoint, save_checkpoint
 from ccnet.datasets import IGNORE_INDEX
+from ccnet.factory import build_model
 from ccnet.metrics import confusion_matrix, scores_from_confusion
-from ccnet.model import build_model
 from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
 from ccnet.sequences import CAMVID_ORDER, centred_windows, clip_plan, sliding_windows
 

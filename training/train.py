@@ -33,9 +33,9 @@ from tqdm import tqdm
 from ccnet.backbones import load_backbone_weights
 from ccnet.checkpoint import code_version, save_checkpoint
 from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
+from ccnet.factory import build_model
 from ccnet.inference import DEFAULT_CROP_SIZE
 from ccnet.metrics import SegmentationScores, scores_from_confusion
-from ccnet.model import build_model
 
 from .attention_quality import attention_lift
 from .class_weights import class_pixel_counts, enet_weights

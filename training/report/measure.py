@@ -12,8 +12,8 @@ import torch
 from ccnet.analysis import cell_centre_labels, class_attention_matrix, class_balanced_mean
 from ccnet.checkpoint import load_checkpoint
 from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
+from ccnet.factory import build_model
 from ccnet.metrics import confusion_matrix, scores_from_confusion
-from ccnet.model import build_model
 
 from ..attention_quality import DEFAULT_CELLS_PER_IMAGE, lifts_of_image, sample_cells
 from ..transforms import EvalTransform
