@@ -13,6 +13,8 @@ UNROLLED = "One model, unrolled R = 1, 2, 3"
 TRAINED = "Separately trained models per R"
 CHOSEN = "Any models side by side"
 CHOSEN_COLUMNS = 3
+# the video page's colour scales: each frame its own (the default: the other frames stay visible), or one for all
+FRAME_SCALES = ("each frame its own", "one for all frames")
 SCALE_MODES = {
     "Linear (0 to the largest value)": "linear",
     "Clamp at a percentile": "percentile",
@@ -108,8 +110,9 @@ def _chosen_columns(catalogue: Catalogue, unrollable: list[CatalogueEntry], defa
         name = st.sidebar.selectbox(f"Column {index + 1}: model", allowed, key=f"chosen-model-{index}",
                                     format_func=lambda n: catalogue.get(n).label)  # fmt: skip
         entry = catalogue.get(name)
-        loops = st.sidebar.selectbox(f"Column {index + 1}: R", LOOP_COUNTS, index=min(index, len(LOOP_COUNTS) - 1),
-                                     key=f"chosen-r-{index}")  # fmt: skip
+        if st.session_state.get(f"chosen-r-{index}") not in LOOP_COUNTS:  # first visit, or an edited link
+            st.session_state[f"chosen-r-{index}"] = LOOP_COUNTS[min(index, len(LOOP_COUNTS) - 1)]
+        loops = st.sidebar.selectbox(f"Column {index + 1}: R", LOOP_COUNTS, key=f"chosen-r-{index}")
         title = f"{entry.name} at R = {loops}"
         if any(c.title == title for c in columns):  # the same choice twice: titles name columns, keep them unique
             title += f" (column {index + 1})"
@@ -133,6 +136,8 @@ def _trained_columns(trained: dict[int, list[CatalogueEntry]]) -> list[ColumnSpe
         entry = candidates[0]
         if len(candidates) > 1:
             choices = [e.name for e in candidates]
+            if f"trained-{r}" in st.session_state and st.session_state[f"trained-{r}"] not in choices:
+                del st.session_state[f"trained-{r}"]  # a stale or edited link
             name = st.sidebar.selectbox(f"Model for R = {r}", choices, key=f"trained-{r}")
             entry = next(e for e in candidates if e.name == name)
         columns.append(ColumnSpec(f"R = {r}: {entry.name}", entry, r))

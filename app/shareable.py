@@ -10,15 +10,31 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.controls import DIRECTIONS, LAYOUTS, PROPAGATION, QUERIES, SCALE_MODES, TRAINED, UNROLLED
+from app.controls import (
+    CHOSEN,
+    CHOSEN_COLUMNS,
+    DIRECTIONS,
+    FRAME_SCALES,
+    LAYOUTS,
+    PROPAGATION,
+    QUERIES,
+    SCALE_MODES,
+    TRAINED,
+    UNROLLED,
+)
+from app.models import LOOP_COUNTS
 from app.render import COLORMAPS
 
 # widget key -> the values it may take (None: checked where the widget's options are known)
 CHOICES: dict[str, tuple[str, ...] | None] = {
     "source": ("Upload", "Examples folder"),
     "example": None,
-    "comparison": (UNROLLED, TRAINED),
+    "comparison": (UNROLLED, TRAINED, CHOSEN),
     "model": None,
+    # "Any models side by side": each column's model (checked against the catalogue where the column is drawn)
+    **{f"chosen-model-{index}": None for index in range(CHOSEN_COLUMNS)},
+    # "Separately trained models per R": which model for each R, where the folder has several
+    **{f"trained-{r}": None for r in LOOP_COUNTS},
     "propagation": tuple(PROPAGATION),
     "direction": tuple(DIRECTIONS),
     "query": tuple(QUERIES),
@@ -27,6 +43,8 @@ CHOICES: dict[str, tuple[str, ...] | None] = {
     "scale_mode": tuple(SCALE_MODES),
 }
 FLAGS = ("per_loop", "smooth", "shared_scale", "hide_cross")
+# widget key -> the whole numbers it may take: each chosen column's loop count
+NUMBERS: dict[str, tuple[int, ...]] = {f"chosen-r-{index}": tuple(LOOP_COUNTS) for index in range(CHOSEN_COLUMNS)}
 URL_POINT_KEY = "url_point"  # session state: (px, py) from the link, until the first image takes it
 URL_BOX_KEY = "url_box"  # session state: (left, top, right, bottom) from the link, until the first image takes it
 _RESTORED_KEY = "_restored_from_url"
@@ -52,6 +70,10 @@ def restore_from_url() -> None:
     for key in FLAGS:
         if params.get(key) in ("0", "1"):
             st.session_state[key] = params[key] == "1"
+    for key, allowed in NUMBERS.items():
+        value = _pixel(params.get(key))
+        if value in allowed:
+            st.session_state[key] = value
     point = _pixel(params.get("px")), _pixel(params.get("py"))
     if None not in point:
         st.session_state[URL_POINT_KEY] = point
@@ -83,6 +105,10 @@ def write_to_url(point: tuple[int, int] | None, box: tuple[int, int, int, int] |
     """Mirror the current widget state, click and (with the box query) the dragged box into the query string."""
     wanted = {key: st.session_state[key] for key in CHOICES if isinstance(st.session_state.get(key), str)}
     wanted |= {key: "1" if st.session_state[key] else "0" for key in FLAGS if key in st.session_state}
+    if st.session_state.get("comparison") == CHOSEN:  # the columns' loop counts mean something only there
+        wanted |= {key: str(st.session_state[key]) for key in NUMBERS if isinstance(st.session_state.get(key), int)}
+    else:
+        wanted = {key: value for key, value in wanted.items() if not key.startswith("chosen-")}
     if point is not None:
         wanted |= {"px": str(point[0]), "py": str(point[1])}
     if box is not None:
@@ -98,6 +124,7 @@ VIDEO_CHOICES: dict[str, tuple[str, ...] | None] = {
     "video_example": None,
     "video_mode": tuple(PROPAGATION.values()),
     "video_colormap": tuple(COLORMAPS),
+    "video_scale": FRAME_SCALES,
 }
 VIDEO_URL_POINT_KEY = "video_url_point"  # session state: (frame, px, py) from the link, until a clip takes it
 _VIDEO_RESTORED_KEY = "_video_restored_from_url"
