@@ -10,7 +10,8 @@ from app.models import LOOP_COUNTS, Catalogue, CatalogueEntry
 from app.render import COLORMAPS
 
 UNROLLED = "One model, unrolled R = 1, 2, 3"
-TRAINED = "Separately trained models per R"
+TRAINED = "Separately trained models per R"  # end to end only
+HEADS = "Heads per R on one frozen backbone"  # the many-seeds study's heads, a family of their own
 CHOSEN = "Any models side by side"
 CHOSEN_COLUMNS = 3
 # the video page's colour scales: each frame its own (the default: the other frames stay visible), or one for all
@@ -74,20 +75,28 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
     if default not in unrollable:
         default = unrollable[0]
     trained = catalogue.trained_per_loop_count(default)
-    have_trained = all(trained[r] for r in LOOP_COUNTS)
+    heads = catalogue.trained_per_loop_count(default, heads=True)
+    have_trained, have_heads = all(trained[r] for r in LOOP_COUNTS), all(heads[r] for r in LOOP_COUNTS)
+    modes = [UNROLLED, *([TRAINED] if have_trained else []), *([HEADS] if have_heads else []), CHOSEN]
+    if st.session_state.get("comparison") not in modes:  # e.g. a link to a mode this folder cannot fill
+        st.session_state.pop("comparison", None)
     comparison = st.sidebar.radio(
         "Compare",
-        [UNROLLED, TRAINED, CHOSEN] if have_trained else [UNROLLED, CHOSEN],
+        modes,
         key="comparison",
         help="Unrolled: one model run with its loop count overridden at inference. "
-        "Trained: the models trained with R = 1, 2 and 3 from the checkpoint folder. "
+        "Trained: models trained end to end with R = 1, 2 and 3, each with the same recipe. "
+        "Heads: attention heads trained with R = 1, 2 and 3 on one frozen backbone (the many-seeds study). "
         "Any: up to three models with the same classes, each at a loop count you choose.",
     )
     if not have_trained:
         missing = ", ".join(f"R = {r}" for r in LOOP_COUNTS if not trained[r])
-        st.sidebar.caption(f"Separately trained models need checkpoints for {missing} of {default.dataset}.")
+        st.sidebar.caption(f"Models trained end to end are missing for {missing} of {default.dataset}, so "
+                           "there is no per-R comparison of them yet (heads are not mixed in).")  # fmt: skip
     if comparison == TRAINED:
-        return _trained_columns(trained)
+        return _trained_columns(trained, "trained")
+    if comparison == HEADS:
+        return _trained_columns(heads, "heads")
     if comparison == CHOSEN:
         return _chosen_columns(catalogue, unrollable, default)
     names = [e.name for e in unrollable]
@@ -129,18 +138,20 @@ def _unrolled_title(recurrence: int, entry: CatalogueEntry) -> str:
     return f"R = {recurrence}" + (" (as trained)" if recurrence == entry.recurrence else "")
 
 
-def _trained_columns(trained: dict[int, list[CatalogueEntry]]) -> list[ColumnSpec]:
+def _trained_columns(trained: dict[int, list[CatalogueEntry]], key: str) -> list[ColumnSpec]:
+    """A column per R, each its model of that family (a choice where the family has several for one R)."""
     columns = []
     for r in LOOP_COUNTS:
         candidates = trained[r]
         entry = candidates[0]
         if len(candidates) > 1:
             choices = [e.name for e in candidates]
-            if f"trained-{r}" in st.session_state and st.session_state[f"trained-{r}"] not in choices:
-                del st.session_state[f"trained-{r}"]  # a stale or edited link
-            name = st.sidebar.selectbox(f"Model for R = {r}", choices, key=f"trained-{r}")
+            if f"{key}-{r}" in st.session_state and st.session_state[f"{key}-{r}"] not in choices:
+                del st.session_state[f"{key}-{r}"]  # a stale or edited link
+            name = st.sidebar.selectbox(f"Model for R = {r}", choices, key=f"{key}-{r}")
             entry = next(e for e in candidates if e.name == name)
-        columns.append(ColumnSpec(f"R = {r}: {entry.name}", entry, r))
+        kind = "head" if entry.head_on is not None else "end to end"
+        columns.append(ColumnSpec(f"R = {r}: {entry.name} ({kind})", entry, r))
     return columns
 
 

@@ -49,6 +49,7 @@ class CatalogueEntry:
     num_classes: int | None = None  # None: an index written before the field existed
     folder_label: str = ""  # which folder it came from, shown when the catalogue joins several
     frames: int | None = None  # a video model's clip length T (ccnet.video_model); None for image models
+    head_on: str | None = None  # a head on another checkpoint's frozen backbone (its save_id); None: end to end
 
     @property
     def label(self) -> str:
@@ -93,10 +94,12 @@ class Catalogue:
             return self.get(self.default)
         return self.entries[0] if self.entries else None
 
-    def trained_per_loop_count(self, like: CatalogueEntry) -> dict[int, list[CatalogueEntry]]:
-        """Models of `like`'s dataset trained with each R in LOOP_COUNTS (without CCL first)."""
-        same_dataset = [e for e in self.entries if e.dataset == like.dataset]
-        return {r: sorted((e for e in same_dataset if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
+    def trained_per_loop_count(self, like: CatalogueEntry, heads: bool = False) -> dict[int, list[CatalogueEntry]]:
+        """Models of `like`'s dataset trained with each R in LOOP_COUNTS (without CCL first): trained end to end,
+        or (heads=True) heads on a frozen backbone. The two kinds are never mixed: a head on an R = 2 backbone
+        beside an end-to-end model says nothing about R."""
+        same_kind = [e for e in self.entries if e.dataset == like.dataset and (e.head_on is not None) == heads]
+        return {r: sorted((e for e in same_kind if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
 
 
 def _plain_first(like: CatalogueEntry):
@@ -203,6 +206,7 @@ def _index_entries(folder: Path, index: dict, label: str) -> list[CatalogueEntry
                     num_classes=classes if isinstance(classes, int) and not isinstance(classes, bool) else None,
                     folder_label=label,
                     frames=_frames(item.get("frames")),
+                    head_on=item.get("head_on") if isinstance(item.get("head_on"), str) else None,
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -236,6 +240,7 @@ def _scanned_entries(folder: Path, label: str, problems: list[str]) -> list[Cata
                 num_classes=int(metadata["num_classes"]),
                 folder_label=label,
                 frames=_frames(metadata["model_config"].get("frames")),
+                head_on=(metadata.get("training") or {}).get("head_only_on"),
             )
         )
     return entries

@@ -15,6 +15,7 @@ from app.controls import (
     CHOSEN_COLUMNS,
     DIRECTIONS,
     FRAME_SCALES,
+    HEADS,
     LAYOUTS,
     PROPAGATION,
     QUERIES,
@@ -29,12 +30,12 @@ from app.render import COLORMAPS
 CHOICES: dict[str, tuple[str, ...] | None] = {
     "source": ("Upload", "Examples folder"),
     "example": None,
-    "comparison": (UNROLLED, TRAINED, CHOSEN),
+    "comparison": (UNROLLED, TRAINED, HEADS, CHOSEN),
     "model": None,
     # "Any models side by side": each column's model (checked against the catalogue where the column is drawn)
     **{f"chosen-model-{index}": None for index in range(CHOSEN_COLUMNS)},
-    # "Separately trained models per R": which model for each R, where the folder has several
-    **{f"trained-{r}": None for r in LOOP_COUNTS},
+    # "Separately trained models per R" and the heads: which model for each R, where the folder has several
+    **{f"{family}-{r}": None for family in ("trained", "heads") for r in LOOP_COUNTS},
     "propagation": tuple(PROPAGATION),
     "direction": tuple(DIRECTIONS),
     "query": tuple(QUERIES),

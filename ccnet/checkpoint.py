@@ -536,6 +536,8 @@ def _index_entry(sidecar: Path, metadata: Mapping) -> dict:
         "backbone": metadata["backbone"],
         "ccl": bool(metadata["model_config"].get("ccl_channels", 0)),
         "frames": metadata["model_config"].get("frames"),
+        # a head trained on another checkpoint's frozen backbone names that backbone's save_id; None: end to end
+        "head_on": (metadata.get("training") or {}).get("head_only_on"),
         "mIoU": metrics.get("mIoU"),
         "input_size": metadata["input_size"],
         "weights_dtype": metadata.get("weights_dtype", "float32"),

@@ -41,6 +41,13 @@ def write_camvid(root: Path, counts=None, size=(32, 48), seed=0, void_fraction=0
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_bundled_examples_unless_asked(monkeypatch):
+    """The app opens on the bundled examples by default; tests see an app without them unless they set or unset
+    CCNET_EXAMPLES themselves (the first-screen tests unset it to get the default)."""
+    monkeypatch.setenv("CCNET_EXAMPLES", "none")
+
+
 @pytest.fixture
 def camvid_factory(tmp_path):
     """make(counts={"train": 4, "val": 2}, size=(32, 48), seed=0, name="camvid") -> dataset root."""

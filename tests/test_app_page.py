@@ -156,7 +156,7 @@ def test_modes_and_options_switch_without_errors(app):
     app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
     assert_no_exception(app)
     headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
-    assert headers == ["#### R = 1: tiny_r1", "#### R = 2: tiny_r2", "#### R = 3: tiny_r3"]
+    assert headers == [f"#### R = {r}: tiny_r{r} (end to end)" for r in (1, 2, 3)]
 
 
 def test_a_click_recomputes_the_maps_exactly(app, checkpoints):
@@ -406,6 +406,8 @@ def test_guide_opens_an_example_in_one_click(monkeypatch, tmp_path):
     monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
     monkeypatch.setenv("CCNET_EXAMPLES", str(camvid_like(tmp_path / "camvid")))
     app = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert app.sidebar.radio(key="source").value == "Examples folder"  # examples there: they come first
+    app.sidebar.radio(key="source").set_value("Upload").run()
     assert "Upload an image" in texts(app)
     app.button(key="guide-example").click().run()
     assert_no_exception(app)

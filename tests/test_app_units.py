@@ -223,7 +223,7 @@ def test_settings_from_environment(tmp_path):
     assert Settings.from_env({}).examples == REPO_ROOT / "examples"  # the bundled examples unless told otherwise
     assert Settings.from_env({"CCNET_EXAMPLES": " None "}).examples is None
     defaults = Settings.from_env({})
-    assert defaults.checkpoints.name == "checkpoints" and defaults.examples is None
+    assert defaults.checkpoints.name == "checkpoints" and defaults.examples == REPO_ROOT / "examples"
     assert defaults.device == "auto"
 
 
