@@ -30,8 +30,11 @@ def tiny_model(recurrence: int = 2, seed: int = 0, gamma: float = 0.5, num_class
     return model.eval()
 
 
-def save_tiny_checkpoint(folder: Path, name: str, recurrence: int = 2, seed: int = 0, classes=None) -> Path:
-    """`classes`: a ccnet.classes.DatasetClasses (default: four made-up classes)."""
+def save_tiny_checkpoint(
+    folder: Path, name: str, recurrence: int = 2, seed: int = 0, classes=None, training: dict | None = None
+) -> Path:
+    """`classes`: a ccnet.classes.DatasetClasses (default: four made-up classes); `training`: the sidecar's
+    training record (e.g. {"head_only_on": save_id} for a head on another checkpoint's backbone)."""
     names = list(classes.names) if classes is not None else CLASS_NAMES
     palette = [list(c) for c in classes.palette] if classes is not None else PALETTE
     metadata = {
@@ -44,6 +47,8 @@ def save_tiny_checkpoint(folder: Path, name: str, recurrence: int = 2, seed: int
         "input_size": [64, 96],
         "metrics": {"mIoU": 0.25},
     }
+    if training is not None:
+        metadata["training"] = training
     model = tiny_model(recurrence, seed, num_classes=len(names))
     weights, _ = save_checkpoint(model, folder / name, metadata)
     return weights

@@ -25,6 +25,7 @@ from app.resources import cached_model
 from app.stats import entropy_bits
 from app.view import BOX_KEY, CHANGE_FILTER_KEY, COMPARE_KEY, PIXEL_A, PIXEL_B, POINT_B_KEY, POINT_KEY, TARGET_KEY
 from ccnet.analysis import cross_share, prediction_changes
+from ccnet.checkpoint import write_index
 from tests.test_app_helpers import CLASS_NAMES, image_bytes, make_checkpoint_folder, save_tiny_checkpoint, street_rgb
 from tests.test_app_images import noise_png, png_header_only
 
@@ -685,3 +686,41 @@ def test_a_click_or_another_example_replaces_the_start_pixel(monkeypatch):
     app.sidebar.selectbox(key="example").set_value("train/0001TP_007110.jpg").run()
     assert_no_exception(app)
     assert "Clicked pixel** (240, 180)" in texts(app)  # no start point for this one: its centre
+
+
+# --- issue 29: end-to-end models and heads are never compared in one row ----------------------------------------
+
+
+def _family_app(monkeypatch, tmp_path, end_to_end: tuple[int, ...], heads: tuple[int, ...]) -> AppTest:
+    folder = tmp_path / "family"
+    for r in end_to_end:
+        save_tiny_checkpoint(folder, f"e2e_r{r}", recurrence=r, seed=r)
+    for r in heads:
+        save_tiny_checkpoint(folder, f"head_r{r}", recurrence=r, seed=10 + r, training={"head_only_on": "backbone-1"})
+    write_index(folder, default="e2e_r2" if 2 in end_to_end else None)
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    return upload(AppTest.from_file(MAIN, default_timeout=60).run(), "street.png", image_bytes(street_rgb()))
+
+
+def test_the_per_r_modes_show_one_family_each(monkeypatch, tmp_path):
+    app = _family_app(monkeypatch, tmp_path, end_to_end=(1, 2, 3), heads=(1, 2, 3))
+    assert app.sidebar.radio(key="comparison").options == [
+        "One model, unrolled R = 1, 2, 3", "Separately trained models per R", "Heads per R on one frozen backbone",
+        "Any models side by side"]  # fmt: skip
+    app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
+    assert_no_exception(app)
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == [f"#### R = {r}: e2e_r{r} (end to end)" for r in (1, 2, 3)]
+    app.sidebar.radio(key="comparison").set_value("Heads per R on one frozen backbone").run()
+    assert_no_exception(app)
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == [f"#### R = {r}: head_r{r} (head)" for r in (1, 2, 3)]
+
+
+def test_an_end_to_end_r2_beside_heads_is_no_per_r_comparison(monkeypatch, tmp_path):
+    """The bundle before the family is trained: an end-to-end R = 2 and heads for R = 1 and 3 only."""
+    app = _family_app(monkeypatch, tmp_path, end_to_end=(2,), heads=(1, 3))
+    assert_no_exception(app)
+    assert app.sidebar.radio(key="comparison").options == ["One model, unrolled R = 1, 2, 3", "Any models side by side"]
+    assert any("trained end to end are missing for R = 1, R = 3" in c.value for c in app.sidebar.caption)
