@@ -70,6 +70,25 @@ REPAINTED = (
 LOAD_LINE = re.compile(r"ccnet-app: loaded model (\S+)")
 
 
+def painted(count: int) -> str:
+    """A page condition: `count` charts there, every one painted."""
+    return f"() => {{ const s = ({MAP_SOURCES})(); return s.length === {count} && s.every(x => x); }}"
+
+
+def time_visit(browser, url: str, charts: int, timeout_ms: float = 120_000) -> tuple[float, list[str]]:
+    """Seconds from opening `url` in a new session until `charts` maps are painted, and the page's errors."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    start = time.perf_counter()
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function(painted(charts), timeout=timeout_ms)
+    elapsed = time.perf_counter() - start
+    context.close()
+    return elapsed, errors
+
+
 def street_image(height: int, width: int, seed: int) -> bytes:
     """A PNG of coloured blocks with noise: a different picture (and size) per session."""
     from PIL import Image
