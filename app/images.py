@@ -75,15 +75,15 @@ def decode_image(
     notices: list[str] = []
     image = _first_frame(image, notices, name)
     stored_width, stored_height = image.size
-    _check_min_side((stored_height, stored_width), name)
+    check_min_side((stored_height, stored_width), name)
     _reduce_while_decoding(image, max_side)
     loaded = _load_pixels(image, name)
     oriented = _apply_exif_orientation(loaded, notices)  # before shrinking: TIFF keeps its tag outside `info`
     turned = oriented.size != loaded.size  # a 90-degree EXIF rotation swaps the sides
     original_size = (stored_width, stored_height) if turned else (stored_height, stored_width)
     rgb = _to_rgb_array(_shrink_before_converting(oriented, max_side, name), notices, name)  # (H, W, 3) uint8
-    rgb = _scale_to_max_side(rgb, original_size, max_side, notices)
-    _check_min_side(rgb.shape[:2], name, after_scaling=True)
+    rgb = scale_to_max_side(rgb, original_size, max_side, notices)
+    check_min_side(rgb.shape[:2], name, after_scaling=True)
     return DecodedImage(rgb=rgb, original_size=original_size, notices=notices, digest=image_digest(rgb))
 
 
@@ -140,7 +140,7 @@ def _apply_exif_orientation(image: Image.Image, notices: list[str]) -> Image.Ima
     return rotated if rotated is not None else image
 
 
-def _check_min_side(size: tuple[int, int], name: str, after_scaling: bool = False) -> None:
+def check_min_side(size: tuple[int, int], name: str, after_scaling: bool = False) -> None:
     height, width = size
     if min(height, width) >= MIN_SIDE:
         return
@@ -169,7 +169,7 @@ def _shrink_before_converting(image: Image.Image, max_side: int, name: str) -> I
     """Box-reduce a large image by an integer factor first, so mode conversions copy a small image.
 
     A 7000 x 7000 RGBA file is 196 MB decoded; compositing it on white at full size would need five such
-    copies. The result keeps its longest side >= max_side; `_scale_to_max_side` does the exact fit.
+    copies. The result keeps its longest side >= max_side; `scale_to_max_side` does the exact fit.
     """
     factor = max(image.size) // max_side
     if factor < 2 or image.mode not in _REDUCIBLE_MODES:
@@ -242,7 +242,7 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.nan_to_num(stretched, nan=0.0, posinf=255.0, neginf=0.0).round().clip(0, 255).astype(np.uint8)
 
 
-def _scale_to_max_side(
+def scale_to_max_side(
     rgb: np.ndarray, original_size: tuple[int, int], max_side: int, notices: list[str]
 ) -> np.ndarray:
     height, width = rgb.shape[:2]

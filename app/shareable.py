@@ -121,7 +121,7 @@ def write_to_url(point: tuple[int, int] | None, box: tuple[int, int, int, int] |
 # The video page's link: its own widgets and the clicked (frame, px, py).
 VIDEO_CHOICES: dict[str, tuple[str, ...] | None] = {
     "video_model": None,
-    "video_source": ("Examples folder", "Upload frames"),
+    "video_source": ("Examples folder", "Upload frames", "Video file"),  # a video file itself cannot travel
     "video_example": None,
     "video_mode": tuple(PROPAGATION.values()),
     "video_colormap": tuple(COLORMAPS),

@@ -5,7 +5,8 @@ the other T - 1 frames; with more loops the influence of a pixel crosses frames 
 for the clicked position, a grid of influence maps (one row per frame, one column per R, one colour scale),
 the share of the influence that comes from the clicked frame at each R beside the same share for a uniform
 attention (``ccnet.propagation_3d``), and each frame's segmentation. Clips come from the examples folder (a
-frame and its neighbours in its sequence: ``ccnet.sequences``) or from T uploaded frames ordered by name.
+frame and its neighbours in its sequence: ``ccnet.sequences``), from T uploaded frames ordered by name, or from
+T frames of an uploaded video file, a stride apart from a start time (``app.video_files``).
 Shared pieces (the clickable image, the browser-coloured charts, decoding, colour scales) are the explorer's.
 """
 
@@ -20,20 +21,29 @@ import torch
 
 from app import render
 from app.clickable_image import clickable_image
-from app.controls import ViewOptions
+from app.controls import FRAME_SCALES, ViewOptions
 from app.display import colour_scale, shown_map
 from app.examples import ExampleSet, load_example
 from app.grid import display_to_image, pixel_to_cell, sample_at_cells
-from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image
+from app.images import UPLOAD_EXTENSIONS, DecodedImage, ImageError, decode_image, shown_name
 from app.influence_chart import chart_args, influence_chart, photo_url
 from app.models import LOOP_COUNTS, LoadedModel, ModelError, read_catalogue, resolve_device
 from app.render import COLORMAPS
 from app.resources import cached_examples, cached_model, shared_cache
 from app.settings import Settings, SettingsError
 from app.shareable import VIDEO_URL_POINT_KEY, keep_if_valid, restore_video_from_url, write_video_to_url
+from app.video_files import (
+    DEFAULT_STRIDE,
+    VIDEO_EXTENSIONS,
+    VideoFileError,
+    VideoInfo,
+    frame_indices,
+    probe_video,
+    read_frames,
+)
 from ccnet.backbones import BackboneFeatures
 from ccnet.preprocess import normalize_image
-from ccnet.propagation_3d import influence_maps_3d, temporal_share, uniform_attention_3d
+from ccnet.propagation_3d import frame_shares, influence_maps_3d, temporal_share, uniform_attention_3d
 from ccnet.sequences import CAMVID_ORDER, centred_windows, clip_plan
 
 POINT_KEY = "video_point"  # session state: {"digest", "frame", "px", "py"}
@@ -202,6 +212,8 @@ class ClipMaps:
     maps: dict[int, np.ndarray]  # R -> (T, h, w): the influence on the clicked position after R loops
     share: dict[int, float]  # R -> share of that influence from the clicked frame
     uniform_share: dict[int, float]  # R -> the same for a uniform attention
+    frame_share: dict[int, np.ndarray] | None = None  # R -> (T,) share of the influence in each frame
+    uniform_frame_share: dict[int, np.ndarray] | None = None  # R -> (T,) the same for a uniform attention
 
 
 def clip_maps(decode: ClipDecode, frame: int, cell: tuple[int, int], mode: str, gamma: float) -> ClipMaps:
@@ -212,17 +224,31 @@ def clip_maps(decode: ClipDecode, frame: int, cell: tuple[int, int], mode: str, 
     uniform = [uniform_attention_3d(t, h, w)] * len(decode.attentions)
     flat = influence_maps_3d(uniform, frame, *cell, mode=mode, gammas=gamma)  # (R, T, h, w)
     shares, uniform_shares = temporal_share(composed, frame), temporal_share(flat, frame)
+    per_frame, uniform_per_frame = frame_shares(composed), frame_shares(flat)  # (R, T) each
     loops = range(1, len(decode.attentions) + 1)
     return ClipMaps(
         maps={r: composed[r - 1].numpy() for r in loops},
         share={r: float(shares[r - 1]) for r in loops},
         uniform_share={r: float(uniform_shares[r - 1]) for r in loops},
+        frame_share={r: per_frame[r - 1].numpy() for r in loops},
+        uniform_frame_share={r: uniform_per_frame[r - 1].numpy() for r in loops},
     )
+
+
+EACH_FRAME, ONE_SCALE = FRAME_SCALES
+FRAME_SCALE_KEY = "video_scale"
 
 
 def _options() -> ViewOptions:
     sidebar = st.sidebar
     sidebar.subheader("Display")
+    sidebar.radio(
+        "Colour scale",
+        [EACH_FRAME, ONE_SCALE],
+        key=FRAME_SCALE_KEY,
+        help="The clicked frame holds most of the influence, so on one scale the other frames look blank. "
+        "Each frame's own scale shows where in that frame the influence goes; its share is written beside it.",
+    )
     mode = sidebar.radio(
         "Influence",
         ["attention", "rollout"],
@@ -239,7 +265,10 @@ def _options() -> ViewOptions:
 
 def _choose_clip(settings: Settings, needed: int) -> Clip | None:
     st.sidebar.header("Clip")
-    source = st.sidebar.radio("Source", ["Examples folder", "Upload frames"], key="video_source", horizontal=True)
+    sources = ["Examples folder", "Upload frames", "Video file"]
+    source = st.sidebar.radio("Source", sources, key="video_source", horizontal=True)
+    if source == "Video file":
+        return _clip_from_video_file(settings, needed)
     if source == "Upload frames":
         uploads = st.sidebar.file_uploader(f"{needed} frames", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
                                            key="video_upload")  # fmt: skip
@@ -258,6 +287,54 @@ def _choose_clip(settings: Settings, needed: int) -> Clip | None:
         "Frame", names, key="video_example", help=f"The frame and its neighbours in its sequence: a clip of {needed}."
     )
     return clip_from_example(examples, names.index(name), needed, settings.max_side)
+
+
+def _clip_from_video_file(settings: Settings, needed: int) -> Clip | None:
+    """T frames of an uploaded video, a stride apart from a start time (both chosen in the sidebar)."""
+    upload = st.sidebar.file_uploader("Video file", type=VIDEO_EXTENSIONS, key="video_file")
+    if upload is None:
+        st.info(f"Upload a video ({', '.join(VIDEO_EXTENSIONS)}) in the sidebar: the clip is {needed} of its frames, "
+                "a stride apart from a start time.")  # fmt: skip
+        return None
+    data = upload.getvalue()
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()  # the caches' key: same bytes, same frames
+    try:
+        info = _cached_video_info(digest, upload.name, data)
+        start, stride = _video_sampling(info, digest)
+        frames = _cached_video_frames(digest, start, stride, needed, settings.max_side, upload.name, data)
+        indices = frame_indices(info, start, stride, needed, upload.name)
+    except VideoFileError as error:
+        raise ClipError(str(error)) from error
+    names = [f"{shown_name(upload.name)} @ {info.frame_time(i):.1f} s (frame {i})" for i in indices]
+    check_frames(frames, names, needed)
+    return Clip(frames, names, None, None)
+
+
+def _video_sampling(info: VideoInfo, digest: str) -> tuple[float, int]:
+    """The start time (bounded by the video's length; a new file starts at 0) and the stride, from the sidebar."""
+    st.sidebar.caption(f"{info.width} x {info.height}, {info.fps:.3g} fps, {info.duration:.1f} s "
+                       f"({info.frame_count} frames), codec {info.codec}.")  # fmt: skip
+    last = max(0.0, int(info.frame_time(info.frame_count - 1) * 10) / 10)  # the last frame's time, rounded down
+    start = st.sidebar.number_input("Start time (s)", 0.0, last, 0.0, 0.1, format="%.1f", key=f"video_start-{digest}")
+    stride = st.sidebar.number_input("Frame stride", min_value=1, value=DEFAULT_STRIDE, step=1, key="video_stride",
+                                     help="Video frames between two frames of the clip.")  # fmt: skip
+    st.sidebar.caption(
+        "30 video frames is CamVid's labelled spacing (its ground-truth frames are 1 s apart at 30 fps)."
+    )
+    return float(start), int(stride)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _cached_video_info(digest: str, _name: str, _data: bytes) -> VideoInfo:
+    """probe_video once per file content (`_`-arguments are not hashed: `digest` stands for them)."""
+    return probe_video(_data, _name)
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the clip's frames from the video...")
+def _cached_video_frames(digest: str, start: float, stride: int, count: int, max_side: int, _name: str,
+                         _data: bytes) -> list[DecodedImage]:  # fmt: skip
+    """read_frames once per (file, start, stride, T, max_side): going back to an earlier start seeks nothing."""
+    return read_frames(_data, _name, start, stride, count, max_side)
 
 
 def _remember_click(widget_key: str, clip: Clip, frame: int) -> None:
@@ -285,6 +362,32 @@ def _current_point(clip: Clip) -> tuple[int, int, int]:
         st.session_state[POINT_KEY] = {"digest": clip.digest, "frame": linked[0], "px": linked[1], "py": linked[2]}
         return linked
     return len(clip.frames) // 2, width // 2, height // 2
+
+
+def _start_view(settings: Settings):
+    """The examples folder's first view for this page (examples/start.json), if it has one."""
+    if settings.examples is None:
+        return None
+    return cached_examples(str(settings.examples)).start("video")
+
+
+def _start_point(clip: Clip, start) -> tuple[int, int, int] | None:
+    """(frame, px, py) of the start view in this clip, when the clip is the start's (its frame is there)."""
+    if start.frame >= len(clip.frames) or clip.names[start.frame] != start.example:
+        return None
+    return (start.frame, *start.point_in(clip.frames[start.frame]))
+
+
+def _seed_start(clip: Clip, start) -> bool:
+    """Put the start view's point on its clip before any click (a click or a shared link wins); whether this
+    clip is the start's."""
+    point = _start_point(clip, start)
+    if point is None:
+        return False
+    remembered = st.session_state.get(POINT_KEY)
+    if (not remembered or remembered.get("digest") != clip.digest) and VIDEO_URL_POINT_KEY not in st.session_state:
+        st.session_state[POINT_KEY] = {"digest": clip.digest, "frame": point[0], "px": point[1], "py": point[2]}
+    return True
 
 
 def _share_table(result: ClipMaps, frames: int) -> None:
@@ -316,6 +419,7 @@ def video_page() -> None:
         return
     names = [e.name for e in catalogue.entries]
     keep_if_valid("video_model", names)  # a stale or edited link
+    st.session_state.setdefault("video_model", catalogue.default_entry().name)  # the index's video default (T = 5)
     name = st.sidebar.selectbox(
         "Video model", names, key="video_model", format_func=lambda n: catalogue.get(n).label
     )
@@ -327,6 +431,9 @@ def video_page() -> None:
         st.error(f"{error}\n\nThe app keeps working: pick another model.")
         return
     frames = int(entry.frames)
+    start = _start_view(settings)
+    if start is not None:
+        st.session_state.setdefault("video_example", start.example)
     try:
         clip = _choose_clip(settings, frames)
     except ClipError as error:
@@ -335,6 +442,7 @@ def video_page() -> None:
     if clip is None:
         return
     options = _options()
+    at_start = start is not None and _seed_start(clip, start)
     frame, px, py = _current_point(clip)
     radio_key = f"{FRAME_KEY}-{clip.digest}"
     st.session_state[radio_key] = frame  # the point decides; the radio moves the point (same pixel, other frame)
@@ -346,6 +454,11 @@ def video_page() -> None:
         format_func=lambda t: f"{t + 1}: {clip.names[t].rsplit('/', 1)[-1]}",
         on_change=lambda: _move_to_frame(clip, radio_key),
     )
+    if at_start and (frame, px, py) == _start_point(clip, start):
+        st.info(f"**Start here.** The page opened on the example clip with one pixel clicked in frame {frame + 1} "
+                f"({start.why}). The maps show where its features come from in all {frames} frames. **Click any "
+                "pixel of the frame on the left**, or pick another frame above; the sidebar's colour scale "
+                "switches between each frame's own scale and one for the clip.")  # fmt: skip
     decode = cached_clip_decode(loaded, clip, shared_cache(settings.cache_mb * 2**20))
     grid = decode.grid_size
     cell = pixel_to_cell(px, py, clip.size, grid)
@@ -367,10 +480,35 @@ def video_page() -> None:
     _map_grid(clip, decode, result, frame, (px, py), options, loaded)
 
 
+def _frame_scales(result: ClipMaps, frames: int, options: ViewOptions) -> list:
+    """A colour scale per frame: its own (pooled over R, so its R columns compare), or one for the whole clip."""
+    if st.session_state.get(FRAME_SCALE_KEY, EACH_FRAME) == ONE_SCALE:
+        return [colour_scale(np.concatenate([m.ravel() for m in result.maps.values()]), options)] * frames
+    return [colour_scale(np.concatenate([m[t].ravel() for m in result.maps.values()]), options) for t in range(frames)]
+
+
+def _frame_label(clip: Clip, result: ClipMaps, t: int, frame: int) -> str:
+    """The frame's name and its share of the influence at the largest R against a uniform attention's."""
+    label = f"{t + 1}: {clip.names[t].rsplit('/', 1)[-1]}"
+    label = f"**▶ {label}** (clicked)" if t == frame else label
+    if result.frame_share is None:
+        return label
+    r = max(result.frame_share)
+    share, uniform = result.frame_share[r][t], result.uniform_frame_share[r][t]
+    return f"{label}\n\n{100 * share:.1f}% of the influence at R = {r} (uniform: {100 * uniform:.1f}%)"
+
+
 def _map_grid(clip: Clip, decode, result: ClipMaps, frame: int, point, options: ViewOptions, loaded) -> None:
-    """One row per frame: its influence maps at R = 1, 2, 3 on one colour scale, and its segmentation."""
-    pooled = np.concatenate([m.ravel() for m in result.maps.values()])
-    scale = colour_scale(pooled, options)
+    """One row per frame: its influence maps at R = 1, 2, 3 (each frame on its own colour scale, or one for the
+    clip), its share of the influence, and its segmentation."""
+    scales = _frame_scales(result, len(clip.frames), options)
+    own = st.session_state.get(FRAME_SCALE_KEY, EACH_FRAME) == EACH_FRAME
+    st.caption(
+        "Colour scale: **each frame its own** (pooled over its R columns); the share beside each frame says how "
+        "much of the influence lies there." if own else
+        "Colour scale: **one for all frames**: the clicked frame holds most of the influence, so the others look "
+        "faint. Choose *each frame its own* in the sidebar to see where their share goes."
+    )  # fmt: skip
     trained = decode.trained
     header = st.columns([1.2] + [2] * len(result.maps) + [2])
     header[0].markdown("**frame**")
@@ -380,13 +518,12 @@ def _map_grid(clip: Clip, decode, result: ClipMaps, frame: int, point, options: 
     names = [*loaded.class_names, "?"]
     for t, image in enumerate(clip.frames):
         row = st.columns([1.2] + [2] * len(result.maps) + [2])
-        label = f"{t + 1}: {clip.names[t].rsplit('/', 1)[-1]}"
-        row[0].markdown(f"**▶ {label}** (clicked)" if t == frame else label)
+        row[0].markdown(_frame_label(clip, result, t, frame))
         photo = photo_url(render.jpeg_bytes(image.rgb), f"video-photo-{clip.digest}-{t}")
         for column, (r, maps) in zip(row[1:], result.maps.items(), strict=False):
             grid_classes = _grid_classes(decode.predictions[t], maps.shape[1:], len(loaded.class_names))
             args = chart_args(photo, clip.size, shown_map(maps[t], (0, 0), False), maps[t], grid_classes, names,
-                              scale, options.heat_opacity, False, point if t == frame else None)  # fmt: skip
+                              scales[t], options.heat_opacity, False, point if t == frame else None)  # fmt: skip
             with column:
                 influence_chart(args, key=f"video-map-{t}-{r}")
         segmentation = render.segmentation_rgb(image.rgb, decode.predictions[t], loaded.palette, 0.55)

@@ -15,7 +15,7 @@ from app.images import decode_image
 from app.models import load_model, read_catalogue
 from app.video import POINT_KEY, Clip, clip_maps, decode_clip
 from ccnet.checkpoint import save_checkpoint, write_index
-from ccnet.model import build_model
+from ccnet.factory import build_model
 from ccnet.preprocess import normalize_image
 from ccnet.propagation_3d import influence_maps_3d
 from tests.test_app_helpers import CLASS_NAMES, PALETTE, image_bytes, save_tiny_checkpoint, street_rgb
@@ -52,7 +52,7 @@ def checkpoints(tmp_path_factory) -> Path:
 @pytest.fixture
 def page(monkeypatch, checkpoints) -> AppTest:
     monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
-    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_EXAMPLES", "none")  # not the bundled examples
     monkeypatch.setenv("CCNET_DEVICE", "cpu")
     return AppTest.from_file(PAGE, default_timeout=90)
 
@@ -156,7 +156,7 @@ def test_without_a_video_model_the_page_says_how_to_train_one(monkeypatch, tmp_p
 
 def test_the_explorer_lists_only_image_models(monkeypatch, checkpoints):
     monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
-    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_EXAMPLES", "none")  # not the bundled examples
     monkeypatch.setenv("CCNET_DEVICE", "cpu")
     app = AppTest.from_file(MAIN, default_timeout=60).run()
     assert not app.exception
@@ -186,7 +186,7 @@ def test_the_link_carries_the_model_and_the_clicked_frame_and_pixel(page):
 
 def test_a_shared_link_reopens_the_clicked_frame_and_pixel(monkeypatch, checkpoints):
     monkeypatch.setenv("CCNET_CHECKPOINTS", str(checkpoints))
-    monkeypatch.delenv("CCNET_EXAMPLES", raising=False)
+    monkeypatch.setenv("CCNET_EXAMPLES", "none")  # not the bundled examples
     monkeypatch.setenv("CCNET_DEVICE", "cpu")
     page = AppTest.from_file(PAGE, default_timeout=90)
     page.query_params.update({"video_source": "Upload frames", "frame": "0", "px": "12", "py": "40"})
@@ -233,3 +233,58 @@ def test_stepping_one_frame_along_runs_the_backbone_on_the_new_frame_only(checkp
     for cached_loop, fresh_loop in zip(decode.attentions, fresh.attentions, strict=True):
         # A frame's convolutions in a batch of 1 or of T round differently (oneDNN's blocking): 1e-5-ish.
         torch.testing.assert_close(cached_loop, fresh_loop, rtol=1e-4, atol=1e-5)
+
+
+# --- issue 30: the video page's first screen and its scales ----------------------------------------------------
+
+
+def test_a_fresh_clone_opens_the_video_page_on_the_example_clip_with_the_t5_model(monkeypatch):
+    """No settings: the bundled checkpoints and examples; maps painted with no action, T = 5 by default."""
+    from app.examples import discover_examples
+    from app.settings import BUNDLED_EXAMPLES
+
+    for name in ("CCNET_CHECKPOINTS", "CCNET_EXAMPLES", "CCNET_EXTRA_CHECKPOINTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    start = discover_examples(BUNDLED_EXAMPLES).start("video")
+    page = AppTest.from_file(PAGE, default_timeout=180).run()
+    assert not page.exception, page.exception
+    assert page.sidebar.selectbox(key="video_model").value == "camvid_video_t5"  # the index's video default
+    assert page.sidebar.selectbox(key="video_example").value == start.example
+    caption = f"Clicked pixel ({start.point[0]}, {start.point[1]}) of frame {start.frame + 1} of 5"
+    assert any(caption in c.value for c in page.caption)
+    assert "Start here" in messages(page)
+    text = "\n".join(m.value for m in page.markdown)
+    assert text.count("% of the influence at R = 3 (uniform:") == 5  # each frame's share beside it
+    assert any("each frame its own" in c.value for c in page.caption)  # which scale is shown, said on the page
+
+
+def test_each_frame_gets_its_own_scale_unless_one_is_asked_for(page):
+    from app.video import EACH_FRAME, FRAME_SCALE_KEY, ONE_SCALE
+
+    upload(page, frames_png(FRAMES))
+    assert page.sidebar.radio(key=FRAME_SCALE_KEY).value == EACH_FRAME
+    charts = _chart_scales(page)
+    assert len({scale for scale in charts}) > 1  # the frames' own peaks differ
+    page.sidebar.radio(key=FRAME_SCALE_KEY).set_value(ONE_SCALE).run()
+    assert not page.exception
+    assert len(set(_chart_scales(page))) == 1
+
+
+def _chart_scales(page: AppTest) -> list[float]:
+    import json
+
+    from app.influence_chart import COMPONENT_NAME
+
+    charts = [c for c in page.get("bidi_component") if c.proto.component_name == COMPONENT_NAME]
+    return [json.loads(chart.proto.json)["scale"]["high"] for chart in charts]
+
+
+def test_frame_shares_sum_to_one_and_agree_with_the_temporal_share():
+    from ccnet.propagation_3d import frame_shares, temporal_share
+
+    maps = torch.rand(3, 5, 4, 6)  # (R, T, h, w)
+    shares = frame_shares(maps)  # (R, T)
+    assert torch.allclose(shares.sum(dim=1), torch.ones(3))
+    assert torch.allclose(shares[:, 2], temporal_share(maps, 2))
+    assert torch.allclose(shares[0], maps[0].sum(dim=(1, 2)) / maps[0].sum())
