@@ -106,3 +106,12 @@ def test_the_probe_choice_is_recorded_per_machine_and_reused(tiny_queue, monkeyp
     args = queue_module._train_arguments(queue[0], True, settings, progress=False)
     assert args == ["--resume", "--set", "train.amp=false", "--set", "train.channels_last=false",
                     "--set", "train.compile=true", "--no-progress"]  # fmt: skip
+
+
+def test_the_curves_figure_draws_every_run_that_validated(tiny_queue, tmp_path):
+    queue, root = tiny_queue
+    with pytest.raises(ValueError, match="no run has validated"):  # nothing trained yet (not even the default)
+        queue_module.draw_curves(queue, tmp_path / "none.png")
+    assert queue_module.run_queue(queue[:1], None, str(root), run_probe=False) == 0
+    path = queue_module.draw_curves(queue, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

@@ -16,6 +16,7 @@
     python -m training.queue status                                                        # where each run stands
     python -m training.queue save && git add campaign/ checkpoints/                        # before stopping
     python -m training.queue probe                                                         # re-measure this machine
+    python -m training.queue curves                                 # docs/queue_curves.png: every run's val curve
 
 Let ``--max-minutes`` end a session's share (the trainer saves its state as it pauses); a killed trainer loses at
 most ``train.save_every`` iterations (25). `save` then copies whichever run is in progress into campaign/.
@@ -255,11 +256,58 @@ def format_status(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+CURVES = ROOT / "docs" / "queue_curves.png"
+DEFAULT_CAMPAIGN = "camvid_r2"  # the default's own campaign (training.campaign), drawn beside the queue's runs
+
+
+def _curve_folder(name: str) -> Path | None:
+    """The folder holding a run's furthest learning curve: the committed one, or the local run ahead of it."""
+    saved, run = SAVED_ROOT / name, RUNS_ROOT / f"{name}_campaign"
+    folders = [f for f in (run, saved) if (f / CONFIG_FILE).is_file() and (f / "metrics.jsonl").is_file()]
+    return max(folders, key=lambda f: summary(f)["step"]) if folders else None
+
+
+def draw_curves(queue: list[QueuedRun], path: Path | None = None) -> Path:
+    """Every run's val mIoU and same-class lift against iterations on one figure (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = path or CURVES
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = 0
+    for name in [DEFAULT_CAMPAIGN, *(entry.name for entry in queue)]:
+        folder = _curve_folder(name)
+        vals = summary(folder)["validations"] if folder is not None else []
+        if not vals:
+            continue
+        steps = [v["step"] for v in vals]
+        style = {"marker": ".", "linewidth": 2 if name == DEFAULT_CAMPAIGN else 1.2}
+        left.plot(steps, [100 * v["mIoU"] for v in vals], label=name, **style)
+        right.plot(steps, [v.get("lift") or float("nan") for v in vals], label=name, **style)
+        drawn += 1
+    if not drawn:
+        raise ValueError("no run has validated yet: nothing to draw")
+    left.set_xlabel("iteration (batch 8)")
+    left.set_ylabel("val mIoU (%)")
+    right.axhline(1, color="grey", linestyle=":", linewidth=1, label="blind to class")
+    right.set_xlabel("iteration")
+    right.set_ylabel("same-class lift (val)")
+    for axis in (left, right):
+        axis.legend(fontsize=7)
+    figure.suptitle("The loop-count family trained end to end (CamVid val, single scale)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.queue", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["run", "save", "status", "probe"])
+    parser.add_argument("action", choices=["run", "save", "status", "probe", "curves"])
     parser.add_argument("--queue", type=Path, default=QUEUE_FILE, help="the queue's YAML (default: %(default)s)")
     parser.add_argument("--max-minutes", type=float, help="`run`: pause (state saved) after this many minutes")
     parser.add_argument("--data-root", default=os.environ.get("CAMVID_ROOT"), help="CamVid root ($CAMVID_ROOT)")
@@ -277,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_queue(queue, args.max_minutes, args.data_root, not args.no_probe, not args.no_progress)
     if args.action == "save":
         print(save_current(queue))
+        return 0
+    if args.action == "curves":
+        print(f"wrote {_shown(draw_curves(queue))}")
         return 0
     if args.action == "probe":
         entry = current(queue) or queue[0]
