@@ -132,11 +132,34 @@ def _miou(metadata: Mapping) -> str:
     return text
 
 
+UNUSED_LIFT = 2.0  # under this same-class lift the maps are close to blind to class: the attention is not used
+
+
+def _how_trained(metadata: Mapping) -> str:
+    """End to end, or a head on another checkpoint's frozen backbone (never compared with each other per R)."""
+    head_only = (metadata.get("training") or {}).get("head_only_on")
+    if not head_only:
+        return "end to end (backbone and head trained together)"
+    shared = (metadata.get("shared_backbone") or {}).get("checkpoint")
+    return f"head on `{shared}`" if shared else f"head on the frozen backbone of save `{head_only[:8]}`"
+
+
+def _attention(metadata: Mapping, gamma: float | None, lift: float | None) -> str:
+    if gamma is None:
+        return "none (R = 0)"
+    kind = "supervised (affinity loss)" if supervision_note(metadata) else "emergent (segmentation losses only)"
+    if lift is not None and lift < UNUSED_LIFT:
+        return (f"{kind}; **not used**: its maps are nearly blind to class (same-class lift {lift:.2f}x, under "
+                f"{UNUSED_LIFT:g}x; γ = {gamma:.3g})")  # fmt: skip
+    return kind
+
+
 def card_rows(metadata: Mapping, gamma: float | None) -> dict[str, str]:
     """The card's facts, in reading order."""
     training = metadata.get("training") or {}
     lift = training.get("val_lift")
     return {
+        "Trained": _how_trained(metadata),
         "Backbone": _backbone(metadata),
         "Training data": _data(metadata),
         "Losses": _recipe(metadata),
@@ -145,9 +168,7 @@ def card_rows(metadata: Mapping, gamma: float | None) -> dict[str, str]:
         "Val mIoU": _miou(metadata),
         "γ (attention scale)": "no attention (R = 0)" if gamma is None else f"{gamma:.3g}",
         "Same-class lift on val": f"{lift:.2f}x (uniform map: 1.00x)" if lift else NOT_RECORDED,
-        "Attention": "supervised (affinity loss)"
-        if supervision_note(metadata)
-        else "emergent (segmentation losses only)",
+        "Attention": _attention(metadata, gamma, lift),
     }
 
 

@@ -58,6 +58,7 @@ def test_a_full_card_says_how_the_model_was_trained():
     assert rows["Val mIoU"].startswith("68.1%") and "5 seeds: 67.5 ± 0.8 (95% interval)" in rows["Val mIoU"]
     assert rows["γ (attention scale)"] == "0.87" and rows["Same-class lift on val"].startswith("5.31x")
     assert rows["Attention"] == "supervised (affinity loss)"
+    assert rows["Trained"] == "end to end (backbone and head trained together)"
     assert "interim" not in rows["Schedule"]
 
 
@@ -66,6 +67,7 @@ def test_a_heads_card_names_the_backbone_it_shares_and_its_minutes():
     metadata["train_config"]["optim"] |= {"iterations": 300}
     metadata["training"] |= {"head_only_on": "b83a9dfdddcb40489873bb70c5cc0e1c", "hours": 0.0441}
     rows = card_rows(metadata, gamma=1.02)
+    assert rows["Trained"] == "head on `camvid_r2`"
     assert rows["Schedule"].endswith("head only, on the frozen backbone of `camvid_r2` (save b83a9dfd)")
     assert rows["Training data"].startswith("camvid train, 367 images; random crops of the frozen backbone's cached")
     assert "288x384" not in rows["Training data"]  # the backbone's crops, not the head's
@@ -88,6 +90,16 @@ def test_missing_facts_read_not_recorded_and_the_paper_recipe_is_emergent():
     assert rows["Same-class lift on val"] == NOT_RECORDED
     assert rows["Attention"] == "emergent (segmentation losses only)"
     assert card_rows(_metadata(0.0), gamma=None)["γ (attention scale)"] == "no attention (R = 0)"
+
+
+def test_attention_that_stays_blind_to_class_is_called_unused():
+    metadata = _metadata(0.0)
+    metadata["training"]["val_lift"] = 1.63  # the paper-recipe head: gamma 0.04, lift 1.6
+    assert card_rows(metadata, gamma=0.038)["Attention"].startswith("emergent (segmentation losses only); **not used**")
+    assert "lift 1.63x, under 2x" in card_rows(metadata, gamma=0.038)["Attention"]
+    metadata["training"]["val_lift"] = 2.4
+    assert card_rows(metadata, gamma=0.3)["Attention"] == "emergent (segmentation losses only)"
+    assert card_rows(_metadata(0.0, recurrence=0), gamma=None)["Attention"] == "none (R = 0)"
 
 
 def test_the_supervision_note_marks_only_supervised_attention():
