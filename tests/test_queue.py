@@ -37,7 +37,9 @@ def test_the_queue_trains_each_run_with_its_settings_exports_it_and_keeps_no_sta
 
     queue, root = tiny_queue
     assert [entry.name for entry in queue] == ["tiny_r0", "tiny_r1_s1"]
+    before = dict(queue_module.os.environ)
     assert queue_module.run_queue(queue, None, str(root), run_probe=False) == 0
+    assert dict(queue_module.os.environ) == before  # the data root goes to the trainer, not into this process
     for entry, recurrence, seed in ((queue[0], 0, 0), (queue[1], 1, 1)):
         checkpoint = queue_module.CHECKPOINTS / entry.name
         metadata = read_metadata(checkpoint)

@@ -182,8 +182,6 @@ def run_queue(queue: list[QueuedRun], max_minutes: float | None, data_root: str 
               run_probe: bool = True, progress: bool = False) -> int:  # fmt: skip
     """Train the queue in order until it is done or the time is spent; 0 unless a trainer failed."""
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
-    if data_root:
-        os.environ["CAMVID_ROOT"] = str(data_root)
     while (entry := current(queue)) is not None:
         minutes = None if deadline is None else (deadline - time.monotonic()) / 60
         if minutes is not None and minutes < MIN_MINUTES:
@@ -196,8 +194,9 @@ def run_queue(queue: list[QueuedRun], max_minutes: float | None, data_root: str 
         if step is None or step < entry.iterations():
             print(f"queue: {entry.name} from iteration {step or 0} with {settings or 'the config as it is'}",
                   file=sys.stderr)  # fmt: skip
-            code = run_trainer(_train_arguments(entry, step is not None, settings, progress), minutes, entry.run,
-                               label=entry.name)  # fmt: skip
+            arguments = _train_arguments(entry, step is not None, settings, progress)
+            arguments += ["--data-root", str(data_root)] if data_root else []  # else the config's, or $CAMVID_ROOT
+            code = run_trainer(arguments, minutes, entry.run, label=entry.name)
             if code != 0:
                 print(f"queue: the trainer of {entry.name} failed (exit {code}); see its log", file=sys.stderr)
                 return code
