@@ -105,3 +105,16 @@ def test_head_step_benchmark_times_every_variant_of_each_head(monkeypatch):
     assert all(t > 0 for samples in results["kinds"].values() for times in samples.values() for t in times)
     table = bench.format_table(results)
     assert "| r2 | float32 | " in table and "| r0 | bfloat16 autocast | " in table and "| 1.00x |" in table
+
+
+def test_roofline_counts_the_papers_flops_and_prints_a_table(monkeypatch):
+    bench = _load("bench_roofline")
+    # the count: about 12.5 GFLOP for two loops, forward and backward, at 97 x 97 x 512
+    assert 2 * bench.attention_flops(1, 97, 97, 512) / 1e9 == pytest.approx(12.6, abs=0.1)
+    monkeypatch.setitem(bench.SIZES, "tiny", (2, 8, 10, 16))
+    results = bench.measure(["tiny"], rounds=2, gemm_side=64, log=lambda message: None)
+    assert results["gemm_gflops"] > 0
+    assert all(len(t) == 2 and min(t) > 0 for t in results["sizes"]["tiny"]["seconds"].values())
+    table = bench.format_table(results)
+    assert "| tiny | 2 x 8 x 10 x 16 |" in table and "| ours |" in table and "| einsum |" in table
+    assert "Ceiling: float32 `torch.mm` 64^3" in table
