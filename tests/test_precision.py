@@ -155,3 +155,15 @@ def test_a_onednn_cap_below_bfloat16_means_emulated_bfloat16(monkeypatch):
     assert not precision.has_fast_bf16() and resolve_precision("auto", "auto", "cpu").amp_dtype is None
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
     assert precision.has_fast_bf16()
+
+
+def test_compile_keeps_the_eager_layout_only_for_cpu_bfloat16_where_channels_last_is_wrong(monkeypatch):
+    from training import precision
+
+    bf16 = precision.Precision(torch.bfloat16, False, "test")
+    monkeypatch.setattr(precision, "bf16_channels_last_is_right", lambda: False)
+    assert precision.compile_keeps_layout(bf16, "cpu")
+    assert not precision.compile_keeps_layout(bf16, "cuda")
+    assert not precision.compile_keeps_layout(precision.Precision(None, False, "test"), "cpu")  # float32
+    monkeypatch.setattr(precision, "bf16_channels_last_is_right", lambda: True)
+    assert not precision.compile_keeps_layout(bf16, "cpu")

@@ -171,3 +171,11 @@ def resolve_precision(amp, channels_last, device_type: str) -> Precision:
             )
         reason += f"; bfloat16 channels-last allowed (probe: depthwise gradient {100 * error:.1f}% off float32)"
     return Precision(amp_dtype, bool(channels_last), reason)
+
+
+def compile_keeps_layout(precision: Precision, device_type: str) -> bool:
+    """Whether torch.compile must keep the eager memory layout: in bfloat16 on a CPU whose probe finds the
+    channels-last depthwise weight gradient wrong (inductor's layout optimisation would turn it on)."""
+    if device_type != "cpu" or precision.amp_dtype != torch.bfloat16 or precision.channels_last:
+        return False
+    return not bf16_channels_last_is_right()

@@ -44,7 +44,7 @@ from .distributed import barrier, init_processes, leave_processes
 from .errors import USER_ERRORS, NonFiniteLossError, RunFolderError
 from .evaluate import confusion_over_dataset, reduce_confusion, shard_indices
 from .objective import SegmentationObjective
-from .precision import describe_machine, resolve_precision
+from .precision import compile_keeps_layout, describe_machine, resolve_precision
 from .pretrained import describe_load_report, verified_weights
 from .run_folder import (
     METRICS_FILE,
@@ -302,6 +302,16 @@ class Trainer:
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
         if self.config["train"]["compile"]:
             # Only the training step is compiled; validation, saving and the state dict use the eager model.
+            keep_layout = compile_keeps_layout(self.precision, self.device.type)
+            if keep_layout:
+                # Inductor lays convolutions out channels-last by itself, where this CPU's bfloat16 depthwise
+                # weight gradient is wrong (training/precision.py): keep the layout the eager run would use.
+                import torch._inductor.config as inductor_config
+
+                inductor_config.layout_optimization = False
+            if self.processes.is_main:
+                print(f"torch.compile on{' (inductor layout optimisation off)' if keep_layout else ''}",
+                      file=sys.stderr)  # fmt: skip
             self.network = torch.compile(self.network)
 
     def _build_optimisation(self) -> None:
