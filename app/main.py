@@ -32,8 +32,9 @@ from app.models import (  # noqa: E402
 )
 from app.resources import cached_examples, cached_model, shared_cache  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
-from app.shareable import keep_if_valid, restore_from_url  # noqa: E402
+from app.shareable import URL_POINT_KEY, keep_if_valid, restore_from_url  # noqa: E402
 from app.view import (  # noqa: E402
+    POINT_KEY,
     GroundTruth,
     exploration,
     image_attention_section,
@@ -123,9 +124,15 @@ def _catalogue_or_message(settings: Settings) -> Catalogue | None:
 
 
 def _next_step(examples: ExampleSet | None) -> str | None:
-    """What the first-visit guide tells a newcomer to do next, when the page opens on the start example."""
+    """What the first-visit guide tells a newcomer to do next, while the page shows the start view as it opened
+    (the start example, its pixel; not an upload, another example, a link's pixel or a click)."""
     start = examples.start("explorer") if examples is not None else None
-    if start is None:
+    if start is None or st.session_state.get(SOURCE_KEY, EXAMPLES) != EXAMPLES:
+        return None
+    if st.session_state.get("example", start.example) != start.example or URL_POINT_KEY in st.session_state:
+        return None
+    point = st.session_state.get(POINT_KEY)
+    if point is not None and (point["px"], point["py"]) != start.point:  # clicked elsewhere (unscaled: 480 x 360)
         return None
     return (f"The page opened on an example with one pixel already clicked, the red cross ({start.why}). **Click "
             "any other pixel of the photo** (a pole, the road, a person) and every map follows it; pick another "

@@ -12,14 +12,14 @@ loaded once per server process and shared by every session.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ccnet.checkpoint import INDEX_FILE, checkpoint_paths, load_checkpoint, read_index, read_metadata
+from ccnet.checkpoint import INDEX_FILE, checkpoint_paths, index_entry, load_checkpoint, read_index, read_metadata
 
 LOOP_COUNTS = (1, 2, 3)
 HOW_TO_MAKE_A_CHECKPOINT = (
@@ -50,6 +50,14 @@ class CatalogueEntry:
     folder_label: str = ""  # which folder it came from, shown when the catalogue joins several
     frames: int | None = None  # a video model's clip length T (ccnet.video_model); None for image models
     head_on: str | None = None  # a head on another checkpoint's frozen backbone (its save_id); None: end to end
+    attention_weight: float | None = None  # the affinity loss's weight it trained with (None: not recorded)
+    gamma_init: float | None = None  # the attention scale it started from (None: not recorded)
+
+    @property
+    def recipe(self) -> tuple:
+        """What a per-R comparison keeps equal besides R: trained end to end or as a head, CCL, the attention's
+        supervision and its starting scale."""
+        return (self.head_on is not None, self.ccl, self.attention_weight, self.gamma_init)
 
     @property
     def label(self) -> str:
@@ -95,11 +103,12 @@ class Catalogue:
         return self.entries[0] if self.entries else None
 
     def trained_per_loop_count(self, like: CatalogueEntry, heads: bool = False) -> dict[int, list[CatalogueEntry]]:
-        """Models of `like`'s dataset trained with each R in LOOP_COUNTS (without CCL first): trained end to end,
-        or (heads=True) heads on a frozen backbone. The two kinds are never mixed: a head on an R = 2 backbone
-        beside an end-to-end model says nothing about R."""
-        same_kind = [e for e in self.entries if e.dataset == like.dataset and (e.head_on is not None) == heads]
-        return {r: sorted((e for e in same_kind if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
+        """Models of `like`'s dataset trained with each R in LOOP_COUNTS with `like`'s recipe (CCL, affinity loss,
+        starting gamma): trained end to end, or (heads=True) heads on a frozen backbone. The kinds and recipes are
+        never mixed: a head on an R = 2 backbone beside an end-to-end model says nothing about R."""
+        recipe = (heads, *like.recipe[1:])
+        family = [e for e in self.entries if e.dataset == like.dataset and e.recipe == recipe]
+        return {r: sorted((e for e in family if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
 
 
 def _plain_first(like: CatalogueEntry):
@@ -190,25 +199,30 @@ def _extra_folder_entries(folder: Path, label: str, problems: list[str]) -> list
     return found
 
 
+def _entry(path: Path, item: Mapping, label: str) -> CatalogueEntry:
+    """One index entry (as `ccnet.checkpoint` writes them) as a catalogue entry; raises on a malformed one."""
+    classes = item.get("num_classes")
+    return CatalogueEntry(
+        name=str(item["name"]),
+        path=path,
+        recurrence=int(item["recurrence"]),
+        dataset=str(item.get("dataset", "")),
+        ccl=bool(item.get("ccl", False)),
+        miou=_number(item.get("mIoU")),
+        num_classes=classes if isinstance(classes, int) and not isinstance(classes, bool) else None,
+        folder_label=label,
+        frames=_frames(item.get("frames")),
+        head_on=item.get("head_on") if isinstance(item.get("head_on"), str) else None,
+        attention_weight=_number(item.get("attention_weight")),
+        gamma_init=_number(item.get("gamma_init")),
+    )
+
+
 def _index_entries(folder: Path, index: dict, label: str) -> list[CatalogueEntry]:
     entries = []
     for item in index.get("models", []):
         try:
-            classes = item.get("num_classes")
-            entries.append(
-                CatalogueEntry(
-                    name=str(item["name"]),
-                    path=_inside(folder, str(item["file"])),
-                    recurrence=int(item["recurrence"]),
-                    dataset=str(item.get("dataset", "")),
-                    ccl=bool(item.get("ccl", False)),
-                    miou=item.get("mIoU") if isinstance(item.get("mIoU"), (int, float)) else None,
-                    num_classes=classes if isinstance(classes, int) and not isinstance(classes, bool) else None,
-                    folder_label=label,
-                    frames=_frames(item.get("frames")),
-                    head_on=item.get("head_on") if isinstance(item.get("head_on"), str) else None,
-                )
-            )
+            entries.append(_entry(_inside(folder, str(item["file"])), item, label))
         except (KeyError, TypeError, ValueError, AttributeError):
             continue  # a malformed entry is skipped, the others stay usable
     return entries
@@ -224,26 +238,14 @@ def _scanned_entries(folder: Path, label: str, problems: list[str]) -> list[Cata
             problems.append(f"`{weights}` has no sidecar `{sidecar.name}` beside it, so it is not listed.")
             continue
         try:
-            metadata = read_metadata(sidecar)
+            entries.append(_entry(weights.resolve(), index_entry(sidecar, read_metadata(sidecar)), label))
         except Exception as error:
             problems.append(f"`{sidecar}` is not listed: {error}")
-            continue
-        miou = (metadata.get("metrics") or {}).get("mIoU")
-        entries.append(
-            CatalogueEntry(
-                name=weights.stem,
-                path=weights.resolve(),
-                recurrence=int(metadata["recurrence"]),
-                dataset=str(metadata["dataset"]),
-                ccl=bool(metadata["model_config"].get("ccl_channels", 0)),
-                miou=miou if isinstance(miou, (int, float)) else None,
-                num_classes=int(metadata["num_classes"]),
-                folder_label=label,
-                frames=_frames(metadata["model_config"].get("frames")),
-                head_on=(metadata.get("training") or {}).get("head_only_on"),
-            )
-        )
     return entries
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _frames(value) -> int | None:

@@ -62,6 +62,8 @@ def run(args, log=print) -> dict:
 
 def format_table(results: dict) -> str:
     batch = results["batch"]
+    if BASELINE not in results["samples"]:
+        raise ValueError(f"the baseline {BASELINE} failed here: {(results.get('failed') or {}).get(BASELINE)}")
     base = statistics.median(results["samples"][BASELINE])
     lines = [f"Machine: {results['machine']}. CPU flags: {results['flags']}.", "",
              f"Config `{Path(results['config']).name}`, batch {batch}, real CamVid loader (one worker):", "",
@@ -70,6 +72,8 @@ def format_table(results: dict) -> str:
     for name, times in results["samples"].items():
         median = statistics.median(times)
         lines.append(f"| {name} | {median:.2f} | {batch / median:.2f} | {base / median:.2f}x |")
+    for name, reason in (results.get("failed") or {}).items():  # left out of the timing, with why
+        lines.append(f"| {name} | failed: {reason} | – | – |")
     lines += ["", f"_{results['load']}_"]
     return "\n".join(lines)
 

@@ -522,7 +522,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
 # --- the folder index ---------------------------------------------------------------------------------
 
 
-def _index_entry(sidecar: Path, metadata: Mapping) -> dict:
+def index_entry(sidecar: Path, metadata: Mapping) -> dict:
+    """A checkpoint's entry in its folder's index.json, from its sidecar."""
     weights, _ = checkpoint_paths(sidecar)
     metrics = metadata.get("metrics") or {}
     return {
@@ -538,6 +539,9 @@ def _index_entry(sidecar: Path, metadata: Mapping) -> dict:
         "frames": metadata["model_config"].get("frames"),
         # a head trained on another checkpoint's frozen backbone names that backbone's save_id; None: end to end
         "head_on": (metadata.get("training") or {}).get("head_only_on"),
+        # the attention's recipe (None where not recorded): per-R comparisons keep to one recipe
+        "attention_weight": ((metadata.get("train_config") or {}).get("loss") or {}).get("attention_weight"),
+        "gamma_init": ((metadata.get("train_config") or {}).get("model") or {}).get("gamma_init"),
         "mIoU": metrics.get("mIoU"),
         "input_size": metadata["input_size"],
         "weights_dtype": metadata.get("weights_dtype", "float32"),
@@ -574,7 +578,7 @@ def _scan(folder: Path) -> list[dict]:
             resolve_in_folder(folder, weights.name)
         except CheckpointError:
             continue  # hidden, odd or escaping names are never listed
-        entries.append(_index_entry(sidecar, read_metadata(sidecar)))
+        entries.append(index_entry(sidecar, read_metadata(sidecar)))
     return entries
 
 
@@ -637,8 +641,10 @@ def write_index(folder: str | os.PathLike, default: str | None = None, default_v
             raise CheckpointError(f"default {wanted!r} is not a checkpoint in {folder}")
     previous = {}
     if (folder / INDEX_FILE).is_file():
-        with suppress(json.JSONDecodeError, OSError, AttributeError):
+        with suppress(json.JSONDecodeError, OSError):
             previous = json.loads((folder / INDEX_FILE).read_text())
+    if not isinstance(previous, dict):  # a malformed index is rewritten, its defaults forgotten
+        previous = {}
     index = {
         "default": _pick_default(entries, default or previous.get("default")),
         "default_video": pick_default_video(entries, default_video or previous.get("default_video")),

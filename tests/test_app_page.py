@@ -676,16 +676,24 @@ def test_a_fresh_clone_opens_on_the_bundled_example_with_a_telling_pixel_clicked
     assert "Start here" in texts(app)
     assert len(influence_charts(app)) == 3  # R = 1, 2, 3 painted with no action
     assert "Ground truth there: Car" in texts(app)  # the telling spot is a car
+    # the bundle holds one end-to-end model and heads of mixed recipes: no per-R row of trained models
+    assert app.sidebar.radio(key="comparison").options == ["One model, unrolled R = 1, 2, 3", "Any models side by side"]
 
 
-def test_a_click_or_another_example_replaces_the_start_pixel(monkeypatch):
+def test_a_click_or_another_example_replaces_the_start_pixel_and_its_hint(monkeypatch):
     for name in ("CCNET_CHECKPOINTS", "CCNET_EXAMPLES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CCNET_DEVICE", "cpu")
     app = AppTest.from_file(MAIN, default_timeout=120).run()
+    digest = app.session_state[POINT_KEY]["digest"]
+    app.session_state[POINT_KEY] = {"digest": digest, "px": 20, "py": 30}  # what a click's callback stores
+    app.run()
+    assert_no_exception(app)
+    assert "Clicked pixel** (20, 30)" in texts(app) and "Start here" not in texts(app)
     app.sidebar.selectbox(key="example").set_value("train/0001TP_007110.jpg").run()
     assert_no_exception(app)
     assert "Clicked pixel** (240, 180)" in texts(app)  # no start point for this one: its centre
+    assert "Start here" not in texts(app)
 
 
 # --- issue 29: end-to-end models and heads are never compared in one row ----------------------------------------

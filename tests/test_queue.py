@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import tiny_training_config
 
+from training import campaign
 from training import queue as queue_module
 from training.train import train
 
@@ -29,6 +30,7 @@ def tiny_queue(camvid_factory, tmp_path, monkeypatch):
     for name, folder in (("SAVED_ROOT", "repo/campaign"), ("RUNS_ROOT", "runs"), ("CHECKPOINTS", "repo/checkpoints")):
         monkeypatch.setattr(queue_module, name, tmp_path / folder)
     monkeypatch.setattr(queue_module, "PROBES", tmp_path / "repo" / "campaign" / "probes.json")
+    monkeypatch.setattr(campaign, "TRAINING_FLAG", tmp_path / "runs" / "TRAINING_RUNNING")  # never the real one
     return queue_module.load_queue(path), root
 
 
@@ -117,3 +119,23 @@ def test_the_curves_figure_draws_every_run_that_validated(tiny_queue, tmp_path):
     assert queue_module.run_queue(queue[:1], None, str(root), run_probe=False) == 0
     path = queue_module.draw_curves(queue, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_a_run_killed_before_its_first_state_starts_again(tiny_queue):
+    """A session that ended (or a NaN) before iteration `save_every` leaves a config and no state."""
+    queue, root = tiny_queue
+    first = queue[0]
+    first.run.mkdir(parents=True)
+    (first.run / "config.yaml").write_text(yaml.safe_dump(tiny_training_config(root)))
+    assert queue_module.run_queue(queue[:1], None, str(root), run_probe=False) == 0
+    assert first.finished
+
+
+def test_the_flag_benchmarks_wait_on_is_held_while_training_and_left_alone_if_another_holds_it(tiny_queue):
+    flag = campaign.TRAINING_FLAG
+    with campaign.training_flag("one"):
+        assert flag.read_text() == "one\n"
+        with campaign.training_flag("two"):  # e.g. a test's queue inside a session's running queue
+            pass
+        assert flag.is_file()  # the inner one did not make it, so it did not remove it
+    assert not flag.exists()

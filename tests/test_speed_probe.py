@@ -21,7 +21,9 @@ def test_the_probe_times_real_trainers_and_names_the_fastest_with_its_settings(c
     result = json.loads(out.read_text())
     assert set(result["samples"]) == {"float32", "bfloat16 autocast"}
     assert all(len(times) == 2 and min(times) > 0 for times in result["samples"].values())
-    assert result["choice"] == speed_probe.fastest(result) and result["machine"]
+    medians = {name: sorted(times)[len(times) // 2] if len(times) % 2 else sum(times) / 2 for name, times in
+               result["samples"].items()}  # fmt: skip
+    assert result["choice"] == min(medians, key=medians.get) and result["machine"]
     assert result["settings"] == speed_probe.settings_of(result["choice"])
 
 

@@ -337,3 +337,20 @@ def test_bfloat16_training_on_cpu_runs_and_records_its_precision(camvid_factory,
     assert metadata["train_config"]["train"]["amp"] == "bfloat16"
     with pytest.raises(ConfigError, match="train.amp"):
         load_config(None, [{"train": {"amp": "int8"}}])
+
+
+def test_a_compiled_run_trains_and_resumes_in_another_precision(camvid_factory, tmp_path, capsys):
+    """train.compile and the precision are per-machine choices (the campaign queue's probe): a run started compiled
+    in float32 resumes eager in bfloat16, and the run record says what each part used."""
+    config = tiny_training_config(camvid_factory(), optim={"iterations": 4, "batch_size": 2},
+                                  train={"compile": True, "amp": False, "val_every": 2})  # fmt: skip
+    run = tmp_path / "run"
+    summary = train_module.train(config, run, show_progress=False, stop_at=2)
+    assert summary.step == 2 and "torch.compile on" in capsys.readouterr().err
+    resumed_config = load_config(None, [config, {"train": {"compile": False, "amp": "bfloat16"}}])
+    summary = train_module.train(resumed_config, run, resume=True, show_progress=False)
+    assert summary.finished and summary.step == 4
+    losses = [r["loss"] for r in read_metrics(run) if r["kind"] == "train"]
+    assert len(losses) == 4 and all(math.isfinite(loss) for loss in losses)
+    record = json.loads((run / "run.json").read_text())
+    assert record["precision"]["amp"] == "float32" and record["resumed"][0]["precision"]["amp"] == "bfloat16"

@@ -26,6 +26,7 @@ of the schedule is what gets exported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import shutil
@@ -349,6 +350,24 @@ def _latest_folder() -> Path:
     return RUN if (saved_step(RUN) or 0) >= (saved_step(SAVED) or 0) else SAVED
 
 
+TRAINING_FLAG = ROOT / "runs" / "TRAINING_RUNNING"  # benchmarks wait while it exists (benchmarks/common.py)
+
+
+@contextlib.contextmanager
+def training_flag(label: str):
+    """Hold the flag that benchmarks wait on ($CCNET_PAUSE_FILE) while heavy work runs; removed only by its maker."""
+    flag = TRAINING_FLAG
+    created = not flag.exists()
+    if created:
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.write_text(f"{label}\n")
+    try:
+        yield
+    finally:
+        if created:
+            flag.unlink(missing_ok=True)
+
+
 def run_trainer(arguments: list[str], max_minutes: float | None, run: Path | None = None, label: str = NAME) -> int:
     """`python -m training.train --out RUN ARGUMENTS` while the flag that benchmarks wait on exists."""
     run = run or RUN
@@ -356,14 +375,8 @@ def run_trainer(arguments: list[str], max_minutes: float | None, run: Path | Non
     if max_minutes:
         command += ["--max-minutes", str(max_minutes)]
     print("running:", " ".join(command), file=sys.stderr)
-    # Benchmarks wait while this file exists (benchmarks/common.py, $CCNET_PAUSE_FILE).
-    flag = ROOT / "runs" / "TRAINING_RUNNING"
-    flag.parent.mkdir(exist_ok=True)
-    flag.write_text(f"{label} campaign\n")
-    try:
+    with training_flag(f"{label} campaign"):
         return subprocess.call(command, cwd=ROOT)
-    finally:
-        flag.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

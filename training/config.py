@@ -88,7 +88,8 @@ DEFAULTS: dict = {
     },
 }
 
-# Keys that may change when a run is resumed: they do not change what is computed.
+# Keys that may change when a run is resumed: where the data is, how it is computed (threads, compiled or not) and,
+# because a run may move between machines, the precision; not what is trained (model, losses, schedule, data order).
 RESUMABLE_KEYS = {
     "data.root",
     "data.num_workers",

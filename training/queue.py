@@ -37,7 +37,18 @@ from pathlib import Path
 
 import yaml
 
-from .campaign import FINISHED, _shown, finished_record, mark_finished, restore, run_trainer, save, saved_step, summary
+from .campaign import (
+    FINISHED,
+    _shown,
+    finished_record,
+    mark_finished,
+    restore,
+    run_trainer,
+    save,
+    saved_step,
+    summary,
+    training_flag,
+)
 from .run_folder import CONFIG_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +79,12 @@ class QueuedRun:
         return (self.saved / FINISHED).is_file()
 
     def iterations(self) -> int:
+        """The schedule's length: the run's own saved config once it has started, else the queue's."""
         from .config import load_config
 
+        for folder in (self.run, self.saved):
+            if (folder / CONFIG_FILE).is_file():
+                return int(yaml.safe_load((folder / CONFIG_FILE).read_text())["optim"]["iterations"])
         return load_config(self.base, list(self.overrides))["optim"]["iterations"]
 
     def step(self) -> int:
@@ -102,9 +117,11 @@ def load_queue(path: Path | None = None) -> list[QueuedRun]:
 
 
 def machine() -> str:
+    """The probe's key: the device a trainer with train.device auto uses here (the GPU, else the CPU and flags)."""
     from .precision import describe_machine
+    from .speed_probe import probe_device
 
-    return describe_machine("cpu")
+    return describe_machine(probe_device())
 
 
 def read_probes(path: Path | None = None) -> dict:
@@ -123,7 +140,8 @@ def probe(base: Path, data_root: str | None, path: Path | None = None, overrides
     if data_root:
         command += ["--data-root", str(data_root)]
     print("probing:", " ".join(command), file=sys.stderr)
-    subprocess.run(command, cwd=ROOT, check=True)  # its own process: its trainers' memory goes with it
+    with training_flag("the queue's speed probe"):
+        subprocess.run(command, cwd=ROOT, check=True)  # its own process: its trainers' memory goes with it
     result = json.loads(out.read_text())
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -141,12 +159,19 @@ def probe(base: Path, data_root: str | None, path: Path | None = None, overrides
     return record
 
 
+CONFIG_SETTINGS = {"amp": "auto", "channels_last": "auto", "compile": False}  # without a probe: decided per machine
+
+
 def settings_here(base: Path, data_root: str | None, run_probe: bool, overrides: tuple[str, ...] = ()) -> dict:
-    """The train.* settings the probe chose for this machine, probing first where it has not been measured."""
+    """The train.* settings the probe chose for this machine, probing first where it has not been measured; without
+    a probe, the per-machine defaults (never the settings a previous machine chose, saved in the run's config)."""
     known = read_probes().get(machine())
     if known is None and run_probe:
-        known = probe(base, data_root, overrides=overrides)
-    return known["settings"] if known else {}
+        try:
+            known = probe(base, data_root, overrides=overrides)
+        except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as error:
+            print(f"queue: the speed probe failed ({error}); training with {CONFIG_SETTINGS}", file=sys.stderr)
+    return known["settings"] if known else dict(CONFIG_SETTINGS)
 
 
 # -- running the queue --------------------------------------------------------------------------------------------
@@ -190,11 +215,15 @@ def run_queue(queue: list[QueuedRun], max_minutes: float | None, data_root: str 
         settings = settings_here(entry.base, data_root, run_probe, entry.overrides)
         if deadline is not None:  # the probe took some of the time
             minutes = (deadline - time.monotonic()) / 60
+            if minutes < MIN_MINUTES:
+                print(f"paused before more of {entry.name}: the probe spent the time", file=sys.stderr)
+                return 0
         step = restore(entry.run, entry.saved)
         if step is None or step < entry.iterations():
-            print(f"queue: {entry.name} from iteration {step or 0} with {settings or 'the config as it is'}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"queue: {entry.name} from iteration {step or 0} with {settings}", file=sys.stderr)
             arguments = _train_arguments(entry, step is not None, settings, progress)
+            if step is None and (entry.run / CONFIG_FILE).is_file():
+                arguments.append("--overwrite")  # killed before its first saved state: start it again
             arguments += ["--data-root", str(data_root)] if data_root else []  # else the config's, or $CAMVID_ROOT
             code = run_trainer(arguments, minutes, entry.run, label=entry.name)
             if code != 0:

@@ -43,10 +43,18 @@ def settings_of(variant: str) -> dict:
     return settings
 
 
+def probe_device() -> str:
+    """The device a trainer with train.device auto uses here: what the probe measures and is keyed by."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def candidate_variants() -> list[str]:
-    """What is worth timing here: bfloat16 only where the CPU runs it natively (emulated it is always slower)."""
+    """What is worth timing here: on a CPU, bfloat16 only where it runs natively (emulated it is always slower)."""
     names = ["float32", "float32 + compile"]
-    return [*names, "bfloat16 autocast", "bfloat16 + compile"] if has_fast_bf16() else names
+    fast_bf16 = probe_device() == "cuda" or has_fast_bf16()
+    return [*names, "bfloat16 autocast", "bfloat16 + compile"] if fast_bf16 else names
 
 
 class Run:
@@ -108,7 +116,7 @@ def measure(config_path: str, data_root: str, variants: list[str], rounds: int =
                     log(f"round {round_index + 1}/{rounds} {name}: {samples[name][-1]:.2f} s/step")
     if not samples:
         raise RuntimeError(f"every variant failed: {failed}")
-    return {"machine": describe_machine("cpu"), "config": config_path, "batch": batch, "samples": samples,
+    return {"machine": describe_machine(probe_device()), "config": config_path, "batch": batch, "samples": samples,
             "failed": failed}  # fmt: skip
 
 

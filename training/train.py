@@ -303,16 +303,13 @@ class Trainer:
         if self.config["train"]["compile"]:
             # Only the training step is compiled; validation, saving and the state dict use the eager model.
             keep_layout = compile_keeps_layout(self.precision, self.device.type)
-            if keep_layout:
-                # Inductor lays convolutions out channels-last by itself, where this CPU's bfloat16 depthwise
-                # weight gradient is wrong (training/precision.py): keep the layout the eager run would use.
-                import torch._inductor.config as inductor_config
-
-                inductor_config.layout_optimization = False
+            # Inductor lays convolutions out channels-last by itself, where some CPUs' bfloat16 depthwise weight
+            # gradient is wrong (training/precision.py): there, this network alone keeps the eager layout.
+            options = {"layout_optimization": False} if keep_layout else None
             if self.processes.is_main:
                 print(f"torch.compile on{' (inductor layout optimisation off)' if keep_layout else ''}",
                       file=sys.stderr)  # fmt: skip
-            self.network = torch.compile(self.network)
+            self.network = torch.compile(self.network, options=options)
 
     def _build_optimisation(self) -> None:
         optim = self.config["optim"]
