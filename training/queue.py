@@ -129,14 +129,18 @@ def read_probes(path: Path | None = None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def probe(base: Path, data_root: str | None, path: Path | None = None, overrides: tuple[str, ...] = ()) -> dict:
-    """Time every precision choice (and torch.compile) on the queue's real config; record the fastest here."""
+def probe(base: Path, data_root: str | None, path: Path | None = None, overrides: tuple[str, ...] = (),
+          variants: list[str] | None = None) -> dict:  # fmt: skip
+    """Time every precision choice (and torch.compile) worth timing here, or just `variants`, on the queue's real
+    config; record the fastest for this machine."""
     out = RUNS_ROOT / "probe.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "training.speed_probe", "--config", str(base), "--json", str(out),
                "--rounds", "2", "--steps", "4", "--warmup", "2"]  # fmt: skip
     for override in overrides:
         command += ["--set", override]
+    if variants:
+        command += ["--variants", *variants]
     if data_root:
         command += ["--data-root", str(data_root)]
     print("probing:", " ".join(command), file=sys.stderr)
@@ -343,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="`run`: on a machine not yet probed, train with the config's own settings")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     parser.add_argument("--json", action="store_true", help="`status`: JSON instead of a table")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="`probe`: time only these (speed_probe's names), e.g. to re-check a fix")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         queue = load_queue(args.queue)
@@ -359,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "probe":
         entry = current(queue) or queue[0]
-        print(json.dumps(probe(entry.base, args.data_root, overrides=entry.overrides), indent=2))
+        record = probe(entry.base, args.data_root, overrides=entry.overrides, variants=args.variants)
+        print(json.dumps(record, indent=2))
         return 0
     rows = status_rows(queue)
     print(json.dumps(rows, indent=2) if args.json else format_status(rows))
