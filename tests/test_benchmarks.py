@@ -118,3 +118,16 @@ def test_roofline_counts_the_papers_flops_and_prints_a_table(monkeypatch):
     table = bench.format_table(results)
     assert "| tiny | 2 x 8 x 10 x 16 |" in table and "| ours |" in table and "| einsum |" in table
     assert "Ceiling: float32 `torch.mm` 64^3" in table
+
+
+def test_video_upload_benchmark_writes_the_issues_file_and_a_table(tmp_path):
+    import cv2
+
+    bench = _load("bench_video_upload")
+    data = bench.street_video(tmp_path / "drive.mp4", seed=0)
+    capture = cv2.VideoCapture(str(tmp_path / "drive.mp4"))
+    assert len(data) > 10_000 and capture.get(cv2.CAP_PROP_FRAME_COUNT) == 150
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (480, 360)
+    capture.release()
+    table = bench.format_table([9.0, 3.0, 4.0, 2.0])
+    assert "| 9.00 s | 3.00 s (n = 3) | 9.00, 3.00, 4.00, 2.00 | < 5 s |" in table
