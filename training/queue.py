@@ -255,10 +255,9 @@ def status_rows(queue: list[QueuedRun]) -> list[dict]:
     """A row per run: its state, step, schedule, the last validation's mIoU, gamma and lift, and hours trained."""
     rows = []
     for entry in queue:
-        folder = entry.saved if entry.finished else max(
-            (entry.saved, entry.run), key=lambda f: saved_step(f) or (0 if (f / CONFIG_FILE).is_file() else -1))
+        folder = entry.saved if entry.finished else _curve_folder(entry.name)
         row = {"name": entry.name, "set": " ".join(entry.overrides), "iterations": entry.iterations()}
-        if not (folder / CONFIG_FILE).is_file():
+        if folder is None:
             rows.append(row | {"state": "waiting", "step": 0})
             continue
         status = summary(folder)
