@@ -23,7 +23,7 @@ def tiny_queue(camvid_factory, tmp_path, monkeypatch):
     base.write_text(yaml.safe_dump(tiny_training_config(root, optim={"iterations": 4, "batch_size": 2})))
     spec = {"base": "base.yaml", "runs": [
         {"name": "tiny_r0", "set": {"model.recurrence": 0, "loss.attention_weight": 0.0}},
-        {"name": "tiny_r1_s1", "set": {"model.recurrence": 1, "seed": 1}},
+        {"name": "tiny_r1_s1", "set": {"model.recurrence": 1, "seed": 1}, "seed_of": "tiny_r1"},
     ]}  # fmt: skip
     path = base.parent / "queue.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -38,20 +38,22 @@ def test_the_queue_trains_each_run_with_its_settings_exports_it_and_keeps_no_sta
     from ccnet.checkpoint import read_index, read_metadata
 
     queue, root = tiny_queue
-    assert [entry.name for entry in queue] == ["tiny_r0", "tiny_r1_s1"]
+    assert [(entry.name, entry.seed_of) for entry in queue] == [("tiny_r0", None), ("tiny_r1_s1", "tiny_r1")]
     before = dict(queue_module.os.environ)
     assert queue_module.run_queue(queue, None, str(root), run_probe=False) == 0
     assert dict(queue_module.os.environ) == before  # the data root goes to the trainer, not into this process
     for entry, recurrence, seed in ((queue[0], 0, 0), (queue[1], 1, 1)):
-        checkpoint = queue_module.CHECKPOINTS / entry.name
+        bundled = entry.seed_of is None  # another seed of a bundled model is a record, never a bundled checkpoint
+        checkpoint = queue_module.CHECKPOINTS / entry.name if bundled else entry.run / "last"
         metadata = read_metadata(checkpoint)
-        assert metadata["step"] == 4 and metadata["recurrence"] == recurrence
-        assert metadata["seed"] == seed and metadata["weights_dtype"] == "float16"
+        assert metadata["step"] == 4 and metadata["recurrence"] == recurrence and metadata["seed"] == seed
+        assert metadata["weights_dtype"] == ("float16" if bundled else "float32")
         record = json.loads((entry.saved / "finished.json").read_text())
-        assert record["checkpoint"] == entry.name and record["save_id"] == metadata["save_id"]
+        assert record["checkpoint"] == (entry.name if bundled else None)
+        assert record["save_id"] == metadata["save_id"] and record["step"] == 4
         assert not list(entry.saved.glob("state.pt*"))  # a finished run commits its curve, never its state
         assert (entry.saved / "metrics.jsonl").is_file()
-    assert {m["name"] for m in read_index(queue_module.CHECKPOINTS)["models"]} == {"tiny_r0", "tiny_r1_s1"}
+    assert {m["name"] for m in read_index(queue_module.CHECKPOINTS)["models"]} == {"tiny_r0"}
     rows = queue_module.status_rows(queue)
     assert [row["state"] for row in rows] == ["finished", "finished"] and all(row["mIoU"] >= 0 for row in rows)
     assert "| tiny_r0 | finished | 4/4 |" in queue_module.format_status(rows)
@@ -84,6 +86,9 @@ def test_a_malformed_queue_is_refused_with_the_reason(tmp_path):
         queue_module.load_queue(path)
     path.write_text("runs: 3\n")
     with pytest.raises(ValueError, match="expected `base"):
+        queue_module.load_queue(path)
+    path.write_text(yaml.safe_dump({"base": "b.yaml", "runs": [{"name": "a", "seed_of": 3}]}))
+    with pytest.raises(ValueError, match="seed_of"):
         queue_module.load_queue(path)
     assert queue_module.main(["status", "--queue", str(path)]) == 2
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import write_camvid
 
 from ccnet.analysis import cell_centre_labels, class_attention_matrix
@@ -149,6 +150,7 @@ def made(setup):
             "--checkpoints", str(setup["checkpoints"]), "--records", str(setup["records"]),
             "--data-root", str(setup["root"]), "--out", str(out), "--summary", str(summary_path), "--no-progress",
             "--readme", str(readme), "--campaign", str(setup["base"] / "no_campaign"),  # not the repository's
+            "--queue-folder", str(setup["base"] / "no_queue"),
         ]  # fmt: skip
         assert report_cli.main(argv) == 0
     finally:
@@ -174,14 +176,17 @@ def _evaluate(setup, name: str, loops: int | None) -> dict:
 
 MODEL_KEYS = {"name", "trained_recurrence", "ccl", "seed", "mIoU", "per_class_iou", "mIoU_at_recurrence", "params",
               "gamma", "lift", "lift_per_class", "lift_at_recurrence", "lift_cells", "atlas", "weights_dtype",
-              "float32_val_mIoU", "train_seconds", "images_per_s", "train_device", "val_mIoU_seeds"}  # fmt: skip
+              "float32_val_mIoU", "train_seconds", "images_per_s", "train_device", "val_mIoU_seeds", "recipe",
+              "trained"}  # fmt: skip
 
 
 def test_schema_keys_and_types(made):
     summary = made[0]
     assert set(summary) == {"dataset", "split", "default", "generated", "generated_by", "classes", "models", "seeds",
                             "costs", "paper_table2", "recipe_comparison", "mixed_precision", "earlier_sets",
-                            "lift_sampling", "goals"}  # fmt: skip
+                            "lift_sampling", "goals", "family"}  # fmt: skip
+    assert set(summary["family"]) == {"members", "missing", "seed_std", "seed_dof", "noise_stds", "r2_minus_r0",
+                                      "paper_r2_minus_r0", "steps", "recipes", "blind_lift", "unused_lift", "curves"}
     assert (summary["dataset"], summary["split"], summary["generated_by"]) == (
         "camvid",
         "val",
@@ -206,7 +211,7 @@ def test_schema_keys_and_types(made):
         assert set(seed) == {"name", "seed", "best_val_mIoU", "lift", "gamma", "iterations"}
     assert summary["lift_sampling"] == {"cells_per_image": 16, "seed": 0, "blind": 1.0}
     assert [g["goal"] for g in summary["goals"]] == ["default_val_mIoU", "default_every_class", "default_gamma",
-                                                     "default_lift", "head_seeds", "head_r2_above_r0",
+                                                     "default_lift", "family_members", "head_seeds", "head_r2_above_r0",
                                                      "video_t5_above_t1"]  # fmt: skip
 
 
@@ -371,7 +376,7 @@ def test_params_and_records_read_back(made, setup):
 
 
 def test_seed_statistics_for_two_seeds_and_for_one(made, setup):
-    summary, markdown, _ = made
+    summary, markdown, readme = made
     by_name = {m["name"]: m for m in summary["models"]}
     two = [setup["runs"][("camvid_r2", s)]["best"] for s in (0, 1)]
     stats = by_name["camvid_r2"]["val_mIoU_seeds"]
@@ -384,9 +389,10 @@ def test_seed_statistics_for_two_seeds_and_for_one(made, setup):
     three = report_common.seed_stats([0.60, 0.62, 0.67])
     assert three["std"] == pytest.approx(statistics.stdev([0.60, 0.62, 0.67]))
     assert three["sem"] == pytest.approx(three["std"] / math.sqrt(3))
-    # n = 1 is said, not hidden: in the headline, the seeds table and the README block.
-    assert f"| RCCA R = 1 | {100 * one['mean']:.1f} (n = 1) |" in markdown
-    assert f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f} (n = 2)" in markdown
+    # n = 1 is said, not hidden: in the seeds table and the README block.
+    assert f"| RCCA R = 1, end to end | {100 * one['mean']:.1f} (n = 1) |" in readme
+    assert f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f} (n = 2)" in readme
+    assert f"| {100 * stats['mean']:.1f} ± {100 * stats['std']:.1f} | {100 * stats['sem']:.1f} | 2 |" in markdown
     assert "– (n = 1)" in markdown
 
 
@@ -529,8 +535,9 @@ def test_markdown_is_marked_generated_and_carries_the_numbers(made):
     r2 = next(m for m in summary["models"] if m["name"] == "camvid_r2")
     assert f"{100 * r2['mIoU']:.1f}" in markdown
     assert "val mIoU >= 68: not met.**" in markdown  # tiny random models are far below
-    assert "| RCCA R = 2 | 1.000 |" in markdown  # the learned gamma column, read from the weights
-    assert f"| RCCA R = 2 | 1.000 | {r2['lift_at_recurrence']['1']:.2f} |" in markdown  # gamma, then lift per R
+    assert "| RCCA R = 2, end to end | 1.000 |" in markdown  # the learned gamma column, read from the weights
+    lift = r2["lift_at_recurrence"]["1"]
+    assert f"| RCCA R = 2, end to end | 1.000 | {lift:.2f} |" in markdown  # gamma, then lift per R
     assert "trained from an ImageNet-pretrained backbone, attention scale gamma starting at 1" in markdown
     assert "| 4.00 / 5.00 | 0.800 / 0.900 |" in markdown  # the R = 2 seeds' last validations
     for heading in (
@@ -620,11 +627,12 @@ def test_readme_block_is_rewritten_between_its_markers(made):
     r2 = next(m for m in summary["models"] if m["name"] == "camvid_r2")
     stats = r2["val_mIoU_seeds"]
     assert (
-        f"| RCCA R = 2 | {100 * stats['mean']:.1f} ± {100 * stats['std']:.1f} (n = 2) | {100 * r2['mIoU']:.1f} |"
+        f"| RCCA R = 2, end to end | {100 * stats['mean']:.1f} ± {100 * stats['std']:.1f} (n = 2) | "
+        f"{100 * r2['mIoU']:.1f} |"
         in block
     )
     assert f"| {r2['lift']:.2f} |" in block and "| 79.8 |" in block
-    assert "| baseline (R = 0) |" in block and "n/a" in block and "(n = 1)" in block
+    assert "| baseline (R = 0), end to end |" in block and "n/a" in block and "(n = 1)" in block
 
 
 def _hand_summary(miou: float, classes: dict, gamma, lift, heads=()) -> dict:
@@ -713,6 +721,47 @@ def _save_bundled(folder: Path, name: str, loops: int, training: dict) -> None:
     update_sidecar(folder / name, {"training": training})
 
 
+QUEUE = {"base": "base.yaml", "runs": [
+    {"name": "camvid_e2e_r0", "set": {"model.recurrence": 0}},
+    {"name": "camvid_e2e_r1", "set": {"model.recurrence": 1}},
+    {"name": "camvid_e2e_r0_s1", "set": {"model.recurrence": 0, "seed": 1}, "seed_of": "camvid_e2e_r0"},
+    {"name": "camvid_e2e_r2_s1", "set": {"seed": 1}, "seed_of": "camvid_r2"},
+    {"name": "camvid_e2e_r3", "set": {"model.recurrence": 3}},  # not started: no folder
+]}  # fmt: skip
+# queue run -> (seed, R, finished, its validations: (step, mIoU))
+QUEUE_RUNS = {
+    "camvid_e2e_r0": (0, 0, True, ((10, 0.45), (20, 0.50))),
+    "camvid_e2e_r1": (0, 1, False, ((10, 0.47),)),  # in progress at step 10 of 20
+    "camvid_e2e_r0_s1": (1, 0, True, ((10, 0.46), (20, 0.52))),
+    "camvid_e2e_r2_s1": (1, 2, True, ((10, 0.50), (20, 0.58))),
+}
+
+
+def _write_queue(base: Path, checkpoints: Path) -> tuple[Path, Path]:
+    """The campaign queue's committed folders as training.queue leaves them, and its YAML; the finished
+    camvid_e2e_r0 bundled as an end-to-end checkpoint."""
+    queue_file, folder = base / "queue.yaml", base / "queue_runs"
+    queue_file.write_text(yaml.safe_dump(QUEUE))
+    start = datetime.fromisoformat(CREATED).timestamp()
+    for name, (seed, loops, finished, validations) in QUEUE_RUNS.items():
+        run = folder / name
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"created": CREATED, "seed": seed, "device": "cpu"}))
+        config = {"seed": seed, "model": {"recurrence": loops, "gamma_init": 1.0}, "optim": {"iterations": 20},
+                  "loss": {"attention_weight": 0.0 if loops == 0 else 0.4}}  # fmt: skip
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        lines = []
+        for step, miou in validations:
+            lines += [{"step": step, "kind": "train", "images_per_s": 2.0, "time": start + step},
+                      {"step": step, "kind": "val", "mIoU": miou, "time": start + step + 1}]  # fmt: skip
+        (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        if finished:
+            (run / "finished.json").write_text(json.dumps({"step": 20, "checkpoint": None}))
+    _save_bundled(checkpoints, "camvid_e2e_r0", 0, {"run_id": "queue-r0"})
+    write_index(checkpoints, default="camvid_r2")
+    return queue_file, folder
+
+
 @pytest.fixture(scope="module")
 def campaign_made(setup, tmp_path_factory):
     """The report on a campaign-era set: the default from the campaign's own folder, two heads, old records moved."""
@@ -747,13 +796,14 @@ def campaign_made(setup, tmp_path_factory):
              {"step": 20, "kind": "val", "mIoU": 0.6, "lift": 4.0, GAMMA_KEY: 0.8, "time": start + 5010,
               "per_class_iou": {"Pole": 0.2}}]  # fmt: skip
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    queue_file, queue_folder = _write_queue(base, checkpoints)
     original = report_constants.COST_INPUTS
     report_constants.COST_INPUTS = SMALL_INPUTS
     try:
         argv = ["--checkpoints", str(checkpoints), "--records", str(records), "--campaign", str(folder),
                 "--data-root", str(setup["root"]), "--out", str(base / "RESULTS.md"),
                 "--summary", str(base / "summary.json"), "--readme", str(base / "none.md"),
-                "--no-progress"]  # fmt: skip
+                "--queue", str(queue_file), "--queue-folder", str(queue_folder), "--no-progress"]  # fmt: skip
         assert report_cli.main(argv) == 0
     finally:
         report_constants.COST_INPUTS = original
@@ -764,8 +814,8 @@ def test_the_default_is_read_from_the_campaign_and_heads_from_their_records(camp
     summary, markdown, checkpoints = campaign_made
     models = {m["name"]: m for m in summary["models"]}
     default = models["camvid_r2"]
-    assert "head_kind" not in default and default["val_mIoU_seeds"]["n"] == 1
-    assert default["val_mIoU_seeds"]["mean"] == 0.6  # the campaign's best val, not the older record's 0.30
+    assert "head_kind" not in default and default["val_mIoU_seeds"]["n"] == 2  # the campaign and camvid_e2e_r2_s1
+    assert default["val_mIoU_seeds"]["mean"] == pytest.approx(0.59)  # the campaign's best val, not the older 0.30
     assert default["train_seconds"] == pytest.approx(110 + 10)  # the pause between sessions left out
     assert (models["camvid_r0"]["head_kind"], models["camvid_r2_paper"]["head_kind"]) == ("r0", "r2_paper")
     assert models["camvid_r0"]["val_mIoU_seeds"]["n"] == 3 and models["camvid_r0"]["train_seconds"] == 100.0
@@ -785,3 +835,58 @@ def test_the_default_is_read_from_the_campaign_and_heads_from_their_records(camp
     assert "| 120 | 2.1 | cpu |" in markdown and "| 100 | – | – |" in markdown  # time, images/s, device
     card = json.loads((checkpoints / "camvid_r0.json").read_text())["training"]
     assert card["seeds"]["n"] == 3 and card["seeds"]["mean"] == pytest.approx(0.41)  # the app's model card
+
+
+def test_the_family_is_table_2_in_kind_judged_against_its_second_seeds(campaign_made):
+    summary, markdown, _ = campaign_made
+    family = summary["family"]
+    members = {(m["recurrence"], m["recipe"]): m for m in family["members"]}
+    assert list(members) == [(0, "default"), (2, "default")]  # end to end only: never the heads
+    assert members[(0, "default")]["seeds"] == {"0": 0.50, "1": 0.52}  # each run's last validation
+    assert members[(2, "default")]["seeds"] == {"0": 0.6, "1": 0.58}  # the campaign and the queue's seed_of run
+    assert [(m["recurrence"], m["recipe"], m["run"], m["step"]) for m in family["missing"]] == [
+        (1, "default", "camvid_e2e_r1", 10), (3, "default", None, None), (2, "paper", None, None)
+    ]  # fmt: skip
+    assert family["seed_std"] == pytest.approx(math.sqrt((0.01**2 * 2 + 0.01**2 * 2) / 2)) and family["seed_dof"] == 2
+    r2_r0 = family["r2_minus_r0"]
+    assert r2_r0["difference"] == pytest.approx(0.08) and r2_r0["noise"] == pytest.approx(2 * family["seed_std"])
+    assert r2_r0["verdict"] == "above" and family["paper_r2_minus_r0"] == pytest.approx(0.047)
+    assert [(c["run"], c["member"], c["seed"], c["finished"], len(c["points"])) for c in family["curves"]] == [
+        ("campaign", "camvid_r2", 0, True, 2), ("camvid_e2e_r0", "camvid_e2e_r0", 0, True, 2),
+        ("camvid_e2e_r1", "camvid_e2e_r1", 0, False, 1), ("camvid_e2e_r0_s1", "camvid_e2e_r0", 1, True, 2),
+        ("camvid_e2e_r2_s1", "camvid_r2", 1, True, 2),
+    ]  # fmt: skip
+    assert [m["name"] for m in summary["models"]][:2] == ["camvid_e2e_r0", "camvid_r2"]  # the family first
+    assert {m["name"]: m["trained"] for m in summary["models"]} == {
+        "camvid_e2e_r0": "end to end", "camvid_r2": "end to end", "camvid_r0": "head", "camvid_r2_paper": "head"
+    }  # fmt: skip
+    assert "## Table 2 in kind: the end-to-end family" in markdown
+    assert "| 1 | RCCA R = 1 | not trained yet (queue run `camvid_e2e_r1` at iteration 10) |" in markdown
+    assert "| 0 | baseline (R = 0) (`camvid_e2e_r0`) |" in markdown and "| 50.0 / 52.0 (mean 51.0) |" in markdown
+    assert "R = 2 minus R = 0, end to end: +8.0 points (n = 2 and 2, yardstick ± 2.8): beyond the seed spread" in (
+        markdown
+    )
+    assert "| baseline (R = 0), end to end |" in markdown  # every other table says how each model was trained
+    assert "the many-seeds study (not end to end)" in markdown
+    goals = {g["goal"]: g for g in summary["goals"]}
+    assert goals["family_members"]["met"] is False and goals["family_members"]["value"] == 2
+
+
+def test_the_family_without_second_seeds_says_it_cannot_judge(made):
+    summary, markdown, _ = made
+    family = summary["family"]
+    # The fixture's run records give camvid_r0 and camvid_r2 two seeds each: the spread exists there.
+    assert family["seed_dof"] == 2 and family["r2_minus_r0"]["verdict"] == "within"
+    no_seeds = {**family, "seed_std": None, "r2_minus_r0": {**family["r2_minus_r0"], "noise": None, "verdict": None}}
+    from training.report.family_tables import differences_lines, spread_sentence
+
+    assert "not measured yet" in spread_sentence(no_seeds)
+    assert "not judged (no seed spread yet)" in differences_lines(no_seeds)[0]
+
+
+def test_the_paper_recipe_is_told_from_the_config():
+    from training.report.family import recipe_of
+
+    assert recipe_of({"model": {"recurrence": 2, "gamma_init": 0.0}, "loss": {"attention_weight": 0.0}}) == "paper"
+    assert recipe_of({"model": {"recurrence": 2, "gamma_init": 1.0}, "loss": {"attention_weight": 0.4}}) == "default"
+    assert recipe_of({"model": {"recurrence": 0, "gamma_init": 0.0}, "loss": {"attention_weight": 0.0}}) == "default"

@@ -241,9 +241,10 @@ def finished_record(saved: Path | None = None) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def mark_finished(default: Path, run: Path | None = None, saved: Path | None = None) -> None:
-    """The schedule is over and its weights are bundled as `default`: commit the final curve and a record, and
-    drop the resume state (24 MB that nothing needs any more; git keeps the earlier ones)."""
+def mark_finished(default: Path, run: Path | None = None, saved: Path | None = None, bundled: bool = True) -> None:
+    """The schedule is over and its weights are bundled as `default` (or, `bundled` False, left in the run folder
+    as `default`): commit the final curve and a record, and drop the resume state (24 MB that nothing needs any
+    more; git keeps the earlier ones)."""
     from ccnet.checkpoint import read_metadata
 
     run, saved = run or RUN, saved or SAVED
@@ -252,7 +253,7 @@ def mark_finished(default: Path, run: Path | None = None, saved: Path | None = N
     for name in FILES:
         _write_atomically(saved / name, (run / name).read_bytes())
     record = {"run_id": json.loads((run / RUN_FILE).read_text())["run_id"], "step": metadata["step"],
-              "checkpoint": default.name, "save_id": metadata.get("save_id")}  # fmt: skip
+              "checkpoint": default.name if bundled else None, "save_id": metadata.get("save_id")}  # fmt: skip
     _write_atomically(saved / FINISHED, (json.dumps(record, indent=2) + "\n").encode())
     for part in [*state_parts(saved), saved / STATE_FILE]:
         part.unlink(missing_ok=True)

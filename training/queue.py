@@ -65,6 +65,7 @@ class QueuedRun:
     name: str
     base: Path  # the YAML config every run of the queue shares
     overrides: tuple[str, ...]  # --set KEY=VALUE on top of it
+    seed_of: str | None = None  # another seed of this bundled model: recorded (curve, finished.json), not bundled
 
     @property
     def saved(self) -> Path:
@@ -109,7 +110,10 @@ def load_queue(path: Path | None = None) -> list[QueuedRun]:
             raise ValueError(f"{path}: every run needs a unique name of letters, digits and _ (got {entry!r})")
         names.add(name)
         overrides = tuple(f"{key}={_value(value)}" for key, value in (entry.get("set") or {}).items())
-        runs.append(QueuedRun(str(name), base, overrides))
+        seed_of = entry.get("seed_of")
+        if seed_of is not None and not isinstance(seed_of, str):
+            raise ValueError(f"{path}: `seed_of` of {name} must name a bundled model (got {seed_of!r})")
+        runs.append(QueuedRun(str(name), base, overrides, seed_of))
     return runs
 
 
@@ -187,11 +191,17 @@ def current(queue: list[QueuedRun]) -> QueuedRun | None:
 
 
 def complete(entry: QueuedRun, data_root: str | None = None) -> Path:
-    """The schedule is over: export the last weights as checkpoints/<name> (float16) and drop the resume state."""
+    """The schedule is over: export the last weights as checkpoints/<name> (float16) and drop the resume state.
+
+    Another seed of a bundled model (`seed_of`) is a measurement of the seed spread, not a model to explore:
+    its curve and finished.json are committed, its weights stay in runs/ (6 MB of git saved per seed)."""
     from .campaign import final_checkpoint
     from .export import export_run
 
     last = final_checkpoint(data_root, run=entry.run, saved=entry.saved)
+    if entry.seed_of is not None:
+        mark_finished(last, run=entry.run, saved=entry.saved, bundled=False)
+        return entry.saved
     destination = CHECKPOINTS / entry.name
     export_run(last.parent, destination, which="last", half=True)
     mark_finished(destination, run=entry.run, saved=entry.saved)

@@ -19,6 +19,7 @@ from ..campaign import INTERIM
 from ..model_card import annotate_from_summary
 from . import constants
 from .constants import BF16_VARIANT, COMMAND
+from .family import finished_runs, read_queue_records
 from .markdown import render_markdown, update_readme
 from .measure import attention_costs, evaluate_model
 from .records import (
@@ -47,6 +48,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=Path, default=Path("results/camvid"), help="training run records")
     parser.add_argument(
         "--campaign", type=Path, default=Path("campaign/camvid_r2"), help="the campaign's state folder (its curve)"
+    )
+    parser.add_argument(
+        "--queue", type=Path, default=Path("training/configs/campaign_queue.yaml"),
+        help="the campaign queue (the end-to-end family's runs and which are second seeds)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--queue-folder", type=Path, default=Path("campaign"), help="the queue's committed run folders (their curves)"
     )
     parser.add_argument("--data-root", help="CamVid root (default: $CAMVID_ROOT)")
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
@@ -115,14 +123,16 @@ def make_report(args: argparse.Namespace) -> dict:
         reference = reference or next((m for m in models if m["trained_recurrence"] > 0), models[0])
         costs = attention_costs(reference["_model_config"], device, bar.update)
     campaign_record = campaign_run(args.campaign, models)
-    if campaign_record is not None:  # the default's own run: its folder, in place of any older seed-0 record
-        key = (campaign_record.name, campaign_record.seed)
-        runs = [run for run in runs if (run.name, run.seed) != key] + [campaign_record]
+    queue = read_queue_records(args.queue, args.queue_folder)
+    # The default's own campaign and the queue's finished runs: their folders, in place of older records.
+    for record in [r for r in [campaign_record] if r is not None] + finished_runs(queue):
+        runs = [run for run in runs if (run.name, run.seed) != (record.name, record.seed)] + [record]
     recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
     precision_runs = [run for run in all_runs if run.name.endswith(BF16_VARIANT)]
     heads = heads_on_bundled_backbone(read_head_records(args.records / "heads"), models)
     campaign = read_campaign(args.campaign)
-    inputs = ReportInputs(models, runs, costs, default, recipe_runs, earlier, precision_runs, heads, campaign)
+    inputs = ReportInputs(models, runs, costs, default, recipe_runs, earlier, precision_runs, heads, campaign, queue,
+                          args.campaign if campaign_record is not None else None)  # fmt: skip
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
     write_json(args.summary, summary)

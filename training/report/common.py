@@ -41,13 +41,21 @@ def num(value: float | None, spec: str) -> str:
 
 
 def label_of(model: dict) -> str:
-    """The model in words; a head on the campaign's backbone says so (the default's R = 2 is end to end)."""
+    """The model in words, saying how it was trained: "…, head" (on the campaign's frozen backbone) or
+    "…, end to end" (the whole network trained with that R: the family)."""
     kind = model.get("head_kind")
     if kind is not None:
         return f"{HEAD_LABELS.get(kind, kind)}, head"
-    if model["trained_recurrence"] == 0:
-        return "baseline (R = 0)"
-    return f"RCCA R = {model['trained_recurrence']}" + (" + CCL" if model["ccl"] else "")
+    return f"{member_label(model['trained_recurrence'], model.get('recipe', 'default'), model['ccl'])}, end to end"
+
+
+def member_label(loops: int, recipe: str = "default", ccl: bool = False) -> str:
+    """A loop count and recipe in words, as the heads' labels say them."""
+    if loops == 0:
+        return HEAD_LABELS["r0"]
+    if recipe == "paper":
+        return HEAD_LABELS["r2_paper"].replace("R = 2", f"R = {loops}")
+    return f"RCCA R = {loops}" + (" + CCL" if ccl else "")
 
 
 def seed_values(summary: dict, name: str) -> dict[int, float]:

@@ -12,6 +12,12 @@ HEAD_KINDS = ("r0", "r1", "r2", "r3", "r2_ccl", "r2_paper", "video_t5", "video_t
 def judge_goals(summary: dict) -> list[dict]:
     """Each goal: {"goal", "target", "value", "met" (None: not measured), "margin", ...}."""
     goals = _default_goals(summary)
+    family = summary.get("family")
+    if family is not None:
+        missing = [f"R = {m['recurrence']}" + (" (paper's losses)" if m["recipe"] == "paper" else "")
+                   for m in family["missing"]]  # fmt: skip
+        goals.append({"goal": "family_members", "value": len(family["members"]), "missing": missing,
+                      "met": not missing})  # fmt: skip
     heads = summary.get("heads") or []
     counts = {kind: next((h["n"] for h in heads if h["kind"] == kind), 0) for kind in HEAD_KINDS}
     goals.append({"goal": "head_seeds", "target": GOAL_HEAD_SEEDS, "value": counts,

@@ -21,6 +21,7 @@ from .constants import (
     PAPER_SOURCE,
     PAPER_TABLE2,
 )
+from .family_tables import curves_table, differences_lines, family_table, recipes_table, spread_sentence
 from .goals import default_model, judge_goals
 from .records import RunRecord
 from .summary import ReportInputs
@@ -30,13 +31,6 @@ def _paper_row(recurrence: int | None, source: str = "arXiv") -> dict | None:
     for row in PAPER_TABLE2:
         if row["recurrence"] == recurrence and f"({source})" in row["setting"] and "OHEM" not in row["setting"]:
             return row
-    return None
-
-
-def _cost(summary: dict, size: Sequence[int], loops: int, key: str) -> float | None:
-    for cost in summary["costs"]:
-        if cost["input"] == list(size) and cost["recurrence"] == loops:
-            return cost[key]
     return None
 
 
@@ -52,40 +46,10 @@ def network_note(model_config: dict, train_config: dict) -> str:
     )
 
 
-def headline_table(summary: dict) -> list[str]:
-    lines = [
-        "| model | ours: val mIoU, mean ± std over seeds | ours: bundled checkpoint | ours: lift at trained R "
-        "| ours: GFLOPs incr. 769x769 | ours: memory incr. 769x769, fwd+bwd (MB) "
-        "| paper setting (Cityscapes val, ResNet-101) | paper mIoU | paper GFLOPs incr. | paper memory incr. (MB) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-    ]
-    for model in summary["models"]:
-        loops = model["trained_recurrence"]
-        paper = _paper_row(loops) if not model["ccl"] else None
-        paper_cells = ["–"] * 4
-        if paper is not None:
-            paper_cells = [paper["setting"], pct(paper["mIoU"]), num(paper["gflops_increment"], "g"),
-                           num(paper["memory_mb_increment"], ".0f")]  # fmt: skip
-        elif model["ccl"]:
-            paper_cells = ["+ CCL (brief)", f"about +{100 * PAPER_CCL_GAIN:.1f} over R = 2", "–", "–"]
-        ours_flops = _cost(summary, (769, 769), loops, "gflops_increment") if loops else 0.0
-        ours_mem = _cost(summary, (769, 769), loops, "memory_mb_increment") if loops else 0.0
-        lift = num(model.get("lift"), ".2f") if loops else "n/a"
-        cells = [label_of(model), spread(model_stats(summary, model)), pct(model["mIoU"]), lift,
-                 num(ours_flops, ".2f"), num(ours_mem, ".1f"), *paper_cells]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    non_local = _paper_row(None)
-    lines.append(
-        f"| non-local block (not trained here) | – | – | – | – | – | {non_local['setting']} | {pct(non_local['mIoU'])} "
-        f"| {num(non_local['gflops_increment'], 'g')} | {num(non_local['memory_mb_increment'], '.0f')} |"
-    )
-    return lines
-
-
 def goals_paragraph(summary: dict, recipe: dict | None = None) -> list[str]:
     """The issues' goals against the measurements: the default model's, the heads', the video heads'."""
     goals = {g["goal"]: g for g in judge_goals(summary)}
-    bullets = [*_default_bullets(summary, goals), _seeds_bullet(goals["head_seeds"]),
+    bullets = [*_default_bullets(summary, goals), *_family_bullets(goals), _seeds_bullet(goals["head_seeds"]),
                _r2_over_r0_bullet(goals["head_r2_above_r0"]), _video_bullet(goals["video_t5_above_t1"])]  # fmt: skip
     verdicts = [g["met"] for g in goals.values()]
     heading = "not met" if False in verdicts else "met" if all(verdicts) else "not all measured"
@@ -109,12 +73,25 @@ def _default_bullets(summary: dict, goals: dict) -> list[str]:
         f"{_verdict(miou['met'])}.** {pct(miou['value'])} ({_points(miou['margin'])} points from the goal; this "
         "report's evaluation of the bundled file, single scale, 360 x 480).",
         f"- **No class under {100 * GOAL_CLASS_IOU:.0f}% IoU: {_verdict(classes['met'])}.** Lowest: {lowest}"
-        + (f"; under the goal: {below} (why a class misses: `python -m training.class_errors "
-           f"checkpoints/{miou['model']} --class NAME`, docs/TRAINING.md)." if below else "."),
+        + (
+            f"; under the goal: {below} (why a class misses: `python -m training.class_errors "
+            f"checkpoints/{miou['model']} --class NAME`, docs/TRAINING.md)."
+            if below
+            else "."
+        ),
         f"- **γ >= {GOAL_GAMMA:g} (attention used): {_verdict(gamma['met'])}.** γ = {num(gamma['value'], '.3f')}.",
         f"- **Class-balanced same-class lift >= {GOAL_LIFT:g} at R = 2: {_verdict(lift['met'])}.** "
         f"{num(lift['value'], '.2f')} ({BLIND_LIFT:g} = blind to class; val, sampled cells as below).",
     ]
+
+
+def _family_bullets(goals: dict) -> list[str]:
+    goal = goals.get("family_members")
+    if goal is None:
+        return []
+    missing = "" if goal["met"] else f" Not trained yet: {', '.join(goal['missing'])} (the campaign queue)."
+    return [f"- **The end-to-end family: R = 0, 1, 2, 3 and the paper's losses at R = 2, all bundled: "
+            f"{_verdict(goal['met'])}.** {goal['value']} bundled.{missing}"]  # fmt: skip
 
 
 def _seeds_bullet(goal: dict) -> str:
@@ -506,15 +483,7 @@ def render_markdown(summary: dict, inputs: ReportInputs, command: str) -> str:
         "for the model: an end-to-end run's best val mIoU, a head's val mIoU after its schedule "
         f"(results/camvid/heads/). Paper: {PAPER_SOURCE}.",
         "",
-        "## Headline: ours beside the paper's Table 2",
-        "",
-        *headline_table(summary),
-        "",
-        "The two are not comparable as scores (dataset, backbone, input size all differ); the cost "
-        "columns are, in kind: ours are for our bundled network at 769x769 (a 97x97 map of "
-        f"{_channels(inputs.costs)} channels), the paper's for ResNet-101's 512-channel head. A model with one "
-        "seed shows its value with n = 1 and no spread.",
-        "",
+        *family_section(summary, _channels(inputs.costs)),
         *goals_paragraph(summary, recipe),
         "## Seeds (best val mIoU seen in training, %)",
         "",
@@ -718,9 +687,10 @@ def heads_section(summary: dict) -> list[str]:
     if not heads:
         return []
     lines = [
-        "## Heads on the campaign's backbone",
+        "## Heads on the campaign's backbone: the many-seeds study (not end to end)",
         "",
-        "Every kind is the campaign's backbone, frozen, with its own head trained from a fresh seeded "
+        "A study of its own, not the family above: every kind is the campaign's backbone, frozen, with its own "
+        "head trained from a fresh seeded "
         "initialisation on cached features (`python -m training.heads`). Val mIoU over seeds: mean and the 95% "
         "t-interval of the mean. Training time: the training loop of one head (no evaluation), min-max over its "
         "seeds, on the machine each ran on.",
@@ -776,6 +746,43 @@ def campaign_section(summary: dict) -> list[str]:
         lines.append(f"| {point['step']} | {pct(point['mIoU'])} | {num(point['lift'], '.2f')} | "
                      f"{num(point['gamma'], '.3f')} | {small} |")  # fmt: skip
     return lines
+
+
+def family_section(summary: dict, channels: str) -> list[str]:
+    """The headline: the end-to-end family as the paper's Table 2, the differences judged, curves and recipes."""
+    family = summary["family"]
+    return [
+        "## Table 2 in kind: the end-to-end family",
+        "",
+        "One network per loop count, each trained end to end with the default's recipe and schedule (the campaign "
+        "and the campaign queue, `training/configs/campaign_queue.yaml`): the same ImageNet MobileNetV2, crops, "
+        "class weights, seed and 4000 iterations of batch 8, so that the rows differ in R alone (and the last "
+        "row in its losses alone). Val mIoU (bundled): this report's evaluation of the bundled float16 file, the "
+        "schedule's last weights. Final val mIoU per seed: each run's last validation in training (seed 0 is the "
+        'bundled one). Heads on a frozen backbone are a separate study ("Heads" below), never mixed in here.',
+        "",
+        *family_table(family),
+        "",
+        "Not comparable as scores with the paper (dataset, backbone, input size all differ); compare the trend "
+        f"across R. The cost columns are, in kind: ours for our network at 769x769 (a 97x97 map of {channels} "
+        "channels), the paper's for ResNet-101's 512-channel head. The paper's rows are its own recipe (γ from 0, "
+        "no affinity loss).",
+        "",
+        spread_sentence(family),
+        "",
+        *differences_lines(family),
+        "",
+        "### Learning curves (val mIoU, %)",
+        "",
+        *curves_table(family),
+        "",
+        "Every validation of every run: `python -m training.queue curves` draws them (docs/queue_curves.png).",
+        "",
+        "### Does the attention learn to follow the classes from the segmentation loss alone?",
+        "",
+        *recipes_table(family, summary["classes"]),
+        "",
+    ]
 
 
 def _section(lines: list[str]) -> list[str]:

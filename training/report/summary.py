@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..attention_quality import DEFAULT_CELLS_PER_IMAGE
 from .common import seed_stats
 from .constants import BF16_VARIANT, BLIND_LIFT, COMMAND, LIFT_SEED, NOISE_STDS, PAPER_RECIPE, PAPER_TABLE2
+from .family import QueueRecord, family_summary, is_end_to_end, recipe_of
 from .goals import head_ordering, judge_goals
 from .records import ReportError, RunRecord
 
@@ -23,6 +24,8 @@ class ReportInputs:
     precision_runs: list[RunRecord] = field(default_factory=list)  # the bfloat16 comparison records
     heads: list[dict] = field(default_factory=list)  # training.heads records (results/camvid/heads/)
     campaign: dict | None = None  # the campaign's learning curve (records.read_campaign)
+    queue: list[QueueRecord] = field(default_factory=list)  # the campaign queue's runs (family.read_queue_records)
+    campaign_folder: object = None  # Path of the default's campaign folder: its curve joins the family's
 
 
 def build_summary(inputs: ReportInputs, generated: str) -> dict:
@@ -33,6 +36,8 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
     for model in inputs.models:
         run = runs.get((model["name"], model["seed"]))
         public = {key: value for key, value in model.items() if not key.startswith("_")}
+        public["recipe"] = model.get("recipe") or recipe_of(model.get("_train_config") or {})
+        public["trained"] = "end to end" if is_end_to_end(model) else "head"
         head_of = model.get("_head_only_on") or model.get("head_only_on")  # the latter from --reuse
         if head_of:  # a head on the campaign's backbone: its seeds are the heads' records, never a run folder's
             kind = model.get("_head_kind") or model.get("head_kind")
@@ -49,6 +54,7 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         values = [s["best_val_mIoU"] for s in seeds if s["name"] == model["name"]]
         models.append({**public, "train_seconds": run.train_seconds, "images_per_s": run.images_per_s,
                        "train_device": run.device, "val_mIoU_seeds": seed_stats(values)})  # fmt: skip
+    models.sort(key=_family_first)
     summary = {
         "dataset": "camvid",
         "split": "val",
@@ -64,6 +70,7 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         "mixed_precision": precision_comparison(models, inputs.runs, inputs.precision_runs),
         "earlier_sets": inputs.earlier,
         "lift_sampling": {"cells_per_image": DEFAULT_CELLS_PER_IMAGE, "seed": LIFT_SEED, "blind": BLIND_LIFT},
+        "family": family_summary(models, inputs.runs, inputs.costs, inputs.queue, inputs.campaign_folder),
     }
     if inputs.heads:
         summary["heads"] = head_summary(inputs.heads)
@@ -72,6 +79,13 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         summary["campaign"] = inputs.campaign
     summary["goals"] = judge_goals(summary)
     return summary
+
+
+def _family_first(model: dict) -> tuple:
+    """End-to-end models first (by R, the default's recipe before others), then the heads in the index's order."""
+    if model["trained"] == "head":
+        return (1, 0, 0, "")
+    return (0, model["ccl"], model["recipe"] != "default", model["trained_recurrence"])
 
 
 def _seed_entry(run: RunRecord) -> dict:

@@ -1,0 +1,202 @@
+"""The end-to-end family (issue 29): one network per loop count, each trained end to end with the default's recipe
+and schedule, so that comparing them compares R and nothing else. The paper's Table 2 in kind.
+
+Members are the bundled models trained end to end (not heads, not video models). Their training records are the
+campaign's folder (the default) and the campaign queue's (training/configs/campaign_queue.yaml, `campaign/<run>/`);
+a queue run with `seed_of: MODEL` is another seed of MODEL, recorded and never bundled. The seed spread those
+second seeds give is the yardstick every difference between members is judged by.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .constants import BLIND_LIFT, NOISE_STDS, PAPER_TABLE2
+from .records import RunRecord, read_run
+
+# The members the issue asks for: (trained R, recipe). "paper": gamma from 0 and no affinity loss.
+EXPECTED_MEMBERS = ((0, "default"), (1, "default"), (2, "default"), (3, "default"), (2, "paper"))
+UNUSED_LIFT = 2.0  # under this same-class lift the attention is called unused (the app's model card agrees)
+CURVE_KEYS = ("step", "mIoU", "lift", "gamma")
+
+
+@dataclass(frozen=True)
+class QueueRecord:
+    """One run of the campaign queue as the report sees it: where its curve is and whose seed it is."""
+
+    name: str  # the queue's run name (the bundled checkpoint's, unless seed_of)
+    member: str  # the bundled model it trained (itself, or seed_of)
+    folder: Path  # campaign/<name>/: its committed curve and run record
+    finished: bool
+    recurrence: int | None  # from the run's config (None: not started)
+    recipe: str | None
+
+
+def recipe_of(train_config: dict) -> str:
+    """ "paper" for the paper's losses (gamma from 0, no affinity loss) on a model with attention, else "default"."""
+    model, loss = train_config.get("model") or {}, train_config.get("loss") or {}
+    if model.get("recurrence", 0) and model.get("gamma_init", 0.0) == 0 and not loss.get("attention_weight"):
+        return "paper"
+    return "default"
+
+
+def read_queue_records(queue_file: Path, saved_root: Path) -> list[QueueRecord]:
+    """Every queue run that has a committed folder (started or finished); [] without a queue file."""
+    if not queue_file.is_file():
+        return []
+    spec = yaml.safe_load(queue_file.read_text()) or {}
+    records = []
+    for entry in spec.get("runs") or []:
+        folder = saved_root / entry["name"]
+        if not (folder / "config.yaml").is_file() or not (folder / "metrics.jsonl").is_file():
+            continue
+        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        records.append(QueueRecord(
+            name=entry["name"], member=entry.get("seed_of") or entry["name"], folder=folder,
+            finished=(folder / "finished.json").is_file(),
+            recurrence=(config.get("model") or {}).get("recurrence"), recipe=recipe_of(config),
+        ))  # fmt: skip
+    return records
+
+
+def finished_runs(queue: list[QueueRecord]) -> list[RunRecord]:
+    """The finished queue runs as training records of the model each trained (a seed run as its model's seed)."""
+    return [read_run(record.folder, name=record.member) for record in queue if record.finished]
+
+
+def is_end_to_end(model: dict) -> bool:
+    return not (model.get("head_only_on") or model.get("_head_only_on") or model.get("frames"))
+
+
+def _final_values(runs: list[RunRecord], name: str) -> dict[int, float]:
+    """seed -> the last validation's mIoU (the schedule's end: what is bundled, never chosen on val)."""
+    values = {}
+    for run in runs:
+        if run.name == name and run.val_steps:
+            last = run.val_steps[max(run.val_steps)]["mIoU"]
+            if last is not None:
+                values[run.seed] = last
+    return values
+
+
+def pooled_std(groups: list[list[float]]) -> tuple[float | None, int]:
+    """The seed standard deviation pooled over configs with two or more seeds, and its degrees of freedom."""
+    squares = sum(sum((v - statistics.fmean(g)) ** 2 for v in g) for g in groups if len(g) >= 2)
+    dof = sum(len(g) - 1 for g in groups if len(g) >= 2)
+    return (math.sqrt(squares / dof), dof) if dof else (None, 0)
+
+
+def _cost(costs: list[dict], loops: int, key: str) -> float | None:
+    if loops == 0:
+        return 0.0
+    return next((c[key] for c in costs if c["input"] == [769, 769] and c["recurrence"] == loops), None)
+
+
+def paper_row(loops: int) -> dict:
+    """The paper's Table 2 (arXiv) at this R: mIoU and the attention's increments (None where not reported)."""
+    row = next((r for r in PAPER_TABLE2 if r["recurrence"] == loops and "(arXiv)" in r["setting"]), {})
+    return {key: row.get(key) for key in ("setting", "mIoU", "gflops_increment", "memory_mb_increment")}
+
+
+def member_entry(model: dict, runs: list[RunRecord], costs: list[dict]) -> dict:
+    loops = model["trained_recurrence"]
+    recipe = model.get("recipe", "default")
+    finals = _final_values(runs, model["name"])
+    values = list(finals.values())
+    lift = model.get("lift")
+    return {
+        "name": model["name"], "recurrence": loops, "recipe": recipe, "mIoU": model["mIoU"],
+        "per_class_iou": model["per_class_iou"], "mIoU_at_recurrence": model.get("mIoU_at_recurrence") or {},
+        "gamma": model.get("gamma"), "lift": lift,
+        "attention_used": None if not loops or lift is None else lift >= UNUSED_LIFT,
+        "seeds": {str(seed): value for seed, value in sorted(finals.items())},
+        "seed_mean": statistics.fmean(values) if values else None,
+        "gflops_increment": _cost(costs, loops, "gflops_increment"),
+        "memory_mb_increment": _cost(costs, loops, "memory_mb_increment"),
+        "paper": paper_row(loops),
+        "atlas_diagonal": _atlas_diagonal(model),
+    }  # fmt: skip
+
+
+def _atlas_diagonal(model: dict) -> list[float | None] | None:
+    """Each class's share of its influence on its own class at the model's trained R (None: no attention)."""
+    atlas = (model.get("atlas") or {}).get(str(model["trained_recurrence"]))
+    return None if atlas is None else [row[i] for i, row in enumerate(atlas["shares"])]
+
+
+def difference(high: dict | None, low: dict | None, std: float | None) -> dict | None:
+    """high - low in seed means, judged against the seed spread: "above" / "below" when the gap exceeds
+    NOISE_STDS standard deviations of a difference of means, "within" otherwise, None without a spread."""
+    if high is None or low is None or high["seed_mean"] is None or low["seed_mean"] is None:
+        return None
+    gap = high["seed_mean"] - low["seed_mean"]
+    n_high, n_low = len(high["seeds"]), len(low["seeds"])
+    noise = None if std is None else NOISE_STDS * std * math.sqrt(1 / n_high + 1 / n_low)
+    verdict = None if noise is None else "above" if gap > noise else "below" if gap < -noise else "within"
+    return {"high": high["name"], "low": low["name"], "difference": gap, "n": [n_high, n_low], "noise": noise,
+            "verdict": verdict}  # fmt: skip
+
+
+def curves(queue: list[QueueRecord], campaign: Path | None, campaign_member: str | None) -> list[dict]:
+    """Every end-to-end run's validation curve: the default's campaign and each queue run, finished or not."""
+    folders = [(campaign, campaign_member, True, "campaign")] if campaign and campaign_member else []
+    folders += [(r.folder, r.member, r.finished, r.name) for r in queue]
+    out = []
+    for folder, member, finished, run in folders:
+        if not (folder / "metrics.jsonl").is_file():
+            continue
+        record = read_run(folder, name=member)
+        points = [{"step": step, **values} for step, values in sorted(record.val_steps.items())]
+        out.append({"run": run, "member": member, "seed": record.seed, "finished": finished,
+                    "iterations": _schedule(folder), "points": points})  # fmt: skip
+    return out
+
+
+def _schedule(folder: Path) -> int | None:
+    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+    return ((config or {}).get("optim") or {}).get("iterations")
+
+
+def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict], queue: list[QueueRecord],
+                   campaign: Path | None = None) -> dict:  # fmt: skip
+    """The family block of summary.json: members, what is missing, the seed spread, R2 - R0, the recipes."""
+    members = [member_entry(m, runs, costs) for m in models if is_end_to_end(m) and not m["ccl"]]
+    members.sort(key=lambda m: (m["recipe"] != "default", m["recurrence"]))
+    have = {(m["recurrence"], m["recipe"]) for m in members}
+    in_queue = {(r.recurrence, r.recipe): r for r in queue if r.member == r.name}
+    missing = [
+        {"recurrence": loops, "recipe": recipe, "run": getattr(in_queue.get((loops, recipe)), "name", None),
+         "step": _last_step(in_queue.get((loops, recipe)))}
+        for loops, recipe in EXPECTED_MEMBERS if (loops, recipe) not in have
+    ]  # fmt: skip
+    std, dof = pooled_std([list(m["seeds"].values()) for m in members])
+    by_key = {(m["recurrence"], m["recipe"]): m for m in members}
+    default_r2 = by_key.get((2, "default"))
+    campaign_member = default_r2["name"] if default_r2 else None
+    return {
+        "members": members,
+        "missing": missing,
+        "seed_std": std,
+        "seed_dof": dof,
+        "noise_stds": NOISE_STDS,
+        "r2_minus_r0": difference(default_r2, by_key.get((0, "default")), std),
+        "paper_r2_minus_r0": paper_row(2)["mIoU"] - paper_row(0)["mIoU"],
+        "steps": [difference(by_key.get((r + 1, "default")), by_key.get((r, "default")), std) for r in range(3)],
+        "recipes": difference(default_r2, by_key.get((2, "paper")), std),
+        "blind_lift": BLIND_LIFT,
+        "unused_lift": UNUSED_LIFT,
+        "curves": curves(queue, campaign, campaign_member),
+    }
+
+
+def _last_step(record: QueueRecord | None) -> int | None:
+    if record is None:
+        return None
+    lines = [json.loads(line) for line in (record.folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return max((line["step"] for line in lines), default=None)
