@@ -53,6 +53,17 @@ class Ablation:
     problems: list[str] = field(default_factory=list)  # what was skipped, and why
     heads: list[dict] = field(default_factory=list)  # heads on the campaign's backbone: mean, 95% interval, seeds
     head_ordering: list[dict] = field(default_factory=list)  # the report's reading of the intervals
+    family: dict = field(default_factory=dict)  # the end-to-end family (read_family): members, curves, spread
+
+    @property
+    def end_to_end(self) -> list[dict]:
+        """The models trained end to end (the family), never the heads on a frozen backbone."""
+        return [m for m in self.models if not is_head(m)]
+
+
+def is_head(model: dict) -> bool:
+    """A head trained on a frozen backbone (the summary's `trained`, or an older summary's head keys)."""
+    return model.get("trained") == "head" or bool(model.get("head_kind") or model.get("head_only_on"))
 
 
 def _is_number(value) -> bool:
@@ -117,6 +128,21 @@ HEAD_FIELDS = {
     "ci95": _optional(lambda v: _is_number(v) and v >= 0),
     "seeds": lambda v: isinstance(v, dict) and all(_is_share(x) for x in v.values()),
 }
+FAMILY_MEMBER_FIELDS = {
+    "name": lambda v: isinstance(v, str) and bool(v),
+    "recurrence": lambda v: _is_int(v) and v >= 0,
+    "recipe": lambda v: isinstance(v, str),
+    "mIoU": _is_share,
+    "seeds": lambda v: isinstance(v, dict) and all(_is_share(x) for x in v.values()),
+}
+CURVE_FIELDS = {
+    "run": lambda v: isinstance(v, str),
+    "member": lambda v: isinstance(v, str),
+    "seed": _is_int,
+    "finished": lambda v: isinstance(v, bool),
+    "points": lambda v: isinstance(v, list)
+    and all(isinstance(p, dict) and _is_int(p.get("step")) and _optional(_is_share)(p.get("mIoU")) for p in v),
+}
 PAPER_FIELDS = {
     "setting": lambda v: isinstance(v, str),
     "recurrence": _optional(lambda v: _is_int(v) and v >= 0),
@@ -180,7 +206,27 @@ def read_summary(path: Path) -> Ablation | None:
         problems=problems,
         heads=_valid_entries(document, "heads", HEAD_FIELDS, problems),
         head_ordering=[p for p in document.get("head_ordering", []) if isinstance(p, dict) and "verdict" in p],
+        family=read_family(document.get("family"), problems),
     )
+
+
+def read_family(block, problems: list[str]) -> dict:
+    """The summary's `family` with its members and curves checked; {} for a summary from before it."""
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        problems.append("`family` is not an object: the end-to-end family is drawn from the models instead.")
+        return {}
+    std = block.get("seed_std")
+    pair = block.get("r2_minus_r0")
+    return {
+        "members": _valid_entries(block, "members", FAMILY_MEMBER_FIELDS, problems),
+        "curves": _valid_entries(block, "curves", CURVE_FIELDS, problems),
+        "missing": [m for m in block.get("missing") or [] if isinstance(m, dict) and _is_int(m.get("recurrence"))],
+        "seed_std": std if _is_number(std) and std >= 0 else None,
+        "r2_minus_r0": pair if isinstance(pair, dict) and _is_number(pair.get("difference")) else None,
+        "paper_r2_minus_r0": block.get("paper_r2_minus_r0") if _is_number(block.get("paper_r2_minus_r0")) else None,
+    }
 
 
 class SummaryError(ValueError):
@@ -204,7 +250,10 @@ def from_checkpoints(folder: Path) -> Ablation:
             "mIoU": metrics.get("mIoU", item.get("mIoU")),
             "per_class_iou": metrics.get("per_class_iou", {}),
             "mIoU_at_recurrence": {},
-        }
+            "trained": "head" if item.get("head_on") else "end to end",
+            "recipe": "paper" if item.get("recurrence") and item.get("gamma_init") == 0 and not item.get(
+                "attention_weight") else "default",
+        }  # fmt: skip
         ablation.dataset = ablation.dataset or str(item.get("dataset", ""))
         bad = [name for name, check in MODEL_FIELDS.items() if not check(model.get(name))]
         if bad:
@@ -227,14 +276,19 @@ def _sidecar_metrics(folder: Path, item: dict) -> dict:
 
 
 def model_label(model: dict) -> str:
-    """"R = 2 + CCL"; a head on the default's backbone says so, and the paper-recipe twin says whose losses."""
+    """"R = 2 + CCL"; a head on the default's backbone says so, and a paper-recipe twin says whose losses."""
     loops = model["trained_recurrence"]
     label = "R = 0 (no attention)" if loops == 0 else f"R = {loops}"
     label += " + CCL" if model["ccl"] else ""
     kind = model.get("head_kind")
-    if kind == "r2_paper":
+    if kind == "r2_paper" or model.get("recipe") == "paper":
         label += ", paper's losses"
-    return label + (", head" if kind else "")
+    return label + (", head" if is_head(model) else "")
+
+
+def member_label(member: dict) -> str:
+    """A family member (or a missing one) as model_label says it: "R = 2, paper's losses"."""
+    return model_label({"trained_recurrence": member["recurrence"], "ccl": False, "recipe": member["recipe"]})
 
 
 def _model_order(model: dict) -> tuple:
@@ -260,26 +314,41 @@ def _bar_text(value: float, spread: dict | None) -> str:
     return f"{100 * value:.1f} ± {100 * spread['std']:.1f} (n = {spread['n']})"
 
 
-def miou_figure(ablation: Ablation) -> go.Figure:
-    """Ours per trained loop count (seed mean ± std when there are seed records), beside the paper's Table 2."""
-    models = sorted(ablation.models, key=_model_order)
-    labels = [model_label(m) for m in models]
-    spreads = [seed_spread(ablation).get(m["name"]) for m in models]
-    values = [m["mIoU"] if s is None else s["mean"] for m, s in zip(models, spreads, strict=True)]
+def family_figure(ablation: Ablation) -> go.Figure:
+    """The end-to-end family beside the paper's Table 2: per member the mean of its seeds' final val mIoU, each
+    seed as a dot, and the seed spread (pooled over the members with two seeds) as the error bar."""
+    members = sorted(ablation.family["members"], key=lambda m: (m["recipe"] != "default", m["recurrence"]))
+    labels = [member_label(m) for m in members]
+    values = [statistics.fmean(m["seeds"].values()) if m["seeds"] else m["mIoU"] for m in members]
+    std = ablation.family.get("seed_std")
+    spread = "" if std is None else f" ± {100 * std:.1f}"
     ours = go.Bar(
-        name=f"ours ({ablation.dataset or 'this project'} {ablation.split})".replace(" )", ")"),
+        name=f"ours, end to end ({ablation.dataset or 'this project'} {ablation.split}): mean over seeds".replace(
+            " )", ")"
+        ),
         x=labels,
         y=values,
         marker_color=OURS,
-        text=[_bar_text(v, s) for v, s in zip(values, spreads, strict=True)],
+        text=[f"{100 * v:.1f}{spread} (n = {len(m['seeds']) or 1})" for v, m in zip(values, members, strict=True)],
         textposition="outside",
-        customdata=[m["name"] for m in models],
+        customdata=[m["name"] for m in members],
         hovertemplate="%{customdata}: %{text}<extra></extra>",
     )
-    if any(s is not None for s in spreads):
-        # Sample standard deviation over the seeds; one seed has no spread, so no bar (its text says n = 1).
-        ours.error_y = dict(type="data", array=[None if s is None else s["std"] for s in spreads], visible=True)
-    data = [ours]
+    if std is not None:
+        ours.error_y = dict(type="data", array=[std] * len(members), visible=True)
+    seeds = go.Scatter(
+        name="one seed (its last validation)",
+        x=[label for label, m in zip(labels, members, strict=True) for _ in m["seeds"]],
+        y=[v for m in members for v in m["seeds"].values()],
+        mode="markers",
+        marker=dict(color="black", size=7, symbol="circle-open"),
+        hovertemplate="%{x}: %{y:.2%}<extra>one seed</extra>",
+    )
+    return _with_paper(ablation, [ours, seeds], labels)
+
+
+def _with_paper(ablation: Ablation, data: list, labels: list[str]) -> go.Figure:
+    """Our traces, the paper's Table 2 bars under the same labels, and the shared layout."""
     paper_rows = _paper_by_label(ablation.paper, labels)
     if paper_rows:
         data.append(
@@ -304,6 +373,61 @@ def miou_figure(ablation: Ablation) -> go.Figure:
         xaxis=dict(categoryorder="array", categoryarray=labels),
     )
     return go.Figure(data=data, layout=layout)
+
+
+def curves_figure(ablation: Ablation) -> go.Figure | None:
+    """Every end-to-end run's val mIoU against its iteration; a run still training is dotted. None without."""
+    curves = ablation.family.get("curves") or []
+    if not curves:
+        return None
+    data = []
+    for curve in curves:
+        points = [p for p in curve["points"] if p.get("mIoU") is not None]
+        known = _is_int(curve.get("recurrence")) and isinstance(curve.get("recipe"), str)
+        label = member_label(curve) if known else curve["member"]
+        data.append(
+            go.Scatter(
+                name=f"{label}, seed {curve['seed']}" + ("" if curve["finished"] else " (training)"),
+                x=[p["step"] for p in points],
+                y=[p["mIoU"] for p in points],
+                mode="lines+markers",
+                line=dict(dash="solid" if curve["finished"] else "dot"),
+                hovertemplate="iteration %{x}: %{y:.2%}<extra>" + curve["run"] + "</extra>",
+            )
+        )
+    layout = dict(
+        xaxis=dict(title="iteration"),
+        yaxis=dict(title="val mIoU", tickformat=".0%"),
+        height=380,
+        margin=dict(t=30, b=10),
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return go.Figure(data=data, layout=layout)
+
+
+def miou_figure(ablation: Ablation) -> go.Figure:
+    """Ours per trained loop count, end to end only (seed mean ± std when there are seed records), beside the
+    paper's Table 2: the family's figure when the summary has the family, else the models trained end to end."""
+    if ablation.family.get("members"):
+        return family_figure(ablation)
+    models = sorted(ablation.end_to_end or ablation.models, key=_model_order)
+    labels = [model_label(m) for m in models]
+    spreads = [seed_spread(ablation).get(m["name"]) for m in models]
+    values = [m["mIoU"] if s is None else s["mean"] for m, s in zip(models, spreads, strict=True)]
+    ours = go.Bar(
+        name=f"ours ({ablation.dataset or 'this project'} {ablation.split})".replace(" )", ")"),
+        x=labels,
+        y=values,
+        marker_color=OURS,
+        text=[_bar_text(v, s) for v, s in zip(values, spreads, strict=True)],
+        textposition="outside",
+        customdata=[m["name"] for m in models],
+        hovertemplate="%{customdata}: %{text}<extra></extra>",
+    )
+    if any(s is not None for s in spreads):
+        # Sample standard deviation over the seeds; one seed has no spread, so no bar (its text says n = 1).
+        ours.error_y = dict(type="data", array=[None if s is None else s["std"] for s in spreads], visible=True)
+    return _with_paper(ablation, [ours], labels)
 
 
 HEAD_LABELS = {
@@ -345,9 +469,15 @@ def heads_figure(ablation: Ablation) -> go.Figure | None:
     return go.Figure(data=[seeds, means], layout=layout)
 
 
-def lift_figure(ablation: Ablation) -> go.Figure | None:
+def charted(ablation: Ablation, with_heads: bool = False) -> list[dict]:
+    """The models a chart draws: the end-to-end family, and the heads (labelled ", head") only when asked."""
+    chosen = ablation.models if with_heads else ablation.end_to_end
+    return sorted(chosen, key=lambda m: (is_head(m), *_model_order(m)))
+
+
+def lift_figure(ablation: Ablation, with_heads: bool = False) -> go.Figure | None:
     """Class-balanced same-class lift of each attention model run at R = 1, 2, 3; 1.0 = blind to class."""
-    models = [m for m in sorted(ablation.models, key=_model_order) if m.get("lift_at_recurrence")]
+    models = [m for m in charted(ablation, with_heads) if m.get("lift_at_recurrence")]
     if not models:
         return None
     data = _lines_over_r(models, "lift_at_recurrence", "run at R = %{x}: lift %{y:.2f}<extra></extra>")
@@ -393,9 +523,9 @@ def _paper_by_label(paper: list[dict], labels: list[str]) -> dict[str, dict]:
     return rows
 
 
-def unrolled_figure(ablation: Ablation) -> go.Figure | None:
+def unrolled_figure(ablation: Ablation, with_heads: bool = False) -> go.Figure | None:
     """Each attention model evaluated with its loop count overridden at inference (R = 1, 2, 3)."""
-    models = [m for m in sorted(ablation.models, key=_model_order) if m["mIoU_at_recurrence"]]
+    models = [m for m in charted(ablation, with_heads) if m["mIoU_at_recurrence"]]
     if not models:
         return None
     data = _lines_over_r(models, "mIoU_at_recurrence", "run at R = %{x}: %{y:.2%}<extra></extra>")
@@ -470,8 +600,8 @@ def log_ticks(values: list[float]) -> dict:
     return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
 
 
-def per_class_figure(ablation: Ablation) -> go.Figure | None:
-    models = sorted(ablation.models, key=_model_order)
+def per_class_figure(ablation: Ablation, with_heads: bool = False) -> go.Figure | None:
+    models = charted(ablation, with_heads)
     classes = ablation.classes or (list(models[0]["per_class_iou"]) if models else [])
     if not models or not classes:
         return None
@@ -539,23 +669,65 @@ def ablation_page() -> None:
         st.info("No model results to chart yet. " + HOW_TO_MAKE_THE_SUMMARY)
         return
     _miou_section(ablation)
-    _heads_section(ablation)
-    _lift_section(ablation)
+    _curves_section(ablation)
+    with_heads = bool(ablation.heads or any(is_head(m) for m in ablation.models)) and st.toggle(
+        "Also draw the heads (trained on one frozen backbone, marked “head”) in the charts below",
+        value=False,
+        key="ablation_with_heads",
+    )
+    _unrolled_section(ablation, with_heads)
+    _lift_section(ablation, with_heads)
     _cost_section(ablation)
-    _per_class_section(ablation)
+    _per_class_section(ablation, with_heads)
+    _heads_section(ablation)
     _tables(ablation)
 
 
 def _miou_section(ablation: Ablation) -> None:
-    st.subheader("mIoU per loop count")
+    st.subheader("End to end: one network per loop count")
     st.plotly_chart(miou_figure(ablation), key="ablation-miou")
     paper = (
         " The paper's Table 2 is ResNet-101 on Cityscapes val: compare the trend across R, not the level."
         if ablation.paper
         else ""
     )
-    st.caption(f"Ours: models trained with each R, {_spread_note(ablation)}" + paper)
-    unrolled = unrolled_figure(ablation)
+    if ablation.family.get("members"):
+        st.caption(family_note(ablation.family) + paper)
+    else:
+        st.caption(f"Ours: models trained end to end with each R, {_spread_note(ablation)}" + paper)
+
+
+def family_note(family: dict) -> str:
+    """What the family's bars are, R2 - R0 against the seed spread, and the members not trained yet."""
+    std = family.get("seed_std")
+    note = (
+        "Each network trained end to end with the default's recipe and schedule, so the bars differ in R alone. "
+        "Bar: the mean of its seeds' last validation; dots: the seeds; "
+        + ("no second seed yet, so no spread to judge a difference by." if std is None else
+           f"error bar: the seed spread σ = {100 * std:.1f} points, pooled over the members with two seeds.")
+    )  # fmt: skip
+    pair, paper = family.get("r2_minus_r0"), family.get("paper_r2_minus_r0")
+    if pair is not None:
+        verdict = {"above": "beyond the seed spread", "below": "beyond the seed spread, the other way",
+                   "within": "within the seed spread"}.get(pair.get("verdict"), "not judged yet")  # fmt: skip
+        note += f" R = 2 minus R = 0: {100 * pair['difference']:+.1f} points, {verdict}"
+        note += "." if paper is None else f" (the paper: {100 * paper:+.1f})."
+    missing = [member_label(m) for m in family.get("missing") or [] if isinstance(m.get("recipe"), str)]
+    if missing:
+        note += f" Not trained yet: {', '.join(missing)} (the campaign queue trains them session by session)."
+    return note
+
+
+def _curves_section(ablation: Ablation) -> None:
+    figure = curves_figure(ablation)
+    if figure is None:
+        return
+    st.markdown("**Learning curves** (val mIoU at each validation; dotted: still training)")
+    st.plotly_chart(figure, key="ablation-curves")
+
+
+def _unrolled_section(ablation: Ablation, with_heads: bool) -> None:
+    unrolled = unrolled_figure(ablation, with_heads)
     if unrolled is not None:
         st.markdown("**Loop count changed at inference only** (the weights trained with one R, run with R = 1, 2, 3)")
         st.plotly_chart(unrolled, key="ablation-unrolled")
@@ -565,11 +737,12 @@ def _heads_section(ablation: Ablation) -> None:
     figure = heads_figure(ablation)
     if figure is None:
         return
-    st.subheader("Heads on one backbone: only the head differs")
+    st.subheader("Heads on one frozen backbone: a separate, many-seeds study")
     st.plotly_chart(figure, key="ablation-heads")
     verdicts = [ordering_text(pair) for pair in ablation.head_ordering]
     st.caption(
-        "Each kind: the campaign's backbone, frozen, with its own head trained from a fresh seed on cached features; "
+        "Not end to end, so never compare these with the family above: each kind is the campaign's backbone, frozen, "
+        "with its own head trained from a fresh seed on cached features; "
         "dots are seeds, the bar the mean with its 95% t-interval. \"above\": one interval wholly above the other; "
         "\"overlap\": the seeds cannot tell them apart; \"paired\" (2D kinds): the same question of the seed-by-seed "
         "differences (a seed draws the same batches for every 2D kind). " + "; ".join(verdicts)
@@ -604,9 +777,9 @@ def _spread_note(ablation: Ablation) -> str:
     return note + (f" One seed only (n = 1, no error bar): {', '.join(single)}." if single else "")
 
 
-def _lift_section(ablation: Ablation) -> None:
+def _lift_section(ablation: Ablation, with_heads: bool) -> None:
     st.subheader("Does the attention follow the classes?")
-    figure = lift_figure(ablation)
+    figure = lift_figure(ablation, with_heads)
     if figure is None:
         st.info(
             "No same-class lift in these results (a summary from before it was measured): "
@@ -639,9 +812,9 @@ def _cost_section(ablation: Ablation) -> None:
     )
 
 
-def _per_class_section(ablation: Ablation) -> None:
+def _per_class_section(ablation: Ablation, with_heads: bool) -> None:
     st.subheader("Per-class IoU")
-    figure = per_class_figure(ablation)
+    figure = per_class_figure(ablation, with_heads)
     if figure is None:
         st.info("No per-class IoU in these results.")
         return
@@ -652,6 +825,7 @@ def _tables(ablation: Ablation) -> None:
     rows = [
         {
             "model": m["name"],
+            "trained": "head" if is_head(m) else "end to end",
             "R": m["trained_recurrence"],
             "CCL": m["ccl"],
             "seed": m.get("seed"),
@@ -663,7 +837,7 @@ def _tables(ablation: Ablation) -> None:
             "images/s": m.get("images_per_s"),
             "device": m.get("train_device"),
         }
-        for m in sorted(ablation.models, key=_model_order)
+        for m in charted(ablation, with_heads=True)
     ]
     with st.expander("The numbers behind the charts"):
         st.dataframe(rows, hide_index=True)

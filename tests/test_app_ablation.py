@@ -308,3 +308,77 @@ def test_a_head_and_the_paper_twin_are_told_apart_from_the_default():
     labels = [model_label(default), model_label(paper), model_label(ccl), model_label({**default, "head_kind": "r2"})]
     assert labels == ["R = 2", "R = 2, paper's losses, head", "R = 2 + CCL, head", "R = 2, head"]
     assert model_label({"trained_recurrence": 0, "ccl": False}) == "R = 0 (no attention)"
+
+
+def _with_family(document: dict) -> dict:
+    """The summary as today's report writes it: two end-to-end members, heads marked, the family block."""
+    for entry in document["models"]:
+        entry["trained"] = "end to end" if entry["name"] in ("camvid_r0", "camvid_r2") else "head"
+        entry["recipe"] = "default"
+    members = [
+        {"name": "camvid_r0", "recurrence": 0, "recipe": "default", "mIoU": 0.41, "seeds": {"0": 0.40, "1": 0.42}},
+        {"name": "camvid_r2", "recurrence": 2, "recipe": "default", "mIoU": 0.43, "seeds": {"0": 0.46, "1": 0.44}},
+    ]
+    curves = [
+        {"run": "campaign", "member": "camvid_r2", "seed": 0, "finished": True, "recurrence": 2, "recipe": "default",
+         "points": [{"step": 250, "mIoU": 0.30}, {"step": 500, "mIoU": 0.46}]},
+        {"run": "camvid_e2e_r1", "member": "camvid_e2e_r1", "seed": 0, "finished": False, "recurrence": 1,
+         "recipe": "default", "points": [{"step": 250, "mIoU": 0.31}]},
+    ]  # fmt: skip
+    missing = [{"recurrence": 1, "recipe": "default", "run": "camvid_e2e_r1", "step": 250},
+               {"recurrence": 2, "recipe": "paper", "run": None, "step": None}]  # fmt: skip
+    family = {"members": members, "missing": missing, "curves": curves, "seed_std": 0.0141, "seed_dof": 2,
+              "r2_minus_r0": {"difference": 0.04, "verdict": "above", "noise": 0.028, "n": [2, 2]},
+              "paper_r2_minus_r0": 0.047}  # fmt: skip
+    return document | {"family": family}
+
+
+def test_the_family_is_drawn_alone_with_its_seeds_and_spread(tmp_path):
+    from app.ablation import curves_figure, family_note
+
+    ablation = read_summary(write(tmp_path / "summary.json", _with_family(with_lift(summary_document()))))
+    assert ablation.problems == [] and [m["name"] for m in ablation.end_to_end] == ["camvid_r0", "camvid_r2"]
+    ours, seeds, paper = go.Figure(miou_figure(ablation).to_dict()).data
+    assert list(ours.x) == ["R = 0 (no attention)", "R = 2"] and list(ours.y) == pytest.approx([0.41, 0.45])
+    assert list(ours.error_y.array) == pytest.approx([0.0141, 0.0141]) and ours.text[1] == "45.0 ± 1.4 (n = 2)"
+    assert list(seeds.y) == [0.40, 0.42, 0.46, 0.44] and list(paper.x) == ["R = 0 (no attention)", "R = 2"]
+    curves = go.Figure(curves_figure(ablation).to_dict()).data
+    assert [c.name for c in curves] == ["R = 2, seed 0", "R = 1, seed 0 (training)"]
+    assert curves[1].line.dash == "dot" and list(curves[0].y) == [0.30, 0.46]
+    note = family_note(ablation.family)
+    assert "R = 2 minus R = 0: +4.0 points, beyond the seed spread (the paper: +4.7)." in note
+    assert "Not trained yet: R = 1, R = 2, paper's losses" in note
+    # Heads stay out of every chart unless asked for, and then say so in their legend name.
+    names = [trace.name for trace in lift_figure(ablation).data]
+    assert names == ["camvid_r2 (trained R = 2)"]
+    with_heads = [trace.name for trace in lift_figure(ablation, with_heads=True).data]
+    assert with_heads[0] == "camvid_r2 (trained R = 2)" and all(", head)" in n for n in with_heads[1:])
+    assert len(unrolled_figure(ablation).data) == 1 and len(per_class_figure(ablation).data) == 2
+
+
+def test_a_family_without_seeds_says_so(tmp_path):
+    from app.ablation import family_note
+
+    document = _with_family(summary_document())
+    document["family"] |= {"seed_std": None, "r2_minus_r0": {"difference": 0.02, "verdict": None}}
+    ablation = read_summary(write(tmp_path / "summary.json", document))
+    ours = go.Figure(miou_figure(ablation).to_dict()).data[0]
+    assert ours.error_y.array is None and "no second seed yet" in family_note(ablation.family)
+    assert "not judged yet" in family_note(ablation.family)
+    document["family"] = ["not", "an object"]
+    broken = read_summary(write(tmp_path / "broken.json", document))
+    assert broken.family == {} and any("`family` is not an object" in p for p in broken.problems)
+
+
+def test_the_page_draws_the_family_first_and_the_heads_on_request(monkeypatch, tmp_path):
+    path = write(tmp_path / "summary.json", _with_family(with_lift(_with_heads(summary_document()))))
+    app = run_page(monkeypatch, path)
+    assert not app.exception and app.subheader[0].value == "End to end: one network per loop count"
+    assert app.subheader[-1].value == "Heads on one frozen backbone: a separate, many-seeds study"
+    charts = app.get("plotly_chart")
+    assert len(charts) == 8  # family, curves, unrolled, lift, FLOPs, memory, per-class, heads
+    lift = json.loads(charts[3].proto.spec)
+    assert [trace["name"] for trace in lift["data"]] == ["camvid_r2 (trained R = 2)"]
+    app.toggle(key="ablation_with_heads").set_value(True).run()
+    lift = json.loads(app.get("plotly_chart")[3].proto.spec)
+    assert len(lift["data"]) == 4 and not app.exception

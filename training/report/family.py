@@ -153,14 +153,15 @@ def curves(queue: list[QueueRecord], campaign: Path | None, campaign_member: str
             continue
         record = read_run(folder, name=member)
         points = [{"step": step, **values} for step, values in sorted(record.val_steps.items())]
+        config = _config(folder)
         out.append({"run": run, "member": member, "seed": record.seed, "finished": finished,
-                    "iterations": _schedule(folder), "points": points})  # fmt: skip
+                    "recurrence": (config.get("model") or {}).get("recurrence"), "recipe": recipe_of(config),
+                    "iterations": (config.get("optim") or {}).get("iterations"), "points": points})  # fmt: skip
     return out
 
 
-def _schedule(folder: Path) -> int | None:
-    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
-    return ((config or {}).get("optim") or {}).get("iterations")
+def _config(folder: Path) -> dict:
+    return (yaml.safe_load((folder / "config.yaml").read_text()) or {}) if (folder / "config.yaml").is_file() else {}
 
 
 def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict], queue: list[QueueRecord],
