@@ -120,6 +120,20 @@ def test_roofline_counts_the_papers_flops_and_prints_a_table(monkeypatch):
     assert "Ceiling: float32 `torch.mm` 64^3" in table
 
 
+def test_profile_groups_every_operation_and_counts_the_products_flops():
+    bench = _load("profile_attention")
+    assert bench._product_flops("aten::bmm", ((97, 97, 64), (97, 64, 97))) == 2.0 * 97 * 97 * 64 * 97
+    assert bench._product_flops("aten::baddbmm", ((3, 4, 5), (3, 4, 6), (3, 6, 5))) == 2.0 * 3 * 4 * 6 * 5
+    assert bench._product_flops("aten::addmm", ((5,), (7, 3), (3, 5))) == 2.0 * 7 * 3 * 5
+    assert bench.kind_of("aten::bmm") == "matrix products" and bench.kind_of("aten::select") == "views (no data moved)"
+    for method in ("ours (fused, default)", "einsum (common)"):
+        result = bench.profile_method(method, 6, 7, 16, loops=2, rounds=1)
+        assert result["by_kind"]["matrix products"] > 0 and result["gemm_flops"] > 0
+        assert result["total_ms"] == pytest.approx(sum(result["by_kind"].values()))
+        text = bench.format_profile(method, result, ceiling=100.0, top=3)
+        assert text.startswith(f"**{method}**") and "| matrix products |" in text and "| aten::" in text
+
+
 def test_video_upload_benchmark_writes_the_issues_file_and_a_table(tmp_path):
     import cv2
 

@@ -1,0 +1,132 @@
+"""Where the time of criss-cross attention goes: a per-operation profile of ours and of einsum.
+
+Runs RCCA forward + backward (the whole module: projections, attention, residual) under `torch.profiler` and
+groups every CPU operation's self time into kinds: matrix products (by shape family), softmax and other
+elementwise work, layout copies (permute, contiguous, cat, copy_), allocation and fills, and the rest. Prints
+one Markdown table per method and size, and the products' achieved GFLOP/s against a large `torch.mm`.
+
+    python benchmarks/profile_attention.py                     # paper size, R = 2, both methods (~1 min)
+    python benchmarks/profile_attention.py --size 45x60x128 --rounds 5
+
+Pause training first (it waits for runs/TRAINING_RUNNING to go, as every benchmark here does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import common
+import torch
+from bench_attention import build_step
+from bench_roofline import gemm_gflops
+from torch.profiler import ProfilerActivity, profile
+
+GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::addmm", "aten::mm", "aten::addbmm", "aten::matmul"}
+KINDS = (  # (kind, operations), first match wins; the rest is "other"
+    ("matrix products", GEMM_OPS),
+    ("convolution (1x1 projections)", {"aten::mkldnn_convolution", "aten::convolution_backward",
+                                       "aten::_convolution", "aten::thnn_conv2d", "aten::_slow_conv2d_forward",
+                                       "aten::_slow_conv2d_backward"}),
+    ("softmax", {"aten::_softmax", "aten::_softmax_backward_data", "aten::softmax"}),
+    ("exp, sums, max, scaling", {"aten::exp_", "aten::exp", "aten::sum", "aten::amax", "aten::maximum",
+                                 "aten::div_", "aten::div", "aten::sub_", "aten::sub", "aten::mul_", "aten::mul",
+                                 "aten::add_", "aten::add", "aten::neg"}),
+    ("layout copies", {"aten::copy_", "aten::contiguous", "aten::cat", "aten::clone", "aten::_to_copy",
+                       "aten::permute", "aten::transpose"}),
+    ("views (no data moved)", {"aten::select", "aten::as_strided", "aten::view", "aten::slice", "aten::unsqueeze",
+                               "aten::expand", "aten::diagonal", "aten::t", "aten::alias", "aten::reshape",
+                               "aten::_unsafe_view", "aten::squeeze", "aten::unbind", "aten::split"}),
+    ("allocation and fills", {"aten::empty", "aten::empty_like", "aten::zeros", "aten::zeros_like", "aten::zero_",
+                              "aten::fill_", "aten::empty_strided", "aten::resize_"}),
+)  # fmt: skip
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="97x97x512", help="h x w x C of the feature map (default: the paper's)")
+    parser.add_argument("--loops", type=int, default=2, help="R (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="profiled steps per method (after a warm-up)")
+    parser.add_argument("--methods", nargs="+", default=["ours (fused, default)", "einsum (common)"])
+    parser.add_argument("--top", type=int, default=12, help="operations listed per method")
+    return parser.parse_args(argv)
+
+
+def kind_of(name: str) -> str:
+    return next((kind for kind, ops in KINDS if name in ops), "other")
+
+
+def profile_method(method: str, h: int, w: int, channels: int, loops: int, rounds: int) -> dict:
+    """Self CPU time per operation (and per input shape of the products) over `rounds` steps, in ms per step."""
+    step = build_step(method, h, w, channels, loops, "train", "cpu")
+    step()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(rounds):
+            step()
+    by_op, by_kind, products = collections.Counter(), collections.Counter(), collections.Counter()
+    flops = 0.0
+    for event in prof.key_averages(group_by_input_shape=True):
+        ms = event.self_cpu_time_total / 1000 / rounds
+        by_op[event.key] += ms
+        by_kind[kind_of(event.key)] += ms
+        if event.key in GEMM_OPS:
+            shapes = tuple(tuple(s) for s in event.input_shapes if s)
+            products[(event.key, shapes)] += ms
+            flops += _product_flops(event.key, shapes) * event.count / rounds
+    total = sum(by_kind.values())
+    return {"total_ms": total, "by_op": by_op, "by_kind": by_kind, "products": products, "gemm_flops": flops}
+
+
+def _product_flops(name: str, shapes: tuple) -> float:
+    """2 x multiply-adds of one call, from its input shapes (0 where the shapes do not say)."""
+    try:
+        if name in ("aten::bmm",):
+            (b, m, k), (_, _, n) = shapes[0], shapes[1]
+        elif name == "aten::baddbmm":
+            (b, m, k), (_, _, n) = shapes[1], shapes[2]
+        elif name == "aten::mm":
+            (m, k), (_, n) = shapes[0], shapes[1]
+            b = 1
+        elif name == "aten::addmm":
+            (m, k), (_, n) = shapes[1], shapes[2]
+            b = 1
+        else:
+            return 0.0
+    except (ValueError, IndexError):
+        return 0.0
+    return 2.0 * b * m * k * n
+
+
+def format_profile(method: str, result: dict, ceiling: float, top: int) -> str:
+    total = result["total_ms"]
+    gemm_ms = result["by_kind"]["matrix products"]
+    rate = result["gemm_flops"] / (gemm_ms / 1000) / 1e9 if gemm_ms else 0.0
+    lines = [f"**{method}**: {total:.1f} ms of self CPU time per step; matrix products {gemm_ms:.1f} ms at "
+             f"{rate:.0f} GFLOP/s ({100 * rate / ceiling:.0f}% of the ceiling).", "",
+             "| kind | ms per step | share |", "| --- | ---: | ---: |"]  # fmt: skip
+    for kind, ms in result["by_kind"].most_common():
+        lines.append(f"| {kind} | {ms:.1f} | {100 * ms / total:.0f}% |")
+    lines += ["", "| operation | input shapes | ms per step |", "| --- | --- | ---: |"]
+    for (name, shapes), ms in result["products"].most_common(top):
+        lines.append(f"| {name} | {' '.join('x'.join(map(str, s)) for s in shapes)} | {ms:.1f} |")
+    others = [(op, ms) for op, ms in result["by_op"].most_common() if op not in GEMM_OPS][:top]
+    lines += ["", "| other operation | ms per step |", "| --- | ---: |"]
+    lines += [f"| {op} | {ms:.1f} |" for op, ms in others]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    h, w, channels = (int(v) for v in args.size.split("x"))
+    common.wait_until_quiet(log=print)
+    ceiling = gemm_gflops(2048)
+    print(f"Machine: {common.describe_machine()}. {common.load_note()}.")
+    print(f"Threads: {torch.get_num_threads()}. Ceiling: float32 `torch.mm` 2048^3 = {ceiling:.1f} GFLOP/s.")
+    print(f"RCCA R = {args.loops}, forward + backward, 1 x {channels} x {h} x {w}, {args.rounds} profiled steps.\n")
+    for method in args.methods:
+        result = profile_method(method, h, w, channels, args.loops, args.rounds)
+        print(format_profile(method, result, ceiling, args.top) + "\n")
+
+
+if __name__ == "__main__":
+    main()
