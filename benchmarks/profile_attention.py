@@ -22,7 +22,8 @@ from bench_attention import build_step
 from bench_roofline import gemm_gflops
 from torch.profiler import ProfilerActivity, profile
 
-GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::addmm", "aten::mm", "aten::addbmm", "aten::matmul"}
+GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::addmm", "aten::addmm_", "aten::mm",
+            "aten::addbmm", "aten::matmul"}
 KINDS = (  # (kind, operations), first match wins; the rest is "other"
     ("matrix products", GEMM_OPS),
     ("convolution (1x1 projections)", {"aten::mkldnn_convolution", "aten::convolution_backward",
@@ -82,12 +83,12 @@ def _product_flops(name: str, shapes: tuple) -> float:
     try:
         if name in ("aten::bmm",):
             (b, m, k), (_, _, n) = shapes[0], shapes[1]
-        elif name == "aten::baddbmm":
+        elif name in ("aten::baddbmm", "aten::baddbmm_"):
             (b, m, k), (_, _, n) = shapes[1], shapes[2]
         elif name == "aten::mm":
             (m, k), (_, n) = shapes[0], shapes[1]
             b = 1
-        elif name == "aten::addmm":
+        elif name in ("aten::addmm", "aten::addmm_"):
             (m, k), (_, n) = shapes[1], shapes[2]
             b = 1
         else:
@@ -95,6 +96,46 @@ def _product_flops(name: str, shapes: tuple) -> float:
     except (ValueError, IndexError):
         return 0.0
     return 2.0 * b * m * k * n
+
+
+def projection_gemms(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
+    """The 1x1 projections' three products (forward, grad_x, grad_weight) alone, with the pixels' matrix row-major
+    (an NHWC map) and column-major (an NCHW map, as the first loop reads its input): ms and GFLOP/s of each."""
+    import statistics
+    import time
+
+    pixels, out_channels = h * w, 2 * (channels // 8) + channels
+    weight = torch.randn(out_channels, channels)  # (2C'+C, C)
+    grad_qkv = torch.randn(pixels, out_channels)  # (h*w, 2C'+C)
+    rows = torch.randn(pixels, channels)  # (h*w, C) row-major: NHWC
+    columns = torch.randn(channels, pixels).t()  # (h*w, C) column-major: NCHW
+    qkv = torch.empty(pixels, out_channels)
+    grad_weight = torch.zeros(out_channels, channels)
+    cases = {
+        "forward x W^T, x NHWC": lambda: torch.mm(rows, weight.t(), out=qkv),
+        "forward x W^T, x NCHW": lambda: torch.mm(columns, weight.t(), out=qkv),
+        "grad_x += G W, grad_x NHWC": lambda: rows.addmm_(grad_qkv, weight),
+        "grad_x += G W, grad_x NCHW": lambda: columns.addmm_(grad_qkv, weight),
+        "grad_W += G^T x, x NHWC": lambda: grad_weight.addmm_(grad_qkv.t(), rows),
+        "grad_W += G^T x, x NCHW": lambda: grad_weight.addmm_(grad_qkv.t(), columns),
+    }
+    flops = 2.0 * pixels * channels * out_channels
+    times = {name: [] for name in cases}
+    for call in cases.values():
+        call()  # warm-up
+    for _ in range(rounds):
+        for name, call in cases.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return [{"case": name, "ms": 1000 * statistics.median(t), "gflops": flops / statistics.median(t) / 1e9}
+            for name, t in times.items()]  # fmt: skip
+
+
+def format_gemms(rows: list[dict], ceiling: float) -> str:
+    lines = ["| projection product (alone) | ms (median) | GFLOP/s | of the ceiling |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {r['case']} | {r['ms']:.1f} | {r['gflops']:.0f} | {100 * r['gflops'] / ceiling:.0f}% |" for r in rows]
+    return "\n".join(lines)
 
 
 def format_profile(method: str, result: dict, ceiling: float, top: int) -> str:
@@ -126,6 +167,7 @@ def main(argv=None):
     for method in args.methods:
         result = profile_method(method, h, w, channels, args.loops, args.rounds)
         print(format_profile(method, result, ceiling, args.top) + "\n")
+    print(format_gemms(projection_gemms(h, w, channels), ceiling))
 
 
 if __name__ == "__main__":

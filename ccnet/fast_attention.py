@@ -208,29 +208,61 @@ class CrissCrossStepFunction(torch.autograd.Function):
         if attn_col is None:
             attn_col, attn_row = joint_softmax_attention(*_split(qkv, ctx.qk_channels)[:2])
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None  # (B, h, w, C), x's strides
-        grad_out_nhwc = _residual_gradient(grad_out, grad_x)  # (B, h, w, C) contiguous, or None
+        if grad_x is not None and not grad_x.is_contiguous():  # channels-first x (the first loop)
+            grad_out_nhwc = None if grad_out is None else as_channels_last(grad_out)  # (B, h, w, C)
+            grad_x_nhwc = None  # written after the attention backward, see _channels_first_input_gradient
+        else:
+            grad_out_nhwc = _residual_gradient(grad_out, grad_x)  # (B, h, w, C) contiguous, or None
+            grad_x_nhwc = grad_x
         grad_attn = _attention_grad_or_none(grad_attn)
         grad_qkv = attention_backward(qkv, attn_col, attn_row, ctx.qk_channels, grad_out_nhwc, grad_attn)
-        grads = _projection_backward(ctx, x, weight, grad_qkv, grad_x)
+        grads = _projection_backward(ctx, x, weight, grad_qkv, grad_x_nhwc)
+        if grad_x is not None and grad_x_nhwc is None:
+            _channels_first_input_gradient(grad_x, grad_out_nhwc, grad_qkv, weight)
+            grads = (grad_x, *grads[1:])
         return (*grads, None, None, None)
 
 
-def _residual_gradient(grad_out, grad_x):
-    """grad_out as a contiguous (B, h, w, C) tensor, and grad_x filled with it (the residual path).
+def _channels_first_input_gradient(grad_x, grad_out_nhwc, grad_qkv, weight) -> None:
+    """grad_x (channels-first strides) = grad_out + grad_qkv @ W, computed channels-last and copied over in blocks.
 
-    When grad_x is itself contiguous channels-last, it *is* that tensor: the attention backward
-    reads it before the projection's gradient is accumulated onto it, which saves a buffer and a copy.
+    A GEMM writing a column-major (NCHW) result ran at 77% of one writing a row-major result (97x97x512, AMD
+    EPYC; benchmarks/profile_attention.py), and the residual's blocked copy was needed anyway: so the sum is
+    formed in a channels-last buffer (the residual as the GEMM's accumulator) and transposed once.
+    """
+    b, h, w, _ = grad_x.shape
+    for image in range(b):
+        pixels = grad_qkv[image].view(h * w, -1)  # (h*w, 2C'+C)
+        if grad_out_nhwc is None:
+            full = torch.mm(pixels, weight)  # (h*w, C)
+        else:
+            full = torch.addmm(_pixels(grad_out_nhwc[image]), pixels, weight)  # (h*w, C)
+        copy_between_layouts(grad_x[image : image + 1], full.view(1, h, w, -1))
+
+
+def _residual_gradient(grad_out, grad_x):
+    """grad_out as a contiguous (B, h, w, C) tensor, and grad_x (contiguous channels-last) filled with it.
+
+    grad_x *is* that tensor: the attention backward reads it before the projection's gradient is accumulated
+    onto it, which saves a buffer and a copy.
     """
     if grad_out is None:
         if grad_x is not None:
             grad_x.zero_()
         return None
-    if grad_x is not None and grad_x.is_contiguous():
-        return grad_x.copy_(grad_out)
-    grad_out_nhwc = grad_out.contiguous()
-    if grad_x is not None:  # channels-first grad_x: transpose from whichever source has its layout
-        copy_between_layouts(grad_x, grad_out if grad_out.stride() == grad_x.stride() else grad_out_nhwc)
-    return grad_out_nhwc
+    if grad_x is None:
+        return as_channels_last(grad_out)
+    copy_between_layouts(grad_x, grad_out)  # the output's gradient is often NCHW (ToChannelsFirst's backward)
+    return grad_x
+
+
+def as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous (B, h, w, C) tensor with x's values: x itself, or a blocked copy of a channels-first view."""
+    if x.is_contiguous():
+        return x
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # (B, h, w, C)
+    copy_between_layouts(out, x)
+    return out
 
 
 def _projection_backward(ctx, x, weight, grad_qkv, grad_x):
@@ -270,7 +302,7 @@ class CrissCrossFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_attn):
         qkv, attn_col, attn_row = ctx.saved_tensors
         if grad_out is not None:
-            grad_out = grad_out.contiguous()  # (B, h, w, C)
+            grad_out = as_channels_last(grad_out)  # (B, h, w, C)
         grad_attn = _attention_grad_or_none(grad_attn)
         grad_qkv = attention_backward(qkv, attn_col, attn_row, ctx.qk_channels, grad_out, grad_attn)
         return grad_qkv, None, None
@@ -341,9 +373,33 @@ def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
     Returns (aggregated (B, C, h, w), attn (B, h, w, h + w)), both differentiable.
     """
-    qkv = torch.cat([q, k, v], dim=1).permute(0, 2, 3, 1).contiguous()  # (B, h, w, 2C'+C)
+    qkv = StackChannelsLast.apply(q, k, v)  # (B, h, w, 2C'+C)
     out, attn = CrissCrossFunction.apply(qkv, q.shape[1], True)  # (B, h, w, C)
     return ToChannelsFirst.apply(out), attn  # (B, C, h, w)
+
+
+class StackChannelsLast(torch.autograd.Function):
+    """(B, C_i, h, w) tensors -> one contiguous (B, h, w, sum C_i), each copied in blocks of pixels.
+
+    The same as ``torch.cat(tensors, 1).permute(0, 2, 3, 1).contiguous()``, whose strided copy is the slow one
+    (``copy_between_layouts``); the gradients come back as channels-last views, as ToChannelsFirst's do.
+    """
+
+    @staticmethod
+    def forward(ctx, *tensors):
+        b, _, h, w = tensors[0].shape
+        ctx.sizes = [t.shape[1] for t in tensors]
+        out = tensors[0].new_empty(b, h, w, sum(ctx.sizes))  # (B, h, w, sum C_i)
+        start = 0
+        for tensor in tensors:
+            channels = tensor.shape[1]
+            copy_between_layouts(out[..., start : start + channels], tensor.permute(0, 2, 3, 1))
+            start += channels
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(part.permute(0, 3, 1, 2) for part in grad.split(ctx.sizes, dim=-1))  # (B, C_i, h, w) views
 
 
 def channels_last_view(x: torch.Tensor) -> torch.Tensor:
@@ -379,17 +435,25 @@ def transpose_to_channels_first(x_nhwc: torch.Tensor) -> torch.Tensor:
 
 
 def copy_between_layouts(target: torch.Tensor, source: torch.Tensor, block: int = 256) -> None:
-    """target[...] = source for two (B, h, w, C) views, transposing NHWC -> NCHW in pixel blocks.
+    """target[...] = source for two (B, h, w, C) views, transposing NHWC <-> NCHW in pixel blocks.
 
-    PyTorch's own strided copy NHWC -> NCHW measured 4-7x slower on CPU here (it writes with a
-    stride of h*w floats); 256 pixels at a time keeps reads and writes in cache.
+    PyTorch's own strided copy between the two layouts measured 4-7x slower on CPU here (it writes, or reads,
+    with a stride of h*w floats); 256 pixels at a time keeps reads and writes in cache. Any other pair of
+    layouts (or a small map, or another device) is left to ``copy_``.
     """
     b, h, w, c = target.shape
-    channels_first = target.stride(3) != 1 and source.stride(3) == 1
-    if not channels_first or target.device.type != "cpu" or h * w <= block:
+    to_channels_first = target.stride(3) != 1 and source.stride(3) == 1
+    to_channels_last = target.stride(3) == 1 and source.stride(3) != 1
+    blocked = (to_channels_first or to_channels_last) and _has_pixel_view(target) and _has_pixel_view(source)
+    if not blocked or target.device.type != "cpu" or h * w <= block:
         target.copy_(source)
         return
     for image in range(b):
-        rows, columns = _pixels(source[image]), _pixels(target[image]).t()  # (h*w, C), (C, h*w)
-        for start in range(0, h * w, block):
-            columns[:, start : start + block].copy_(rows[start : start + block].t())
+        if to_channels_first:
+            rows, columns = _pixels(source[image]), _pixels(target[image]).t()  # (h*w, C), (C, h*w)
+            for start in range(0, h * w, block):
+                columns[:, start : start + block].copy_(rows[start : start + block].t())
+        else:
+            rows, columns = _pixels(target[image]), _pixels(source[image]).t()  # (h*w, C), (C, h*w)
+            for start in range(0, h * w, block):
+                rows[start : start + block].copy_(columns[:, start : start + block].t())

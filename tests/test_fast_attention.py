@@ -188,8 +188,14 @@ def test_blocked_layout_copies(block):
     source = torch.randn(2, 7, 9, 5)  # (B, h, w, C) contiguous
     target = torch.empty(2, 5, 7, 9).permute(0, 2, 3, 1)  # an NCHW buffer seen as (B, h, w, C)
     copy_between_layouts(target, source, block=block)
-    torch.testing.assert_close(target, source)
+    torch.testing.assert_close(target, source, rtol=0, atol=0)
     torch.testing.assert_close(transpose_to_channels_first(source), source.permute(0, 3, 1, 2))
+    back = torch.empty(2, 7, 9, 5)  # and the other way: NCHW -> NHWC
+    copy_between_layouts(back, target, block=block)
+    torch.testing.assert_close(back, source, rtol=0, atol=0)
+    odd = torch.randn(2, 9, 7, 5).transpose(1, 2)  # neither layout: left to copy_
+    copy_between_layouts(back, odd, block=block)
+    torch.testing.assert_close(back, odd, rtol=0, atol=0)
 
 
 def test_step_accepts_any_strides():
@@ -271,3 +277,18 @@ def test_ccnet_training_steps_under_cpu_bfloat16_autocast_lower_the_loss():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert model.attention.cca.query_conv.weight.grad.abs().sum() > 0
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_stacking_channels_last_equals_cat_permute_and_passes_gradients_back():
+    from ccnet.fast_attention import StackChannelsLast
+
+    parts = [torch.randn(2, c, 17, 19, dtype=torch.float64, requires_grad=True) for c in (3, 3, 8)]
+    stacked = StackChannelsLast.apply(*parts)  # (B, h, w, 14), 323 pixels: the blocked path
+    reference = torch.cat(parts, 1).permute(0, 2, 3, 1)
+    assert stacked.is_contiguous()
+    torch.testing.assert_close(stacked, reference, rtol=0, atol=0)
+    grad = torch.randn_like(stacked)
+    got = torch.autograd.grad(stacked, parts, grad)
+    want = torch.autograd.grad(reference, parts, grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
