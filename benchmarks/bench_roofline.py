@@ -13,6 +13,11 @@ The FLOPs counted are the products' multiply-adds: forward 2 B h w (h + w) (C' +
 channels, aggregation with C), backward twice that (two products for each), so one loop costs
 6 B h w (h + w) (C' + C). Times are the median of interleaved rounds (ours, einsum, ours, ...), after a warm-up.
 
+A second table times the whole RCCA module (the 1x1 projections too, R = 2, forward + backward) at the paper's
+size, for ours and einsum, and its floor: all of its FLOPs at the ceiling. The 1x1 projections are most of those
+FLOPs and both formulations do them alike, so einsum's time over that floor is the largest speed-up over einsum
+that any exact formulation with the same FLOPs could reach on this machine.
+
     python benchmarks/bench_roofline.py            # about 2 minutes on 2 cores; pause training first
     python benchmarks/bench_roofline.py --rounds 5 --sizes paper
 """
@@ -41,6 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds per method")
     parser.add_argument("--gemm", type=int, default=2048, help="side of the square matrix product (the ceiling)")
+    parser.add_argument("--module-size", choices=list(SIZES), default="paper",
+                        help="size of the whole-module table (default: the paper's)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -92,6 +99,55 @@ def measure(sizes: list[str], rounds: int, gemm_side: int, log=print) -> dict:
     return results
 
 
+MODULE_METHODS = {"ours": "ours (fused, default)", "einsum": "einsum (common)"}  # bench_attention's names
+
+
+def module_flops(batch: int, h: int, w: int, channels: int, loops: int) -> float:
+    """2 x multiply-adds of RCCA forward + backward: per loop the stacked projections (C -> 2C' + C; forward, the
+    input's and the weight's gradients) and the attention part."""
+    projections = 3 * 2.0 * batch * h * w * channels * (2 * (channels // 8) + channels)
+    return loops * (projections + attention_flops(batch, h, w, channels))
+
+
+def measure_module(size: str, rounds: int, loops: int = 2, log=print) -> dict:
+    """Median seconds of one RCCA forward + backward for ours and einsum (interleaved rounds)."""
+    from bench_attention import build_step
+
+    batch, h, w, channels = SIZES[size]
+    steps = {name: build_step(method, h, w, channels, loops, "train", "cpu") for name, method in MODULE_METHODS.items()}
+    for step in steps.values():
+        step()  # warm-up
+    samples = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            samples[name].append(time.perf_counter() - start)
+    log(f"module at {size}: " + ", ".join(f"{m} {1000 * statistics.median(t):.1f} ms" for m, t in samples.items()))
+    return {"size": size, "shape": (batch, h, w, channels), "loops": loops,
+            "flops": module_flops(batch, h, w, channels, loops), "seconds": samples}  # fmt: skip
+
+
+def format_module(results: dict) -> str:
+    module, peak = results["module"], results["gemm_gflops"]
+    medians = {m: statistics.median(t) for m, t in module["seconds"].items()}
+    floor = module["flops"] / (peak * 1e9)
+    lines = [f"Whole RCCA module, R = {module['loops']}, forward + backward, {' x '.join(map(str, module['shape']))} "
+             f"({module['flops'] / 1e9:.1f} GFLOP, projections included):", "",
+             "| method | ms (median) | GFLOP/s | of the ceiling | vs einsum |",
+             "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for method, seconds in medians.items():
+        rate = module["flops"] / seconds / 1e9
+        lines.append(f"| {method} | {1000 * seconds:.1f} | {rate:.1f} | {100 * rate / peak:.0f}% | "
+                     f"{medians['einsum'] / seconds:.2f}x |")  # fmt: skip
+    lines.append(f"| floor: every FLOP at the ceiling | {1000 * floor:.1f} | {peak:.1f} | 100% | "
+                 f"{medians['einsum'] / floor:.2f}x |")  # fmt: skip
+    best = medians["einsum"] / floor
+    lines += ["", f"No exact formulation with these FLOPs runs faster than the floor here, so **{best:.2f}x** is the "
+              "most any could gain over einsum on this machine."]  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_table(results: dict) -> str:
     peak = results["gemm_gflops"]
     lines = [f"Machine: {common.describe_machine()}. {common.load_note()}.",
@@ -114,7 +170,11 @@ def format_table(results: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     common.wait_until_quiet(log=print)
-    print(format_table(measure(args.sizes, args.rounds, args.gemm)))
+    results = measure(args.sizes, args.rounds, args.gemm)
+    results["module"] = measure_module(args.module_size, args.rounds)
+    print(format_table(results))
+    print()
+    print(format_module(results))
 
 
 if __name__ == "__main__":
