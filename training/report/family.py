@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from .constants import BLIND_LIFT, NOISE_STDS, PAPER_TABLE2
-from .records import RunRecord, read_run
+from .records import ReportError, RunRecord, read_run
 
 # The members the issue asks for: (trained R, recipe). "paper": gamma from 0 and no affinity loss.
 EXPECTED_MEMBERS = ((0, "default"), (1, "default"), (2, "default"), (3, "default"), (2, "paper"))
@@ -149,9 +149,10 @@ def curves(queue: list[QueueRecord], campaign: Path | None, campaign_member: str
     folders += [(r.folder, r.member, r.finished, r.name) for r in queue]
     out = []
     for folder, member, finished, run in folders:
-        if not (folder / "metrics.jsonl").is_file():
+        try:
+            record = read_run(folder, name=member)
+        except ReportError:  # started but not yet validated: no curve to draw
             continue
-        record = read_run(folder, name=member)
         points = [{"step": step, **values} for step, values in sorted(record.val_steps.items())]
         config = _config(folder)
         out.append({"run": run, "member": member, "seed": record.seed, "finished": finished,
