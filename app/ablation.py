@@ -316,12 +316,14 @@ def _bar_text(value: float, spread: dict | None) -> str:
 
 def family_figure(ablation: Ablation) -> go.Figure:
     """The end-to-end family beside the paper's Table 2: per member the mean of its seeds' final val mIoU, each
-    seed as a dot, and the seed spread (pooled over the members with two seeds) as the error bar."""
+    seed as a dot, and the standard error of that mean from the seed spread (σ pooled over the members with two
+    seeds, / √n) as the error bar. A member without a seed record shows its bundled file's mIoU, marked so."""
     members = sorted(ablation.family["members"], key=lambda m: (m["recipe"] != "default", m["recurrence"]))
     labels = [member_label(m) for m in members]
     values = [statistics.fmean(m["seeds"].values()) if m["seeds"] else m["mIoU"] for m in members]
     std = ablation.family.get("seed_std")
     spread = "" if std is None else f" ± {100 * std:.1f}"
+    ns = [len(m["seeds"]) for m in members]
     ours = go.Bar(
         name=f"ours, end to end ({ablation.dataset or 'this project'} {ablation.split}): mean over seeds".replace(
             " )", ")"
@@ -329,13 +331,14 @@ def family_figure(ablation: Ablation) -> go.Figure:
         x=labels,
         y=values,
         marker_color=OURS,
-        text=[f"{100 * v:.1f}{spread} (n = {len(m['seeds']) or 1})" for v, m in zip(values, members, strict=True)],
+        text=[f"{100 * v:.1f}{spread} (n = {n})" if n else f"{100 * v:.1f} (bundled file, no seed record)"
+              for v, n in zip(values, ns, strict=True)],
         textposition="outside",
         customdata=[m["name"] for m in members],
         hovertemplate="%{customdata}: %{text}<extra></extra>",
     )
     if std is not None:
-        ours.error_y = dict(type="data", array=[std] * len(members), visible=True)
+        ours.error_y = dict(type="data", array=[std / math.sqrt(n) if n else None for n in ns], visible=True)
     seeds = go.Scatter(
         name="one seed (its last validation)",
         x=[label for label, m in zip(labels, members, strict=True) for _ in m["seeds"]],
@@ -405,12 +408,18 @@ def curves_figure(ablation: Ablation) -> go.Figure | None:
     return go.Figure(data=data, layout=layout)
 
 
+def _bar_models(ablation: Ablation) -> list[dict]:
+    """The models of the mIoU bars without a family block: the end-to-end ones (the heads only when there are no
+    others, and then every label says ", head")."""
+    return sorted(ablation.end_to_end or ablation.models, key=_model_order)
+
+
 def miou_figure(ablation: Ablation) -> go.Figure:
     """Ours per trained loop count, end to end only (seed mean ± std when there are seed records), beside the
     paper's Table 2: the family's figure when the summary has the family, else the models trained end to end."""
     if ablation.family.get("members"):
         return family_figure(ablation)
-    models = sorted(ablation.end_to_end or ablation.models, key=_model_order)
+    models = _bar_models(ablation)
     labels = [model_label(m) for m in models]
     spreads = [seed_spread(ablation).get(m["name"]) for m in models]
     values = [m["mIoU"] if s is None else s["mean"] for m, s in zip(models, spreads, strict=True)]
@@ -694,7 +703,8 @@ def _miou_section(ablation: Ablation) -> None:
     if ablation.family.get("members"):
         st.caption(family_note(ablation.family) + paper)
     else:
-        st.caption(f"Ours: models trained end to end with each R, {_spread_note(ablation)}" + paper)
+        kind = "trained end to end" if ablation.end_to_end else "heads on one frozen backbone (none end to end here)"
+        st.caption(f"Ours: models {kind}, one per R; {_spread_note(ablation)}" + paper)
 
 
 def family_note(family: dict) -> str:
@@ -702,9 +712,9 @@ def family_note(family: dict) -> str:
     std = family.get("seed_std")
     note = (
         "Each network trained end to end with the default's recipe and schedule, so the bars differ in R alone. "
-        "Bar: the mean of its seeds' last validation; dots: the seeds; "
+        "Bar: the mean of its seeds' last validation (± the seed spread σ); dots: the seeds; "
         + ("no second seed yet, so no spread to judge a difference by." if std is None else
-           f"error bar: the seed spread σ = {100 * std:.1f} points, pooled over the members with two seeds.")
+           f"error bar: σ / √n, with σ = {100 * std:.1f} points pooled over the members with two seeds.")
     )  # fmt: skip
     pair, paper = family.get("r2_minus_r0"), family.get("paper_r2_minus_r0")
     if pair is not None:
@@ -769,7 +779,7 @@ def _spread_note(ablation: Ablation) -> str:
     spreads = seed_spread(ablation)
     if not spreads:
         return f"each the bundled checkpoint evaluated on the {split} split (no seed records: no spread)."
-    single = [model_label(m) for m in ablation.models if (spreads.get(m["name"]) or {}).get("n") == 1]
+    single = [model_label(m) for m in _bar_models(ablation) if (spreads.get(m["name"]) or {}).get("n") == 1]
     note = (
         f"the bar is the mean over training seeds of the best {split} mIoU, the error bar the standard "
         "deviation over those seeds."

@@ -11,7 +11,9 @@ Why it is fast (measured on CPU in ``docs/BENCHMARKS.md``):
 - A custom ``autograd.Function``: its backward writes the query, key and value gradients straight
   into one buffer, the layout the projection's backward reads, with no slice-gradient zero fills.
 - The first loop reads an NCHW input in place: for one image, (C, h*w) transposed is a valid GEMM
-  operand, so the input is never converted; the gradient comes back channels-last.
+  operand, so the input is never converted. Its gradient is formed channels-last (the residual as the
+  GEMM's accumulator) and transposed once, in blocks, into the input's own NCHW strides.
+- Layout changes (NHWC <-> NCHW) are blocked copies (``copy_between_layouts``), never PyTorch's strided copy.
 
 Attention is kept apart as ``attn_col`` (B, w, h, h) ``[b, x, y, y']`` and ``attn_row`` (B, h, w, w)
 ``[b, y, x, x']``; the public (B, h, w, h + w) layout is built only when asked for.
@@ -268,7 +270,7 @@ def as_channels_last(x: torch.Tensor) -> torch.Tensor:
 def _projection_backward(ctx, x, weight, grad_qkv, grad_x):
     """Gradients of x (the residual's, already in grad_x, plus the projection's), weight and bias.
 
-    grad_x takes x's own strides (NCHW for the first loop), so no layout change follows it.
+    grad_x is contiguous channels-last or None (a channels-first x is handled by _channels_first_input_gradient).
     """
     b, h, w, _ = x.shape
     grad_weight = grad_bias = None
@@ -387,7 +389,14 @@ class StackChannelsLast(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *tensors):
-        b, _, h, w = tensors[0].shape
+        first = tensors[0]
+        if any(t.dim() != 4 or t.shape[0] != first.shape[0] or t.shape[2:] != first.shape[2:] or
+               t.dtype != first.dtype or t.device != first.device for t in tensors):  # fmt: skip
+            raise ValueError(
+                "q, k and v must be (B, C, h, w) tensors of one batch size, map size, dtype and device; got "
+                + ", ".join(f"{tuple(t.shape)} {t.dtype} on {t.device}" for t in tensors)
+            )
+        b, _, h, w = first.shape
         ctx.sizes = [t.shape[1] for t in tensors]
         out = tensors[0].new_empty(b, h, w, sum(ctx.sizes))  # (B, h, w, sum C_i)
         start = 0

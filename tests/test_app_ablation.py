@@ -340,7 +340,8 @@ def test_the_family_is_drawn_alone_with_its_seeds_and_spread(tmp_path):
     assert ablation.problems == [] and [m["name"] for m in ablation.end_to_end] == ["camvid_r0", "camvid_r2"]
     ours, seeds, paper = go.Figure(miou_figure(ablation).to_dict()).data
     assert list(ours.x) == ["R = 0 (no attention)", "R = 2"] and list(ours.y) == pytest.approx([0.41, 0.45])
-    assert list(ours.error_y.array) == pytest.approx([0.0141, 0.0141]) and ours.text[1] == "45.0 ± 1.4 (n = 2)"
+    assert list(ours.error_y.array) == pytest.approx([0.0141 / 2**0.5] * 2)  # the standard error of a 2-seed mean
+    assert ours.text[1] == "45.0 ± 1.4 (n = 2)"  # the text gives σ itself
     assert list(seeds.y) == [0.40, 0.42, 0.46, 0.44] and list(paper.x) == ["R = 0 (no attention)", "R = 2"]
     curves = go.Figure(curves_figure(ablation).to_dict()).data
     assert [c.name for c in curves] == ["R = 2, seed 0", "R = 1, seed 0 (training)"]
@@ -365,6 +366,9 @@ def test_a_family_without_seeds_says_so(tmp_path):
     ours = go.Figure(miou_figure(ablation).to_dict()).data[0]
     assert ours.error_y.array is None and "no second seed yet" in family_note(ablation.family)
     assert "not judged yet" in family_note(ablation.family)
+    document["family"]["members"][0]["seeds"] = {}  # no record: the bundled file's value, said so
+    ours = go.Figure(miou_figure(read_summary(write(tmp_path / "bundled.json", document))).to_dict()).data[0]
+    assert ours.text[0] == "41.0 (bundled file, no seed record)" and ours.y[0] == 0.41
     document["family"] = ["not", "an object"]
     broken = read_summary(write(tmp_path / "broken.json", document))
     assert broken.family == {} and any("`family` is not an object" in p for p in broken.problems)

@@ -123,7 +123,7 @@ def test_roofline_counts_the_papers_flops_and_prints_a_table(monkeypatch):
     results["module"] = bench.measure_module("tiny", rounds=2, log=lambda message: None)
     module = bench.format_module(results)
     assert "| ours |" in module and "| einsum |" in module and "| floor: every FLOP at the ceiling |" in module
-    assert "is the most any could gain over einsum on this machine" in module
+    assert "is the most any could gain over einsum on this machine." in module
 
 
 def test_profile_groups_every_operation_and_counts_the_products_flops():
@@ -135,7 +135,7 @@ def test_profile_groups_every_operation_and_counts_the_products_flops():
     for method in ("ours (fused, default)", "einsum (common)"):
         result = bench.profile_method(method, 6, 7, 16, loops=2, rounds=1)
         assert result["by_kind"]["matrix products"] > 0 and result["gemm_flops"] > 0
-        assert result["total_ms"] == pytest.approx(sum(result["by_kind"].values()))
+        assert result["by_kind"]["matrix products"] < result["total_ms"]  # the rest of the step is there too
         text = bench.format_profile(method, result, ceiling=100.0, top=3)
         assert text.startswith(f"**{method}**") and "| matrix products |" in text and "| aten::" in text
 

@@ -292,3 +292,8 @@ def test_stacking_channels_last_equals_cat_permute_and_passes_gradients_back():
     want = torch.autograd.grad(reference, parts, grad)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    with pytest.raises(ValueError, match="one batch size, map size, dtype and device"):
+        StackChannelsLast.apply(parts[0], parts[1].float(), parts[2])
+    with pytest.raises(ValueError, match="one batch size"):
+        StackChannelsLast.apply(parts[0], parts[1][:1], parts[2])

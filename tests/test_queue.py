@@ -90,6 +90,9 @@ def test_a_malformed_queue_is_refused_with_the_reason(tmp_path):
     path.write_text(yaml.safe_dump({"base": "b.yaml", "runs": [{"name": "a", "seed_of": 3}]}))
     with pytest.raises(ValueError, match="seed_of"):
         queue_module.load_queue(path)
+    path.write_text(yaml.safe_dump({"base": "b.yaml", "runs": [{"name": "a_s1", "seed_of": "a", "set": {}}]}))
+    with pytest.raises(ValueError, match="set its `seed`"):
+        queue_module.load_queue(path)
     assert queue_module.main(["status", "--queue", str(path)]) == 2
 
 

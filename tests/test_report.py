@@ -742,6 +742,8 @@ def _write_queue(base: Path, checkpoints: Path) -> tuple[Path, Path]:
     camvid_e2e_r0 bundled as an end-to-end checkpoint."""
     queue_file, folder = base / "queue.yaml", base / "queue_runs"
     queue_file.write_text(yaml.safe_dump(QUEUE))
+    base_config = {"seed": 0, "model": {"gamma_init": 1.0}, "loss": {"attention_weight": 0.4}}  # the default's recipe
+    (base / "base.yaml").write_text(yaml.safe_dump(base_config))  # the runs not started take R and recipe from it
     start = datetime.fromisoformat(CREATED).timestamp()
     for name, (seed, loops, finished, validations) in QUEUE_RUNS.items():
         run = folder / name
@@ -845,7 +847,7 @@ def test_the_family_is_table_2_in_kind_judged_against_its_second_seeds(campaign_
     assert members[(0, "default")]["seeds"] == {"0": 0.50, "1": 0.52}  # each run's last validation
     assert members[(2, "default")]["seeds"] == {"0": 0.6, "1": 0.58}  # the campaign and the queue's seed_of run
     assert [(m["recurrence"], m["recipe"], m["run"], m["step"]) for m in family["missing"]] == [
-        (1, "default", "camvid_e2e_r1", 10), (3, "default", None, None), (2, "paper", None, None)
+        (1, "default", "camvid_e2e_r1", 10), (3, "default", "camvid_e2e_r3", 0), (2, "paper", None, None)
     ]  # fmt: skip
     assert family["seed_std"] == pytest.approx(math.sqrt((0.01**2 * 2 + 0.01**2 * 2) / 2)) and family["seed_dof"] == 2
     r2_r0 = family["r2_minus_r0"]
@@ -862,6 +864,8 @@ def test_the_family_is_table_2_in_kind_judged_against_its_second_seeds(campaign_
     }  # fmt: skip
     assert "## Table 2 in kind: the end-to-end family" in markdown
     assert "| 1 | RCCA R = 1 | not trained yet (queue run `camvid_e2e_r1` at iteration 10) |" in markdown
+    assert "| 3 | RCCA R = 3 | not trained yet (queue run `camvid_e2e_r3`, not started) |" in markdown
+    assert "| 2 | R = 2, the paper's losses (γ from 0, no affinity loss) | not trained yet (not queued) |" in markdown
     assert "| 0 | baseline (R = 0) (`camvid_e2e_r0`) |" in markdown and "| 50.0 / 52.0 (mean 51.0) |" in markdown
     assert "R = 2 minus R = 0, end to end: +8.0 points (n = 2 and 2, yardstick ± 2.8): beyond the seed spread" in (
         markdown
@@ -890,3 +894,15 @@ def test_the_paper_recipe_is_told_from_the_config():
     assert recipe_of({"model": {"recurrence": 2, "gamma_init": 0.0}, "loss": {"attention_weight": 0.0}}) == "paper"
     assert recipe_of({"model": {"recurrence": 2, "gamma_init": 1.0}, "loss": {"attention_weight": 0.4}}) == "default"
     assert recipe_of({"model": {"recurrence": 0, "gamma_init": 0.0}, "loss": {"attention_weight": 0.0}}) == "default"
+
+
+def test_a_second_seed_that_repeats_its_models_seed_is_refused(tmp_path):
+    from training.report.family import QueueRecord, finished_runs
+
+    folder = tmp_path / "camvid_e2e_r2_s1"
+    _write_run(folder, 0, 0.5)  # trained seed 0 again: the `seed` key was forgotten
+    record = QueueRecord("camvid_e2e_r2_s1", "camvid_r2", folder, True, True, 2, "default")
+    campaign = report_records.read_run(folder, name="camvid_r2")
+    with pytest.raises(report_records.ReportError, match="give it another `seed`"):
+        finished_runs([record], others=[campaign])
+    assert [(r.name, r.seed) for r in finished_runs([record])] == [("camvid_r2", 0)]

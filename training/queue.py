@@ -6,7 +6,8 @@
 - It starts first thing in every session and pauses before the session stops (``--max-minutes``).
 - Only the run in progress has a resume state in git (``campaign/<name>/state.pt.NNN``), replaced each session.
   A finished run keeps its curve, run record and ``finished.json``; its weights are exported (float16) as
-  ``checkpoints/<name>``. So git grows by about one state (24 MB) plus one checkpoint (6 MB) per session.
+  ``checkpoints/<name>``, except a second seed's (``seed_of``: a record of the seed spread, not a model to explore).
+  So git grows by about one state (24 MB) plus one checkpoint (6 MB) per session.
 - It resumes on a new machine from what is committed.
 - Before training on a machine it has not seen, it measures the precision choices and torch.compile on the
   real config for a few dozen steps (`training.speed_probe`) and trains with the fastest. The probe lands in
@@ -113,6 +114,8 @@ def load_queue(path: Path | None = None) -> list[QueuedRun]:
         seed_of = entry.get("seed_of")
         if seed_of is not None and not isinstance(seed_of, str):
             raise ValueError(f"{path}: `seed_of` of {name} must name a bundled model (got {seed_of!r})")
+        if seed_of is not None and "seed" not in (entry.get("set") or {}):
+            raise ValueError(f"{path}: {name} is another seed of {seed_of}: set its `seed` (e.g. `seed: 1`)")
         runs.append(QueuedRun(str(name), base, overrides, seed_of))
     return runs
 
@@ -186,7 +189,7 @@ def settings_here(base: Path, data_root: str | None, run_probe: bool, overrides:
 
 
 def current(queue: list[QueuedRun]) -> QueuedRun | None:
-    """The first run whose schedule has not been bundled: the one the queue trains."""
+    """The first run whose schedule has not finished: the one the queue trains."""
     return next((entry for entry in queue if not entry.finished), None)
 
 
@@ -245,7 +248,8 @@ def run_queue(queue: list[QueuedRun], max_minutes: float | None, data_root: str 
                 return code
         if (saved_step(entry.run) or 0) < entry.iterations():
             return 0  # paused by --max-minutes
-        print(f"queue: {entry.name} finished; exported {_shown(complete(entry, data_root))}",
+        print(f"queue: {entry.name} finished; its record (and weights unless a second seed) in "
+              f"{_shown(complete(entry, data_root))}",
               file=sys.stderr)  # fmt: skip
     print("queue: every run is finished", file=sys.stderr)
     return 0

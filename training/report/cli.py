@@ -125,14 +125,15 @@ def make_report(args: argparse.Namespace) -> dict:
     campaign_record = campaign_run(args.campaign, models)
     queue = read_queue_records(args.queue, args.queue_folder)
     # The default's own campaign and the queue's finished runs: their folders, in place of older records.
-    for record in [r for r in [campaign_record] if r is not None] + finished_runs(queue):
+    known = [r for r in [campaign_record] if r is not None]
+    for record in known + finished_runs(queue, others=known):
         runs = [run for run in runs if (run.name, run.seed) != (record.name, record.seed)] + [record]
     recipe_runs = [run for run in all_runs if is_paper_recipe(run)]
     precision_runs = [run for run in all_runs if run.name.endswith(BF16_VARIANT)]
     heads = heads_on_bundled_backbone(read_head_records(args.records / "heads"), models)
     campaign = read_campaign(args.campaign)
     inputs = ReportInputs(models, runs, costs, default, recipe_runs, earlier, precision_runs, heads, campaign, queue,
-                          args.campaign if campaign_record is not None else None)  # fmt: skip
+                          *((args.campaign, campaign_record.name) if campaign_record is not None else (None, None)))
     summary = build_summary(inputs, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     markdown = render_markdown(summary, inputs, _command_line(args))
     write_json(args.summary, summary)

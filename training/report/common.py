@@ -54,7 +54,7 @@ def member_label(loops: int, recipe: str = "default", ccl: bool = False) -> str:
     if loops == 0:
         return HEAD_LABELS["r0"]
     if recipe == "paper":
-        return HEAD_LABELS["r2_paper"].replace("R = 2", f"R = {loops}")
+        return HEAD_LABELS["r2_paper"].replace("R = 2", f"R = {loops}" + (" + CCL" if ccl else ""))
     return f"RCCA R = {loops}" + (" + CCL" if ccl else "")
 
 

@@ -9,7 +9,6 @@ second seeds give is the yardstick every difference between members is judged by
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from ..run_folder import read_metrics
 from .constants import BLIND_LIFT, NOISE_STDS, PAPER_TABLE2
 from .records import ReportError, RunRecord, read_run
 
@@ -33,9 +33,10 @@ class QueueRecord:
     name: str  # the queue's run name (the bundled checkpoint's, unless seed_of)
     member: str  # the bundled model it trained (itself, or seed_of)
     folder: Path  # campaign/<name>/: its committed curve and run record
+    started: bool  # it has a committed curve
     finished: bool
-    recurrence: int | None  # from the run's config (None: not started)
-    recipe: str | None
+    recurrence: int  # from the run's config (the queue's config when not started)
+    recipe: str
 
 
 def recipe_of(train_config: dict) -> str:
@@ -47,27 +48,49 @@ def recipe_of(train_config: dict) -> str:
 
 
 def read_queue_records(queue_file: Path, saved_root: Path) -> list[QueueRecord]:
-    """Every queue run that has a committed folder (started or finished); [] without a queue file."""
+    """Every run of the queue, started or not (R and recipe from its own config once started, else from the queue's
+    base config and its keys); [] without a queue file."""
     if not queue_file.is_file():
         return []
-    spec = yaml.safe_load(queue_file.read_text()) or {}
+    from ..config import ConfigError, load_config
+    from ..queue import load_queue
+
+    try:
+        queue = load_queue(queue_file)
+    except (ValueError, OSError) as error:
+        raise ReportError(f"{queue_file}: {error}") from error
     records = []
-    for entry in spec.get("runs") or []:
-        folder = saved_root / entry["name"]
-        if not (folder / "config.yaml").is_file() or not (folder / "metrics.jsonl").is_file():
-            continue
-        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    for entry in queue:
+        folder = saved_root / entry.name
+        started = (folder / "config.yaml").is_file() and (folder / "metrics.jsonl").is_file()
+        try:
+            config = _config(folder) if started else load_config(entry.base, list(entry.overrides))
+        except ConfigError as error:
+            raise ReportError(f"{queue_file}: run {entry.name}: {error}") from error
         records.append(QueueRecord(
-            name=entry["name"], member=entry.get("seed_of") or entry["name"], folder=folder,
+            name=entry.name, member=entry.seed_of or entry.name, folder=folder, started=started,
             finished=(folder / "finished.json").is_file(),
-            recurrence=(config.get("model") or {}).get("recurrence"), recipe=recipe_of(config),
+            recurrence=int((config.get("model") or {}).get("recurrence", 0)), recipe=recipe_of(config),
         ))  # fmt: skip
     return records
 
 
-def finished_runs(queue: list[QueueRecord]) -> list[RunRecord]:
-    """The finished queue runs as training records of the model each trained (a seed run as its model's seed)."""
-    return [read_run(record.folder, name=record.member) for record in queue if record.finished]
+def finished_runs(queue: list[QueueRecord], others: list[RunRecord] = ()) -> list[RunRecord]:
+    """The finished queue runs as training records of the model each trained (a seed run as its model's seed).
+
+    A second seed that trained its model's own seed again (a `seed_of` run without its `seed` key) would replace
+    that seed's record: refused, with the runs named (`others`: the records already known, e.g. the campaign's).
+    """
+    runs = [read_run(record.folder, name=record.member) for record in queue if record.finished]
+    seen = {(run.name, run.seed) for run in others}
+    for record, run in zip([r for r in queue if r.finished], runs, strict=True):
+        if record.member != record.name and (run.name, run.seed) in seen:
+            raise ReportError(
+                f"queue run {record.name} (seed_of {record.member}) trained seed {run.seed}, which {record.member} "
+                "already has: give it another `seed` in the queue file"
+            )
+        seen.add((run.name, run.seed))
+    return runs
 
 
 def is_end_to_end(model: dict) -> bool:
@@ -146,7 +169,7 @@ def difference(high: dict | None, low: dict | None, std: float | None) -> dict |
 def curves(queue: list[QueueRecord], campaign: Path | None, campaign_member: str | None) -> list[dict]:
     """Every end-to-end run's validation curve: the default's campaign and each queue run, finished or not."""
     folders = [(campaign, campaign_member, True, "campaign")] if campaign and campaign_member else []
-    folders += [(r.folder, r.member, r.finished, r.name) for r in queue]
+    folders += [(r.folder, r.member, r.finished, r.name) for r in queue if r.started]
     out = []
     for folder, member, finished, run in folders:
         try:
@@ -166,7 +189,7 @@ def _config(folder: Path) -> dict:
 
 
 def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict], queue: list[QueueRecord],
-                   campaign: Path | None = None) -> dict:  # fmt: skip
+                   campaign: Path | None = None, campaign_member: str | None = None) -> dict:  # fmt: skip
     """The family block of summary.json: members, what is missing, the seed spread, R2 - R0, the recipes."""
     members = [member_entry(m, runs, costs) for m in models if is_end_to_end(m) and not m["ccl"]]
     members.sort(key=lambda m: (m["recipe"] != "default", m["recurrence"]))
@@ -174,13 +197,13 @@ def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict],
     in_queue = {(r.recurrence, r.recipe): r for r in queue if r.member == r.name}
     missing = [
         {"recurrence": loops, "recipe": recipe, "run": getattr(in_queue.get((loops, recipe)), "name", None),
+         "finished": getattr(in_queue.get((loops, recipe)), "finished", False),
          "step": _last_step(in_queue.get((loops, recipe)))}
         for loops, recipe in EXPECTED_MEMBERS if (loops, recipe) not in have
     ]  # fmt: skip
     std, dof = pooled_std([list(m["seeds"].values()) for m in members])
     by_key = {(m["recurrence"], m["recipe"]): m for m in members}
     default_r2 = by_key.get((2, "default"))
-    campaign_member = default_r2["name"] if default_r2 else None
     return {
         "members": members,
         "missing": missing,
@@ -198,7 +221,9 @@ def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict],
 
 
 def _last_step(record: QueueRecord | None) -> int | None:
+    """The last logged iteration of a queue run (None: not queued; 0: queued, not started)."""
     if record is None:
         return None
-    lines = [json.loads(line) for line in (record.folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return max((line["step"] for line in lines), default=None)
+    if not record.started:
+        return 0
+    return max((line["step"] for line in read_metrics(record.folder)), default=0)

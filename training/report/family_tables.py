@@ -42,7 +42,7 @@ def family_table(family: dict) -> list[str]:
     for loops, recipe, member in sorted(rows, key=lambda row: (row[1] != "default", row[0])):
         label = member_label(loops, recipe)
         if "name" not in member:  # not trained yet
-            where = f"queue run `{member['run']}` at iteration {member['step']}" if member["run"] else "not queued"
+            where = _where(member)
             lines.append(f"| {loops} | {label} | not trained yet ({where}) |" + " – |" * 9)
             continue
         lift, paper = "n/a" if loops == 0 else num(member["lift"], ".2f"), member["paper"]
@@ -53,6 +53,17 @@ def family_table(family: dict) -> list[str]:
                  num(paper["memory_mb_increment"], ".0f")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _where(member: dict) -> str:
+    """Where a missing member stands in the campaign queue."""
+    if member["run"] is None:
+        return "not queued"
+    if member.get("finished"):
+        return f"queue run `{member['run']}` finished but not bundled"
+    if not member["step"]:
+        return f"queue run `{member['run']}`, not started"
+    return f"queue run `{member['run']}` at iteration {member['step']}"
 
 
 def spread_sentence(family: dict) -> str:
@@ -87,7 +98,7 @@ def differences_lines(family: dict) -> list[str]:
         "(Cityscapes val, ResNet-101).",
     ]
     for pair, (low, high) in zip(family["steps"], ((0, 1), (1, 2), (2, 3)), strict=True):
-        if pair is not None and (low, high) != (0, 2):
+        if pair is not None:
             lines.append(f"- R = {high} minus R = {low}: {_judged(pair)}.")
     if family["recipes"] is not None:
         lines.append(f"- The default's recipe minus the paper's losses, R = 2: {_judged(family['recipes'])}.")

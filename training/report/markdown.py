@@ -756,8 +756,9 @@ def family_section(summary: dict, channels: str) -> list[str]:
         "",
         "One network per loop count, each trained end to end with the default's recipe and schedule (the campaign "
         "and the campaign queue, `training/configs/campaign_queue.yaml`): the same ImageNet MobileNetV2, crops, "
-        "class weights, seed and 4000 iterations of batch 8, so that the rows differ in R alone (and the last "
-        "row in its losses alone). Val mIoU (bundled): this report's evaluation of the bundled float16 file, the "
+        "class weights, batches and schedule (`training/configs/camvid_r2_campaign.yaml`), seed 0 (a second seed "
+        "differs in its seed alone), so that the rows differ in R alone (and the paper-recipe row in its losses "
+        "alone). Val mIoU (bundled): this report's evaluation of the bundled float16 file, the "
         "schedule's last weights. Final val mIoU per seed: each run's last validation in training (seed 0 is the "
         'bundled one). Heads on a frozen backbone are a separate study ("Heads" below), never mixed in here.',
         "",

@@ -26,6 +26,7 @@ class ReportInputs:
     campaign: dict | None = None  # the campaign's learning curve (records.read_campaign)
     queue: list[QueueRecord] = field(default_factory=list)  # the campaign queue's runs (family.read_queue_records)
     campaign_folder: object = None  # Path of the default's campaign folder: its curve joins the family's
+    campaign_member: str | None = None  # the bundled model the campaign trained (records.campaign_run)
 
 
 def build_summary(inputs: ReportInputs, generated: str) -> dict:
@@ -70,7 +71,8 @@ def build_summary(inputs: ReportInputs, generated: str) -> dict:
         "mixed_precision": precision_comparison(models, inputs.runs, inputs.precision_runs),
         "earlier_sets": inputs.earlier,
         "lift_sampling": {"cells_per_image": DEFAULT_CELLS_PER_IMAGE, "seed": LIFT_SEED, "blind": BLIND_LIFT},
-        "family": family_summary(models, inputs.runs, inputs.costs, inputs.queue, inputs.campaign_folder),
+        "family": family_summary(models, inputs.runs, inputs.costs, inputs.queue, inputs.campaign_folder,
+                                 inputs.campaign_member),
     }
     if inputs.heads:
         summary["heads"] = head_summary(inputs.heads)
