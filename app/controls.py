@@ -94,7 +94,7 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
         st.sidebar.caption(f"Models trained end to end are missing for {missing} of {default.dataset}, so "
                            "there is no per-R comparison of them yet (heads are not mixed in).")  # fmt: skip
     if comparison == TRAINED:
-        return _trained_columns(trained, "trained")
+        return _trained_columns(trained, "trained", catalogue.other_recipes_per_loop_count(default))
     if comparison == HEADS:
         return _trained_columns(heads, "heads")
     if comparison == CHOSEN:
@@ -138,11 +138,14 @@ def _unrolled_title(recurrence: int, entry: CatalogueEntry) -> str:
     return f"R = {recurrence}" + (" (as trained)" if recurrence == entry.recurrence else "")
 
 
-def _trained_columns(trained: dict[int, list[CatalogueEntry]], key: str) -> list[ColumnSpec]:
-    """A column per R, each its model of that family (a choice where the family has several for one R)."""
+def _trained_columns(
+    trained: dict[int, list[CatalogueEntry]], key: str, other_recipes: dict[int, list[CatalogueEntry]] | None = None
+) -> list[ColumnSpec]:
+    """A column per R, each its model of that family (a choice where the family has several for one R, and where
+    a model of another recipe has that R: the paper-recipe twin, its recipe then in the column's title)."""
     columns = []
     for r in LOOP_COUNTS:
-        candidates = trained[r]
+        candidates = trained[r] + (other_recipes or {}).get(r, [])
         entry = candidates[0]
         if len(candidates) > 1:
             choices = [e.name for e in candidates]
@@ -151,6 +154,7 @@ def _trained_columns(trained: dict[int, list[CatalogueEntry]], key: str) -> list
             name = st.sidebar.selectbox(f"Model for R = {r}", choices, key=f"{key}-{r}")
             entry = next(e for e in candidates if e.name == name)
         kind = "head" if entry.head_on is not None else "end to end"
+        kind += f", {entry.recipe_words}" if entry.recipe_words else ""
         columns.append(ColumnSpec(f"R = {r}: {entry.name} ({kind})", entry, r))
     return columns
 

@@ -60,6 +60,14 @@ class CatalogueEntry:
         return (self.head_on is not None, self.ccl, self.attention_weight, self.gamma_init)
 
     @property
+    def recipe_words(self) -> str:
+        """The recipe in a few words for a column title: "" for the default's kind, "paper's losses" for gamma
+        from 0 without the affinity loss."""
+        if self.recurrence and self.gamma_init == 0 and not self.attention_weight:
+            return "paper's losses"
+        return ""
+
+    @property
     def label(self) -> str:
         extras = [f"R={self.recurrence}", self.dataset] + ([f"T={self.frames}"] if self.frames else [])
         if self.num_classes is not None:
@@ -109,6 +117,15 @@ class Catalogue:
         recipe = (heads, *like.recipe[1:])
         family = [e for e in self.entries if e.dataset == like.dataset and e.recipe == recipe]
         return {r: sorted((e for e in family if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
+
+
+    def other_recipes_per_loop_count(self, like: CatalogueEntry) -> dict[int, list[CatalogueEntry]]:
+        """End-to-end models of `like`'s dataset, without CCL, trained with each R in LOOP_COUNTS but another recipe
+        than `like`'s (the paper-recipe twin): offered beside the family's own, with their recipe in the title."""
+        recipe = like.recipe
+        others = [e for e in self.entries if e.dataset == like.dataset and e.head_on is None and not e.ccl
+                  and e.frames is None and e.recipe != recipe]  # fmt: skip
+        return {r: sorted((e for e in others if e.recurrence == r), key=lambda e: e.name) for r in LOOP_COUNTS}
 
 
 def _plain_first(like: CatalogueEntry):

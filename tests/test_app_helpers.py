@@ -31,10 +31,12 @@ def tiny_model(recurrence: int = 2, seed: int = 0, gamma: float = 0.5, num_class
 
 
 def save_tiny_checkpoint(
-    folder: Path, name: str, recurrence: int = 2, seed: int = 0, classes=None, training: dict | None = None
+    folder: Path, name: str, recurrence: int = 2, seed: int = 0, classes=None, training: dict | None = None,
+    train_config: dict | None = None,
 ) -> Path:
     """`classes`: a ccnet.classes.DatasetClasses (default: four made-up classes); `training`: the sidecar's
-    training record (e.g. {"head_only_on": save_id} for a head on another checkpoint's backbone)."""
+    training record (e.g. {"head_only_on": save_id} for a head on another checkpoint's backbone); `train_config`:
+    the config it trained with (the index reads the recipe from it: gamma_init, attention_weight)."""
     names = list(classes.names) if classes is not None else CLASS_NAMES
     palette = [list(c) for c in classes.palette] if classes is not None else PALETTE
     metadata = {
@@ -49,6 +51,8 @@ def save_tiny_checkpoint(
     }
     if training is not None:
         metadata["training"] = training
+    if train_config is not None:
+        metadata["train_config"] = train_config
     model = tiny_model(recurrence, seed, num_classes=len(names))
     weights, _ = save_checkpoint(model, folder / name, metadata)
     return weights

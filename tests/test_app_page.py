@@ -726,6 +726,27 @@ def test_the_per_r_modes_show_one_family_each(monkeypatch, tmp_path):
     assert headers == [f"#### R = {r}: head_r{r} (head)" for r in (1, 2, 3)]
 
 
+def test_the_paper_recipe_twin_is_offered_in_the_r2_column_and_says_so(monkeypatch, tmp_path):
+    folder = tmp_path / "family"
+    default = {"model": {"gamma_init": 1.0}, "loss": {"attention_weight": 0.4}}
+    for r in (1, 2, 3):
+        save_tiny_checkpoint(folder, f"e2e_r{r}", recurrence=r, seed=r, train_config=default)
+    paper = {"model": {"gamma_init": 0.0}, "loss": {"attention_weight": 0.0}}
+    save_tiny_checkpoint(folder, "e2e_r2_paper", recurrence=2, seed=7, train_config=paper)
+    write_index(folder, default="e2e_r2")
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    app = upload(AppTest.from_file(MAIN, default_timeout=60).run(), "street.png", image_bytes(street_rgb()))
+    app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
+    assert_no_exception(app)
+    assert app.sidebar.selectbox(key="trained-2").options == ["e2e_r2", "e2e_r2_paper"]  # the family's own first
+    app.sidebar.selectbox(key="trained-2").set_value("e2e_r2_paper").run()
+    assert_no_exception(app)
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == ["#### R = 1: e2e_r1 (end to end)", "#### R = 2: e2e_r2_paper (end to end, paper's losses)",
+                       "#### R = 3: e2e_r3 (end to end)"]  # fmt: skip
+
+
 def test_an_end_to_end_r2_beside_heads_is_no_per_r_comparison(monkeypatch, tmp_path):
     """The bundle before the family is trained: an end-to-end R = 2 and heads for R = 1 and 3 only."""
     app = _family_app(monkeypatch, tmp_path, end_to_end=(2,), heads=(1, 3))
