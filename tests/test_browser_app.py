@@ -412,7 +412,7 @@ def test_ablation_page_renders_its_charts(server, browser):
         "() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(p => p.querySelector('.main-svg'))",
         timeout=30_000,
     )
-    assert "mIoU per loop count" in session.page.inner_text("body")
+    assert "End to end: one network per loop count" in session.page.inner_text("body")
     assert session.exceptions() == 0 and session.errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     session.page.screenshot(path=str(ARTIFACTS / "browser_ablation.png"), full_page=True)
