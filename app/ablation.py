@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.settings import REPO_ROOT, Settings, SettingsError
-from ccnet.checkpoint import read_index
+from ccnet.checkpoint import read_index, recipe_name
 
 RESULTS_ENV = "CCNET_RESULTS"  # read here (not in app/settings.py): only this page uses it
 DEFAULT_RESULTS = REPO_ROOT / "results" / "camvid" / "summary.json"
@@ -251,8 +251,7 @@ def from_checkpoints(folder: Path) -> Ablation:
             "per_class_iou": metrics.get("per_class_iou", {}),
             "mIoU_at_recurrence": {},
             "trained": "head" if item.get("head_on") else "end to end",
-            "recipe": "paper" if item.get("recurrence") and item.get("gamma_init") == 0 and not item.get(
-                "attention_weight") else "default",
+            "recipe": recipe_name(item.get("recurrence") or 0, item.get("gamma_init"), item.get("attention_weight")),
         }  # fmt: skip
         ablation.dataset = ablation.dataset or str(item.get("dataset", ""))
         bad = [name for name, check in MODEL_FIELDS.items() if not check(model.get(name))]

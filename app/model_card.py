@@ -13,6 +13,8 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
+from ccnet.analysis import UNUSED_LIFT
+
 NOT_RECORDED = "not recorded"
 
 
@@ -132,7 +134,6 @@ def _miou(metadata: Mapping) -> str:
     return text
 
 
-UNUSED_LIFT = 2.0  # under this same-class lift the maps are close to blind to class: the attention is not used
 
 
 def _how_trained(metadata: Mapping) -> str:

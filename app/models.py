@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccnet.checkpoint import INDEX_FILE, checkpoint_paths, index_entry, load_checkpoint, read_index, read_metadata
+from ccnet.checkpoint import (
+    INDEX_FILE,
+    checkpoint_paths,
+    index_entry,
+    load_checkpoint,
+    read_index,
+    read_metadata,
+    recipe_name,
+)
 
 LOOP_COUNTS = (1, 2, 3)
 HOW_TO_MAKE_A_CHECKPOINT = (
@@ -63,9 +71,8 @@ class CatalogueEntry:
     def recipe_words(self) -> str:
         """The recipe in a few words for a column title: "" for the default's kind, "paper's losses" for gamma
         from 0 without the affinity loss."""
-        if self.recurrence and self.gamma_init == 0 and not self.attention_weight:
-            return "paper's losses"
-        return ""
+        paper = recipe_name(self.recurrence, self.gamma_init, self.attention_weight) == "paper"
+        return "paper's losses" if paper else ""
 
     @property
     def label(self) -> str:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
+import time
 
 import common
 import torch
@@ -101,9 +103,6 @@ def _product_flops(name: str, shapes: tuple) -> float:
 def projection_gemms(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
     """The 1x1 projections' three products (forward, grad_x, grad_weight) alone, with the pixels' matrix row-major
     (an NHWC map) and column-major (an NCHW map, as the first loop reads its input): ms and GFLOP/s of each."""
-    import statistics
-    import time
-
     pixels, out_channels = h * w, 2 * (channels // 8) + channels
     weight = torch.randn(out_channels, channels)  # (2C'+C, C)
     grad_qkv = torch.randn(pixels, out_channels)  # (h*w, 2C'+C)

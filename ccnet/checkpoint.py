@@ -630,6 +630,14 @@ def pick_default_video(entries: list[dict], wanted: str | None) -> str | None:
     return min(videos, key=lambda entry: (-entry["frames"], entry["name"]))["name"] if videos else None
 
 
+def recipe_name(recurrence: int, gamma_init: float | None, attention_weight: float | None) -> str:
+    """ "paper" for the paper's losses on a model with attention (gamma from 0, no affinity loss), else "default".
+
+    Unrecorded values (None) read as the default's: only a recorded gamma_init of 0 makes a paper-recipe model.
+    """
+    return "paper" if recurrence and gamma_init == 0 and not attention_weight else "default"
+
+
 def write_index(folder: str | os.PathLike, default: str | None = None, default_video: str | None = None) -> dict:
     """Scan `folder` for checkpoints and write its index.json; keeps the previous defaults unless given
     (`default`: the image model the explorer opens on; `default_video`: the video page's)."""

@@ -894,6 +894,10 @@ def test_the_paper_recipe_is_told_from_the_config():
     assert recipe_of({"model": {"recurrence": 2, "gamma_init": 0.0}, "loss": {"attention_weight": 0.0}}) == "paper"
     assert recipe_of({"model": {"recurrence": 2, "gamma_init": 1.0}, "loss": {"attention_weight": 0.4}}) == "default"
     assert recipe_of({"model": {"recurrence": 0, "gamma_init": 0.0}, "loss": {"attention_weight": 0.0}}) == "default"
+    from ccnet.checkpoint import recipe_name
+
+    assert recipe_name(2, None, None) == "default"  # an index entry that never recorded its recipe
+    assert recipe_name(2, 0.0, None) == "paper" and recipe_name(2, 0.0, 0.4) == "default"
 
 
 def test_a_second_seed_that_repeats_its_models_seed_is_refused(tmp_path):

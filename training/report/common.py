@@ -36,6 +36,14 @@ def pct(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}"
 
 
+def points(fraction: float | None) -> str:
+    """A difference of mIoU fractions in points, signed: one decimal, two below 0.05 (so it never reads "0.0")."""
+    if fraction is None:
+        return "–"
+    value = 100 * fraction
+    return f"{value:+.1f}" if abs(value) >= 0.05 else f"{value:+.2f}"
+
+
 def num(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import yaml
 
+from ccnet.analysis import UNUSED_LIFT
+from ccnet.checkpoint import recipe_name
+
 from ..run_folder import read_metrics
 from .constants import BLIND_LIFT, NOISE_STDS, PAPER_TABLE2
 from .records import ReportError, RunRecord, read_run
 
 # The members the issue asks for: (trained R, recipe). "paper": gamma from 0 and no affinity loss.
 EXPECTED_MEMBERS = ((0, "default"), (1, "default"), (2, "default"), (3, "default"), (2, "paper"))
-UNUSED_LIFT = 2.0  # under this same-class lift the attention is called unused (the app's model card agrees)
-CURVE_KEYS = ("step", "mIoU", "lift", "gamma")
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,10 @@ class QueueRecord:
 
 
 def recipe_of(train_config: dict) -> str:
-    """ "paper" for the paper's losses (gamma from 0, no affinity loss) on a model with attention, else "default"."""
+    """ "paper" or "default" (ccnet.checkpoint.recipe_name) from a training config; configs from before gamma_init
+    had the paper's 0."""
     model, loss = train_config.get("model") or {}, train_config.get("loss") or {}
-    if model.get("recurrence", 0) and model.get("gamma_init", 0.0) == 0 and not loss.get("attention_weight"):
-        return "paper"
-    return "default"
+    return recipe_name(model.get("recurrence", 0), model.get("gamma_init", 0.0), loss.get("attention_weight"))
 
 
 def read_queue_records(queue_file: Path, saved_root: Path) -> list[QueueRecord]:

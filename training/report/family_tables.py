@@ -3,14 +3,10 @@ recipes side by side, and every run's learning curve (the numbers from summary.j
 
 from __future__ import annotations
 
-from .common import member_label, num, pct
+from .common import member_label, num, pct, points
 
 RECIPES = {"paper": "paper's losses (γ from 0, no affinity loss)", "default": "default (γ from 1, affinity loss)"}
 CURVE_EVERY = 500  # the learning-curve table lists every this many iterations (the figure has every validation)
-
-
-def _points(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:+.1f}"
 
 
 def _seeds_cell(member: dict) -> str:
@@ -87,7 +83,7 @@ def _judged(pair: dict | None) -> str:
     said = {"above": "beyond the seed spread", "below": "beyond the seed spread, the other way",
             "within": "within the seed spread", None: "not judged (no seed spread yet)"}[pair["verdict"]]  # fmt: skip
     noise = "" if pair["noise"] is None else f", yardstick ± {100 * pair['noise']:.1f}"
-    return f"{_points(pair['difference'])} points (n = {pair['n'][0]} and {pair['n'][1]}{noise}): {said}"
+    return f"{points(pair['difference'])} points (n = {pair['n'][0]} and {pair['n'][1]}{noise}): {said}"
 
 
 def differences_lines(family: dict) -> list[str]:

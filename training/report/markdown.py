@@ -8,7 +8,7 @@ from pathlib import Path
 from ccnet.checkpoint import atomic_write
 
 from ..attention_quality import DEFAULT_CELLS_PER_IMAGE
-from .common import HEAD_LABELS, label_of, model_stats, num, pct, seed_field, seed_values, spread
+from .common import HEAD_LABELS, label_of, model_stats, num, pct, points, seed_field, seed_values, spread
 from .constants import (
     BLIND_LIFT,
     FLOAT16_BOUND,
@@ -70,7 +70,7 @@ def _default_bullets(summary: dict, goals: dict) -> list[str]:
     lowest = "–" if classes["class"] is None else f"{classes['class']} {pct(classes['value'])}"
     return [
         f"- **Default ({miou['model']}, {label_of(model)}): val mIoU >= {100 * GOAL_DEFAULT_MIOU:.0f}: "
-        f"{_verdict(miou['met'])}.** {pct(miou['value'])} ({_points(miou['margin'])} points from the goal; this "
+        f"{_verdict(miou['met'])}.** {pct(miou['value'])} ({points(miou['margin'])} points from the goal; this "
         "report's evaluation of the bundled file, single scale, 360 x 480).",
         f"- **No class under {100 * GOAL_CLASS_IOU:.0f}% IoU: {_verdict(classes['met'])}.** Lowest: {lowest}"
         + (
@@ -109,7 +109,7 @@ def _r2_over_r0_bullet(goal: dict) -> str:
             "them apart", "below": "Its interval lies wholly below"}[goal["verdict"]]  # fmt: skip
     return (
         f"- **The R = 2 head above the R = 0 head, outside the 95% intervals: {_verdict(goal['met'])}.** "
-        f'{said} ({_points(goal["difference"])} points between the means; "Heads" below).'
+        f'{said} ({points(goal["difference"])} points between the means; "Heads" below).'
     )
 
 
@@ -118,15 +118,11 @@ def _video_bullet(goal: dict) -> str:
         return "- **Video: T = 5 above T = 1 in the mean over seeds: not measured** (no video head records)."
     return (
         f"- **Video: T = 5 above T = 1 in the mean over seeds: {_verdict(goal['met'])}.** "
-        f"{_points(goal['difference'])} points (n = {goal['n'][0]} and {goal['n'][1]}; the paper: +1.2 on CamVid "
+        f"{points(goal['difference'])} points (n = {goal['n'][0]} and {goal['n'][1]}; the paper: +1.2 on CamVid "
         "test, with Cityscapes pre-training)."
     )
 
 
-def _points(fraction: float) -> str:
-    """A difference of mIoU fractions in points, signed: one decimal, two below 0.05 (so it never reads "0.0")."""
-    points = 100 * fraction
-    return f"{points:+.1f}" if abs(points) >= 0.05 else f"{points:+.2f}"
 
 
 def _what_was_tried(summary: dict, recipe: dict) -> list[str]:
