@@ -14,6 +14,7 @@ TRAINED = "Separately trained models per R"  # end to end only
 HEADS = "Heads per R on one frozen backbone"  # the many-seeds study's heads, a family of their own
 CHOSEN = "Any models side by side"
 CHOSEN_COLUMNS = 3
+WITH_R0_KEY = "with_r0"  # checkbox: the per-R modes also show the family's R = 0 model (no attention)
 # the video page's colour scales: each frame its own (the default: the other frames stay visible), or one for all
 FRAME_SCALES = ("each frame its own", "one for all frames")
 SCALE_MODES = {
@@ -85,7 +86,8 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
         modes,
         key="comparison",
         help="Unrolled: one model run with its loop count overridden at inference. "
-        "Trained: models trained end to end with R = 1, 2 and 3, each with the same recipe. "
+        "Trained: models trained end to end with R = 1, 2 and 3, each with the same recipe (and R = 0, without "
+        "attention, as a segmentation beside the image). "
         "Heads: attention heads trained with R = 1, 2 and 3 on one frozen backbone (the many-seeds study). "
         "Any: up to three models with the same classes, each at a loop count you choose.",
     )
@@ -105,6 +107,27 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
     name = st.sidebar.selectbox("Model", names, key="model", format_func=lambda n: catalogue.get(n).label)
     entry = catalogue.get(name)
     return [ColumnSpec(_unrolled_title(r, entry), entry, r) for r in LOOP_COUNTS]
+
+
+def choose_baseline(catalogue: Catalogue, columns: list[ColumnSpec] | None) -> ColumnSpec | None:
+    """In the per-R modes, the family's R = 0 model beside the R = 1, 2, 3 columns (asked for by a sidebar box,
+    on by default): the same network without the criss-cross module, so only its segmentation can be shown."""
+    if st.session_state.get("comparison") not in (TRAINED, HEADS) or not columns:
+        return None
+    entry = catalogue.baseline_for(columns[0].entry)
+    if entry is None:
+        return None
+    st.session_state.setdefault(WITH_R0_KEY, True)  # on by default; a link may have turned it off
+    wanted = st.sidebar.checkbox(
+        "Also show R = 0 (no attention)",
+        key=WITH_R0_KEY,
+        help=f"{entry.name}: the same network trained the same way without criss-cross attention. It has no "
+        "attention to click, so it shows its segmentation beside the image, and where R = 1 changes it.",
+    )
+    if not wanted:
+        return None
+    kind = "head" if entry.head_on is not None else "end to end"
+    return ColumnSpec(f"R = 0: {entry.name} ({kind}, no attention)", entry, 0)
 
 
 def _chosen_columns(catalogue: Catalogue, unrollable: list[CatalogueEntry], default) -> list[ColumnSpec]:

@@ -82,20 +82,22 @@ def explorer_page() -> None:
         return
     image, truth = _choose_image(settings, examples)
     columns = controls.choose_columns(catalogue)
+    baseline = controls.choose_baseline(catalogue, columns)  # the per-R modes' R = 0 model, or None
+    shown = [*([baseline] if baseline else []), *(columns or [])]  # every model on the page, R = 0 first
     options = controls.view_options()
     st.sidebar.caption(f"Device: **{device}** (CCNET_DEVICE={settings.device}). Checkpoints: `{catalogue.folder}`")
     if image is None or columns is None:
         return
-    models = _load_models(columns, device)
+    models = _load_models(shown, device)
     if models is None:
         return
     _describe_models(models)
     show_model_cards(models)
     cache = shared_cache(settings.cache_mb * 2**20)
-    exploration(image, truth, columns, models, options, cache)
+    exploration(image, truth, columns, models, options, cache, baseline)
     image_attention_section(image, columns, models, cache)
     if options.show_changes:
-        segmentation_changes(image, columns, models, cache)
+        segmentation_changes(image, shown, models, cache)
 
 
 def _describe_models(models: dict[str, LoadedModel]) -> None:

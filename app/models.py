@@ -134,6 +134,15 @@ class Catalogue:
                   and e.frames is None and e.recipe != recipe]  # fmt: skip
         return {r: sorted((e for e in others if e.recurrence == r), key=lambda e: e.name) for r in LOOP_COUNTS}
 
+    def baseline_for(self, like: CatalogueEntry) -> CatalogueEntry | None:
+        """The R = 0 member of `like`'s family: same dataset and classes, trained the same way (end to end, or a head
+        on the same backbone), without CCL; None when there is none. Its other recipe fields are not compared: the
+        affinity loss and gamma do not exist without attention."""
+        baselines = [e for e in self.entries if e.recurrence == 0 and e.dataset == like.dataset
+                     and e.num_classes == like.num_classes and e.head_on == like.head_on and not e.ccl
+                     and e.frames is None]  # fmt: skip
+        return min(baselines, key=lambda e: e.name) if baselines else None
+
 
 def _plain_first(like: CatalogueEntry):
     """Sort key: models without CCL first, then `like` itself, then by name."""

@@ -22,6 +22,7 @@ from app.controls import (
     SCALE_MODES,
     TRAINED,
     UNROLLED,
+    WITH_R0_KEY,
 )
 from app.models import LOOP_COUNTS
 from app.render import COLORMAPS
@@ -43,7 +44,7 @@ CHOICES: dict[str, tuple[str, ...] | None] = {
     "colormap": tuple(COLORMAPS),
     "scale_mode": tuple(SCALE_MODES),
 }
-FLAGS = ("per_loop", "smooth", "shared_scale", "hide_cross")
+FLAGS = ("per_loop", "smooth", "shared_scale", "hide_cross", WITH_R0_KEY)
 # widget key -> the whole numbers it may take: each chosen column's loop count
 NUMBERS: dict[str, tuple[int, ...]] = {f"chosen-r-{index}": tuple(LOOP_COUNTS) for index in range(CHOSEN_COLUMNS)}
 URL_POINT_KEY = "url_point"  # session state: (px, py) from the link, until the first image takes it

@@ -187,9 +187,11 @@ def exploration(
     models: dict[str, LoadedModel],
     options: ViewOptions,
     cache: BoundedCache,
+    baseline: ColumnSpec | None = None,
 ) -> None:
+    """`baseline`: the per-R modes' R = 0 model, shown as its segmentation under the image to click."""
     timings = Timings()
-    decodes = _decodes_for_columns(image, columns, models, cache, timings)
+    decodes = _decodes_for_columns(image, [*columns, *([baseline] if baseline else [])], models, cache, timings)
     px, py = current_point(image)
     comparing = bool(st.session_state.get(COMPARE_KEY, False))
     second_point = current_point(image, POINT_B_KEY) if comparing else None
@@ -217,6 +219,9 @@ def exploration(
         if mask is not None:
             _highlight_note(highlight)
         _point_summary(image, results, px, py, truth, cache, options.query, box)
+        if baseline is not None:
+            without = DecodedColumn(baseline, models[baseline.entry.name], decodes[(baseline.entry.name, 0)])
+            _baseline_panel(image, without, px, py, truth, options.seg_opacity, cache)
         _cross_share_chart(results)
     with timings.measure("render + send columns"):
         shown = [shown_map(r.maps.composed, r.maps.cell, options.hide_cross) for r in results]
@@ -402,6 +407,18 @@ def _point_summary(
         st.markdown(f"Ground truth there: {name}")
         truth_rgb = render.draw_marker(_truth_rgb(image, truth, cache), px, py)
         st.image(render.jpeg_bytes(truth_rgb), caption="Ground truth (black: void)", width="stretch")
+
+
+def _baseline_panel(image, baseline: DecodedColumn, px: int, py: int, truth: GroundTruth | None, opacity, cache):
+    """The family's R = 0 model: it has no attention to click, so its segmentation and its numbers only."""
+    loaded, prediction = baseline.loaded, baseline.decoded.prediction
+    st.markdown(f"##### {baseline.spec.title}")
+    overlay = render.draw_marker(_segmentation_rgb(image, baseline, opacity, cache), px, py)  # (H, W, 3)
+    st.image(render.jpeg_bytes(overlay), caption="segmentation at R = 0 (no attention: no map)", width="stretch")
+    lines = [f"predicted class at the clicked pixel: **{_class_name(loaded, int(prediction[py, px]))}**"]
+    if truth is not None and truth.num_classes == len(loaded.class_names):
+        lines.append(f"image mIoU at R = 0: **{100 * image_miou(prediction, truth.labels, truth.num_classes):.1f}%**")
+    st.markdown("  \n".join(lines))
 
 
 def _box_summary(first: ColumnResult, box: Box | None, px: int, py: int) -> None:
@@ -592,7 +609,7 @@ def _second_pixel(result: ColumnResult, jpeg: bytes, scale: render.ColourScale) 
     )
 
 
-def _segmentation_rgb(image: DecodedImage, result: ColumnResult, opacity: float, cache) -> np.ndarray:
+def _segmentation_rgb(image: DecodedImage, result: ColumnResult | DecodedColumn, opacity: float, cache) -> np.ndarray:
     """The overlay does not change with clicks: blend it once per image, model, R and opacity."""
     key = ("segmentation", image.digest, result.loaded.name, result.spec.recurrence, round(opacity, 3))
     overlay = cache.get(key)

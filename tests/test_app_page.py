@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -753,3 +754,58 @@ def test_an_end_to_end_r2_beside_heads_is_no_per_r_comparison(monkeypatch, tmp_p
     assert_no_exception(app)
     assert app.sidebar.radio(key="comparison").options == ["One model, unrolled R = 1, 2, 3", "Any models side by side"]
     assert any("trained end to end are missing for R = 1, R = 3" in c.value for c in app.sidebar.caption)
+
+
+def test_the_per_r_modes_show_the_familys_r0_segmentation_and_its_changes(monkeypatch, tmp_path):
+    """R = 0 has no attention to click: its segmentation sits under the image, its class at the clicked pixel
+    beside the others', and R = 0 → R = 1 leads the changes; a box hides it, and the unrolled mode never shows it."""
+    app = _family_app(monkeypatch, tmp_path, end_to_end=(0, 1, 2, 3), heads=())
+    app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
+    assert_no_exception(app)
+    assert app.sidebar.checkbox(key="with_r0").value is True
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == [f"#### R = {r}: e2e_r{r} (end to end)" for r in (1, 2, 3)]  # R = 0 is not a map column
+    assert "##### R = 0: e2e_r0 (end to end, no attention)" in texts(app)
+    captions = [caption for image in app.image for caption in image.captions]
+    assert "segmentation at R = 0 (no attention: no map)" in captions
+    assert [c.split(":")[0] for c in captions if "→" in c] == ["R = 0 → R = 1", "R = 1 → R = 2", "R = 2 → R = 3"]
+    px, py = (int(v) for v in re.search(r"Clicked pixel\*\* \((\d+), (\d+)\)", texts(app)).groups())
+    rgb = decode_image(image_bytes(street_rgb())).rgb
+    loaded = load_model(tmp_path / "family" / "e2e_r0.safetensors", torch.device("cpu"))
+    expected = CLASS_NAMES[int(encode_and_decode(loaded, rgb, [0])[0].prediction[py, px])]
+    assert f"predicted class at the clicked pixel: **{expected}**" in texts(app)
+    assert "`e2e_r0`: synthetic, 4 classes, trained with R = 0" in texts(app)  # the model list and card name it
+    assert dict(app.query_params)["with_r0"] == "1"  # a link keeps it
+
+    app.sidebar.checkbox(key="with_r0").uncheck().run()
+    assert_no_exception(app)
+    assert "no attention" not in texts(app)
+    captions = [caption for image in app.image for caption in image.captions]
+    assert [c.split(":")[0] for c in captions if "→" in c] == ["R = 1 → R = 2", "R = 2 → R = 3"]
+    app.sidebar.checkbox(key="with_r0").check().run()
+    app.sidebar.radio(key="comparison").set_value("One model, unrolled R = 1, 2, 3").run()
+    assert_no_exception(app)
+    assert "no attention" not in texts(app)
+
+
+def test_a_head_family_gets_the_head_r0_on_its_backbone(monkeypatch, tmp_path):
+    app = _family_app(monkeypatch, tmp_path, end_to_end=(0, 2), heads=(0, 1, 2, 3))
+    app.sidebar.radio(key="comparison").set_value("Heads per R on one frozen backbone").run()
+    assert_no_exception(app)
+    assert "##### R = 0: head_r0 (head, no attention)" in texts(app)
+    assert "e2e_r0" not in texts(app)
+
+
+def test_a_link_that_turned_r0_off_reopens_without_it(monkeypatch, tmp_path):
+    folder = tmp_path / "family"
+    for r in (0, 1, 2, 3):
+        save_tiny_checkpoint(folder, f"e2e_r{r}", recurrence=r, seed=r)
+    write_index(folder, default="e2e_r2")
+    monkeypatch.setenv("CCNET_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CCNET_DEVICE", "cpu")
+    app = AppTest.from_file(MAIN, default_timeout=60)
+    app.query_params["comparison"] = "Separately trained models per R"
+    app.query_params["with_r0"] = "0"
+    app = upload(app.run(), "street.png", image_bytes(street_rgb()))
+    assert_no_exception(app)
+    assert app.sidebar.checkbox(key="with_r0").value is False and "no attention" not in texts(app)

@@ -21,8 +21,9 @@ from app.grid import box_cells, cell_centre, display_box_to_image, display_to_im
 from app.models import load_model, read_catalogue, resolve_device
 from app.settings import REPO_ROOT, Settings, SettingsError
 from app.stats import coverage_share, entropy_bits, image_miou, influence_stats, own_class_share
+from ccnet.checkpoint import write_index
 from ccnet.propagation import influence_maps
-from tests.test_app_helpers import make_checkpoint_folder, street_rgb
+from tests.test_app_helpers import make_checkpoint_folder, save_tiny_checkpoint, street_rgb
 
 # --- geometry -------------------------------------------------------------------------------------------
 
@@ -250,6 +251,25 @@ def test_catalogue_lists_models_and_trained_loop_counts(tmp_path):
     trained = catalogue.trained_per_loop_count(catalogue.default_entry())
     assert [trained[r][0].name for r in (1, 2, 3)] == ["tiny_r1", "tiny_r2", "tiny_r3"]
     assert "R=2" in catalogue.get("tiny_r2").label
+
+
+def test_the_r0_baseline_is_of_the_same_kind_and_classes(tmp_path):
+    """An end-to-end family gets the end-to-end R = 0, a head family the head R = 0 on its backbone; never CCL,
+    another dataset's or another backbone's."""
+    folder = tmp_path / "c"
+    save_tiny_checkpoint(folder, "e2e_r2", recurrence=2)
+    save_tiny_checkpoint(folder, "head_r2", recurrence=2, training={"head_only_on": "backbone-1"})
+    save_tiny_checkpoint(folder, "a_head_r0_elsewhere", recurrence=0, training={"head_only_on": "backbone-2"})
+    write_index(folder)
+    catalogue = read_catalogue(folder)
+    assert catalogue.baseline_for(catalogue.get("e2e_r2")) is None  # no end-to-end R = 0: no panel
+    assert catalogue.baseline_for(catalogue.get("head_r2")) is None
+    save_tiny_checkpoint(folder, "e2e_r0", recurrence=0)
+    save_tiny_checkpoint(folder, "head_r0", recurrence=0, training={"head_only_on": "backbone-1"})
+    write_index(folder)
+    catalogue = read_catalogue(folder)
+    assert catalogue.baseline_for(catalogue.get("e2e_r2")).name == "e2e_r0"
+    assert catalogue.baseline_for(catalogue.get("head_r2")).name == "head_r0"
 
 
 def test_catalogue_of_a_missing_folder_is_empty(tmp_path):
