@@ -415,6 +415,8 @@ def _baseline_panel(image, baseline: DecodedColumn, px: int, py: int, truth: Gro
     st.markdown(f"##### {baseline.spec.title}")
     overlay = render.draw_marker(_segmentation_rgb(image, baseline, opacity, cache), px, py)  # (H, W, 3)
     st.image(render.jpeg_bytes(overlay), caption="segmentation at R = 0 (no attention: no map)", width="stretch")
+    present = [c for c in baseline.decoded.classes_present if c < len(loaded.class_names)]
+    st.html(render.class_legend_html(present, loaded.class_names, loaded.palette))
     lines = [f"predicted class at the clicked pixel: **{_class_name(loaded, int(prediction[py, px]))}**"]
     if truth is not None and truth.num_classes == len(loaded.class_names):
         lines.append(f"image mIoU at R = 0: **{100 * image_miou(prediction, truth.labels, truth.num_classes):.1f}%**")
