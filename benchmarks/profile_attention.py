@@ -131,6 +131,62 @@ def projection_gemms(h: int, w: int, channels: int, rounds: int = 5) -> list[dic
             for name, t in times.items()]  # fmt: skip
 
 
+def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
+    """One loop's aggregation and value gradient, as the fast path runs them (the columns' products on strided
+    views of the NHWC maps) and with the columns' operands first copied into a contiguous (w, h, C) layout (the
+    copies and the sum back counted): ms of each, to see what the strided column products cost."""
+    qk = channels // 8
+    qkv = torch.randn(h, w, 2 * qk + channels)  # (h, w, 2C'+C), one image
+    v = qkv[..., 2 * qk :]  # (h, w, C) view, as the fast path's v
+    x, grad_out = torch.randn(h, w, channels), torch.randn(h, w, channels)  # (h, w, C)
+    attn_row, attn_col = torch.rand(h, w, w), torch.rand(w, h, h)
+    out, grad_v = torch.empty(h, w, channels), torch.empty(h, w, channels)  # (h, w, C)
+    by_columns, column_part = torch.empty(w, h, channels), torch.empty(w, h, channels)  # (w, h, C)
+
+    def aggregate_strided():
+        torch.baddbmm(x, attn_row, v, out=out)
+        out.transpose(0, 1).baddbmm_(attn_col, v.transpose(0, 1))
+
+    def aggregate_transposed():
+        by_columns.copy_(v.transpose(0, 1))
+        torch.bmm(attn_col, by_columns, out=column_part)
+        torch.add(x, column_part.transpose(0, 1), out=out)
+        out.baddbmm_(attn_row, v)
+
+    def value_gradient_strided():
+        torch.bmm(attn_row.transpose(1, 2), grad_out, out=grad_v)
+        grad_v.transpose(0, 1).baddbmm_(attn_col.transpose(1, 2), grad_out.transpose(0, 1))
+
+    def value_gradient_transposed():
+        by_columns.copy_(grad_out.transpose(0, 1))
+        torch.bmm(attn_col.transpose(1, 2), by_columns, out=column_part)
+        grad_v.copy_(column_part.transpose(0, 1))
+        grad_v.baddbmm_(attn_row.transpose(1, 2), grad_out)
+
+    cases = {
+        "aggregation, columns on strided views (the fast path)": aggregate_strided,
+        "aggregation, columns on a transposed copy": aggregate_transposed,
+        "value gradient, columns on strided views (the fast path)": value_gradient_strided,
+        "value gradient, columns on a transposed copy": value_gradient_transposed,
+    }
+    results = {}
+    for name, call in cases.items():
+        call()  # warm-up, and the result each pair must agree on
+        results[name] = (out if name.startswith("aggregation") else grad_v).clone()
+    names = list(cases)
+    torch.testing.assert_close(results[names[0]], results[names[1]])
+    torch.testing.assert_close(results[names[2]], results[names[3]])
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, call in cases.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    flops = 2.0 * h * w * (h + w) * channels  # rows and columns
+    return [{"case": name, "ms": 1000 * statistics.median(t), "gflops": flops / statistics.median(t) / 1e9}
+            for name, t in times.items()]  # fmt: skip
+
+
 def format_gemms(rows: list[dict], ceiling: float) -> str:
     lines = ["| projection product (alone) | ms (median) | GFLOP/s | of the ceiling |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {r['case']} | {r['ms']:.1f} | {r['gflops']:.0f} | {100 * r['gflops'] / ceiling:.0f}% |" for r in rows]
@@ -167,6 +223,8 @@ def main(argv=None):
         result = profile_method(method, h, w, channels, args.loops, args.rounds)
         print(format_profile(method, result, ceiling, args.top) + "\n")
     print(format_gemms(projection_gemms(h, w, channels), ceiling))
+    print()
+    print(format_gemms(column_products(h, w, channels), ceiling).replace("projection product", "one loop's product"))
 
 
 if __name__ == "__main__":
