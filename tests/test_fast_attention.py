@@ -21,6 +21,7 @@ from ccnet.fast_attention import (
     criss_cross_step,
     fused_projection_weights,
     joint_softmax_attention,
+    product_into,
     transpose_to_channels_first,
 )
 
@@ -56,7 +57,10 @@ def loss_of(out, attentions, weights):
 
 @pytest.mark.parametrize("b,h,w", SHAPES)
 @pytest.mark.parametrize("loops", [1, 3])
-def test_rcca_values_and_gradients_equal_reference(b, h, w, loops):
+@pytest.mark.parametrize("scratch_bytes", [None, 1])  # 1: every strided product one matrix at a time
+def test_rcca_values_and_gradients_equal_reference(monkeypatch, b, h, w, loops, scratch_bytes):
+    if scratch_bytes is not None:
+        monkeypatch.setattr(fast_attention, "SCRATCH_BYTES", scratch_bytes)
     rcca = make_rcca(recurrence=loops)
     x = torch.randn(b, 6, h, w, dtype=torch.float64, requires_grad=True)
     out, attentions = rcca(x, return_attention=True)
@@ -297,3 +301,26 @@ def test_stacking_channels_last_equals_cat_permute_and_passes_gradients_back():
         StackChannelsLast.apply(parts[0], parts[1].float(), parts[2])
     with pytest.raises(ValueError, match="one batch size"):
         StackChannelsLast.apply(parts[0], parts[1][:1], parts[2])
+
+
+@pytest.mark.parametrize("scratch_bytes", [1, 3 * 4 * 5 * 8, 2**22])  # one matrix, 3 matrices, all at once
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_product_into_a_strided_result_is_the_batched_product(monkeypatch, scratch_bytes, accumulate):
+    """The columns of an NHWC map and a channel slice: the strided results the fast path writes, in chunks."""
+    from ccnet import fast_attention
+
+    monkeypatch.setattr(fast_attention, "SCRATCH_BYTES", scratch_bytes)
+    torch.manual_seed(0)
+    image = torch.randn(4, 7, 12, dtype=torch.float64)  # (h, w, C): its columns are (w, h, C) with stride w*C
+    results = {"columns": image.transpose(0, 1)[..., :5], "slice": image[..., 2:7]}  # (7, 4, 5), (4, 7, 5)
+    for name, result in results.items():
+        n, m, p = result.shape
+        a, b = torch.randn(n, m, 8, dtype=torch.float64), torch.randn(n, 8, p, dtype=torch.float64)
+        before = result.clone()
+        expected = torch.bmm(a, b) + (before if accumulate else 0)  # (n, m, p)
+        untouched = image.clone()
+        product_into(result, a, b, accumulate=accumulate)
+        torch.testing.assert_close(result, expected, rtol=1e-12, atol=1e-12, msg=name)
+        untouched_mask = torch.ones_like(image, dtype=torch.bool)
+        (untouched_mask.transpose(0, 1)[..., :5] if name == "columns" else untouched_mask[..., 2:7]).fill_(False)
+        assert torch.equal(image[untouched_mask], untouched[untouched_mask]), f"{name}: wrote outside its view"
