@@ -24,6 +24,8 @@ from bench_attention import build_step
 from bench_roofline import gemm_gflops
 from torch.profiler import ProfilerActivity, profile
 
+from ccnet.fast_attention import product_into
+
 GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::addmm", "aten::addmm_", "aten::mm",
             "aten::addbmm", "aten::matmul"}
 KINDS = (  # (kind, operations), first match wins; the rest is "other"
@@ -132,20 +134,27 @@ def projection_gemms(h: int, w: int, channels: int, rounds: int = 5) -> list[dic
 
 
 def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
-    """One loop's aggregation and value gradient, as the fast path runs them (the columns' products on strided
-    views of the NHWC maps) and with the columns' operands first copied into a contiguous (w, h, C) layout (the
-    copies and the sum back counted): ms of each, to see what the strided column products cost."""
+    """One loop's aggregation and value gradient three ways: the columns' products written straight into strided
+    views of the NHWC maps (PyTorch then loops over single products), through ``product_into`` (the fast path: a
+    small contiguous buffer, chunk by chunk, so MKL's batch call runs them), and on a whole transposed copy (the
+    copies and the sum back counted). Each way is checked equal to the first before it is timed."""
     qk = channels // 8
     qkv = torch.randn(h, w, 2 * qk + channels)  # (h, w, 2C'+C), one image
     v = qkv[..., 2 * qk :]  # (h, w, C) view, as the fast path's v
     x, grad_out = torch.randn(h, w, channels), torch.randn(h, w, channels)  # (h, w, C)
     attn_row, attn_col = torch.rand(h, w, w), torch.rand(w, h, h)
-    out, grad_v = torch.empty(h, w, channels), torch.empty(h, w, channels)  # (h, w, C)
+    out = torch.empty(h, w, channels)  # (h, w, C)
+    grad_qkv = torch.empty(h, w, 2 * qk + channels)
+    grad_v = grad_qkv[..., 2 * qk :]  # (h, w, C) view, as the fast path's
     by_columns, column_part = torch.empty(w, h, channels), torch.empty(w, h, channels)  # (w, h, C)
 
     def aggregate_strided():
         torch.baddbmm(x, attn_row, v, out=out)
         out.transpose(0, 1).baddbmm_(attn_col, v.transpose(0, 1))
+
+    def aggregate_in_chunks():
+        torch.baddbmm(x, attn_row, v, out=out)
+        product_into(out.transpose(0, 1), attn_col, v.transpose(0, 1), accumulate=True)
 
     def aggregate_transposed():
         by_columns.copy_(v.transpose(0, 1))
@@ -157,6 +166,10 @@ def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict
         torch.bmm(attn_row.transpose(1, 2), grad_out, out=grad_v)
         grad_v.transpose(0, 1).baddbmm_(attn_col.transpose(1, 2), grad_out.transpose(0, 1))
 
+    def value_gradient_in_chunks():
+        product_into(grad_v, attn_row.transpose(1, 2), grad_out)
+        product_into(grad_v.transpose(0, 1), attn_col.transpose(1, 2), grad_out.transpose(0, 1), accumulate=True)
+
     def value_gradient_transposed():
         by_columns.copy_(grad_out.transpose(0, 1))
         torch.bmm(attn_col.transpose(1, 2), by_columns, out=column_part)
@@ -164,18 +177,18 @@ def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict
         grad_v.baddbmm_(attn_row.transpose(1, 2), grad_out)
 
     cases = {
-        "aggregation, columns on strided views (the fast path)": aggregate_strided,
+        "aggregation, columns into strided views": aggregate_strided,
+        "aggregation, columns through product_into (the fast path)": aggregate_in_chunks,
         "aggregation, columns on a transposed copy": aggregate_transposed,
-        "value gradient, columns on strided views (the fast path)": value_gradient_strided,
+        "value gradient, columns into strided views": value_gradient_strided,
+        "value gradient, through product_into (the fast path)": value_gradient_in_chunks,
         "value gradient, columns on a transposed copy": value_gradient_transposed,
     }
-    results = {}
+    first = {}
     for name, call in cases.items():
-        call()  # warm-up, and the result each pair must agree on
-        results[name] = (out if name.startswith("aggregation") else grad_v).clone()
-    names = list(cases)
-    torch.testing.assert_close(results[names[0]], results[names[1]])
-    torch.testing.assert_close(results[names[2]], results[names[3]])
+        call()  # warm-up, and the result each way must agree on
+        result = (out if name.startswith("aggregation") else grad_v).clone()
+        torch.testing.assert_close(result, first.setdefault(name.split(",")[0], result), msg=name)
     times = {name: [] for name in cases}
     for _ in range(rounds):
         for name, call in cases.items():

@@ -139,7 +139,7 @@ def test_profile_groups_every_operation_and_counts_the_products_flops():
         text = bench.format_profile(method, result, ceiling=100.0, top=3)
         assert text.startswith(f"**{method}**") and "| matrix products |" in text and "| aten::" in text
     rows = bench.column_products(6, 7, 16, rounds=1)  # checks each pair of formulations agrees, then times them
-    assert [r["case"].split(",")[0] for r in rows] == ["aggregation"] * 2 + ["value gradient"] * 2
+    assert [r["case"].split(",")[0] for r in rows] == ["aggregation"] * 3 + ["value gradient"] * 3
     assert all(r["ms"] > 0 and r["gflops"] > 0 for r in rows)
 
 
