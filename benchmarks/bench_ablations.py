@@ -1,9 +1,11 @@
 """Design choices of the fast path, each measured against its alternative (97x97x512, batch 1).
 
   layout copy        NHWC -> NCHW: ``permute(0, 3, 1, 2).contiguous()`` against the blocked copy
-                     (``copy_between_layouts``, 256 pixels at a time) the fast path uses
+                     (``copy_between_layouts``, 256 pixels at a time; the fast path times both once and
+                     keeps the faster)
   column accumulate  adding (w, h, h) @ (w, h, C) into a column view of an NHWC tensor: in-place
-                     ``baddbmm_`` on the strided view (used) against ``bmm`` into a buffer + ``add_``
+                     ``baddbmm_`` on the strided view, ``bmm`` into a whole buffer + ``add_``, and
+                     ``product_into`` (used: a small buffer, chunk by chunk)
   projections        the three 1x1 projections, forward + backward: three ``Conv2d`` (NCHW) against
                      one stacked GEMM on channels-last
   C heap settings    ours and einsum, R = 2 forward + backward, in fresh processes with glibc's
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccnet.fast_attention import copy_between_layouts
+from ccnet.fast_attention import copy_between_layouts, product_into
 
 SIDE, CHANNELS = 97, 512
 BIG_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32),
@@ -50,10 +52,10 @@ def layout_copy_calls() -> dict:
 
     def blocked():
         target = torch.empty(1, CHANNELS, SIDE, SIDE)
-        copy_between_layouts(target.permute(0, 2, 3, 1), source)
+        copy_between_layouts(target.permute(0, 2, 3, 1), source, method="blocked")
 
     return {"permute(0, 3, 1, 2).contiguous()": lambda: source.permute(0, 3, 1, 2).contiguous(),
-            "blocked copy, 256 pixels (used)": blocked}
+            "blocked copy, 256 pixels (used where faster)": blocked}
 
 
 def column_accumulate_calls() -> dict:
@@ -72,7 +74,11 @@ def column_accumulate_calls() -> dict:
     def in_place():
         out.transpose(0, 1).baddbmm_(attn, v.transpose(0, 1))
 
-    return {"in-place baddbmm_ on the strided view (used)": in_place,
+    def in_chunks():
+        product_into(out.transpose(0, 1), attn, v.transpose(0, 1), accumulate=True)
+
+    return {"in-place baddbmm_ on the strided view": in_place,
+            "product_into: a small buffer, chunk by chunk (used)": in_chunks,
             "bmm into a reused buffer + add_": via_buffer,
             "bmm into a fresh tensor + add_": via_fresh}
 

@@ -13,7 +13,8 @@ Why it is fast (measured on CPU in ``docs/BENCHMARKS.md``):
 - The first loop reads an NCHW input in place: for one image, (C, h*w) transposed is a valid GEMM
   operand, so the input is never converted. Its gradient is formed channels-last (the residual as the
   GEMM's accumulator) and transposed once, in blocks, into the input's own NCHW strides.
-- Layout changes (NHWC <-> NCHW) are blocked copies (``copy_between_layouts``), never PyTorch's strided copy.
+- Layout changes (NHWC <-> NCHW) go through ``copy_between_layouts``: a blocked copy or PyTorch's strided copy,
+  whichever measured faster on this CPU for that direction and size (timed once, on first use).
 - A batched product whose result is strided (the columns of an NHWC map, a slice of the stacked q, k, v) is
   computed into a small contiguous buffer and copied or added over (``product_into``): PyTorch's CPU batched
   product uses MKL's batch call only for a contiguous result.
@@ -25,6 +26,8 @@ strided views); loops over the batch keep every view strided rather than copied.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -478,20 +481,57 @@ def transpose_to_channels_first(x_nhwc: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def copy_between_layouts(target: torch.Tensor, source: torch.Tensor, block: int = 256) -> None:
-    """target[...] = source for two (B, h, w, C) views, transposing NHWC <-> NCHW in pixel blocks.
+# (to channels-first?, shape, dtype) -> whether the blocked copy measured faster than ``copy_`` for it
+_BLOCKED_COPY_FASTER: dict[tuple, bool] = {}
+COPY_METHODS = ("blocked", "torch")
 
-    PyTorch's own strided copy between the two layouts measured 4-7x slower on CPU here (it writes, or reads,
-    with a stride of h*w floats); 256 pixels at a time keeps reads and writes in cache. Any other pair of
-    layouts (or a small map, or another device) is left to ``copy_``.
+
+def copy_between_layouts(target: torch.Tensor, source: torch.Tensor, block: int = 256, method: str | None = None):
+    """target[...] = source for two (B, h, w, C) views, transposing NHWC <-> NCHW.
+
+    Two exact ways: PyTorch's strided ``copy_``, or a blocked copy (256 pixels at a time, so reads and writes stay
+    in cache). Which is faster depends on the CPU, the direction and the size (AMD EPYC with AVX-512: blocked 2.2x
+    faster to NCHW at 97x97x512, ``copy_`` 1.1-2.7x faster to NHWC and for small maps; a Xeon: blocked 2.7x
+    faster to NCHW; benchmarks/profile_attention.py). So ``method=None`` times both once per direction, shape
+    and dtype, on first use, and keeps the faster; "blocked" or "torch" forces one. Any other pair of layouts (or
+    a small map, or another device) is left to ``copy_``.
     """
+    if method not in (None, *COPY_METHODS):
+        raise ValueError(f"method must be one of {COPY_METHODS} or None, got {method!r}")
     b, h, w, c = target.shape
     to_channels_first = target.stride(3) != 1 and source.stride(3) == 1
     to_channels_last = target.stride(3) == 1 and source.stride(3) != 1
     blocked = (to_channels_first or to_channels_last) and _has_pixel_view(target) and _has_pixel_view(source)
-    if not blocked or target.device.type != "cpu" or h * w <= block:
+    if not blocked or target.device.type != "cpu" or h * w <= block or method == "torch":
         target.copy_(source)
         return
+    if method is None:
+        key = (to_channels_first, tuple(target.shape), target.dtype)
+        if key not in _BLOCKED_COPY_FASTER:
+            _BLOCKED_COPY_FASTER[key] = _blocked_copy_is_faster(target, source, block, to_channels_first)
+        if not _BLOCKED_COPY_FASTER[key]:
+            target.copy_(source)
+            return
+    _blocked_copy(target, source, block, to_channels_first)
+
+
+def _blocked_copy_is_faster(target, source, block: int, to_channels_first: bool, rounds: int = 3) -> bool:
+    """Time the blocked copy against ``copy_`` on these very tensors, alternating, the best of a few rounds each."""
+    if torch.compiler.is_compiling():  # no timing inside a traced graph: the blocked copy, the usual winner
+        return True
+    best = {"blocked": float("inf"), "torch": float("inf")}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        _blocked_copy(target, source, block, to_channels_first)
+        best["blocked"] = min(best["blocked"], time.perf_counter() - start)
+        start = time.perf_counter()
+        target.copy_(source)
+        best["torch"] = min(best["torch"], time.perf_counter() - start)
+    return best["blocked"] < best["torch"]
+
+
+def _blocked_copy(target, source, block: int, to_channels_first: bool) -> None:
+    b, h, w, _ = target.shape
     for image in range(b):
         if to_channels_first:
             rows, columns = _pixels(source[image]), _pixels(target[image]).t()  # (h*w, C), (C, h*w)

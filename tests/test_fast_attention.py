@@ -188,18 +188,38 @@ def test_joint_softmax_is_exact_for_extreme_scores():
 
 
 @pytest.mark.parametrize("block", [4, 256])
-def test_blocked_layout_copies(block):
+@pytest.mark.parametrize("method", ["blocked", "torch", None])  # None: whichever this CPU measured faster
+def test_layout_copies_are_exact_every_way(block, method):
     source = torch.randn(2, 7, 9, 5)  # (B, h, w, C) contiguous
     target = torch.empty(2, 5, 7, 9).permute(0, 2, 3, 1)  # an NCHW buffer seen as (B, h, w, C)
-    copy_between_layouts(target, source, block=block)
+    copy_between_layouts(target, source, block=block, method=method)
     torch.testing.assert_close(target, source, rtol=0, atol=0)
     torch.testing.assert_close(transpose_to_channels_first(source), source.permute(0, 3, 1, 2))
     back = torch.empty(2, 7, 9, 5)  # and the other way: NCHW -> NHWC
-    copy_between_layouts(back, target, block=block)
+    copy_between_layouts(back, target, block=block, method=method)
     torch.testing.assert_close(back, source, rtol=0, atol=0)
     odd = torch.randn(2, 9, 7, 5).transpose(1, 2)  # neither layout: left to copy_
-    copy_between_layouts(back, odd, block=block)
+    copy_between_layouts(back, odd, block=block, method=method)
     torch.testing.assert_close(back, odd, rtol=0, atol=0)
+
+
+def test_the_layout_copy_is_chosen_once_per_direction_and_shape(monkeypatch):
+    from ccnet import fast_attention
+
+    monkeypatch.setattr(fast_attention, "_BLOCKED_COPY_FASTER", {})
+    timed = []
+    real = fast_attention._blocked_copy_is_faster
+    monkeypatch.setattr(fast_attention, "_blocked_copy_is_faster", lambda *a, **k: timed.append(a[3]) or real(*a, **k))
+    source = torch.randn(1, 20, 30, 8)  # (B, h, w, C): 600 pixels, more than a block
+    target = torch.empty(1, 8, 20, 30).permute(0, 2, 3, 1)  # (B, h, w, C) view of an NCHW buffer
+    for _ in range(3):
+        copy_between_layouts(target, source)
+        copy_between_layouts(source, target)
+    assert timed == [True, False]  # each direction timed once, then its choice reused
+    assert set(fast_attention._BLOCKED_COPY_FASTER) == {(True, (1, 20, 30, 8), torch.float32),
+                                                        (False, (1, 20, 30, 8), torch.float32)}  # fmt: skip
+    with pytest.raises(ValueError, match="method must be one of"):
+        copy_between_layouts(target, source, method="fast")
 
 
 def test_step_accepts_any_strides():
