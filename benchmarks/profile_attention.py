@@ -3,7 +3,10 @@
 Runs RCCA forward + backward (the whole module: projections, attention, residual) under `torch.profiler` and
 groups every CPU operation's self time into kinds: matrix products (by shape family), softmax and other
 elementwise work, layout copies (permute, contiguous, cat, copy_), allocation and fills, and the rest. Prints
-one Markdown table per method and size, and the products' achieved GFLOP/s against a large `torch.mm`.
+one Markdown table per method and size, and the products' achieved GFLOP/s against a large `torch.mm`. Then
+three side tables: the 1x1 projections' products alone by layout, one loop's column products three ways (into
+strided views, through `product_into`, on a transposed copy), and the layout copies both ways (PyTorch's `copy_`
+against the blocked copy, the choice `copy_between_layouts` makes on first use).
 
     python benchmarks/profile_attention.py                     # paper size, R = 2, both methods (~1 min)
     python benchmarks/profile_attention.py --size 45x60x128 --rounds 5
@@ -24,7 +27,7 @@ from bench_attention import build_step
 from bench_roofline import gemm_gflops
 from torch.profiler import ProfilerActivity, profile
 
-from ccnet.fast_attention import product_into
+from ccnet.fast_attention import COPY_METHODS, copy_between_layouts, product_into
 
 GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::addmm", "aten::addmm_", "aten::mm",
             "aten::addbmm", "aten::matmul"}
@@ -200,6 +203,41 @@ def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict
             for name, t in times.items()]  # fmt: skip
 
 
+COPY_SIZES = ((1, 45, 60, 128), (8, 36, 48, 128), (1, 97, 97, 128), (1, 97, 97, 512))  # (B, h, w, C)
+
+
+def layout_copies(sizes=COPY_SIZES, rounds: int = 7) -> list[dict]:
+    """NHWC <-> NCHW both ways, PyTorch's strided ``copy_`` against the blocked copy: the choice
+    ``copy_between_layouts`` makes by timing both on first use, shown for a few sizes (ms, median)."""
+    rows = []
+    for b, h, w, c in sizes:
+        channels_last, channels_first = torch.randn(b, h, w, c), torch.randn(b, c, h, w).permute(0, 2, 3, 1)
+        for direction, target, source in (("to NCHW", channels_first, channels_last),
+                                          ("to NHWC", channels_last, channels_first)):  # fmt: skip
+            times = {}
+            for method in COPY_METHODS:
+                copy_between_layouts(target, source, method=method)  # warm-up
+                samples = []
+                for _ in range(rounds):
+                    start = time.perf_counter()
+                    copy_between_layouts(target, source, method=method)
+                    samples.append(time.perf_counter() - start)
+                times[method] = 1000 * statistics.median(samples)
+            rows.append({"size": f"{b} x {h} x {w} x {c}", "direction": direction, **times})
+    return rows
+
+
+def format_copies(rows: list[dict]) -> str:
+    lines = ["| B x h x w x C | direction | torch `copy_` (ms) | blocked (ms) | faster |",
+             "| --- | --- | ---: | ---: | --- |"]  # fmt: skip
+    for r in rows:
+        faster = "blocked" if r["blocked"] < r["torch"] else "torch"
+        ratio = max(r["blocked"], r["torch"]) / min(r["blocked"], r["torch"])
+        lines.append(f"| {r['size']} | {r['direction']} | {r['torch']:.2f} | {r['blocked']:.2f} | "
+                     f"{faster}, {ratio:.1f}x |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def format_gemms(rows: list[dict], ceiling: float) -> str:
     lines = ["| projection product (alone) | ms (median) | GFLOP/s | of the ceiling |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {r['case']} | {r['ms']:.1f} | {r['gflops']:.0f} | {100 * r['gflops'] / ceiling:.0f}% |" for r in rows]
@@ -238,6 +276,8 @@ def main(argv=None):
     print(format_gemms(projection_gemms(h, w, channels), ceiling))
     print()
     print(format_gemms(column_products(h, w, channels), ceiling).replace("projection product", "one loop's product"))
+    print()
+    print(format_copies(layout_copies()))
 
 
 if __name__ == "__main__":

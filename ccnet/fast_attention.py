@@ -3,7 +3,7 @@
 Why it is fast (measured on CPU in ``docs/BENCHMARKS.md``):
 - Everything lives in channels-last (B, h, w, C). For one image, its rows are a batch of (w, C)
   matrices and its columns a batch of (h, C) matrices (row stride w*C), both with a contiguous last
-  dim, so batched matrix products read them as strided views: nothing is permuted or copied.
+  dim, so batched matrix products read them as strided views: no operand is permuted or copied.
 - The three 1x1 projections are one GEMM (the three weights stacked), gamma is folded into the
   value weights, and the residual is the accumulator of the aggregation (``out = x + A @ (gamma V)``
   in one ``baddbmm``). In backward, ``grad_x = grad_out + grad_qkv @ W`` is one ``addmm``.
@@ -12,7 +12,7 @@ Why it is fast (measured on CPU in ``docs/BENCHMARKS.md``):
   into one buffer, the layout the projection's backward reads, with no slice-gradient zero fills.
 - The first loop reads an NCHW input in place: for one image, (C, h*w) transposed is a valid GEMM
   operand, so the input is never converted. Its gradient is formed channels-last (the residual as the
-  GEMM's accumulator) and transposed once, in blocks, into the input's own NCHW strides.
+  GEMM's accumulator) and transposed once into the input's own NCHW strides.
 - Layout changes (NHWC <-> NCHW) go through ``copy_between_layouts``: a blocked copy or PyTorch's strided copy,
   whichever measured faster on this CPU for that direction and size (timed once, on first use).
 - A batched product whose result is strided (the columns of an NHWC map, a slice of the stacked q, k, v) is
@@ -28,6 +28,7 @@ strided views); loops over the batch keep every view strided rather than copied.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -264,10 +265,10 @@ class CrissCrossStepFunction(torch.autograd.Function):
 
 
 def _channels_first_input_gradient(grad_x, grad_out_nhwc, grad_qkv, weight) -> None:
-    """grad_x (channels-first strides) = grad_out + grad_qkv @ W, computed channels-last and copied over in blocks.
+    """grad_x (channels-first strides) = grad_out + grad_qkv @ W, computed channels-last and transposed over.
 
     A GEMM writing a column-major (NCHW) result ran at 77% of one writing a row-major result (97x97x512, AMD
-    EPYC; benchmarks/profile_attention.py), and the residual's blocked copy was needed anyway: so the sum is
+    EPYC; benchmarks/profile_attention.py), and the residual's layout copy was needed anyway: so the sum is
     formed in a channels-last buffer (the residual as the GEMM's accumulator) and transposed once.
     """
     b, h, w, _ = grad_x.shape
@@ -297,7 +298,7 @@ def _residual_gradient(grad_out, grad_x):
 
 
 def as_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """A contiguous (B, h, w, C) tensor with x's values: x itself, or a blocked copy of a channels-first view."""
+    """A contiguous (B, h, w, C) tensor with x's values: x itself, or a copy of a channels-first view."""
     if x.is_contiguous():
         return x
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # (B, h, w, C)
@@ -419,10 +420,10 @@ def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 
 class StackChannelsLast(torch.autograd.Function):
-    """(B, C_i, h, w) tensors -> one contiguous (B, h, w, sum C_i), each copied in blocks of pixels.
+    """(B, C_i, h, w) tensors -> one contiguous (B, h, w, sum C_i), each through ``copy_between_layouts``.
 
-    The same as ``torch.cat(tensors, 1).permute(0, 2, 3, 1).contiguous()``, whose strided copy is the slow one
-    (``copy_between_layouts``); the gradients come back as channels-last views, as ToChannelsFirst's do.
+    The same as ``torch.cat(tensors, 1).permute(0, 2, 3, 1).contiguous()`` without the concatenated copy; the
+    gradients come back as channels-last views, as ToChannelsFirst's do.
     """
 
     @staticmethod
@@ -462,7 +463,7 @@ def from_channels_last(x_nhwc: torch.Tensor, like: torch.Tensor) -> torch.Tensor
 
 
 class ToChannelsFirst(torch.autograd.Function):
-    """(B, h, w, C) -> contiguous (B, C, h, w), copied in blocks of pixels (``copy_between_layouts``)."""
+    """(B, h, w, C) -> contiguous (B, C, h, w), through ``copy_between_layouts``."""
 
     @staticmethod
     def forward(ctx, x_nhwc):
@@ -481,44 +482,51 @@ def transpose_to_channels_first(x_nhwc: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# (to channels-first?, shape, dtype) -> whether the blocked copy measured faster than ``copy_`` for it
-_BLOCKED_COPY_FASTER: dict[tuple, bool] = {}
+# (to channels-first?, shape, both tensors' strides, dtype, threads, block) -> whether the blocked copy measured
+# faster than ``copy_`` for it; the oldest choices are dropped past MAX_COPY_CHOICES (the app meets new sizes)
+_BLOCKED_COPY_FASTER: OrderedDict[tuple, bool] = OrderedDict()
+MAX_COPY_CHOICES = 256
 COPY_METHODS = ("blocked", "torch")
 
 
-def copy_between_layouts(target: torch.Tensor, source: torch.Tensor, block: int = 256, method: str | None = None):
+def copy_between_layouts(
+    target: torch.Tensor, source: torch.Tensor, block: int = 256, method: str | None = None
+) -> None:
     """target[...] = source for two (B, h, w, C) views, transposing NHWC <-> NCHW.
 
-    Two exact ways: PyTorch's strided ``copy_``, or a blocked copy (256 pixels at a time, so reads and writes stay
-    in cache). Which is faster depends on the CPU, the direction and the size (AMD EPYC with AVX-512: blocked 2.2x
-    faster to NCHW at 97x97x512, ``copy_`` 1.1-2.7x faster to NHWC and for small maps; a Xeon: blocked 2.7x
-    faster to NCHW; benchmarks/profile_attention.py). So ``method=None`` times both once per direction, shape
-    and dtype, on first use, and keeps the faster; "blocked" or "torch" forces one. Any other pair of layouts (or
-    a small map, or another device) is left to ``copy_``.
+    Two exact ways: PyTorch's strided ``copy_``, or a blocked copy (``block`` pixels at a time, so reads and
+    writes stay in cache). Which is faster depends on the CPU, the direction and the size (AMD EPYC with AVX-512:
+    blocked about 2x faster to NCHW at 97x97x512, ``copy_`` faster to NHWC and for small maps; a Xeon: blocked
+    2.7x faster to NCHW; ``layout_copies`` in benchmarks/profile_attention.py). So ``method=None`` times both once
+    per direction, shape, strides and thread count, on first use, and keeps the faster; "blocked" or "torch"
+    forces one where the blocked copy applies. Any other pair of layouts, a map of at most ``block`` pixels, or
+    another device is left to ``copy_``.
     """
     if method not in (None, *COPY_METHODS):
         raise ValueError(f"method must be one of {COPY_METHODS} or None, got {method!r}")
-    b, h, w, c = target.shape
+    _, h, w, _ = target.shape
     to_channels_first = target.stride(3) != 1 and source.stride(3) == 1
     to_channels_last = target.stride(3) == 1 and source.stride(3) != 1
     blocked = (to_channels_first or to_channels_last) and _has_pixel_view(target) and _has_pixel_view(source)
     if not blocked or target.device.type != "cpu" or h * w <= block or method == "torch":
         target.copy_(source)
         return
-    if method is None:
-        key = (to_channels_first, tuple(target.shape), target.dtype)
+    if method is None and not torch.compiler.is_compiling():  # traced: no timing, no global state; blocked
+        key = (to_channels_first, tuple(target.shape), target.stride(), source.stride(), target.dtype,
+               torch.get_num_threads(), block)  # fmt: skip
         if key not in _BLOCKED_COPY_FASTER:
             _BLOCKED_COPY_FASTER[key] = _blocked_copy_is_faster(target, source, block, to_channels_first)
-        if not _BLOCKED_COPY_FASTER[key]:
+            while len(_BLOCKED_COPY_FASTER) > MAX_COPY_CHOICES:
+                _BLOCKED_COPY_FASTER.popitem(last=False)
+        if not _BLOCKED_COPY_FASTER.get(key, True):
             target.copy_(source)
             return
     _blocked_copy(target, source, block, to_channels_first)
 
 
 def _blocked_copy_is_faster(target, source, block: int, to_channels_first: bool, rounds: int = 3) -> bool:
-    """Time the blocked copy against ``copy_`` on these very tensors, alternating, the best of a few rounds each."""
-    if torch.compiler.is_compiling():  # no timing inside a traced graph: the blocked copy, the usual winner
-        return True
+    """Time the blocked copy against ``copy_`` on these very tensors, alternating, the best of a few rounds each
+    (the last one run is ``copy_``, so target holds the copy either way)."""
     best = {"blocked": float("inf"), "torch": float("inf")}
     for _ in range(rounds):
         start = time.perf_counter()

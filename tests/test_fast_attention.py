@@ -4,6 +4,8 @@ Every comparison is in float64 on fresh random inputs, against explicit loops of
 ``criss_cross_attention_reference`` on the module's own 1x1 convolutions (the definition).
 """
 
+from collections import OrderedDict
+
 import pytest
 import torch
 
@@ -204,9 +206,7 @@ def test_layout_copies_are_exact_every_way(block, method):
 
 
 def test_the_layout_copy_is_chosen_once_per_direction_and_shape(monkeypatch):
-    from ccnet import fast_attention
-
-    monkeypatch.setattr(fast_attention, "_BLOCKED_COPY_FASTER", {})
+    monkeypatch.setattr(fast_attention, "_BLOCKED_COPY_FASTER", OrderedDict())
     timed = []
     real = fast_attention._blocked_copy_is_faster
     monkeypatch.setattr(fast_attention, "_blocked_copy_is_faster", lambda *a, **k: timed.append(a[3]) or real(*a, **k))
@@ -216,8 +216,11 @@ def test_the_layout_copy_is_chosen_once_per_direction_and_shape(monkeypatch):
         copy_between_layouts(target, source)
         copy_between_layouts(source, target)
     assert timed == [True, False]  # each direction timed once, then its choice reused
-    assert set(fast_attention._BLOCKED_COPY_FASTER) == {(True, (1, 20, 30, 8), torch.float32),
-                                                        (False, (1, 20, 30, 8), torch.float32)}  # fmt: skip
+    assert [key[:2] for key in fast_attention._BLOCKED_COPY_FASTER] == [(True, (1, 20, 30, 8)), (False, (1, 20, 30, 8))]
+    monkeypatch.setattr(fast_attention, "MAX_COPY_CHOICES", 2)
+    wide = torch.randn(1, 20, 40, 8)  # a third shape: the oldest choice makes room
+    copy_between_layouts(torch.empty(1, 8, 20, 40).permute(0, 2, 3, 1), wide)
+    assert [key[:2] for key in fast_attention._BLOCKED_COPY_FASTER] == [(False, (1, 20, 30, 8)), (True, (1, 20, 40, 8))]
     with pytest.raises(ValueError, match="method must be one of"):
         copy_between_layouts(target, source, method="fast")
 
@@ -327,8 +330,6 @@ def test_stacking_channels_last_equals_cat_permute_and_passes_gradients_back():
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_product_into_a_strided_result_is_the_batched_product(monkeypatch, scratch_bytes, accumulate):
     """The columns of an NHWC map and a channel slice: the strided results the fast path writes, in chunks."""
-    from ccnet import fast_attention
-
     monkeypatch.setattr(fast_attention, "SCRATCH_BYTES", scratch_bytes)
     torch.manual_seed(0)
     image = torch.randn(4, 7, 12, dtype=torch.float64)  # (h, w, C): its columns are (w, h, C) with stride w*C
@@ -344,3 +345,16 @@ def test_product_into_a_strided_result_is_the_batched_product(monkeypatch, scrat
         untouched_mask = torch.ones_like(image, dtype=torch.bool)
         (untouched_mask.transpose(0, 1)[..., :5] if name == "columns" else untouched_mask[..., 2:7]).fill_(False)
         assert torch.equal(image[untouched_mask], untouched[untouched_mask]), f"{name}: wrote outside its view"
+
+
+def test_a_traced_layout_copy_times_nothing_and_records_nothing(monkeypatch):
+    """Under torch.compile's tracing the blocked copy is used as is: no timing in a graph, no global choice
+    that would then bind the eager calls."""
+    monkeypatch.setattr(fast_attention, "_BLOCKED_COPY_FASTER", OrderedDict())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(fast_attention, "_blocked_copy_is_faster", lambda *a, **k: pytest.fail("timed while tracing"))
+    source = torch.randn(1, 20, 30, 8)
+    target = torch.empty(1, 8, 20, 30).permute(0, 2, 3, 1)
+    copy_between_layouts(target, source)
+    torch.testing.assert_close(target, source, rtol=0, atol=0)
+    assert not fast_attention._BLOCKED_COPY_FASTER
