@@ -15,6 +15,7 @@ HEADS = "Heads per R on one frozen backbone"  # the many-seeds study's heads, a 
 CHOSEN = "Any models side by side"
 CHOSEN_COLUMNS = 3
 WITH_R0_KEY = "with_r0"  # checkbox: the per-R modes also show the family's R = 0 model (no attention)
+_WITH_R0_CHOICE = "_with_r0_choice"  # the box's last value, kept while other modes leave it undrawn
 # the video page's colour scales: each frame its own (the default: the other frames stay visible), or one for all
 FRAME_SCALES = ("each frame its own", "one for all frames")
 SCALE_MODES = {
@@ -87,7 +88,7 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
         key="comparison",
         help="Unrolled: one model run with its loop count overridden at inference. "
         "Trained: models trained end to end with R = 1, 2 and 3, each with the same recipe (and R = 0, without "
-        "attention, as a segmentation beside the image). "
+        "attention, as a segmentation under the image). "
         "Heads: attention heads trained with R = 1, 2 and 3 on one frozen backbone (the many-seeds study). "
         "Any: up to three models with the same classes, each at a loop count you choose.",
     )
@@ -117,13 +118,15 @@ def choose_baseline(catalogue: Catalogue, columns: list[ColumnSpec] | None) -> C
     entry = catalogue.baseline_for(columns[0].entry)
     if entry is None:
         return None
-    st.session_state.setdefault(WITH_R0_KEY, True)  # on by default; a link may have turned it off
+    if WITH_R0_KEY not in st.session_state:  # Streamlit drops an undrawn widget's state: restore the last choice
+        st.session_state[WITH_R0_KEY] = st.session_state.get(_WITH_R0_CHOICE, True)  # on by default
     wanted = st.sidebar.checkbox(
         "Also show R = 0 (no attention)",
         key=WITH_R0_KEY,
         help=f"{entry.name}: the same network trained the same way without criss-cross attention. It has no "
-        "attention to click, so it shows its segmentation beside the image, and where R = 1 changes it.",
+        "attention to click, so its segmentation is shown under the image, and where R = 1 changes it.",
     )
+    st.session_state[_WITH_R0_CHOICE] = wanted
     if not wanted:
         return None
     kind = "head" if entry.head_on is not None else "end to end"

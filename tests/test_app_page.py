@@ -782,10 +782,14 @@ def test_the_per_r_modes_show_the_familys_r0_segmentation_and_its_changes(monkey
     assert "no attention" not in texts(app)
     captions = [caption for image in app.image for caption in image.captions]
     assert [c.split(":")[0] for c in captions if "→" in c] == ["R = 1 → R = 2", "R = 2 → R = 3"]
-    app.sidebar.checkbox(key="with_r0").check().run()
     app.sidebar.radio(key="comparison").set_value("One model, unrolled R = 1, 2, 3").run()
     assert_no_exception(app)
     assert "no attention" not in texts(app)
+    app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
+    assert app.sidebar.checkbox(key="with_r0").value is False  # the choice survives a visit to another mode
+    assert "no attention" not in texts(app)
+    app.sidebar.checkbox(key="with_r0").check().run()
+    assert "##### R = 0: e2e_r0 (end to end, no attention)" in texts(app)
 
 
 def test_a_head_family_gets_the_head_r0_on_its_backbone(monkeypatch, tmp_path):

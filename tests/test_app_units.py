@@ -7,6 +7,7 @@ import io
 import json
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,7 +19,7 @@ from app import render
 from app.examples import HOW_TO_SET_EXAMPLES, discover_examples, load_example
 from app.explorer import BoundedCache, cached_decodes, column_maps, encode_and_decode
 from app.grid import box_cells, cell_centre, display_box_to_image, display_to_image, pixel_to_cell, sample_at_cells
-from app.models import load_model, read_catalogue, resolve_device
+from app.models import Catalogue, CatalogueEntry, load_model, read_catalogue, resolve_device
 from app.settings import REPO_ROOT, Settings, SettingsError
 from app.stats import coverage_share, entropy_bits, image_miou, influence_stats, own_class_share
 from ccnet.checkpoint import write_index
@@ -270,6 +271,21 @@ def test_the_r0_baseline_is_of_the_same_kind_and_classes(tmp_path):
     catalogue = read_catalogue(folder)
     assert catalogue.baseline_for(catalogue.get("e2e_r2")).name == "e2e_r0"
     assert catalogue.baseline_for(catalogue.get("head_r2")).name == "head_r0"
+
+
+def test_the_r0_baseline_is_never_one_with_ccl_other_classes_or_frames(tmp_path):
+    like = CatalogueEntry("e2e_r2", tmp_path / "e2e_r2.safetensors", 2, "camvid", num_classes=11)
+    strangers = [
+        replace(like, name="a_ccl", recurrence=0, ccl=True),
+        replace(like, name="a_cityscapes", recurrence=0, dataset="cityscapes"),
+        replace(like, name="a_fewer_classes", recurrence=0, num_classes=4),
+        replace(like, name="a_video", recurrence=0, frames=5),
+        replace(like, name="a_head", recurrence=0, head_on="backbone-1"),
+    ]
+    catalogue = Catalogue(tmp_path, (like, *strangers), "e2e_r2")
+    assert catalogue.baseline_for(like) is None
+    kin = replace(like, name="z_e2e_r0", recurrence=0)
+    assert Catalogue(tmp_path, (like, *strangers, kin), "e2e_r2").baseline_for(like) == kin
 
 
 def test_catalogue_of_a_missing_folder_is_empty(tmp_path):
