@@ -23,6 +23,7 @@ import time
 
 import common
 import torch
+import torch.nn.functional as F
 from bench_attention import build_step
 from bench_roofline import gemm_gflops
 from torch.profiler import ProfilerActivity, profile
@@ -203,6 +204,53 @@ def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict
             for name, t in times.items()]  # fmt: skip
 
 
+def projection_backends(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
+    """The projections' product (h*w x C x (2C' + C)) by backend: MKL through ``torch.mm`` (what the fast path
+    calls) against oneDNN through a 1x1 convolution, NCHW and channels-last, forward and backward (input and weight
+    gradients); each result checked against ``torch.mm`` first. Which is faster depends on the CPU: MKL may take
+    its AVX2 kernels on an AMD CPU, oneDNN picks its kernels by instruction set."""
+    out_channels = 2 * (channels // 8) + channels
+    x = torch.randn(1, channels, h, w)  # (1, C, h, w)
+    weight = torch.randn(out_channels, channels) / channels**0.5  # (2C'+C, C)
+    grad = torch.randn(1, out_channels, h, w)  # (1, 2C'+C, h, w)
+    pixels = x.flatten(2)[0].t().contiguous()  # (h*w, C)
+    grad_pixels = grad.flatten(2)[0].t().contiguous()  # (h*w, 2C'+C)
+    kernel = weight[:, :, None, None].contiguous()  # (2C'+C, C, 1, 1)
+    layouts = {"NCHW": torch.contiguous_format, "channels-last": torch.channels_last}
+
+    def conv_backward(inputs, grads):
+        return torch.ops.aten.convolution_backward(grads, inputs, kernel, None, (1, 1), (0, 0), (1, 1), False,
+                                                   (0, 0), 1, (True, True, False))[:2]  # fmt: skip
+
+    cases = {"forward, torch.mm (MKL)": lambda: torch.mm(pixels, weight.t()),
+             "backward, torch.mm (MKL)": lambda: (torch.mm(grad_pixels, weight), torch.mm(grad_pixels.t(), pixels))}
+    expected = torch.mm(pixels, weight.t())  # (h*w, 2C'+C)
+    for name, layout in layouts.items():
+        inputs, grads = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
+        got = F.conv2d(inputs, kernel).flatten(2)[0].t()  # (h*w, 2C'+C)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        grad_x, grad_w = conv_backward(inputs, grads)
+        torch.testing.assert_close(grad_x.flatten(2)[0].t(), torch.mm(grad_pixels, weight), rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(grad_w.flatten(1), torch.mm(grad_pixels.t(), pixels), rtol=1e-4, atol=1e-2)
+        cases[f"forward, 1x1 convolution (oneDNN), {name}"] = lambda i=inputs: F.conv2d(i, kernel)
+        cases[f"backward, 1x1 convolution (oneDNN), {name}"] = lambda i=inputs, g=grads: conv_backward(i, g)
+    flops = 2.0 * h * w * channels * out_channels
+    times = {name: [] for name in cases}
+    for call in cases.values():
+        call()  # warm-up
+    for _ in range(rounds):
+        for name, call in cases.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    rows = []
+    for name, samples in times.items():
+        seconds = statistics.median(samples)
+        done = flops * (2 if name.startswith("backward") else 1)  # backward: two products
+        rows.append({"case": name, "ms": 1000 * seconds, "gflops": done / seconds / 1e9})
+    return rows
+
+
 COPY_SIZES = ((1, 45, 60, 128), (8, 36, 48, 128), (1, 97, 97, 128), (1, 97, 97, 512))  # (B, h, w, C)
 
 
@@ -278,6 +326,9 @@ def main(argv=None):
     print(format_gemms(column_products(h, w, channels), ceiling).replace("projection product", "one loop's product"))
     print()
     print(format_copies(layout_copies()))
+    print()
+    print(format_gemms(projection_backends(h, w, channels), ceiling).replace("projection product (alone)",
+                                                                             "projections' product by backend"))
 
 
 if __name__ == "__main__":

@@ -141,6 +141,8 @@ def test_profile_groups_every_operation_and_counts_the_products_flops():
     rows = bench.column_products(6, 7, 16, rounds=1)  # checks each pair of formulations agrees, then times them
     assert [r["case"].split(",")[0] for r in rows] == ["aggregation"] * 3 + ["value gradient"] * 3
     assert all(r["ms"] > 0 and r["gflops"] > 0 for r in rows)
+    backends = bench.projection_backends(6, 7, 16, rounds=1)  # checks each backend against torch.mm first
+    assert len(backends) == 6 and all(r["gflops"] > 0 for r in backends)
     copies = bench.format_copies(bench.layout_copies(sizes=((1, 20, 30, 8),), rounds=1))
     assert "| 1 x 20 x 30 x 8 | to NCHW |" in copies and "| 1 x 20 x 30 x 8 | to NHWC |" in copies
 
