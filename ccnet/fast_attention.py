@@ -67,7 +67,8 @@ def product_into(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumul
 
     On CPU, PyTorch runs a batched product as one MKL batch call only when its result is contiguous; into a
     strided result (a column view of an NHWC map, a slice of the stacked q, k, v) it loops over single products,
-    measured 1.2-1.8x slower at 97x97 (benchmarks/profile_attention.py). So a strided result is computed into a
+    1.1-1.3x slower per product at 97x97x512 on an AMD EPYC (benchmarks/profile_attention.py, bench_ablations.py;
+    whole products including the sums, so the loop itself is slower still). So a strided result is computed into a
     small contiguous buffer, a chunk of matrices at a time, and copied or added over: exact, the same sums.
     """
     if result.is_contiguous() or result.device.type != "cpu":
