@@ -721,9 +721,13 @@ def family_note(family: dict) -> str:
                    "within": "within the seed spread"}.get(pair.get("verdict"), "not judged yet")  # fmt: skip
         note += f" R = 2 minus R = 0: {100 * pair['difference']:+.1f} points, {verdict}"
         note += "." if paper is None else f" (the paper: {100 * paper:+.1f})."
-    missing = [member_label(m) for m in family.get("missing") or [] if isinstance(m.get("recipe"), str)]
+    absent = [m for m in family.get("missing") or [] if isinstance(m.get("recipe"), str)]
+    missing = [member_label(m) for m in absent if not m.get("not_bundled_because")]
     if missing:
         note += f" Not trained yet: {', '.join(missing)} (the campaign queue trains them session by session)."
+    for member in absent:
+        if member.get("not_bundled_because"):
+            note += f" {member_label(member)}: trained, not bundled ({member['not_bundled_because']})."
     return note
 
 

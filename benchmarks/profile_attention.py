@@ -106,6 +106,21 @@ def _product_flops(name: str, shapes: tuple) -> float:
     return 2.0 * b * m * k * n
 
 
+def _median_seconds(cases: dict, rounds: int) -> dict[str, float]:
+    """Each case's median time over `rounds` interleaved rounds (warm them up first)."""
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, call in cases.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def _rows(seconds: dict[str, float], flops_of) -> list[dict]:
+    return [{"case": name, "ms": 1000 * t, "gflops": flops_of(name) / t / 1e9} for name, t in seconds.items()]
+
+
 def projection_gemms(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
     """The 1x1 projections' three products (forward, grad_x, grad_weight) alone, with the pixels' matrix row-major
     (an NHWC map) and column-major (an NCHW map, as the first loop reads its input): ms and GFLOP/s of each."""
@@ -125,16 +140,9 @@ def projection_gemms(h: int, w: int, channels: int, rounds: int = 5) -> list[dic
         "grad_W += G^T x, x NCHW": lambda: grad_weight.addmm_(grad_qkv.t(), columns),
     }
     flops = 2.0 * pixels * channels * out_channels
-    times = {name: [] for name in cases}
     for call in cases.values():
         call()  # warm-up
-    for _ in range(rounds):
-        for name, call in cases.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return [{"case": name, "ms": 1000 * statistics.median(t), "gflops": flops / statistics.median(t) / 1e9}
-            for name, t in times.items()]  # fmt: skip
+    return _rows(_median_seconds(cases, rounds), lambda name: flops)
 
 
 def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
@@ -193,15 +201,8 @@ def column_products(h: int, w: int, channels: int, rounds: int = 5) -> list[dict
         call()  # warm-up, and the result each way must agree on
         result = (out if name.startswith("aggregation") else grad_v).clone()
         torch.testing.assert_close(result, first.setdefault(name.split(",")[0], result), msg=name)
-    times = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, call in cases.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
     flops = 2.0 * h * w * (h + w) * channels  # rows and columns
-    return [{"case": name, "ms": 1000 * statistics.median(t), "gflops": flops / statistics.median(t) / 1e9}
-            for name, t in times.items()]  # fmt: skip
+    return _rows(_median_seconds(cases, rounds), lambda name: flops)
 
 
 def projection_backends(h: int, w: int, channels: int, rounds: int = 5) -> list[dict]:
@@ -235,20 +236,9 @@ def projection_backends(h: int, w: int, channels: int, rounds: int = 5) -> list[
         cases[f"forward, 1x1 convolution (oneDNN), {name}"] = lambda i=inputs: F.conv2d(i, kernel)
         cases[f"backward, 1x1 convolution (oneDNN), {name}"] = lambda i=inputs, g=grads: conv_backward(i, g)
     flops = 2.0 * h * w * channels * out_channels
-    times = {name: [] for name in cases}
     for call in cases.values():
         call()  # warm-up
-    for _ in range(rounds):
-        for name, call in cases.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    rows = []
-    for name, samples in times.items():
-        seconds = statistics.median(samples)
-        done = flops * (2 if name.startswith("backward") else 1)  # backward: two products
-        rows.append({"case": name, "ms": 1000 * seconds, "gflops": done / seconds / 1e9})
-    return rows
+    return _rows(_median_seconds(cases, rounds), lambda name: flops * (2 if name.startswith("backward") else 1))
 
 
 COPY_SIZES = ((1, 45, 60, 128), (8, 36, 48, 128), (1, 97, 97, 128), (1, 97, 97, 512))  # (B, h, w, C)
@@ -262,15 +252,11 @@ def layout_copies(sizes=COPY_SIZES, rounds: int = 7) -> list[dict]:
         channels_last, channels_first = torch.randn(b, h, w, c), torch.randn(b, c, h, w).permute(0, 2, 3, 1)
         for direction, target, source in (("to NCHW", channels_first, channels_last),
                                           ("to NHWC", channels_last, channels_first)):  # fmt: skip
-            times = {}
-            for method in COPY_METHODS:
-                copy_between_layouts(target, source, method=method)  # warm-up
-                samples = []
-                for _ in range(rounds):
-                    start = time.perf_counter()
-                    copy_between_layouts(target, source, method=method)
-                    samples.append(time.perf_counter() - start)
-                times[method] = 1000 * statistics.median(samples)
+            cases = {method: lambda t=target, s=source, m=method: copy_between_layouts(t, s, method=m)
+                     for method in COPY_METHODS}  # fmt: skip
+            for call in cases.values():
+                call()  # warm-up
+            times = {method: 1000 * seconds for method, seconds in _median_seconds(cases, rounds).items()}
             rows.append({"size": f"{b} x {h} x {w} x {c}", "direction": direction, **times})
     return rows
 

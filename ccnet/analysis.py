@@ -106,6 +106,7 @@ def prediction_changes(before: np.ndarray, after: np.ndarray) -> PredictionChang
 
 LIFT_REGIONS = ("off_cross", "cross")
 UNUSED_LIFT = 2.0  # under this class-balanced same-class lift the maps are close to blind: attention not used
+UNUSED_GAMMA = 0.1  # under this |gamma| the attention barely reaches the output: its maps are not what the model uses
 
 
 def cell_centre_labels(labels, size: tuple[int, int]):

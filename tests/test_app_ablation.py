@@ -386,3 +386,13 @@ def test_the_page_draws_the_family_first_and_the_heads_on_request(monkeypatch, t
     app.toggle(key="ablation_with_heads").set_value(True).run()
     lift = json.loads(app.get("plotly_chart")[3].proto.spec)
     assert len(lift["data"]) == 4 and not app.exception
+
+
+def test_a_member_trained_but_not_bundled_says_why_not_that_it_is_untrained():
+    from app.ablation import family_note
+
+    why = "attention unused: |gamma| = 0.0149 < 0.1"
+    note = family_note({"missing": [{"recurrence": 2, "recipe": "paper", "finished": True, "not_bundled_because": why},
+                                    {"recurrence": 1, "recipe": "default", "finished": False}]})  # fmt: skip
+    assert f"trained, not bundled ({why})" in note
+    assert "Not trained yet: R = 1" in note and "Not trained yet: R = 1, " not in note

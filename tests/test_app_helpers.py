@@ -32,7 +32,7 @@ def tiny_model(recurrence: int = 2, seed: int = 0, gamma: float = 0.5, num_class
 
 def save_tiny_checkpoint(
     folder: Path, name: str, recurrence: int = 2, seed: int = 0, classes=None, training: dict | None = None,
-    train_config: dict | None = None,
+    train_config: dict | None = None, gamma: float = 0.5,
 ) -> Path:
     """`classes`: a ccnet.classes.DatasetClasses (default: four made-up classes); `training`: the sidecar's
     training record (e.g. {"head_only_on": save_id} for a head on another checkpoint's backbone); `train_config`:
@@ -53,7 +53,7 @@ def save_tiny_checkpoint(
         metadata["training"] = training
     if train_config is not None:
         metadata["train_config"] = train_config
-    model = tiny_model(recurrence, seed, num_classes=len(names))
+    model = tiny_model(recurrence, seed, gamma=gamma, num_classes=len(names))
     weights, _ = save_checkpoint(model, folder / name, metadata)
     return weights
 

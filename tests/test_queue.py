@@ -147,3 +147,22 @@ def test_the_flag_benchmarks_wait_on_is_held_while_training_and_left_alone_if_an
             pass
         assert flag.is_file()  # the inner one did not make it, so it did not remove it
     assert not flag.exists()
+
+
+def test_a_model_whose_attention_ends_unused_is_a_record_not_a_bundled_model(tmp_path):
+    """|gamma| under ccnet.analysis.UNUSED_GAMMA: the explorer would draw maps the model does not use."""
+    from tests.test_app_helpers import save_tiny_checkpoint
+
+    save_tiny_checkpoint(tmp_path, "quiet", recurrence=2, gamma=-0.02)
+    assert queue_module.unbundled_reason(tmp_path / "quiet") == "attention unused: |gamma| = 0.02 < 0.1"
+    save_tiny_checkpoint(tmp_path, "used", recurrence=2)  # gamma 0.5
+    save_tiny_checkpoint(tmp_path, "baseline", recurrence=0)  # no attention: nothing to mislead
+    assert queue_module.unbundled_reason(tmp_path / "used") is None
+    assert queue_module.unbundled_reason(tmp_path / "baseline") is None
+
+
+def test_no_bundled_model_has_an_unused_attention():
+    bundled = sorted(queue_module.CHECKPOINTS.glob("*.safetensors"))
+    assert bundled, "no bundled checkpoints found"
+    reasons = {path.stem: queue_module.unbundled_reason(path.with_suffix("")) for path in bundled}
+    assert {name: why for name, why in reasons.items() if why} == {}

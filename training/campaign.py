@@ -241,10 +241,11 @@ def finished_record(saved: Path | None = None) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def mark_finished(default: Path, run: Path | None = None, saved: Path | None = None, bundled: bool = True) -> None:
+def mark_finished(default: Path, run: Path | None = None, saved: Path | None = None, bundled: bool = True,
+                  not_bundled_because: str | None = None) -> None:
     """The schedule is over and its weights are bundled as `default` (or, `bundled` False, left in the run folder
-    as `default`): commit the final curve and a record, and drop the resume state (24 MB that nothing needs any
-    more; git keeps the earlier ones)."""
+    as `default`, `not_bundled_because` saying why): commit the final curve and a record, and drop the resume
+    state (24 MB that nothing needs any more; git keeps the earlier ones)."""
     from ccnet.checkpoint import read_metadata
 
     run, saved = run or RUN, saved or SAVED
@@ -254,6 +255,8 @@ def mark_finished(default: Path, run: Path | None = None, saved: Path | None = N
         _write_atomically(saved / name, (run / name).read_bytes())
     record = {"run_id": json.loads((run / RUN_FILE).read_text())["run_id"], "step": metadata["step"],
               "checkpoint": default.name if bundled else None, "save_id": metadata.get("save_id")}  # fmt: skip
+    if not bundled and not_bundled_because:
+        record["not_bundled_because"] = not_bundled_because
     _write_atomically(saved / FINISHED, (json.dumps(record, indent=2) + "\n").encode())
     for part in [*state_parts(saved), saved / STATE_FILE]:
         part.unlink(missing_ok=True)

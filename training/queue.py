@@ -6,7 +6,8 @@
 - It starts first thing in every session and pauses before the session stops (``--max-minutes``).
 - Only the run in progress has a resume state in git (``campaign/<name>/state.pt.NNN``), replaced each session.
   A finished run keeps its curve, run record and ``finished.json``; its weights are exported (float16) as
-  ``checkpoints/<name>``, except a second seed's (``seed_of``: a record of the seed spread, not a model to explore).
+  ``checkpoints/<name>``, except a second seed's (``seed_of``: a record of the seed spread, not a model to explore)
+  and a model whose attention ends unused (|gamma| under ``ccnet.analysis.UNUSED_GAMMA``: its maps would mislead).
   So git grows by about one state (24 MB) plus one checkpoint (6 MB) per session.
 - It resumes on a new machine from what is committed.
 - Before training on a machine it has not seen, it measures the precision choices and torch.compile on the
@@ -205,10 +206,32 @@ def complete(entry: QueuedRun, data_root: str | None = None) -> Path:
     if entry.seed_of is not None:
         mark_finished(last, run=entry.run, saved=entry.saved, bundled=False)
         return entry.saved
+    reason = unbundled_reason(last)
+    if reason is not None:  # the explorer would show maps the model does not use: a record, not a model
+        mark_finished(last, run=entry.run, saved=entry.saved, bundled=False, not_bundled_because=reason)
+        return entry.saved
     destination = CHECKPOINTS / entry.name
     export_run(last.parent, destination, which="last", half=True)
     mark_finished(destination, run=entry.run, saved=entry.saved)
     return destination
+
+
+def unbundled_reason(checkpoint: Path) -> str | None:
+    """Why a finished model is not bundled for the explorer, or None: an attention whose |gamma| ends under
+    ccnet.analysis.UNUSED_GAMMA barely reaches the output, so its maps would not be what the model uses."""
+    from safetensors import safe_open
+
+    from ccnet.analysis import UNUSED_GAMMA
+    from ccnet.checkpoint import checkpoint_paths
+
+    with safe_open(str(checkpoint_paths(checkpoint)[0]), "pt") as weights:
+        gammas = [weights.get_tensor(key) for key in weights.keys() if key.endswith("cca.gamma")]
+    if not gammas:
+        return None  # R = 0: no attention to show
+    gamma = max(float(g.abs().max()) for g in gammas)
+    if gamma >= UNUSED_GAMMA:
+        return None
+    return f"attention unused: |gamma| = {gamma:.3g} < {UNUSED_GAMMA:g}"
 
 
 def _train_arguments(entry: QueuedRun, started: bool, settings: dict, progress: bool) -> list[str]:

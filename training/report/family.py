@@ -9,6 +9,7 @@ second seeds give is the yardstick every difference between members is judged by
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class QueueRecord:
     finished: bool
     recurrence: int  # from the run's config (the queue's config when not started)
     recipe: str
+    not_bundled_because: str | None = None  # finished.json's reason a finished model was kept out of checkpoints/
 
 
 def recipe_of(train_config: dict) -> str:
@@ -71,8 +73,14 @@ def read_queue_records(queue_file: Path, saved_root: Path) -> list[QueueRecord]:
             name=entry.name, member=entry.seed_of or entry.name, folder=folder, started=started,
             finished=(folder / "finished.json").is_file(),
             recurrence=int((config.get("model") or {}).get("recurrence", 0)), recipe=recipe_of(config),
+            not_bundled_because=_finished_record(folder).get("not_bundled_because"),
         ))  # fmt: skip
     return records
+
+
+def _finished_record(folder: Path) -> dict:
+    path = folder / "finished.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def finished_runs(queue: list[QueueRecord], others: list[RunRecord] = ()) -> list[RunRecord]:
@@ -198,6 +206,7 @@ def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict],
     missing = [
         {"recurrence": loops, "recipe": recipe, "run": getattr(in_queue.get((loops, recipe)), "name", None),
          "finished": getattr(in_queue.get((loops, recipe)), "finished", False),
+         "not_bundled_because": getattr(in_queue.get((loops, recipe)), "not_bundled_because", None),
          "step": _last_step(in_queue.get((loops, recipe)))}
         for loops, recipe in EXPECTED_MEMBERS if (loops, recipe) not in have
     ]  # fmt: skip

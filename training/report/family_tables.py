@@ -39,7 +39,8 @@ def family_table(family: dict) -> list[str]:
         label = member_label(loops, recipe)
         if "name" not in member:  # not trained yet
             where = _where(member)
-            lines.append(f"| {loops} | {label} | not trained yet ({where}) |" + " – |" * 9)
+            state = "trained, not bundled" if member.get("finished") else "not trained yet"
+            lines.append(f"| {loops} | {label} | {state} ({where}) |" + " – |" * 9)
             continue
         lift, paper = "n/a" if loops == 0 else num(member["lift"], ".2f"), member["paper"]
         gamma = "n/a" if loops == 0 else num(member["gamma"], ".3f")
@@ -56,7 +57,8 @@ def _where(member: dict) -> str:
     if member["run"] is None:
         return "not queued"
     if member.get("finished"):
-        return f"queue run `{member['run']}` finished but not bundled"
+        why = member.get("not_bundled_because")
+        return f"queue run `{member['run']}` finished" + (f"; {why}; its curve is below" if why else "")
     if not member["step"]:
         return f"queue run `{member['run']}`, not started"
     return f"queue run `{member['run']}` at iteration {member['step']}"

@@ -15,6 +15,7 @@ def judge_goals(summary: dict) -> list[dict]:
     family = summary.get("family")
     if family is not None:
         missing = [f"R = {m['recurrence']}" + (" (paper's losses)" if m["recipe"] == "paper" else "")
+                   + (f" (trained, not bundled: {m['not_bundled_because']})" if m.get("not_bundled_because") else "")
                    for m in family["missing"]]  # fmt: skip
         goals.append({"goal": "family_members", "value": len(family["members"]), "missing": missing,
                       "met": not missing})  # fmt: skip

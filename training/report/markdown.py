@@ -89,7 +89,7 @@ def _family_bullets(goals: dict) -> list[str]:
     goal = goals.get("family_members")
     if goal is None:
         return []
-    missing = "" if goal["met"] else f" Not trained yet: {', '.join(goal['missing'])} (the campaign queue)."
+    missing = "" if goal["met"] else f" Missing: {', '.join(goal['missing'])} (the campaign queue)."
     return [f"- **The end-to-end family: R = 0, 1, 2, 3 and the paper's losses at R = 2, all bundled: "
             f"{_verdict(goal['met'])}.** {goal['value']} bundled.{missing}"]  # fmt: skip
 
