@@ -6,13 +6,14 @@ Why it is fast (measured on CPU in ``docs/BENCHMARKS.md``):
   dim, so batched matrix products read them as strided views: no operand is permuted or copied.
 - The three 1x1 projections are one GEMM (the three weights stacked), gamma is folded into the
   value weights, and the residual is the accumulator of the aggregation (``out = x + A @ (gamma V)``
-  in one ``baddbmm``). In backward, ``grad_x = grad_out + grad_qkv @ W`` is one ``addmm``.
+  in one ``baddbmm``). The projections' GEMMs, forward and backward, run on MKL or oneDNN, whichever
+  measured faster on this CPU (``ccnet.projections``).
 - One softmax over the joined column and row scores (a shared max and sum), never concatenated.
 - A custom ``autograd.Function``: its backward writes the query, key and value gradients straight
   into one buffer, the layout the projection's backward reads, with no slice-gradient zero fills.
 - The first loop reads an NCHW input in place: for one image, (C, h*w) transposed is a valid GEMM
-  operand, so the input is never converted. Its gradient is formed channels-last (the residual as the
-  GEMM's accumulator) and transposed once into the input's own NCHW strides.
+  operand, so the input is never converted (oneDNN's way converts it while it projects). Its gradient is
+  formed channels-last and transposed once into the input's own NCHW strides.
 - Layout changes (NHWC <-> NCHW) go through ``copy_between_layouts``: a blocked copy or PyTorch's strided copy,
   whichever measured faster on this CPU for that direction and size (timed once, on first use).
 - A batched product whose result is strided (the columns of an NHWC map, a slice of the stacked q, k, v) is
@@ -32,6 +33,8 @@ from collections import OrderedDict
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from ccnet import projections
 
 # -------------------------------------------------------------------------------------------------
 # Layout helpers. x is channels-last (B, h, w, c) with a contiguous last dim.
@@ -93,15 +96,6 @@ def product_into(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumul
 # -------------------------------------------------------------------------------------------------
 # Forward pieces
 # -------------------------------------------------------------------------------------------------
-
-
-def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """The stacked 1x1 projections as one GEMM per image: (B, h, w, C) -> (B, h, w, 2C' + C)."""
-    b, h, w, _ = x.shape
-    qkv = x.new_empty(b, h, w, weight.shape[0])  # (B, h, w, 2C'+C)
-    for image in range(b):
-        torch.addmm(bias, _pixels(x[image]), weight.t(), out=qkv[image].view(h * w, -1))
-    return qkv
 
 
 def joint_softmax_attention(q: torch.Tensor, k: torch.Tensor):
@@ -233,7 +227,7 @@ class CrissCrossStepFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, qk_channels: int, return_attention: bool, recompute: bool = False):
-        qkv = project(x, weight, bias)  # (B, h, w, 2C'+C)
+        qkv = projections.project(x, weight, bias)  # (B, h, w, 2C'+C)
         q, k, v = _split(qkv, qk_channels)
         attn_col, attn_row = joint_softmax_attention(q, k)  # (B, w, h, h), (B, h, w, w)
         out = aggregate(attn_col, attn_row, v, residual=x)  # (B, h, w, C)
@@ -270,16 +264,10 @@ def _channels_first_input_gradient(grad_x, grad_out_nhwc, grad_qkv, weight) -> N
 
     A GEMM writing a column-major (NCHW) result ran at 77% of one writing a row-major result (97x97x512, AMD
     EPYC; benchmarks/profile_attention.py), and the residual's layout copy was needed anyway: so the sum is
-    formed in a channels-last buffer (the residual as the GEMM's accumulator) and transposed once.
+    formed in a channels-last buffer and transposed once.
     """
-    b, h, w, _ = grad_x.shape
-    for image in range(b):
-        pixels = grad_qkv[image].view(h * w, -1)  # (h*w, 2C'+C)
-        if grad_out_nhwc is None:
-            full = torch.mm(pixels, weight)  # (h*w, C)
-        else:
-            full = torch.addmm(_pixels(grad_out_nhwc[image]), pixels, weight)  # (h*w, C)
-        copy_between_layouts(grad_x[image : image + 1], full.view(1, h, w, -1))
+    full = projections.input_gradient(grad_qkv, weight, residual=grad_out_nhwc)  # (B, h, w, C)
+    copy_between_layouts(grad_x, full)
 
 
 def _residual_gradient(grad_out, grad_x):
@@ -312,17 +300,11 @@ def _projection_backward(ctx, x, weight, grad_qkv, grad_x):
 
     grad_x is contiguous channels-last or None (a channels-first x is handled by _channels_first_input_gradient).
     """
-    b, h, w, _ = x.shape
-    grad_weight = grad_bias = None
     if grad_x is not None:
-        for image in range(b):
-            _pixels(grad_x[image]).addmm_(grad_qkv[image].view(h * w, -1), weight)  # (h*w, C)
-    if ctx.needs_input_grad[1]:
-        grad_weight = torch.zeros_like(weight)  # (2C'+C, C)
-        for image in range(b):
-            grad_weight.addmm_(grad_qkv[image].view(h * w, -1).t(), _pixels(x[image]))
-    if ctx.needs_input_grad[2]:
-        grad_bias = grad_qkv.sum(dim=(0, 1, 2))  # (2C'+C,)
+        projections.add_input_gradient(grad_x, grad_qkv, weight)  # (B, h, w, C)
+    grad_weight, grad_bias = projections.weight_gradients(
+        grad_qkv, x, weight, ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    )  # (2C'+C, C), (2C'+C,)
     return grad_x, grad_weight, grad_bias
 
 

@@ -1,0 +1,179 @@
+"""The criss-cross step's stacked 1x1 projections, forward and backward, on the faster of two exact GEMM backends.
+
+Each product is a plain matrix product over the pixels: forward ``qkv = x W^T + b``, the input gradient ``G W``, the
+weight gradient ``G^T x``. On CPU PyTorch runs ``torch.mm`` through MKL and a 1x1 convolution through oneDNN, and
+which is faster depends on the CPU: at the paper's size (97 x 97 pixels, 512 -> 640 channels) on an AMD EPYC with
+AVX-512 (Zen 5), oneDNN's channels-last convolution ran these products 1.4-2.2x faster than MKL, which most likely
+takes its AVX2 kernels on an AMD CPU (``projection_backends`` in benchmarks/profile_attention.py). So each product
+is timed both ways once per operation, shapes, strides, dtype and thread count, on first use, and the faster kept,
+as ``copy_between_layouts`` does for layout copies. ``PROJECTION_METHOD`` forces one way (tests, benchmarks).
+
+Both ways compute the same sums in float32 (or float64) with no reduced precision; they differ only in the order of
+the additions. Tensors are channels-last: x (B, h, w, C) with a per-image (h*w, C) view (NHWC, or NCHW permuted),
+grad_qkv (B, h, w, 2C' + C) contiguous, weight (2C' + C, C).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+PROJECTION_METHODS = ("matmul", "convolution")
+# None: each product's faster way, timed on first use; "matmul" or "convolution" forces one everywhere.
+PROJECTION_METHOD: str | None = None
+# (operation, shapes and strides, dtype, threads) -> the faster way; the oldest choices are dropped past
+# MAX_PROJECTION_CHOICES (the app meets new image sizes)
+_FASTER_PROJECTION: OrderedDict[tuple, str] = OrderedDict()
+MAX_PROJECTION_CHOICES = 256
+
+
+def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The stacked projections (B, h, w, C) -> contiguous (B, h, w, 2C' + C): x W^T + b."""
+    ways = {"matmul": lambda: _project_by_matmul(x, weight, bias),
+            "convolution": lambda: _project_by_convolution(x, weight, bias)}  # fmt: skip
+    return ways[_method("project", ways, x, weight)]()
+
+
+def input_gradient(grad_qkv: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    """residual + grad_qkv W as a new contiguous (B, h, w, C) tensor (residual: contiguous (B, h, w, C) or None)."""
+    ways = {"matmul": lambda: _input_gradient_by_matmul(grad_qkv, weight, residual),
+            "convolution": lambda: _input_gradient_by_convolution(grad_qkv, weight, residual)}  # fmt: skip
+    return ways[_method("input_gradient", ways, grad_qkv, weight, residual)]()
+
+
+def add_input_gradient(grad_x: torch.Tensor, grad_qkv: torch.Tensor, weight: torch.Tensor) -> None:
+    """grad_x += grad_qkv W, in place, for a contiguous (B, h, w, C) grad_x.
+
+    The way is ``input_gradient``'s (timed with grad_x as the residual, so the probe writes nothing): MKL adds the
+    product into grad_x inside the GEMM, oneDNN's convolution returns it and it is added after.
+    """
+    ways = {"matmul": lambda: _input_gradient_by_matmul(grad_qkv, weight, grad_x),
+            "convolution": lambda: _input_gradient_by_convolution(grad_qkv, weight, grad_x)}  # fmt: skip
+    if _method("input_gradient", ways, grad_qkv, weight, grad_x) == "convolution":
+        grad_x.add_(_convolve(grad_qkv, weight.t()))
+        return
+    b, h, w, _ = grad_x.shape
+    for image in range(b):
+        grad_x[image].view(h * w, -1).addmm_(grad_qkv[image].view(h * w, -1), weight)  # (h*w, C)
+
+
+def weight_gradients(grad_qkv: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_weight: bool, need_bias: bool):
+    """(grad_weight (2C' + C, C) or None, grad_bias (2C' + C,) or None) of ``project(x, weight, bias)``."""
+    if not need_weight:
+        return None, grad_qkv.sum(dim=(0, 1, 2)) if need_bias else None  # (2C'+C,)
+    ways = {"matmul": lambda: _weight_gradients_by_matmul(grad_qkv, x, need_bias),
+            "convolution": lambda: _weight_gradients_by_convolution(grad_qkv, x, weight, need_bias)}  # fmt: skip
+    return ways[_method("weight_gradients", ways, grad_qkv, x)]()
+
+
+# -------------------------------------------------------------------------------------------------
+# The two ways
+# -------------------------------------------------------------------------------------------------
+
+
+def _pixels(image_map: torch.Tensor) -> torch.Tensor:
+    """(h, w, c) -> (h*w, c) view: row-major for NHWC, column-major for NCHW seen as (h, w, c)."""
+    h, w, c = image_map.shape
+    return image_map.view(h * w, c)
+
+
+def _project_by_matmul(x, weight, bias):
+    b, h, w, _ = x.shape
+    qkv = x.new_empty(b, h, w, weight.shape[0])  # (B, h, w, 2C'+C)
+    for image in range(b):
+        torch.addmm(bias, _pixels(x[image]), weight.t(), out=qkv[image].view(h * w, -1))
+    return qkv
+
+
+def _project_by_convolution(x, weight, bias):
+    return _convolve(x, weight, bias)  # (B, h, w, 2C'+C)
+
+
+def _input_gradient_by_matmul(grad_qkv, weight, residual):
+    b, h, w, _ = grad_qkv.shape
+    out = grad_qkv.new_empty(b, h, w, weight.shape[1])  # (B, h, w, C)
+    for image in range(b):
+        pixels = grad_qkv[image].view(h * w, -1)  # (h*w, 2C'+C)
+        if residual is None:
+            torch.mm(pixels, weight, out=out[image].view(h * w, -1))
+        else:
+            torch.addmm(_pixels(residual[image]), pixels, weight, out=out[image].view(h * w, -1))
+    return out
+
+
+def _input_gradient_by_convolution(grad_qkv, weight, residual):
+    out = _convolve(grad_qkv, weight.t())  # (B, h, w, C)
+    return out if residual is None else out.add_(residual)
+
+
+def _weight_gradients_by_matmul(grad_qkv, x, need_bias):
+    b, h, w, _ = x.shape
+    grad_weight = x.new_zeros(grad_qkv.shape[-1], x.shape[-1])  # (2C'+C, C)
+    for image in range(b):
+        grad_weight.addmm_(grad_qkv[image].view(h * w, -1).t(), _pixels(x[image]))
+    return grad_weight, grad_qkv.sum(dim=(0, 1, 2)) if need_bias else None
+
+
+def _weight_gradients_by_convolution(grad_qkv, x, weight, need_bias):
+    out_channels, in_channels = weight.shape
+    kernel = weight.contiguous()[:, :, None, None]  # (2C'+C, C, 1, 1); only its shape is read (no input gradient)
+    _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        _as_channels_last_nchw(grad_qkv), _as_channels_last_nchw(x), kernel, [out_channels] if need_bias else None,
+        (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (False, True, need_bias),
+    )  # fmt: skip
+    return grad_weight.reshape(out_channels, in_channels), grad_bias
+
+
+def _convolve(x, weight, bias=None):
+    """x W^T (+ b) as a 1x1 convolution on channels-last maps: (B, h, w, C_in) -> contiguous (B, h, w, C_out)."""
+    kernel = weight.contiguous()[:, :, None, None]  # (C_out, C_in, 1, 1)
+    out = F.conv2d(_as_channels_last_nchw(x), kernel, bias)  # (B, C_out, h, w), channels-last strides
+    return out.permute(0, 2, 3, 1).contiguous()  # (B, h, w, C_out): a view where oneDNN kept channels-last
+
+
+def _as_channels_last_nchw(x):
+    """(B, h, w, C) -> (B, C, h, w) with channels-last strides (oneDNN's fast layout): a view of an NHWC map, a
+    copy of anything else (an NCHW input's map)."""
+    nchw = x.permute(0, 3, 1, 2)  # (B, C, h, w)
+    return nchw if x.is_contiguous() else nchw.contiguous(memory_format=torch.channels_last)
+
+
+# -------------------------------------------------------------------------------------------------
+# Choosing the way
+# -------------------------------------------------------------------------------------------------
+
+
+def _method(operation: str, ways: dict[str, Callable[[], object]], *tensors: torch.Tensor | None) -> str:
+    """The way to run ``operation`` on these tensors: forced, the one timed faster here before, or timed now."""
+    if PROJECTION_METHOD is not None:
+        if PROJECTION_METHOD not in PROJECTION_METHODS:
+            raise ValueError(f"PROJECTION_METHOD must be one of {PROJECTION_METHODS} or None, got {PROJECTION_METHOD!r}")
+        return PROJECTION_METHOD
+    first = tensors[0]
+    # Other devices keep matmul (cuBLAS); a traced graph neither times nor records a choice that eager calls reuse.
+    if first.device.type != "cpu" or torch.compiler.is_compiling():
+        return "matmul"
+    layout = tuple(None if t is None else (tuple(t.shape), t.stride()) for t in tensors)
+    key = (operation, layout, first.dtype, torch.get_num_threads())
+    if key not in _FASTER_PROJECTION:
+        _FASTER_PROJECTION[key] = fastest_way(ways)
+        while len(_FASTER_PROJECTION) > MAX_PROJECTION_CHOICES:
+            _FASTER_PROJECTION.popitem(last=False)
+    return _FASTER_PROJECTION[key]
+
+
+def fastest_way(ways: dict[str, Callable[[], object]], rounds: int = 3) -> str:
+    """The name of the fastest of ``ways`` (calls without side effects), alternating them, the best of ``rounds``
+    each: the first call of each may build oneDNN's kernel and is not counted against it when a later one is
+    faster."""
+    best = dict.fromkeys(ways, float("inf"))
+    for _ in range(rounds):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            way()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return min(best, key=best.get)

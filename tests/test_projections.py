@@ -1,0 +1,150 @@
+"""The projections' two GEMM backends (ccnet.projections): each way against plain float64 products, the whole
+criss-cross step with each way forced against the dense reference, and how a way is chosen."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from ccnet import projections
+from tests.test_fast_attention import SHAPES, loss_of, make_rcca, reference_rcca
+
+WAYS = ("matmul", "convolution")
+
+
+def channels_last_maps(b, h, w, c, channels_first: bool, dtype=torch.float64):
+    """(B, h, w, C) random map: contiguous NHWC, or an NCHW buffer seen as (B, h, w, C) (the first loop's input)."""
+    if channels_first:
+        return torch.randn(b, c, h, w, dtype=dtype).permute(0, 2, 3, 1)
+    return torch.randn(b, h, w, c, dtype=dtype)
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    def force(way):
+        monkeypatch.setattr(projections, "PROJECTION_METHOD", way)
+
+    return force
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("b,h,w", SHAPES)
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_each_way_computes_the_products_exactly(forced, way, b, h, w, channels_first):
+    forced(way)
+    c, out_channels = 6, 10
+    x = channels_last_maps(b, h, w, c, channels_first)  # (B, h, w, C)
+    weight, bias = torch.randn(out_channels, c, dtype=torch.float64), torch.randn(out_channels, dtype=torch.float64)
+    grad_qkv = torch.randn(b, h, w, out_channels, dtype=torch.float64)  # (B, h, w, 2C'+C)
+    residual = torch.randn(b, h, w, c, dtype=torch.float64)  # (B, h, w, C)
+    pixels, grad_pixels = x.reshape(-1, c), grad_qkv.reshape(-1, out_channels)
+
+    qkv = projections.project(x, weight, bias)
+    assert qkv.is_contiguous() and qkv.shape == (b, h, w, out_channels)
+    torch.testing.assert_close(qkv.reshape(-1, out_channels), pixels @ weight.t() + bias, rtol=1e-12, atol=1e-12)
+
+    expected_input_gradient = residual.reshape(-1, c) + grad_pixels @ weight
+    for given in (residual, None):
+        got = projections.input_gradient(grad_qkv, weight, given)
+        assert got.is_contiguous() and got.shape == (b, h, w, c)
+        want = expected_input_gradient if given is not None else grad_pixels @ weight
+        torch.testing.assert_close(got.reshape(-1, c), want, rtol=1e-12, atol=1e-12)
+    accumulated = residual.clone()
+    projections.add_input_gradient(accumulated, grad_qkv, weight)
+    torch.testing.assert_close(accumulated.reshape(-1, c), expected_input_gradient, rtol=1e-12, atol=1e-12)
+
+    grad_weight, grad_bias = projections.weight_gradients(grad_qkv, x, weight, True, True)
+    torch.testing.assert_close(grad_weight, grad_pixels.t() @ pixels, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_bias, grad_pixels.sum(0), rtol=1e-12, atol=1e-12)
+    assert projections.weight_gradients(grad_qkv, x, weight, False, False) == (None, None)
+    only_bias = projections.weight_gradients(grad_qkv, x, weight, False, True)
+    assert only_bias[0] is None
+    torch.testing.assert_close(only_bias[1], grad_pixels.sum(0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_the_two_ways_agree_in_float32(forced, channels_first):
+    """float32 is where oneDNN's own kernels run (float64 convolutions take PyTorch's slow path)."""
+    c, out_channels = 64, 80
+    x = channels_last_maps(2, 13, 17, c, channels_first, torch.float32)
+    weight, bias = torch.randn(out_channels, c) / c**0.5, torch.randn(out_channels)
+    grad_qkv = torch.randn(2, 13, 17, out_channels)
+    residual = torch.randn(2, 13, 17, c)
+    results = {}
+    for way in WAYS:
+        forced(way)
+        accumulated = residual.clone()
+        projections.add_input_gradient(accumulated, grad_qkv, weight)
+        results[way] = (projections.project(x, weight, bias), projections.input_gradient(grad_qkv, weight, residual),
+                        accumulated, *projections.weight_gradients(grad_qkv, x, weight, True, True))  # fmt: skip
+    for by_matmul, by_convolution in zip(results["matmul"], results["convolution"], strict=True):
+        torch.testing.assert_close(by_convolution, by_matmul, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("b,h,w", [(2, 5, 4), (1, 1, 5), (2, 17, 19)])
+def test_the_step_with_each_way_equals_the_reference(forced, way, b, h, w):
+    forced(way)
+    rcca = make_rcca(recurrence=2)
+    x = torch.randn(b, 6, h, w, dtype=torch.float64, requires_grad=True)
+    out, attentions = rcca(x, return_attention=True)
+    ref_out, ref_attentions = reference_rcca(rcca, x, 2)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+    weights = [torch.randn_like(out)] + [torch.randn_like(a) for a in attentions]
+    inputs = [x, *rcca.parameters()]
+    fast = torch.autograd.grad(loss_of(out, attentions, weights), inputs)
+    ref = torch.autograd.grad(loss_of(ref_out, ref_attentions, weights), inputs)
+    for g_fast, g_ref in zip(fast, ref, strict=True):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_a_way_is_timed_once_per_operation_and_shape(monkeypatch):
+    monkeypatch.setattr(projections, "_FASTER_PROJECTION", OrderedDict())
+    timed = []
+    real = projections.fastest_way
+    monkeypatch.setattr(projections, "fastest_way", lambda ways, **k: timed.append(sorted(ways)) or real(ways, **k))
+    weight, bias = torch.randn(10, 6), torch.randn(10)
+    x = torch.randn(1, 20, 30, 6)
+    for _ in range(3):
+        projections.project(x, weight, bias)
+    assert len(timed) == 1 and timed[0] == sorted(WAYS)
+    (key, chosen), = projections._FASTER_PROJECTION.items()  # fmt: skip
+    assert key[0] == "project" and chosen in WAYS
+    projections.project(torch.randn(1, 6, 20, 30).permute(0, 2, 3, 1), weight, bias)  # other strides: timed anew
+    assert len(timed) == 2
+    monkeypatch.setattr(projections, "MAX_PROJECTION_CHOICES", 2)
+    projections.project(torch.randn(1, 21, 30, 6), weight, bias)  # a third shape: the oldest choice makes room
+    assert len(projections._FASTER_PROJECTION) == 2
+    assert all(key[1][0] != (tuple(x.shape), x.stride()) for key in projections._FASTER_PROJECTION)
+
+
+def test_a_traced_projection_times_nothing_and_takes_matmul(monkeypatch):
+    monkeypatch.setattr(projections, "_FASTER_PROJECTION", OrderedDict())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(projections, "fastest_way", lambda *a, **k: pytest.fail("timed while tracing"))
+    monkeypatch.setattr(projections, "_project_by_convolution", lambda *a: pytest.fail("not matmul"))
+    x, weight, bias = torch.randn(1, 4, 5, 6), torch.randn(10, 6), torch.randn(10)
+    torch.testing.assert_close(projections.project(x, weight, bias), x @ weight.t() + bias)
+    assert not projections._FASTER_PROJECTION
+
+
+def test_an_unknown_forced_way_is_a_clear_error(forced):
+    forced("fast")
+    with pytest.raises(ValueError, match="PROJECTION_METHOD must be one of"):
+        projections.project(torch.randn(1, 2, 2, 3), torch.randn(4, 3), torch.randn(4))
+
+
+def test_fastest_way_picks_the_quicker_call():
+    import time
+
+    calls = {"slow": 0, "quick": 0}
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.01)
+
+    def quick():
+        calls["quick"] += 1
+
+    assert projections.fastest_way({"slow": slow, "quick": quick}, rounds=2) == "quick"
+    assert calls == {"slow": 2, "quick": 2}
