@@ -151,7 +151,8 @@ def _method(operation: str, ways: dict[str, Callable[[], object]], *tensors: tor
     """The way to run ``operation`` on these tensors: forced, the one timed faster here before, or timed now."""
     if PROJECTION_METHOD is not None:
         if PROJECTION_METHOD not in PROJECTION_METHODS:
-            raise ValueError(f"PROJECTION_METHOD must be one of {PROJECTION_METHODS} or None, got {PROJECTION_METHOD!r}")
+            raise ValueError(f"PROJECTION_METHOD must be one of {PROJECTION_METHODS} or None, "
+                             f"got {PROJECTION_METHOD!r}")
         return PROJECTION_METHOD
     first = tensors[0]
     # Other devices keep matmul (cuBLAS); a traced graph neither times nor records a choice that eager calls reuse.
