@@ -7,6 +7,8 @@ forward + backward (training) or forward only under ``torch.no_grad`` (inference
   first bmm (v0)           our first version: batched products over permuted copies
   ours (fused, default)    ``RecurrentCrissCrossAttention`` as the model runs it (ccnet.fast_attention)
   ours, attention recomputed in backward   the same with ``recompute=True`` (less memory kept)
+  ours, projections on MKL   the same with its 1x1 projections forced onto ``torch.mm`` (MKL); the default
+                           runs them on MKL or oneDNN, whichever ``ccnet.projections`` timed faster here
   einsum + torch.compile   with --compile; compile time reported apart
   ours + torch.compile     with --compile
   non-local (1 block)      a non-local block with the same projections (dense attention, once)
@@ -38,16 +40,19 @@ from ccnet.attention import (
     non_local_attention,
 )
 from ccnet.fast_attention import channels_last_view, criss_cross_step, from_channels_last
+from ccnet.projections import forced_method
 
 BASELINE = "einsum (common)"
 OURS = "ours (fused, default)"
 RECOMPUTE = "ours, attention recomputed in backward"
+MKL_PROJECTIONS = "ours, projections on MKL"
 METHODS = [
     "dense masked reference",
     BASELINE,
     "first bmm (v0)",
     OURS,
     RECOMPUTE,
+    MKL_PROJECTIONS,
     "non-local (1 block)",
 ]
 COMPILED = ["einsum + torch.compile", "ours + torch.compile"]
@@ -90,16 +95,18 @@ def build_step(method: str, h: int, w: int, channels: int, loops: int, mode: str
         cca.gamma.fill_(0.5)  # a trained gamma; 0 would let autograd skip work
     x = torch.randn(1, channels, h, w, device=device, requires_grad=mode == "train")
     forward = _forward_function(method, rcca, loops)
+    projections_way = "matmul" if method == MKL_PROJECTIONS else None
     if mode == "infer":
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), forced_method(projections_way):
                 forward(x)
         return step
 
     def step():
         x.grad = None
         rcca.zero_grad(set_to_none=True)
-        forward(x).sum().backward()
+        with forced_method(projections_way):
+            forward(x).sum().backward()
     return step
 
 
@@ -110,7 +117,7 @@ def _forward_function(method: str, rcca, loops: int):
         base = OURS
     if base == "einsum":
         base = BASELINE
-    if base == OURS:
+    if base in (OURS, MKL_PROJECTIONS):
         forward = rcca
     elif base == RECOMPUTE:
         def forward(x):

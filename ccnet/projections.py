@@ -15,9 +15,10 @@ grad_qkv (B, h, w, 2C' + C) contiguous, weight (2C' + C, C).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,19 @@ def _as_channels_last_nchw(x):
     copy of anything else (an NCHW input's map)."""
     nchw = x.permute(0, 3, 1, 2)  # (B, C, h, w)
     return nchw if x.is_contiguous() else nchw.contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def forced_method(method: str | None) -> Iterator[None]:
+    """Run the projections one way inside the block (None: the timed choice), e.g. to compare the two."""
+    if method not in (None, *PROJECTION_METHODS):
+        raise ValueError(f"method must be one of {PROJECTION_METHODS} or None, got {method!r}")
+    global PROJECTION_METHOD
+    before, PROJECTION_METHOD = PROJECTION_METHOD, method
+    try:
+        yield
+    finally:
+        PROJECTION_METHOD = before
 
 
 # -------------------------------------------------------------------------------------------------

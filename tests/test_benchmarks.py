@@ -158,3 +158,18 @@ def test_video_upload_benchmark_writes_the_issues_file_and_a_table(tmp_path):
     capture.release()
     table = bench.format_table([9.0, 3.0, 4.0, 2.0])
     assert "| 9.00 s | 3.00 s (n = 3) | 9.00, 3.00, 4.00, 2.00 | < 5 s |" in table
+
+
+def test_every_attention_method_runs_and_the_mkl_variant_forces_matmul(bench_attention, monkeypatch):
+    from ccnet import projections
+
+    ways = []
+    real = projections._method
+    monkeypatch.setattr(projections, "_method", lambda *a: ways.append(real(*a)) or ways[-1])
+    for method in bench_attention.METHODS:
+        for mode in ("train", "infer"):
+            ways.clear()
+            bench_attention.build_step(method, 5, 6, 16, 2, mode, "cpu")()
+            if method == bench_attention.MKL_PROJECTIONS:
+                assert ways and set(ways) == {"matmul"}, mode
+    assert projections.PROJECTION_METHOD is None  # restored after each step

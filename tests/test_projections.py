@@ -148,3 +148,17 @@ def test_fastest_way_picks_the_quicker_call():
 
     assert projections.fastest_way({"slow": slow, "quick": quick}, rounds=2) == "quick"
     assert calls == {"slow": 2, "quick": 2}
+
+
+def test_forced_method_applies_inside_the_block_only(monkeypatch):
+    monkeypatch.setattr(projections, "_project_by_matmul", lambda *a: pytest.fail("matmul inside the block"))
+    x, weight, bias = torch.randn(1, 4, 5, 6), torch.randn(10, 6), torch.randn(10)
+    with projections.forced_method("convolution"):
+        got = projections.project(x, weight, bias)
+    torch.testing.assert_close(got, x @ weight.t() + bias, rtol=1e-5, atol=1e-5)
+    assert projections.PROJECTION_METHOD is None
+    with pytest.raises(ValueError, match="method must be one of"), projections.forced_method("fast"):
+        pass
+    with pytest.raises(RuntimeError), projections.forced_method("matmul"):
+        raise RuntimeError("an error inside the block")
+    assert projections.PROJECTION_METHOD is None  # restored after the error too
