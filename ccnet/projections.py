@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -175,10 +176,40 @@ def _method(operation: str, ways: dict[str, Callable[[], object]], *tensors: tor
     layout = tuple(None if t is None else (tuple(t.shape), t.stride()) for t in tensors)
     key = (operation, layout, first.dtype, torch.get_num_threads())
     if key not in _FASTER_PROJECTION:
-        _FASTER_PROJECTION[key] = fastest_way(ways)
+        _FASTER_PROJECTION[key] = _checked_fastest_way(operation, ways)
         while len(_FASTER_PROJECTION) > MAX_PROJECTION_CHOICES:
             _FASTER_PROJECTION.popitem(last=False)
     return _FASTER_PROJECTION[key]
+
+
+def _checked_fastest_way(operation: str, ways: dict[str, Callable[[], object]]) -> str:
+    """The faster way, among those whose result agrees with matmul's on these very tensors: a library kernel
+    that is wrong on this CPU (as oneDNN's AVX-512 bfloat16 depthwise weight gradients are on some, see
+    training/precision.py) is never chosen."""
+    results = {}  # each way's last result, kept to compare
+
+    def keeping(name, way):
+        return lambda: results.__setitem__(name, way())
+
+    chosen = fastest_way({name: keeping(name, way) for name, way in ways.items()})
+    if chosen != "matmul" and not results_agree(results[chosen], results["matmul"]):
+        warnings.warn(f"ccnet.projections: the {chosen} way's {operation} disagrees with torch.mm on this CPU; "
+                      "using torch.mm", RuntimeWarning, stacklevel=4)  # fmt: skip
+        return "matmul"
+    return chosen
+
+
+def results_agree(got, expected, tolerance: float = 1e-3) -> bool:
+    """True when two results (tensors, or tuples of tensors or None) match to ``tolerance`` of expected's largest
+    magnitude: the two ways differ only in the order of float sums, far below this."""
+    if isinstance(expected, tuple):
+        return len(got) == len(expected) and all(
+            results_agree(a, b, tolerance) for a, b in zip(got, expected, strict=True)
+        )
+    if expected is None or got is None:
+        return got is expected
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    return got.shape == expected.shape and bool((got - expected).abs().max() <= tolerance * scale + 1e-30)
 
 
 def fastest_way(ways: dict[str, Callable[[], object]], rounds: int = 3) -> str:

@@ -162,3 +162,26 @@ def test_forced_method_applies_inside_the_block_only(monkeypatch):
     with pytest.raises(RuntimeError), projections.forced_method("matmul"):
         raise RuntimeError("an error inside the block")
     assert projections.PROJECTION_METHOD is None  # restored after the error too
+
+
+def test_a_way_that_disagrees_with_matmul_is_never_chosen(monkeypatch):
+    """A wrong library kernel on some CPU: the probe compares each way's result with torch.mm's and keeps mm."""
+    monkeypatch.setattr(projections, "_FASTER_PROJECTION", OrderedDict())
+    monkeypatch.setattr(projections, "_project_by_convolution", lambda x, weight, bias: 1.5 * (x @ weight.t() + bias))
+    pick_convolution = lambda ways, **k: [way() for way in ways.values()] and "convolution"  # noqa: E731
+    monkeypatch.setattr(projections, "fastest_way", pick_convolution)
+    x, weight, bias = torch.randn(1, 4, 5, 6), torch.randn(10, 6), torch.randn(10)
+    with pytest.warns(RuntimeWarning, match="disagrees with torch.mm"):
+        got = projections.project(x, weight, bias)
+    torch.testing.assert_close(got, x @ weight.t() + bias)
+    assert list(projections._FASTER_PROJECTION.values()) == ["matmul"]
+
+
+def test_results_agree_on_tensors_tuples_and_none():
+    a = torch.randn(3, 4)
+    assert projections.results_agree(a + 1e-6, a)
+    assert not projections.results_agree(a * 1.5, a)
+    assert projections.results_agree((a, None), (a.clone(), None))
+    assert not projections.results_agree((a, None), (a, a))
+    assert not projections.results_agree(a[:2], a)
+    assert not projections.results_agree(torch.full_like(a, float("nan")), a)
