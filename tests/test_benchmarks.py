@@ -113,17 +113,19 @@ def test_roofline_counts_the_papers_flops_and_prints_a_table(monkeypatch):
     assert 2 * bench.attention_flops(1, 97, 97, 512) / 1e9 == pytest.approx(12.6, abs=0.1)
     monkeypatch.setitem(bench.SIZES, "tiny", (2, 8, 10, 16))
     results = bench.measure(["tiny"], rounds=2, gemm_side=64, log=lambda message: None)
-    assert results["gemm_gflops"] > 0
+    assert results["gemm_gflops"] > 0 and results["convolution_gflops"] > 0
     assert all(len(t) == 2 and min(t) > 0 for t in results["sizes"]["tiny"]["seconds"].values())
     table = bench.format_table(results)
     assert "| tiny | 2 x 8 x 10 x 16 |" in table and "| ours |" in table and "| einsum |" in table
-    assert "Ceiling: float32 `torch.mm` 64^3" in table
+    assert "Ceiling: float32 `torch.mm` 64^3" in table and "1x1 convolution (oneDNN)" in table
     # The whole module: the 12.6 GFLOP of attention plus 2 loops x 3 x 2 x 9409 x 512 x 640 of projections
     assert bench.module_flops(1, 97, 97, 512, 2) / 1e9 == pytest.approx(12.6 + 37.0, abs=0.1)
     results["module"] = bench.measure_module("tiny", rounds=2, log=lambda message: None)
     module = bench.format_module(results)
     assert "| ours |" in module and "| einsum |" in module and "| floor: every FLOP at the ceiling |" in module
     assert "is the most any could gain over einsum on this machine." in module
+    results["convolution_gflops"] = 2 * results["gemm_gflops"]  # a CPU where oneDNN is faster: its floor too
+    assert "| floor: every FLOP at the 1x1 convolution's rate |" in bench.format_module(results)
 
 
 def test_profile_groups_every_operation_and_counts_the_products_flops():
