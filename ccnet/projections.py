@@ -50,17 +50,23 @@ def input_gradient(grad_qkv: torch.Tensor, weight: torch.Tensor, residual: torch
 def add_input_gradient(grad_x: torch.Tensor, grad_qkv: torch.Tensor, weight: torch.Tensor) -> None:
     """grad_x += grad_qkv W, in place, for a contiguous (B, h, w, C) grad_x.
 
-    The way is ``input_gradient``'s (timed with grad_x as the residual, so the probe writes nothing): MKL adds the
-    product into grad_x inside the GEMM, oneDNN's convolution returns it and it is added after.
+    MKL adds the product into grad_x inside the GEMM; oneDNN's convolution returns it, so it is computed a few
+    rows at a time (``CHUNK_BYTES``) and added, keeping the peak memory the GEMM's. The first call for a shape times
+    both ways on two copies of grad_x (so the probe changes nothing) and compares them.
     """
-    ways = {"matmul": lambda: _input_gradient_by_matmul(grad_qkv, weight, grad_x),
-            "convolution": lambda: _input_gradient_by_convolution(grad_qkv, weight, grad_x)}  # fmt: skip
-    if _method("input_gradient", ways, grad_qkv, weight, grad_x) == "convolution":
-        grad_x.add_(_convolve(grad_qkv, weight.t()))
-        return
-    b, h, w, _ = grad_x.shape
-    for image in range(b):
-        grad_x[image].view(h * w, -1).addmm_(grad_qkv[image].view(h * w, -1), weight)  # (h*w, C)
+    copies = {}
+
+    def on_a_copy(name, add):
+        def run():
+            target = copies.setdefault(name, grad_x.clone())  # (B, h, w, C)
+            add(target, grad_qkv, weight)
+            return target
+
+        return run
+
+    ways = {"matmul": _add_input_gradient_by_matmul, "convolution": _add_input_gradient_by_convolution}
+    probes = {name: on_a_copy(name, add) for name, add in ways.items()}
+    ways[_method("add_input_gradient", probes, grad_qkv, weight, grad_x)](grad_x, grad_qkv, weight)
 
 
 def weight_gradients(grad_qkv: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_weight: bool, need_bias: bool):
@@ -107,6 +113,17 @@ def _input_gradient_by_matmul(grad_qkv, weight, residual):
     return out
 
 
+def _add_input_gradient_by_matmul(grad_x, grad_qkv, weight):
+    b, h, w, _ = grad_x.shape
+    for image in range(b):
+        grad_x[image].view(h * w, -1).addmm_(grad_qkv[image].view(h * w, -1), weight)  # (h*w, C)
+
+
+def _add_input_gradient_by_convolution(grad_x, grad_qkv, weight):
+    for rows in _row_chunks(grad_x):
+        grad_x[rows].add_(_convolve(grad_qkv[rows], weight.t()))  # (b, rows, w, C)
+
+
 def _input_gradient_by_convolution(grad_qkv, weight, residual):
     out = _convolve(grad_qkv, weight.t())  # (B, h, w, C)
     return out if residual is None else out.add_(residual)
@@ -121,13 +138,36 @@ def _weight_gradients_by_matmul(grad_qkv, x, need_bias):
 
 
 def _weight_gradients_by_convolution(grad_qkv, x, weight, need_bias):
+    """One ``convolution_backward`` on an NHWC x; on any other layout (an NCHW input), a few rows at a time, each
+    copied to channels-last (``CHUNK_BYTES``), and the parts summed: no whole copy of x is made."""
     out_channels, in_channels = weight.shape
     kernel = weight.contiguous()[:, :, None, None]  # (2C'+C, C, 1, 1); only its shape is read (no input gradient)
-    _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        _as_channels_last_nchw(grad_qkv), _as_channels_last_nchw(x), kernel, [out_channels] if need_bias else None,
-        (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (False, True, need_bias),
-    )  # fmt: skip
+    grad_weight = grad_bias = None
+    for rows in [(slice(None),)] if x.is_contiguous() else _row_chunks(x):
+        _, part_weight, part_bias = torch.ops.aten.convolution_backward(
+            _as_channels_last_nchw(grad_qkv[rows]), _as_channels_last_nchw(x[rows]), kernel,
+            [out_channels] if need_bias else None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (False, True, need_bias),
+        )  # fmt: skip
+        grad_weight = part_weight if grad_weight is None else grad_weight.add_(part_weight)
+        if need_bias:
+            grad_bias = part_bias if grad_bias is None else grad_bias.add_(part_bias)
     return grad_weight.reshape(out_channels, in_channels), grad_bias
+
+
+# Bytes of one chunk of a map that oneDNN's way handles a few rows at a time (an added product, an NCHW input's
+# channels-last copy): small beside the maps, so the way's peak memory stays the GEMM's; big enough that each
+# chunk is still a large product (2048 pixels at 512 channels).
+CHUNK_BYTES = 4 * 2**20
+
+
+def _row_chunks(x: torch.Tensor):
+    """Index tuples of (B, h, w, C) row blocks of about CHUNK_BYTES: all images at once when x fits, else one
+    image and a few of its rows at a time (a block of one image is channels-last contiguous when x is)."""
+    b, h, w, c = x.shape
+    if x.numel() * x.element_size() <= CHUNK_BYTES:
+        return [(slice(None),)]
+    rows = max(1, CHUNK_BYTES // (w * c * x.element_size()))
+    return [(slice(image, image + 1), slice(start, start + rows)) for image in range(b) for start in range(0, h, rows)]
 
 
 def _convolve(x, weight, bias=None):

@@ -30,8 +30,11 @@ def forced(monkeypatch):
 @pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("b,h,w", SHAPES)
 @pytest.mark.parametrize("channels_first", [False, True])
-def test_each_way_computes_the_products_exactly(forced, way, b, h, w, channels_first):
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 200])  # oneDNN's way whole, one row at a time, a few rows
+def test_each_way_computes_the_products_exactly(monkeypatch, forced, way, b, h, w, channels_first, chunk_bytes):
     forced(way)
+    if chunk_bytes is not None:
+        monkeypatch.setattr(projections, "CHUNK_BYTES", chunk_bytes)
     c, out_channels = 6, 10
     x = channels_last_maps(b, h, w, c, channels_first)  # (B, h, w, C)
     weight, bias = torch.randn(out_channels, c, dtype=torch.float64), torch.randn(out_channels, dtype=torch.float64)
@@ -63,8 +66,11 @@ def test_each_way_computes_the_products_exactly(forced, way, b, h, w, channels_f
 
 
 @pytest.mark.parametrize("channels_first", [False, True])
-def test_the_two_ways_agree_in_float32(forced, channels_first):
+@pytest.mark.parametrize("chunk_bytes", [None, 20_000])
+def test_the_two_ways_agree_in_float32(monkeypatch, forced, channels_first, chunk_bytes):
     """float32 is where oneDNN's own kernels run (float64 convolutions take PyTorch's slow path)."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(projections, "CHUNK_BYTES", chunk_bytes)
     c, out_channels = 64, 80
     x = channels_last_maps(2, 13, 17, c, channels_first, torch.float32)
     weight, bias = torch.randn(out_channels, c) / c**0.5, torch.randn(out_channels)
@@ -96,6 +102,20 @@ def test_the_step_with_each_way_equals_the_reference(forced, way, b, h, w):
     ref = torch.autograd.grad(loss_of(ref_out, ref_attentions, weights), inputs)
     for g_fast, g_ref in zip(fast, ref, strict=True):
         torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_row_chunks_cover_every_row_once():
+    x = torch.randn(3, 7, 5, 4)
+    assert projections._row_chunks(x) == [(slice(None),)]  # fits: all at once
+    covered = torch.zeros(3, 7, dtype=torch.int64)
+    chunks = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projections, "CHUNK_BYTES", 2 * 5 * 4 * 4)  # two rows of one image
+        chunks = projections._row_chunks(x)
+    for rows in chunks:
+        covered[rows[:2]] += 1
+        assert x[rows].shape[0] == 1 and x[rows].shape[1] <= 2 and x[rows].is_contiguous()
+    assert torch.equal(covered, torch.ones(3, 7, dtype=torch.int64)) and len(chunks) == 3 * 4
 
 
 def test_a_way_is_timed_once_per_operation_and_shape(monkeypatch):
