@@ -319,6 +319,13 @@ def test_stacking_channels_last_equals_cat_permute_and_passes_gradients_back():
     want = torch.autograd.grad(reference, parts, grad)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert a.is_contiguous()  # NCHW inputs get NCHW gradients, copied the fast way
+
+    mixed = [parts[0].detach().contiguous(memory_format=torch.channels_last).requires_grad_(), parts[1], parts[2]]
+    got = torch.autograd.grad(StackChannelsLast.apply(*mixed), mixed, grad)
+    assert got[0].stride(1) == 1 and got[1].is_contiguous()  # channels-last input: a view of the stacked gradient
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
     with pytest.raises(ValueError, match="one batch size, map size, dtype and device"):
         StackChannelsLast.apply(parts[0], parts[1].float(), parts[2])
