@@ -397,6 +397,8 @@ def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
     Returns (aggregated (B, C, h, w), attn (B, h, w, h + w)), both differentiable.
     """
+    if q.shape[1:2] != k.shape[1:2]:
+        raise ValueError(f"q and k must have the same channels, got {tuple(q.shape)} and {tuple(k.shape)}")
     qkv = StackChannelsLast.apply(q, k, v)  # (B, h, w, 2C'+C)
     out, attn = CrissCrossFunction.apply(qkv, q.shape[1], True)  # (B, h, w, C)
     return ToChannelsFirst.apply(out), attn  # (B, C, h, w)

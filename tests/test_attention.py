@@ -213,3 +213,11 @@ def test_cuda_matches_cpu():
     gpu_out, gpu_attn = criss_cross_attention(q.cuda(), k.cuda(), v.cuda())
     torch.testing.assert_close(gpu_out.cpu(), cpu_out)
     torch.testing.assert_close(gpu_attn.cpu(), cpu_attn)
+
+
+def test_fast_path_rejects_mismatched_projections_with_a_clear_error():
+    q, k = torch.randn(1, 2, 4, 5), torch.randn(1, 2, 4, 5)
+    with pytest.raises(ValueError, match="one batch size, map size"):
+        criss_cross_attention(q, k, torch.randn(1, 3, 4, 6))  # v of another map size
+    with pytest.raises(ValueError, match="q and k must have the same channels"):
+        criss_cross_attention(q, torch.randn(1, 3, 4, 5), torch.randn(1, 3, 4, 5))
