@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 PROJECTION_METHODS = ("matmul", "convolution")
 # None: each product's faster way, timed on first use; "matmul" or "convolution" forces one everywhere.
@@ -210,8 +211,9 @@ def _method(operation: str, ways: dict[str, Callable[[], object]], *tensors: tor
                              f"got {PROJECTION_METHOD!r}")
         return PROJECTION_METHOD
     first = tensors[0]
-    # Other devices keep matmul (cuBLAS); a traced graph neither times nor records a choice that eager calls reuse.
-    if first.device.type != "cpu" or torch.compiler.is_compiling():
+    # Other devices keep matmul (cuBLAS). A traced graph, or a call under a dispatch mode (a FLOP counter, fake
+    # tensors), neither times (the timing calls would be counted) nor records a choice that eager calls reuse.
+    if first.device.type != "cpu" or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
         return "matmul"
     layout = tuple(None if t is None else (tuple(t.shape), t.stride()) for t in tensors)
     key = (operation, layout, first.dtype, torch.get_num_threads())

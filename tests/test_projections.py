@@ -148,6 +148,19 @@ def test_a_traced_projection_times_nothing_and_takes_matmul(monkeypatch):
     assert not projections._FASTER_PROJECTION
 
 
+def test_a_flop_counter_sees_one_product_and_no_timing(monkeypatch):
+    """Under a dispatch mode (FlopCounterMode: the report's FLOP counts) the probe's timing calls would be counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.setattr(projections, "_FASTER_PROJECTION", OrderedDict())
+    monkeypatch.setattr(projections, "fastest_way", lambda *a, **k: pytest.fail("timed under a FLOP counter"))
+    x, weight, bias = torch.randn(1, 4, 5, 6), torch.randn(10, 6), torch.randn(10)
+    with FlopCounterMode(display=False) as counter:
+        projections.project(x, weight, bias)
+    assert counter.get_total_flops() == 2 * 4 * 5 * 6 * 10
+    assert not projections._FASTER_PROJECTION
+
+
 def test_an_unknown_forced_way_is_a_clear_error(forced):
     forced("fast")
     with pytest.raises(ValueError, match="PROJECTION_METHOD must be one of"):
