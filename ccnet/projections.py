@@ -16,6 +16,7 @@ grad_qkv (B, h, w, 2C' + C) contiguous, weight (2C' + C, C).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from collections import OrderedDict
@@ -26,8 +27,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 PROJECTION_METHODS = ("matmul", "convolution")
-# None: each product's faster way, timed on first use; "matmul" or "convolution" forces one everywhere.
-PROJECTION_METHOD: str | None = None
+# None: each product's faster way, timed on first use; "matmul" or "convolution" forces one everywhere. The
+# environment variable CCNET_PROJECTION_METHOD sets it for a process: where the two ways time alike, the choice (and
+# so the last bits of the float sums) may differ between processes; forcing one makes runs repeat bit for bit.
+PROJECTION_METHOD: str | None = os.environ.get("CCNET_PROJECTION_METHOD") or None
 # (operation, shapes and strides, dtype, threads) -> the faster way; the oldest choices are dropped past
 # MAX_PROJECTION_CHOICES (the app meets new image sizes)
 _FASTER_PROJECTION: OrderedDict[tuple, str] = OrderedDict()
@@ -207,8 +210,8 @@ def _method(operation: str, ways: dict[str, Callable[[], object]], *tensors: tor
     """The way to run ``operation`` on these tensors: forced, the one timed faster here before, or timed now."""
     if PROJECTION_METHOD is not None:
         if PROJECTION_METHOD not in PROJECTION_METHODS:
-            raise ValueError(f"PROJECTION_METHOD must be one of {PROJECTION_METHODS} or None, "
-                             f"got {PROJECTION_METHOD!r}")
+            raise ValueError(f"PROJECTION_METHOD (or CCNET_PROJECTION_METHOD) must be one of {PROJECTION_METHODS} or "
+                             f"None, got {PROJECTION_METHOD!r}")
         return PROJECTION_METHOD
     first = tensors[0]
     # Other devices keep matmul (cuBLAS). A traced graph, or a call under a dispatch mode (a FLOP counter, fake

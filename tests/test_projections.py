@@ -19,6 +19,12 @@ def channels_last_maps(b, h, w, c, channels_first: bool, dtype=torch.float64):
     return torch.randn(b, h, w, c, dtype=dtype)
 
 
+@pytest.fixture(autouse=True)
+def timed_choice(monkeypatch):
+    """Every test starts from the timed choice, whatever CCNET_PROJECTION_METHOD the shell set."""
+    monkeypatch.setattr(projections, "PROJECTION_METHOD", None)
+
+
 @pytest.fixture
 def forced(monkeypatch):
     def force(way):
@@ -163,8 +169,21 @@ def test_a_flop_counter_sees_one_product_and_no_timing(monkeypatch):
 
 def test_an_unknown_forced_way_is_a_clear_error(forced):
     forced("fast")
-    with pytest.raises(ValueError, match="PROJECTION_METHOD must be one of"):
+    with pytest.raises(ValueError, match="CCNET_PROJECTION_METHOD\\) must be one of"):
         projections.project(torch.randn(1, 2, 2, 3), torch.randn(4, 3), torch.randn(4))
+
+
+def test_the_environment_variable_forces_a_way_in_a_new_process():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from ccnet import projections as p; p._project_by_convolution = None; "
+            "p.project(torch.randn(1, 2, 2, 3), torch.randn(4, 3), torch.randn(4)); "
+            "print(p.PROJECTION_METHOD)")  # fmt: skip
+    env = {**os.environ, "CCNET_PROJECTION_METHOD": "matmul"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "matmul"
 
 
 def test_fastest_way_picks_the_quicker_call():
