@@ -78,7 +78,8 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
         default = unrollable[0]
     trained = catalogue.trained_per_loop_count(default)
     heads = catalogue.trained_per_loop_count(default, heads=True)
-    have_trained, have_heads = all(trained[r] for r in LOOP_COUNTS), all(heads[r] for r in LOOP_COUNTS)
+    # A family with at least two loop counts is a comparison; the missing ones are named (the queue trains them)
+    have_trained, have_heads = _compares(trained), _compares(heads)
     modes = [UNROLLED, *([TRAINED] if have_trained else []), *([HEADS] if have_heads else []), CHOSEN]
     if st.session_state.get("comparison") not in modes:  # e.g. a link to a mode this folder cannot fill
         st.session_state.pop("comparison", None)
@@ -92,10 +93,7 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
         "Heads: attention heads trained with R = 1, 2 and 3 on one frozen backbone (the many-seeds study). "
         "Any: up to three models with the same classes, each at a loop count you choose.",
     )
-    if not have_trained:
-        missing = ", ".join(f"R = {r}" for r in LOOP_COUNTS if not trained[r])
-        st.sidebar.caption(f"Models trained end to end are missing for {missing} of {default.dataset}, so "
-                           "there is no per-R comparison of them yet (heads are not mixed in).")  # fmt: skip
+    _say_what_is_missing(trained, heads, have_trained, comparison, default.dataset)
     if comparison == TRAINED:
         return _trained_columns(trained, "trained", catalogue.other_recipes_per_loop_count(default))
     if comparison == HEADS:
@@ -164,6 +162,26 @@ def _unrolled_title(recurrence: int, entry: CatalogueEntry) -> str:
     return f"R = {recurrence}" + (" (as trained)" if recurrence == entry.recurrence else "")
 
 
+def _say_what_is_missing(trained, heads, have_trained: bool, comparison: str, dataset: str) -> None:
+    missing = {name: ", ".join(f"R = {r}" for r in LOOP_COUNTS if not family[r])
+               for name, family in ((TRAINED, trained), (HEADS, heads))}  # fmt: skip
+    if not have_trained:
+        st.sidebar.caption(f"Models trained end to end are missing for {missing[TRAINED]} of {dataset}, so "
+                           "there is no per-R comparison of them yet (heads are not mixed in).")  # fmt: skip
+    elif comparison == TRAINED and missing[TRAINED]:
+        st.sidebar.caption(f"No model of {dataset} trained end to end with {missing[TRAINED]} is bundled yet (the "
+                           "campaign queue trains the family), so that column is left out; heads are not mixed "
+                           "in.")  # fmt: skip
+    if comparison == HEADS and missing[HEADS]:
+        st.sidebar.caption(f"No head with {missing[HEADS]} on this backbone is bundled, so that column is left out; "
+                           "models trained end to end are not mixed in.")  # fmt: skip
+
+
+def _compares(family: dict[int, list[CatalogueEntry]]) -> bool:
+    """True when a family has models for at least two of the loop counts 1, 2, 3."""
+    return sum(bool(family[r]) for r in LOOP_COUNTS) >= 2
+
+
 def _trained_columns(
     trained: dict[int, list[CatalogueEntry]], key: str, other_recipes: dict[int, list[CatalogueEntry]] | None = None
 ) -> list[ColumnSpec]:
@@ -172,6 +190,8 @@ def _trained_columns(
     columns = []
     for r in LOOP_COUNTS:
         candidates = trained[r] + (other_recipes or {}).get(r, [])
+        if not candidates:  # a family still in training: its other columns
+            continue
         entry = candidates[0]
         if len(candidates) > 1:
             choices = [e.name for e in candidates]

@@ -749,11 +749,35 @@ def test_the_paper_recipe_twin_is_offered_in_the_r2_column_and_says_so(monkeypat
 
 
 def test_an_end_to_end_r2_beside_heads_is_no_per_r_comparison(monkeypatch, tmp_path):
-    """The bundle before the family is trained: an end-to-end R = 2 and heads for R = 1 and 3 only."""
+    """The bundle before the family is trained: an end-to-end R = 2 and heads for R = 1 and 3 only. The heads compare
+    among themselves (two loop counts); the end-to-end R = 2 alone is no per-R comparison and is never their third."""
     app = _family_app(monkeypatch, tmp_path, end_to_end=(2,), heads=(1, 3))
     assert_no_exception(app)
-    assert app.sidebar.radio(key="comparison").options == ["One model, unrolled R = 1, 2, 3", "Any models side by side"]
+    assert app.sidebar.radio(key="comparison").options == [
+        "One model, unrolled R = 1, 2, 3", "Heads per R on one frozen backbone", "Any models side by side"]  # fmt: skip
+    app.sidebar.radio(key="comparison").set_value("Heads per R on one frozen backbone").run()
+    assert_no_exception(app)
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == ["#### R = 1: head_r1 (head)", "#### R = 3: head_r3 (head)"]
+    assert any("No head with R = 2 on this backbone is bundled" in c.value for c in app.sidebar.caption)
     assert any("trained end to end are missing for R = 1, R = 3" in c.value for c in app.sidebar.caption)
+
+
+def test_a_family_still_in_training_compares_the_loop_counts_it_has(monkeypatch, tmp_path):
+    """R = 0, 1 and 2 end to end (R = 3 still in the queue): the per-R mode is offered with those, says which R is
+    missing, and mixes no head in."""
+    app = _family_app(monkeypatch, tmp_path, end_to_end=(0, 1, 2), heads=(3,))
+    assert "Separately trained models per R" in app.sidebar.radio(key="comparison").options
+    app.sidebar.radio(key="comparison").set_value("Separately trained models per R").run()
+    assert_no_exception(app)
+    headers = [m.value for m in app.markdown if m.value.startswith("#### ")]
+    assert headers == ["#### R = 1: e2e_r1 (end to end)", "#### R = 2: e2e_r2 (end to end)"]
+    assert any("trained end to end with R = 3 is bundled yet" in c.value for c in app.sidebar.caption)
+    captions = [caption for image in app.image for caption in image.captions]
+    assert [c.split(":")[0] for c in captions if "→" in c] == ["R = 0 → R = 1", "R = 1 → R = 2"]
+    assert "head_r3" not in texts(app)
+    app.sidebar.radio(key="comparison").set_value("One model, unrolled R = 1, 2, 3").run()
+    assert not any("is bundled yet" in c.value for c in app.sidebar.caption)  # said only where it applies
 
 
 def test_the_per_r_modes_show_the_familys_r0_segmentation_and_its_changes(monkeypatch, tmp_path):
