@@ -93,9 +93,11 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
         "Heads: attention heads trained with R = 1, 2 and 3 on one frozen backbone (the many-seeds study). "
         "Any: up to three models with the same classes, each at a loop count you choose.",
     )
-    _say_what_is_missing(trained, heads, have_trained, comparison, default.dataset)
+    other_recipes = catalogue.other_recipes_per_loop_count(default)
+    shown = {r: trained[r] + other_recipes[r] for r in LOOP_COUNTS}  # what the end-to-end columns can show
+    _say_what_is_missing(trained, shown, heads, have_trained, comparison, default.dataset)
     if comparison == TRAINED:
-        return _trained_columns(trained, "trained", catalogue.other_recipes_per_loop_count(default))
+        return _trained_columns(trained, "trained", other_recipes)
     if comparison == HEADS:
         return _trained_columns(heads, "heads")
     if comparison == CHOSEN:
@@ -162,11 +164,13 @@ def _unrolled_title(recurrence: int, entry: CatalogueEntry) -> str:
     return f"R = {recurrence}" + (" (as trained)" if recurrence == entry.recurrence else "")
 
 
-def _say_what_is_missing(trained, heads, have_trained: bool, comparison: str, dataset: str) -> None:
+def _say_what_is_missing(trained, shown, heads, have_trained: bool, comparison: str, dataset: str) -> None:
+    """Sidebar captions: which R the family lacks (no per-R comparison), or which column the chosen mode leaves out
+    (``shown``: the end-to-end columns' models, another recipe's included)."""
     missing = {name: ", ".join(f"R = {r}" for r in LOOP_COUNTS if not family[r])
-               for name, family in ((TRAINED, trained), (HEADS, heads))}  # fmt: skip
+               for name, family in (("family", trained), (TRAINED, shown), (HEADS, heads))}  # fmt: skip
     if not have_trained:
-        st.sidebar.caption(f"Models trained end to end are missing for {missing[TRAINED]} of {dataset}, so "
+        st.sidebar.caption(f"Models trained end to end are missing for {missing['family']} of {dataset}, so "
                            "there is no per-R comparison of them yet (heads are not mixed in).")  # fmt: skip
     elif comparison == TRAINED and missing[TRAINED]:
         st.sidebar.caption(f"No model of {dataset} trained end to end with {missing[TRAINED]} is bundled yet (the "

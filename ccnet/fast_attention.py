@@ -266,8 +266,11 @@ def _channels_first_input_gradient(grad_x, grad_out_nhwc, grad_qkv, weight) -> N
     EPYC; benchmarks/profile_attention.py), and the residual's layout copy was needed anyway: so the sum is
     formed in a channels-last buffer and transposed once.
     """
-    full = projections.input_gradient(grad_qkv, weight, residual=grad_out_nhwc)  # (B, h, w, C)
-    copy_between_layouts(grad_x, full)
+    for image in range(grad_x.shape[0]):  # one image at a time: the channels-last buffer holds one image
+        one = slice(image, image + 1)
+        residual = None if grad_out_nhwc is None else grad_out_nhwc[one]
+        full = projections.input_gradient(grad_qkv[one], weight, residual=residual)  # (1, h, w, C)
+        copy_between_layouts(grad_x[one], full)
 
 
 def _residual_gradient(grad_out, grad_x):

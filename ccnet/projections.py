@@ -16,6 +16,7 @@ grad_qkv (B, h, w, 2C' + C) contiguous, weight (2C' + C, C).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 import warnings
@@ -39,47 +40,33 @@ MAX_PROJECTION_CHOICES = 256
 
 def project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """The stacked projections (B, h, w, C) -> contiguous (B, h, w, 2C' + C): x W^T + b."""
-    ways = {"matmul": lambda: _project_by_matmul(x, weight, bias),
-            "convolution": lambda: _project_by_convolution(x, weight, bias)}  # fmt: skip
-    return ways[_method("project", ways, x, weight)]()
+    ways = {"matmul": _project_by_matmul, "convolution": _project_by_convolution}
+    return ways[_method("project", ways, (x, weight, bias))](x, weight, bias)
 
 
 def input_gradient(grad_qkv: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
     """residual + grad_qkv W as a new contiguous (B, h, w, C) tensor (residual: contiguous (B, h, w, C) or None)."""
-    ways = {"matmul": lambda: _input_gradient_by_matmul(grad_qkv, weight, residual),
-            "convolution": lambda: _input_gradient_by_convolution(grad_qkv, weight, residual)}  # fmt: skip
-    return ways[_method("input_gradient", ways, grad_qkv, weight, residual)]()
+    ways = {"matmul": _input_gradient_by_matmul, "convolution": _input_gradient_by_convolution}
+    return ways[_method("input_gradient", ways, (grad_qkv, weight, residual))](grad_qkv, weight, residual)
 
 
 def add_input_gradient(grad_x: torch.Tensor, grad_qkv: torch.Tensor, weight: torch.Tensor) -> None:
     """grad_x += grad_qkv W, in place, for a contiguous (B, h, w, C) grad_x.
 
     MKL adds the product into grad_x inside the GEMM; oneDNN's convolution returns it, so it is computed a few
-    rows at a time (``CHUNK_BYTES``) and added, keeping the peak memory the GEMM's. The first call for a shape times
-    both ways on two copies of grad_x (so the probe changes nothing) and compares them.
+    rows at a time (``CHUNK_BYTES``) and added, keeping the peak memory the GEMM's.
     """
-    copies = {}
-
-    def on_a_copy(name, add):
-        def run():
-            target = copies.setdefault(name, grad_x.clone())  # (B, h, w, C)
-            add(target, grad_qkv, weight)
-            return target
-
-        return run
-
     ways = {"matmul": _add_input_gradient_by_matmul, "convolution": _add_input_gradient_by_convolution}
-    probes = {name: on_a_copy(name, add) for name, add in ways.items()}
-    ways[_method("add_input_gradient", probes, grad_qkv, weight, grad_x)](grad_x, grad_qkv, weight)
+    ways[_method("add_input_gradient", ways, (grad_x, grad_qkv, weight), in_place=True)](grad_x, grad_qkv, weight)
 
 
 def weight_gradients(grad_qkv: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_weight: bool, need_bias: bool):
     """(grad_weight (2C' + C, C) or None, grad_bias (2C' + C,) or None) of ``project(x, weight, bias)``."""
     if not need_weight:
         return None, grad_qkv.sum(dim=(0, 1, 2)) if need_bias else None  # (2C'+C,)
-    ways = {"matmul": lambda: _weight_gradients_by_matmul(grad_qkv, x, need_bias),
-            "convolution": lambda: _weight_gradients_by_convolution(grad_qkv, x, weight, need_bias)}  # fmt: skip
-    return ways[_method("weight_gradients", ways, grad_qkv, x)]()
+    ways = {"matmul": lambda g, x_, w: _weight_gradients_by_matmul(g, x_, need_bias),
+            "convolution": lambda g, x_, w: _weight_gradients_by_convolution(g, x_, w, need_bias)}  # fmt: skip
+    return ways[_method("weight_gradients", ways, (grad_qkv, x, weight))](grad_qkv, x, weight)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -206,42 +193,71 @@ def forced_method(method: str | None) -> Iterator[None]:
 # -------------------------------------------------------------------------------------------------
 
 
-def _method(operation: str, ways: dict[str, Callable[[], object]], *tensors: torch.Tensor | None) -> str:
-    """The way to run ``operation`` on these tensors: forced, the one timed faster here before, or timed now."""
+def _method(operation: str, ways: dict[str, Callable], args: tuple, in_place: bool = False) -> str:
+    """The way to run ``operation`` on ``args``: the one timed faster here before, timed now, or forced (CPU only).
+
+    ``in_place``: the ways add into ``args[0]`` (timed on a copy of it, so the probe changes nothing).
+    """
+    first = next(a for a in args if a is not None)
+    # Other devices keep matmul (cuBLAS; a forced convolution there could run cuDNN in TF32). A traced graph, a call
+    # under a dispatch mode (a FLOP counter, fake tensors) or with deterministic algorithms asked for neither times
+    # (the timing calls would be counted, the choice could differ between runs) nor records a choice.
+    if first.device.type != "cpu" or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return "matmul"
     if PROJECTION_METHOD is not None:
         if PROJECTION_METHOD not in PROJECTION_METHODS:
             raise ValueError(f"PROJECTION_METHOD (or CCNET_PROJECTION_METHOD) must be one of {PROJECTION_METHODS} or "
                              f"None, got {PROJECTION_METHOD!r}")
         return PROJECTION_METHOD
-    first = tensors[0]
-    # Other devices keep matmul (cuBLAS). A traced graph, or a call under a dispatch mode (a FLOP counter, fake
-    # tensors), neither times (the timing calls would be counted) nor records a choice that eager calls reuse.
-    if first.device.type != "cpu" or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+    if torch.are_deterministic_algorithms_enabled():
         return "matmul"
-    layout = tuple(None if t is None else (tuple(t.shape), t.stride()) for t in tensors)
+    layout = tuple(None if a is None else (tuple(a.shape), a.stride()) for a in args)
     key = (operation, layout, first.dtype, torch.get_num_threads())
-    if key not in _FASTER_PROJECTION:
-        _FASTER_PROJECTION[key] = _checked_fastest_way(operation, ways)
+    choice = _FASTER_PROJECTION.get(key)
+    if choice is None:
+        choice = _checked_fastest_way(operation, ways, args, in_place)
+        _FASTER_PROJECTION[key] = choice  # stored and returned as a local: another thread may trim the cache
         while len(_FASTER_PROJECTION) > MAX_PROJECTION_CHOICES:
             _FASTER_PROJECTION.popitem(last=False)
-    return _FASTER_PROJECTION[key]
+    return choice
 
 
-def _checked_fastest_way(operation: str, ways: dict[str, Callable[[], object]]) -> str:
-    """The faster way, among those whose result agrees with matmul's on these very tensors: a library kernel
-    that is wrong on this CPU (as oneDNN's AVX-512 bfloat16 depthwise weight gradients are on some, see
-    training/precision.py) is never chosen."""
-    results = {}  # each way's last result, kept to compare
-
-    def keeping(name, way):
-        return lambda: results.__setitem__(name, way())
-
-    chosen = fastest_way({name: keeping(name, way) for name, way in ways.items()})
-    if chosen != "matmul" and not results_agree(results[chosen], results["matmul"]):
-        warnings.warn(f"ccnet.projections: the {chosen} way's {operation} disagrees with torch.mm on this CPU; "
-                      "using torch.mm", RuntimeWarning, stacklevel=4)  # fmt: skip
+def _checked_fastest_way(operation: str, ways: dict[str, Callable], args: tuple, in_place: bool) -> str:
+    """The faster way on these tensors, if its result agrees with matmul's on random tensors of the same shapes and
+    strides (not these: a first batch's zeros or NaNs would test nothing): a library kernel that is wrong on this
+    CPU (as oneDNN's AVX-512 bfloat16 depthwise weight gradients are on some, see training/precision.py) is never
+    chosen."""
+    timed_args = (args[0].clone(), *args[1:]) if in_place else args
+    chosen = fastest_way({name: functools.partial(way, *timed_args) for name, way in ways.items()})
+    del timed_args
+    if chosen == "matmul":
+        return chosen
+    samples = tuple(None if a is None else _random_like(a) for a in args)
+    results = {}
+    for name in ("matmul", chosen):
+        if in_place:
+            target = samples[0].clone()
+            ways[name](target, *samples[1:])
+            results[name] = target.sub_(samples[0])  # the product that was added
+        else:
+            results[name] = ways[name](*samples)
+    dtype = args[0].dtype
+    if not results_agree(results[chosen], results["matmul"], _tolerance(dtype)):
+        warnings.warn(f"ccnet.projections: the {chosen} way's {operation} ({dtype}) disagrees with torch.mm on "
+                      "this CPU; using torch.mm", RuntimeWarning, stacklevel=4)  # fmt: skip
         return "matmul"
     return chosen
+
+
+def _random_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A standard-normal tensor with ``tensor``'s shape, strides, dtype and device."""
+    out = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=tensor.device)
+    return out.normal_()
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    """How far two exact ways may differ, relative to the largest value: float sums in another order."""
+    return max(1e-3, 100 * torch.finfo(dtype).eps)
 
 
 def results_agree(got, expected, tolerance: float = 1e-3) -> bool:
@@ -258,9 +274,9 @@ def results_agree(got, expected, tolerance: float = 1e-3) -> bool:
 
 
 def fastest_way(ways: dict[str, Callable[[], object]], rounds: int = 3) -> str:
-    """The name of the fastest of ``ways`` (calls without side effects), alternating them, the best of ``rounds``
-    each: the first call of each may build oneDNN's kernel and is not counted against it when a later one is
-    faster."""
+    """The name of the fastest of ``ways`` (calls whose results are dropped), alternating them, the best of
+    ``rounds`` each: the first call of each may build oneDNN's kernel and is not counted against it when a later one
+    is faster."""
     best = dict.fromkeys(ways, float("inf"))
     for _ in range(rounds):
         for name, way in ways.items():

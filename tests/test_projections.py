@@ -237,3 +237,53 @@ def test_results_agree_on_tensors_tuples_and_none():
     assert not projections.results_agree((a, None), (a, a))
     assert not projections.results_agree(a[:2], a)
     assert not projections.results_agree(torch.full_like(a, float("nan")), a)
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_the_float32_step_with_each_way_and_small_chunks_matches_the_reference(monkeypatch, forced, way):
+    """float32, where oneDNN's own kernels run, through the whole step: two images, an NCHW first loop and an NHWC
+    second, oneDNN's row chunks a few rows each."""
+    forced(way)
+    monkeypatch.setattr(projections, "CHUNK_BYTES", 2 * 19 * 16 * 4)  # two rows of one image
+    rcca = make_rcca(c=16, qk=4, recurrence=2)
+    x = torch.randn(2, 16, 17, 19, dtype=torch.float64, requires_grad=True)
+    ref_out, ref_attentions = reference_rcca(rcca, x, 2)
+    weights = [torch.randn_like(ref_out)] + [torch.randn_like(a) for a in ref_attentions]
+    ref = torch.autograd.grad(loss_of(ref_out, ref_attentions, weights), [x, *rcca.parameters()])
+    rcca32, x32 = rcca.float(), x.detach().float().requires_grad_()
+    out, attentions = rcca32(x32, return_attention=True)
+    fast = torch.autograd.grad(loss_of(out, attentions, [w.float() for w in weights]), [x32, *rcca32.parameters()])
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-4, atol=1e-4)
+    for g_fast, g_ref in zip(fast, ref, strict=True):
+        # the key bias's gradient is exactly 0 (a softmax ignores a constant): float32 leaves about 1e-6 there
+        torch.testing.assert_close(g_fast.double(), g_ref, rtol=1e-3, atol=max(1e-3 * g_ref.abs().max().item(), 1e-5))
+
+
+def test_agreement_is_checked_on_random_tensors_not_the_callers(monkeypatch):
+    """A first batch of zeros makes every way agree; the check draws its own inputs, so a wrong kernel is still
+    caught."""
+    monkeypatch.setattr(projections, "_FASTER_PROJECTION", OrderedDict())
+    monkeypatch.setattr(projections, "_project_by_convolution", lambda x, weight, bias: 1.5 * (x @ weight.t() + bias))
+    pick_convolution = lambda ways, **k: "convolution"  # noqa: E731
+    monkeypatch.setattr(projections, "fastest_way", pick_convolution)
+    x, weight, bias = torch.zeros(1, 4, 5, 6), torch.randn(10, 6), torch.zeros(10)
+    with pytest.warns(RuntimeWarning, match="disagrees with torch.mm"):
+        projections.project(x, weight, bias)
+    assert list(projections._FASTER_PROJECTION.values()) == ["matmul"]
+
+
+def test_deterministic_algorithms_and_other_devices_take_matmul_untimed(monkeypatch):
+    monkeypatch.setattr(projections, "_FASTER_PROJECTION", OrderedDict())
+    monkeypatch.setattr(projections, "fastest_way", lambda *a, **k: pytest.fail("timed"))
+    monkeypatch.setattr(projections, "_project_by_convolution", lambda *a: pytest.fail("not matmul"))
+    x, weight, bias = torch.randn(1, 4, 5, 6), torch.randn(10, 6), torch.randn(10)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.testing.assert_close(projections.project(x, weight, bias), x @ weight.t() + bias)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    monkeypatch.setattr(projections, "PROJECTION_METHOD", "convolution")  # forcing applies to CPU tensors only
+    on_meta = projections.project(x.to("meta"), weight.to("meta"), bias.to("meta"))
+    assert on_meta.device.type == "meta" and on_meta.shape == (1, 4, 5, 10)
+    assert not projections._FASTER_PROJECTION
