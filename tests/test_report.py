@@ -910,3 +910,22 @@ def test_a_second_seed_that_repeats_its_models_seed_is_refused(tmp_path):
     with pytest.raises(report_records.ReportError, match="give it another `seed`"):
         finished_runs([record], others=[campaign])
     assert [(r.name, r.seed) for r in finished_runs([record])] == [("camvid_r2", 0)]
+
+
+def test_an_unbundled_twin_is_compared_from_its_last_validation():
+    """The paper-recipe twin kept out of checkpoints/ (attention unused): gamma, lift and mIoU from its record."""
+    from training.report.family_tables import recipes_table
+
+    supervised = {"recurrence": 2, "recipe": "default", "mIoU": 0.715, "gamma": 0.848, "lift": 13.68,
+                  "attention_used": True, "atlas_diagonal": [0.5, 0.25]}  # fmt: skip
+    twin = {"recurrence": 2, "recipe": "paper", "finished": True, "not_bundled_because": "attention unused",
+            "last_validation": {"step": 4000, "mIoU": 0.698, "gamma": 0.0149, "lift": 0.85}}  # fmt: skip
+    family = {"members": [supervised], "missing": [twin], "unused_lift": 2.0, "blind_lift": 1.0}
+    lines = recipes_table(family, ["Road", "Car"])
+    assert "| default (γ from 1, affinity loss) | 71.5 | 0.848 | 13.68 | used | 50.0 | 25.0 |" in lines
+    assert ("| paper's losses (γ from 0, no affinity loss), trained, not bundled | 69.8 | 0.015 | 0.85 | **not used** "
+            "| – | – |") in lines  # fmt: skip
+    assert any("iteration 4000" in line and "(attention unused)" in line for line in lines)
+    no_record = {**family, "missing": [{**twin, "last_validation": None}]}
+    assert recipes_table(no_record, ["Road", "Car"]) == [
+        "The paper-recipe twin trained end to end is not bundled yet: no comparison."]  # fmt: skip

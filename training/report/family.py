@@ -207,7 +207,8 @@ def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict],
         {"recurrence": loops, "recipe": recipe, "run": getattr(in_queue.get((loops, recipe)), "name", None),
          "finished": getattr(in_queue.get((loops, recipe)), "finished", False),
          "not_bundled_because": getattr(in_queue.get((loops, recipe)), "not_bundled_because", None),
-         "step": _last_step(in_queue.get((loops, recipe)))}
+         "step": _last_step(in_queue.get((loops, recipe))),
+         "last_validation": _last_validation(in_queue.get((loops, recipe)))}
         for loops, recipe in EXPECTED_MEMBERS if (loops, recipe) not in have
     ]  # fmt: skip
     std, dof = pooled_std([list(m["seeds"].values()) for m in members])
@@ -227,6 +228,18 @@ def family_summary(models: list[dict], runs: list[RunRecord], costs: list[dict],
         "unused_lift": UNUSED_LIFT,
         "curves": curves(queue, campaign, campaign_member),
     }
+
+
+def _last_validation(record: QueueRecord | None) -> dict | None:
+    """A finished run's last validation in training (step, mIoU, gamma, lift): what the report can say of a model
+    that was trained but not bundled (None for a run not finished or never validated)."""
+    if record is None or not record.finished:
+        return None
+    last = next((line for line in reversed(read_metrics(record.folder)) if line.get("kind") == "val"), None)
+    if last is None:
+        return None
+    gamma = next((value for key, value in last.items() if key.startswith("gamma/")), None)
+    return {"step": last["step"], "mIoU": last.get("mIoU"), "gamma": gamma, "lift": last.get("lift")}
 
 
 def _last_step(record: QueueRecord | None) -> int | None:

@@ -106,7 +106,9 @@ def differences_lines(family: dict) -> list[str]:
 def recipes_table(family: dict, classes: list[str]) -> list[str]:
     """Supervised (affinity loss, γ from 1) against the paper's losses, both end to end: does attention emerge?"""
     pair = [m for m in family["members"] if m["recurrence"] == 2]
-    if len(pair) < 2:
+    record = next((m for m in family["missing"] if m["recurrence"] == 2 and m["recipe"] == "paper"
+                   and m.get("last_validation")), None)  # fmt: skip
+    if len(pair) < 2 and (not pair or record is None):
         return ["The paper-recipe twin trained end to end is not bundled yet: no comparison."]
     lines = [
         "| recipe | val mIoU | γ | lift | attention | " + " | ".join(classes) + " |",
@@ -118,9 +120,21 @@ def recipes_table(family: dict, classes: list[str]) -> list[str]:
         cells = [name, pct(member["mIoU"]), num(member["gamma"], ".3f"), num(member["lift"], ".2f"),
                  _attention_cell(member), *(pct(v) for v in diagonal)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    if len(pair) < 2:  # the twin trained but kept out of checkpoints/: its own last validation in training
+        last = record["last_validation"]
+        used = None if last["lift"] is None else last["lift"] >= family["unused_lift"]
+        cells = [f"{RECIPES['paper']}, trained, not bundled", pct(last["mIoU"]), num(last["gamma"], ".3f"),
+                 num(last["lift"], ".2f"), "–" if used is None else "used" if used else "**not used**",
+                 *(["–"] * len(classes))]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+        notes = [f"The paper-recipe row is its run's last validation in training (iteration {last['step']}; the "
+                 f"trainer's sampled lift), not this report's evaluation: it is not bundled "
+                 f"({record['not_bundled_because']}), so it has no atlas here."]  # fmt: skip
     return [
         *lines,
         "",
+        *(notes + [""] if notes else []),
         "Class columns: the attention atlas's diagonal at R = 2, each class's share of its influence on its own "
         f'class (%). Attention "not used": a same-class lift under {family["unused_lift"]:g} '
         f"({family['blind_lift']:g} = blind to class); the model card says so too.",
