@@ -167,7 +167,7 @@ def test_every_attention_method_runs_and_the_mkl_variant_forces_matmul(bench_att
 
     ways = []
     real = projections._method
-    monkeypatch.setattr(projections, "_method", lambda *a: ways.append(real(*a)) or ways[-1])
+    monkeypatch.setattr(projections, "_method", lambda *a, **k: ways.append(real(*a, **k)) or ways[-1])
     for method in bench_attention.METHODS:
         for mode in ("train", "infer"):
             ways.clear()

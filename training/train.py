@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ccnet import projections
 from ccnet.backbones import load_backbone_weights
 from ccnet.checkpoint import code_version, save_checkpoint
 from ccnet.datasets import IGNORE_INDEX, SegmentationDataset, find_dataset
@@ -622,8 +623,12 @@ def train(
 
     stop_at / max_minutes pause the run (state saved) so that it can continue later with resume=True.
     """
+    # The attention's projections on torch.mm in every process of a run (unless CCNET_PROJECTION_METHOD says
+    # otherwise): ccnet.projections' timed choice can differ between processes where two ways time alike, and a
+    # resumed run must sum in the same order as an uninterrupted one. They are a small part of a training step.
     try:
-        return Trainer(config, Path(out_dir), resume, overwrite, show_progress).run(stop_at, max_minutes)
+        with projections.forced_method(projections.PROJECTION_METHOD or "matmul"):
+            return Trainer(config, Path(out_dir), resume, overwrite, show_progress).run(stop_at, max_minutes)
     finally:
         leave_processes()
 
