@@ -56,29 +56,24 @@ def gemm_gflops(side: int, rounds: int = 5) -> float:
     """The machine's float32 matrix-product throughput on this process's threads (median of rounds)."""
     a, b = torch.randn(side, side), torch.randn(side, side)
     out = torch.empty(side, side)
-    torch.mm(a, b, out=out)  # warm-up
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
-    return 2 * side**3 / statistics.median(times) / 1e9
+    return _median_gflops(lambda: torch.mm(a, b, out=out), 2 * side**3, rounds)
 
 
 def convolution_gflops(side: int, rounds: int = 5) -> float:
     """The same product (side^3 multiply-adds) as a channels-last 1x1 convolution, which PyTorch runs on oneDNN:
-    on some CPUs faster than `torch.mm`'s MKL (an AMD EPYC with AVX-512: about 1.7x). The fast path's projections
+    on some CPUs faster than `torch.mm`'s MKL (an AMD EPYC with AVX-512: about 2x). The fast path's projections
     take whichever is faster (ccnet.projections), so this is the second ceiling beside `torch.mm`'s."""
     rows = max(1, side // 32)
     x = torch.randn(1, side, rows, side // rows).contiguous(memory_format=torch.channels_last)  # (1, C, h, w)
     kernel = torch.randn(side, side, 1, 1)
-    torch.nn.functional.conv2d(x, kernel)  # warm-up: oneDNN builds its kernel
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        torch.nn.functional.conv2d(x, kernel)
-        times.append(time.perf_counter() - start)
-    return 2 * side * side * rows * (side // rows) / statistics.median(times) / 1e9
+    flops = 2 * side * side * rows * (side // rows)
+    return _median_gflops(lambda: torch.nn.functional.conv2d(x, kernel), flops, rounds)
+
+
+def _median_gflops(call, flops: float, rounds: int) -> float:
+    """GFLOP/s of `call` at its median time over `rounds` runs, after one warm-up (oneDNN builds its kernel)."""
+    seconds = common.time_interleaved({"call": call}, rounds)["call"]["median"]
+    return flops / seconds / 1e9
 
 
 def attention_flops(batch: int, h: int, w: int, channels: int) -> float:
@@ -134,14 +129,7 @@ def measure_module(size: str, rounds: int, loops: int = 2, log=print) -> dict:
 
     batch, h, w, channels = SIZES[size]
     steps = {name: build_step(method, h, w, channels, loops, "train", "cpu") for name, method in MODULE_METHODS.items()}
-    for step in steps.values():
-        step()  # warm-up
-    samples = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            samples[name].append(time.perf_counter() - start)
+    samples = {name: t["all"] for name, t in common.time_interleaved(steps, rounds).items()}  # after one warm-up
     log(f"module at {size}: " + ", ".join(f"{m} {1000 * statistics.median(t):.1f} ms" for m, t in samples.items()))
     return {"size": size, "shape": (batch, h, w, channels), "loops": loops,
             "flops": module_flops(batch, h, w, channels, loops), "seconds": samples}  # fmt: skip

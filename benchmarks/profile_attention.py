@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
-import time
 
 import common
 import torch
@@ -107,14 +105,8 @@ def _product_flops(name: str, shapes: tuple) -> float:
 
 
 def _median_seconds(cases: dict, rounds: int) -> dict[str, float]:
-    """Each case's median time over `rounds` interleaved rounds (warm them up first)."""
-    times = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, call in cases.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples) for name, samples in times.items()}
+    """Each case's median time over `rounds` interleaved rounds (the callers warm them up first)."""
+    return {name: t["median"] for name, t in common.time_interleaved(cases, rounds, warmup=0).items()}
 
 
 def _rows(seconds: dict[str, float], flops_of) -> list[dict]:
