@@ -13,13 +13,19 @@ The FLOPs counted are the products' multiply-adds: forward 2 B h w (h + w) (C' +
 channels, aggregation with C), backward twice that (two products for each), so one loop costs
 6 B h w (h + w) (C' + C). Times are the median of interleaved rounds (ours, einsum, ours, ...), after a warm-up.
 
+Each method runs on q, k, v in two layouts: contiguous NCHW (the usual PyTorch tensor; ours pays layout copies
+in and out) and channels-last (ours reads and answers in it with no layout copy, as inside the RCCA module, whose
+projections write channels-last q, k, v). This CPU's speed drifts by 10-30% between minutes on a shared host, so
+every round also times the ceiling's product: "of the ceiling" is the median over rounds of the attention's rate
+over the ceiling's rate in that same round, with the rounds' range beside it.
+
 A second table times the whole RCCA module (the 1x1 projections too, R = 2, forward + backward) at the paper's
 size, for ours and einsum, and its floor: all of its FLOPs at the ceiling. The 1x1 projections are most of those
 FLOPs and both formulations do them alike, so einsum's time over that floor is about the largest speed-up over
 einsum that any exact formulation with the same FLOPs could reach on this machine (about: a product of another
 shape may run a little faster than the 2048^3 one that sets the ceiling).
 
-    python benchmarks/bench_roofline.py            # about 2 minutes on 2 cores; pause training first
+    python benchmarks/bench_roofline.py            # about 3 minutes on 2 cores; pause training first
     python benchmarks/bench_roofline.py --rounds 5 --sizes paper
 """
 
@@ -45,7 +51,7 @@ METHODS = {"ours": criss_cross_attention, "einsum": criss_cross_attention_einsum
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds per method")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timed rounds per method")
     parser.add_argument("--gemm", type=int, default=2048, help="side of the square matrix product (the ceiling)")
     parser.add_argument("--module-size", choices=list(SIZES), default="paper",
                         help="size of the whole-module table (default: the paper's)")  # fmt: skip
@@ -81,17 +87,36 @@ def attention_flops(batch: int, h: int, w: int, channels: int) -> float:
     return 6.0 * batch * h * w * (h + w) * (channels // 8 + channels)
 
 
-def time_attention(method, batch: int, h: int, w: int, channels: int, generator: torch.Generator) -> float:
-    """Seconds for one forward + backward of the attention part on fresh random q, k, v."""
+LAYOUTS = {"NCHW": torch.contiguous_format, "channels-last": torch.channels_last}
+
+
+def time_attention(method, batch: int, h: int, w: int, channels: int, generator: torch.Generator,
+                   layout: str = "NCHW") -> float:  # fmt: skip
+    """Seconds for one forward + backward of the attention part on fresh random q, k, v in ``layout``."""
     qk = channels // 8
-    q = torch.randn(batch, qk, h, w, generator=generator).requires_grad_()  # (B, C', h, w)
-    k = torch.randn(batch, qk, h, w, generator=generator).requires_grad_()
-    v = torch.randn(batch, channels, h, w, generator=generator).requires_grad_()  # (B, C, h, w)
-    grad = torch.randn(batch, channels, h, w, generator=generator)
+    memory_format = LAYOUTS[layout]
+    q = torch.randn(batch, qk, h, w, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
+    k = torch.randn(batch, qk, h, w, generator=generator).contiguous(memory_format=memory_format).requires_grad_()
+    v = torch.randn(batch, channels, h, w, generator=generator).contiguous(memory_format=memory_format)
+    v.requires_grad_()  # (B, C, h, w)
+    grad = torch.randn(batch, channels, h, w, generator=generator).contiguous(memory_format=memory_format)
     start = time.perf_counter()
     out, _ = method(q, k, v)
     out.backward(grad)
     return time.perf_counter() - start
+
+
+def _gemm_seconds(side: int):
+    """A call that times one `side`^3 float32 `torch.mm`: the ceiling, sampled in every round."""
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    out = torch.empty(side, side)
+
+    def once() -> float:
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        return time.perf_counter() - start
+
+    return once
 
 
 def measure(sizes: list[str], rounds: int, gemm_side: int, log=print) -> dict:
@@ -100,17 +125,30 @@ def measure(sizes: list[str], rounds: int, gemm_side: int, log=print) -> dict:
                "gemm_side": gemm_side, "sizes": {}}  # fmt: skip
     log(f"GEMM {gemm_side}^3: torch.mm {results['gemm_gflops']:.1f} GFLOP/s, "
         f"1x1 convolution {results['convolution_gflops']:.1f} GFLOP/s")
+    ceiling = _gemm_seconds(gemm_side)
+    ceiling()  # warm-up
     for name in sizes:
         shape = SIZES[name]
-        samples = {method: [] for method in METHODS}
-        for method in METHODS.values():  # warm-up
-            time_attention(method, *shape, generator)
+        samples = {(method, layout): [] for layout in LAYOUTS for method in METHODS}
+        ceiling_samples = []
+        for method, layout in samples:  # warm-up
+            time_attention(METHODS[method], *shape, generator, layout)
         for _ in range(rounds):
-            for method_name, method in METHODS.items():
-                samples[method_name].append(time_attention(method, *shape, generator))
-        results["sizes"][name] = {"shape": shape, "flops": attention_flops(*shape), "seconds": samples}
-        log(f"{name}: " + ", ".join(f"{m} {1000 * statistics.median(t):.1f} ms" for m, t in samples.items()))
+            ceiling_samples.append(ceiling())
+            for method, layout in samples:
+                samples[(method, layout)].append(time_attention(METHODS[method], *shape, generator, layout))
+        results["sizes"][name] = {"shape": shape, "flops": attention_flops(*shape), "ceiling_seconds": ceiling_samples,
+                                  "seconds": {f"{m}|{layout}": t for (m, layout), t in samples.items()}}  # fmt: skip
+        log(f"{name}: " + ", ".join(f"{m} {layout} {1000 * statistics.median(t):.1f} ms"
+                                    for (m, layout), t in samples.items()))  # fmt: skip
     return results
+
+
+def ceiling_fractions(entry: dict, gemm_side: int, key: str) -> list[float]:
+    """Per round: the attention's rate over the ceiling's rate measured in the same round."""
+    gemm_flops = 2.0 * gemm_side**3
+    return [(entry["flops"] / t) / (gemm_flops / c) for t, c in zip(entry["seconds"][key], entry["ceiling_seconds"],
+                                                                     strict=True)]  # fmt: skip
 
 
 MODULE_METHODS = {"ours": "ours (fused, default)", "einsum": "einsum (common)"}  # bench_attention's names
@@ -164,19 +202,22 @@ def format_table(results: dict) -> str:
     peak = results["gemm_gflops"]
     lines = [f"Machine: {common.describe_machine()}. {common.load_note()}.",
              f"Threads: {torch.get_num_threads()}. Ceiling: float32 `torch.mm` {results['gemm_side']}^3 = "
-             f"**{peak:.1f} GFLOP/s**; the same product as a channels-last 1x1 convolution (oneDNN): "
-             f"{results.get('convolution_gflops', float('nan')):.1f} GFLOP/s.", "",
-             "| size | B x h x w x C | GFLOP (1 loop, fwd + bwd) | method | ms (median) | GFLOP/s | of the ceiling |"
-             " ours vs einsum |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             f"**{peak:.1f} GFLOP/s** before the rounds (and timed again in every round); the same product as a "
+             f"channels-last 1x1 convolution (oneDNN): {results.get('convolution_gflops', float('nan')):.1f} GFLOP/s.",
+             "",
+             "| size | B x h x w x C | GFLOP (1 loop, fwd + bwd) | q, k, v | method | ms (median) | GFLOP/s | "
+             "of the ceiling, same round (median; range) | ours vs einsum |",
+             "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for name, entry in results["sizes"].items():
-        medians = {m: statistics.median(t) for m, t in entry["seconds"].items()}
+        medians = {key: statistics.median(t) for key, t in entry["seconds"].items()}
         gflop = entry["flops"] / 1e9
-        for method, seconds in medians.items():
-            rate = gflop / seconds
-            ratio = f"{medians['einsum'] / medians['ours']:.2f}x" if method == "ours" else ""
-            lines.append(f"| {name} | {' x '.join(map(str, entry['shape']))} | {gflop:.2f} | {method} | "
-                         f"{1000 * seconds:.1f} | {rate:.1f} | {100 * rate / peak:.0f}% | {ratio} |")  # fmt: skip
+        for key, seconds in medians.items():
+            method, layout = key.split("|")
+            fractions = [100 * f for f in ceiling_fractions(entry, results["gemm_side"], key)]
+            ratio = f"{medians[f'einsum|{layout}'] / seconds:.2f}x" if method == "ours" else ""
+            lines.append(f"| {name} | {' x '.join(map(str, entry['shape']))} | {gflop:.2f} | {layout} | {method} | "
+                         f"{1000 * seconds:.1f} | {gflop / seconds:.1f} | **{statistics.median(fractions):.0f}%** "
+                         f"({min(fractions):.0f}-{max(fractions):.0f}%) | {ratio} |")  # fmt: skip
     return "\n".join(lines)
 
 

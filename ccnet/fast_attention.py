@@ -398,13 +398,15 @@ def _has_pixel_view(x: torch.Tensor) -> bool:
 def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     """The fast path on projected (B, C', h, w), (B, C', h, w), (B, C, h, w) tensors.
 
-    Returns (aggregated (B, C, h, w), attn (B, h, w, h + w)), both differentiable.
+    Returns (aggregated (B, C, h, w), attn (B, h, w, h + w)), both differentiable. The aggregated map comes in
+    v's memory format, as a convolution's output does: channels-last v gives a channels-last view of the result
+    (no layout copy either way, forward or backward), any other v a contiguous NCHW tensor.
     """
     if q.shape[1:2] != k.shape[1:2]:
         raise ValueError(f"q and k must have the same channels, got {tuple(q.shape)} and {tuple(k.shape)}")
     qkv = StackChannelsLast.apply(q, k, v)  # (B, h, w, 2C'+C)
     out, attn = CrissCrossFunction.apply(qkv, q.shape[1], True)  # (B, h, w, C)
-    return ToChannelsFirst.apply(out), attn  # (B, C, h, w)
+    return from_channels_last(out, like=v), attn  # (B, C, h, w)
 
 
 class StackChannelsLast(torch.autograd.Function):

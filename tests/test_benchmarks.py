@@ -114,9 +114,16 @@ def test_roofline_counts_the_papers_flops_and_prints_a_table(monkeypatch):
     monkeypatch.setitem(bench.SIZES, "tiny", (2, 8, 10, 16))
     results = bench.measure(["tiny"], rounds=2, gemm_side=64, log=lambda message: None)
     assert results["gemm_gflops"] > 0 and results["convolution_gflops"] > 0
-    assert all(len(t) == 2 and min(t) > 0 for t in results["sizes"]["tiny"]["seconds"].values())
+    tiny = results["sizes"]["tiny"]
+    assert set(tiny["seconds"]) == {"ours|NCHW", "einsum|NCHW", "ours|channels-last", "einsum|channels-last"}
+    assert all(len(t) == 2 and min(t) > 0 for t in tiny["seconds"].values()) and len(tiny["ceiling_seconds"]) == 2
+    fractions = bench.ceiling_fractions(tiny, 64, "ours|NCHW")  # per round, against that round's own ceiling
+    gemm_rates = [2 * 64**3 / c for c in tiny["ceiling_seconds"]]
+    want = [tiny["flops"] / t / rate for t, rate in zip(tiny["seconds"]["ours|NCHW"], gemm_rates, strict=True)]
+    assert fractions == pytest.approx(want)
     table = bench.format_table(results)
-    assert "| tiny | 2 x 8 x 10 x 16 |" in table and "| ours |" in table and "| einsum |" in table
+    assert "| tiny | 2 x 8 x 10 x 16 |" in table and "| NCHW | ours |" in table
+    assert "| channels-last | einsum |" in table
     assert "Ceiling: float32 `torch.mm` 64^3" in table and "1x1 convolution (oneDNN)" in table
     # The whole module: the 12.6 GFLOP of attention plus 2 loops x 3 x 2 x 9409 x 512 x 640 of projections
     assert bench.module_flops(1, 97, 97, 512, 2) / 1e9 == pytest.approx(12.6 + 37.0, abs=0.1)

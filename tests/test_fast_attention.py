@@ -168,6 +168,31 @@ def test_output_keeps_the_input_memory_format():
     assert CrissCrossAttention(6).double()(channels_last).is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("b,h,w", [(2, 5, 4), (1, 17, 19)])  # 323 pixels: the blocked layout copies too
+def test_attention_on_channels_last_tensors_answers_in_v_layout_and_equals_reference(b, h, w):
+    """criss_cross_attention on channels-last q, k, v: a channels-last output (no layout copy), the reference's
+    values and gradients; NCHW v gives a contiguous output."""
+    torch.manual_seed(1)
+    q, k = torch.randn(b, 3, h, w, dtype=torch.float64), torch.randn(b, 3, h, w, dtype=torch.float64)
+    v = torch.randn(b, 5, h, w, dtype=torch.float64)
+    grad_out, grad_attn = torch.randn_like(v), torch.randn(b, h, w, h + w, dtype=torch.float64)
+    want = criss_cross_attention_reference(q, k, v)
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        inputs = [t.contiguous(memory_format=memory_format).requires_grad_() for t in (q, k, v)]
+        out, attn = criss_cross_attention(*inputs)
+        assert out.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(out, want[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(attn, want[1], rtol=1e-10, atol=1e-10)
+        got = torch.autograd.grad((out * grad_out).sum() + (attn * grad_attn).sum(), inputs)
+        reference_inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        ref_out, ref_attn = criss_cross_attention_reference(*reference_inputs)
+        expected = torch.autograd.grad((ref_out * grad_out).sum() + (ref_attn * grad_attn).sum(), reference_inputs)
+        for g_fast, g_ref, given in zip(got, expected, inputs, strict=True):
+            torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-9)
+            # NCHW in, NCHW gradient; channels-last in, a channels-last view of the stacked q, k, v gradient
+            assert g_fast.is_contiguous() if given.is_contiguous() else g_fast.stride(1) == 1
+
+
 def test_float32_matches_float64_reference():
     rcca = make_rcca(c=32, qk=4).float()
     x = torch.randn(2, 32, 13, 11)
