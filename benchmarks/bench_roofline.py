@@ -200,7 +200,7 @@ def format_module(results: dict) -> str:
 
 def format_table(results: dict) -> str:
     peak = results["gemm_gflops"]
-    lines = [f"Machine: {common.describe_machine()}. {common.load_note()}.",
+    lines = [f"Machine: {common.describe_machine()}. CPU flags: {common.cpu_flags()}. {common.load_note()}.",
              f"Threads: {torch.get_num_threads()}. Ceiling: float32 `torch.mm` {results['gemm_side']}^3 = "
              f"**{peak:.1f} GFLOP/s** before the rounds (and timed again in every round); the same product as a "
              f"channels-last 1x1 convolution (oneDNN): {results.get('convolution_gflops', float('nan')):.1f} GFLOP/s.",

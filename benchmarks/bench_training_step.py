@@ -51,16 +51,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-
-
 class Step:
     """One training step of a configuration in one variant, on fixed random data."""
 
@@ -147,7 +137,7 @@ def data_seconds_per_batch(crop, batch: int, root: str | None) -> float | None:
 
 def run(args, log=print) -> dict:
     common.wait_until_quiet(log=log)
-    results = {"machine": common.describe_machine(), "flags": cpu_flags(), "batch": args.batch, "configs": {}}
+    results = {"machine": common.describe_machine(), "flags": common.cpu_flags(), "batch": args.batch, "configs": {}}
     for name in args.only:
         config = CONFIGS[name]
         log(f"{name}: timing {len(VARIANTS)} variants x {args.rounds} rounds ...")

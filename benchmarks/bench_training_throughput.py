@@ -28,7 +28,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import bench_training_step
 import common
 
 from training.speed_probe import BASELINE, VARIANTS, measure
@@ -55,7 +54,7 @@ def parse_args(argv=None):
 def run(args, log=print) -> dict:
     common.wait_until_quiet(log=log)
     results = measure(args.config, args.data_root, args.variants, args.rounds, args.steps, args.warmup, log=log)
-    results["flags"] = bench_training_step.cpu_flags()
+    results["flags"] = common.cpu_flags()
     results["load"] = common.load_note()
     return results
 

@@ -53,6 +53,17 @@ def describe_machine(device: str = "cpu") -> str:
     )
 
 
+def cpu_flags() -> str:
+    """The instruction-set flags that decide our kernels' speed (AVX-512, bfloat16, AMX): "avx2 yes, ..."."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
