@@ -13,14 +13,17 @@ The FLOPs counted are the products' multiply-adds: forward 2 B h w (h + w) (C' +
 channels, aggregation with C), backward twice that (two products for each), so one loop costs
 6 B h w (h + w) (C' + C). Times are the median of interleaved rounds (ours, einsum, ours, ...), after a warm-up.
 
-Each method runs on q, k, v in two layouts: contiguous NCHW (the usual PyTorch tensor; ours pays layout copies
-in and out) and channels-last (ours reads and answers in it with no layout copy, as inside the RCCA module, whose
-projections write channels-last q, k, v). This CPU's speed drifts by 10-30% between minutes on a shared host, so
-every round also times the ceiling's product: "of the ceiling" is the median over rounds of the attention's rate
-over the ceiling's rate in that same round, with the rounds' range beside it.
+Each method runs on q, k, v in two layouts: contiguous NCHW (the usual PyTorch tensor; ours pays four layout
+transposes: q, k, v in, the output out, its gradient in, their gradients out) and channels-last (ours stacks q, k,
+v with a plain copy and answers channels-last: no transpose when the output's gradient is channels-last too; the
+RCCA module has no stacking copy either, its projections write the stacked q, k, v). A shared host's speed can
+drift by 10-30% between minutes, so every round also times the ceiling's product (the order of the methods rotates
+each round): "of the ceiling" is the median over rounds of the method's rate over the ceiling's rate in that same
+round, with the rounds' range beside it.
 
 A second table times the whole RCCA module (the 1x1 projections too, R = 2, forward + backward) at the paper's
-size, for ours and einsum, and its floor: all of its FLOPs at the ceiling. The 1x1 projections are most of those
+size, for ours and einsum, with the ceiling again timed in every round, and its floor: all of its FLOPs at the
+ceiling. The 1x1 projections are most of those
 FLOPs and both formulations do them alike, so einsum's time over that floor is about the largest speed-up over
 einsum that any exact formulation with the same FLOPs could reach on this machine (about: a product of another
 shape may run a little faster than the 2048^3 one that sets the ceiling).
@@ -106,14 +109,20 @@ def time_attention(method, batch: int, h: int, w: int, channels: int, generator:
     return time.perf_counter() - start
 
 
-def _gemm_seconds(side: int):
-    """A call that times one `side`^3 float32 `torch.mm`: the ceiling, sampled in every round."""
+def _gemm_call(side: int):
+    """One `side`^3 float32 `torch.mm` (the ceiling's product), as a call."""
     a, b = torch.randn(side, side), torch.randn(side, side)
     out = torch.empty(side, side)
+    return lambda: torch.mm(a, b, out=out)
+
+
+def _gemm_seconds(side: int):
+    """A call that times the ceiling's product once: sampled in every round."""
+    product = _gemm_call(side)
 
     def once() -> float:
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
+        product()
         return time.perf_counter() - start
 
     return once
@@ -133,9 +142,11 @@ def measure(sizes: list[str], rounds: int, gemm_side: int, log=print) -> dict:
         ceiling_samples = []
         for method, layout in samples:  # warm-up
             time_attention(METHODS[method], *shape, generator, layout)
-        for _ in range(rounds):
+        order = list(samples)
+        for turn in range(rounds):
             ceiling_samples.append(ceiling())
-            for method, layout in samples:
+            # rotated each round, so no method always follows the ceiling's large product
+            for method, layout in order[turn % len(order):] + order[: turn % len(order)]:
                 samples[(method, layout)].append(time_attention(METHODS[method], *shape, generator, layout))
         results["sizes"][name] = {"shape": shape, "flops": attention_flops(*shape), "ceiling_seconds": ceiling_samples,
                                   "seconds": {f"{m}|{layout}": t for (m, layout), t in samples.items()}}  # fmt: skip
@@ -145,10 +156,16 @@ def measure(sizes: list[str], rounds: int, gemm_side: int, log=print) -> dict:
 
 
 def ceiling_fractions(entry: dict, gemm_side: int, key: str) -> list[float]:
-    """Per round: the attention's rate over the ceiling's rate measured in the same round."""
+    """Per round: the method's rate over the ceiling's rate measured in the same round."""
     gemm_flops = 2.0 * gemm_side**3
     return [(entry["flops"] / t) / (gemm_flops / c) for t, c in zip(entry["seconds"][key], entry["ceiling_seconds"],
                                                                      strict=True)]  # fmt: skip
+
+
+def _percent_range(fractions: list[float]) -> str:
+    """'**54%** (51-58%)': the median of per-round fractions, then their range."""
+    percents = [100 * f for f in fractions]
+    return f"**{statistics.median(percents):.0f}%** ({min(percents):.0f}-{max(percents):.0f}%)"
 
 
 MODULE_METHODS = {"ours": "ours (fused, default)", "einsum": "einsum (common)"}  # bench_attention's names
@@ -161,33 +178,39 @@ def module_flops(batch: int, h: int, w: int, channels: int, loops: int) -> float
     return loops * (projections + attention_flops(batch, h, w, channels))
 
 
-def measure_module(size: str, rounds: int, loops: int = 2, log=print) -> dict:
-    """Median seconds of one RCCA forward + backward for ours and einsum (interleaved rounds)."""
+def measure_module(size: str, rounds: int, loops: int = 2, gemm_side: int = 2048, log=print) -> dict:
+    """Seconds of one RCCA forward + backward for ours and einsum, and of the ceiling's product (interleaved rounds)."""
     from bench_attention import build_step
 
     batch, h, w, channels = SIZES[size]
     steps = {name: build_step(method, h, w, channels, loops, "train", "cpu") for name, method in MODULE_METHODS.items()}
+    steps["ceiling"] = _gemm_call(gemm_side)  # timed in every round too: the host's speed drifts
     samples = {name: t["all"] for name, t in common.time_interleaved(steps, rounds).items()}  # after one warm-up
+    ceiling_seconds = samples.pop("ceiling")
     log(f"module at {size}: " + ", ".join(f"{m} {1000 * statistics.median(t):.1f} ms" for m, t in samples.items()))
-    return {"size": size, "shape": (batch, h, w, channels), "loops": loops,
-            "flops": module_flops(batch, h, w, channels, loops), "seconds": samples}  # fmt: skip
+    return {"size": size, "shape": (batch, h, w, channels), "loops": loops, "gemm_side": gemm_side,
+            "flops": module_flops(batch, h, w, channels, loops), "seconds": samples,
+            "ceiling_seconds": ceiling_seconds}  # fmt: skip
 
 
 def format_module(results: dict) -> str:
-    module, peak = results["module"], results["gemm_gflops"]
+    module = results["module"]
+    peak = 2.0 * module["gemm_side"] ** 3 / statistics.median(module["ceiling_seconds"]) / 1e9  # this table's ceiling
     medians = {m: statistics.median(t) for m, t in module["seconds"].items()}
     floor = module["flops"] / (peak * 1e9)
     lines = [f"Whole RCCA module, R = {module['loops']}, forward + backward, {' x '.join(map(str, module['shape']))} "
-             f"({module['flops'] / 1e9:.1f} GFLOP, projections included):", "",
-             "| method | ms (median) | GFLOP/s | of the ceiling | vs einsum |",
+             f"({module['flops'] / 1e9:.1f} GFLOP, projections included); ceiling: `torch.mm` "
+             f"{module['gemm_side']}^3 timed in every round, {peak:.1f} GFLOP/s by its median:", "",
+             "| method | ms (median) | GFLOP/s | of the ceiling, same round (median; range) | vs einsum |",
              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for method, seconds in medians.items():
-        rate = module["flops"] / seconds / 1e9
-        lines.append(f"| {method} | {1000 * seconds:.1f} | {rate:.1f} | {100 * rate / peak:.0f}% | "
-                     f"{medians['einsum'] / seconds:.2f}x |")  # fmt: skip
+        fractions = ceiling_fractions(module, module["gemm_side"], method)
+        lines.append(f"| {method} | {1000 * seconds:.1f} | {module['flops'] / seconds / 1e9:.1f} | "
+                     f"{_percent_range(fractions)} | {medians['einsum'] / seconds:.2f}x |")  # fmt: skip
     lines.append(f"| floor: every FLOP at the ceiling | {1000 * floor:.1f} | {peak:.1f} | 100% | "
                  f"{medians['einsum'] / floor:.2f}x |")  # fmt: skip
-    best_peak = max(peak, results.get("convolution_gflops", 0.0))
+    convolution = results.get("convolution_gflops", 0.0) * peak / results["gemm_gflops"]  # scaled to this table's
+    best_peak = max(peak, convolution)
     best_floor = module["flops"] / (best_peak * 1e9)
     if best_peak > peak:
         lines.append(f"| floor: every FLOP at the 1x1 convolution's rate | {1000 * best_floor:.1f} | {best_peak:.1f} | "
@@ -213,11 +236,11 @@ def format_table(results: dict) -> str:
         gflop = entry["flops"] / 1e9
         for key, seconds in medians.items():
             method, layout = key.split("|")
-            fractions = [100 * f for f in ceiling_fractions(entry, results["gemm_side"], key)]
+            fractions = ceiling_fractions(entry, results["gemm_side"], key)
             ratio = f"{medians[f'einsum|{layout}'] / seconds:.2f}x" if method == "ours" else ""
-            lines.append(f"| {name} | {' x '.join(map(str, entry['shape']))} | {gflop:.2f} | {layout} | {method} | "
-                         f"{1000 * seconds:.1f} | {gflop / seconds:.1f} | **{statistics.median(fractions):.0f}%** "
-                         f"({min(fractions):.0f}-{max(fractions):.0f}%) | {ratio} |")  # fmt: skip
+            shape = " x ".join(map(str, entry["shape"]))
+            lines.append(f"| {name} | {shape} | {gflop:.2f} | {layout} | {method} | {1000 * seconds:.1f} | "
+                         f"{gflop / seconds:.1f} | {_percent_range(fractions)} | {ratio} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -225,7 +248,7 @@ def main(argv=None):
     args = parse_args(argv)
     common.wait_until_quiet(log=print)
     results = measure(args.sizes, args.rounds, args.gemm)
-    results["module"] = measure_module(args.module_size, args.rounds)
+    results["module"] = measure_module(args.module_size, args.rounds, gemm_side=args.gemm)
     print(format_table(results))
     print()
     print(format_module(results))

@@ -55,11 +55,11 @@ def describe_machine(device: str = "cpu") -> str:
 
 def cpu_flags() -> str:
     """The instruction-set flags that decide our kernels' speed (AVX-512, bfloat16, AMX): "avx2 yes, ..."."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from training.precision import cpu_flags as flags_of_this_cpu
+
+    flags = flags_of_this_cpu()
+    if not flags:
         return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
     return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
 

@@ -43,8 +43,8 @@ def _own_position_mask(h: int, device: torch.device) -> torch.Tensor:
 def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     """Exact criss-cross attention, the fastest path (channels-last, hand-written backward).
 
-    The aggregated map comes in v's memory format: pass channels-last q, k, v (``x.to(memory_format=
-    torch.channels_last)``) to skip the two layout copies an NCHW output and its gradient cost.
+    The aggregated map comes in v's memory format: channels-last q, k, v (``x.to(memory_format=torch.channels_last)``)
+    skip the layout transposes NCHW tensors cost (q, k, v in, the output out, their gradients back).
     """
     return criss_cross_attention_fused(q, k, v)
 

@@ -399,8 +399,8 @@ def criss_cross_attention_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     """The fast path on projected (B, C', h, w), (B, C', h, w), (B, C, h, w) tensors.
 
     Returns (aggregated (B, C, h, w), attn (B, h, w, h + w)), both differentiable. The aggregated map comes in
-    v's memory format, as a convolution's output does: channels-last v gives a channels-last view of the result
-    (no layout copy either way, forward or backward), any other v a contiguous NCHW tensor.
+    v's memory format, as a convolution's output does: channels-last v gives a channels-last view of the result (no
+    transpose; none in backward either when its gradient is channels-last), any other v a contiguous NCHW tensor.
     """
     if q.shape[1:2] != k.shape[1:2]:
         raise ValueError(f"q and k must have the same channels, got {tuple(q.shape)} and {tuple(k.shape)}")

@@ -127,8 +127,10 @@ def test_roofline_counts_the_papers_flops_and_prints_a_table(monkeypatch):
     assert "Ceiling: float32 `torch.mm` 64^3" in table and "1x1 convolution (oneDNN)" in table
     # The whole module: the 12.6 GFLOP of attention plus 2 loops x 3 x 2 x 9409 x 512 x 640 of projections
     assert bench.module_flops(1, 97, 97, 512, 2) / 1e9 == pytest.approx(12.6 + 37.0, abs=0.1)
-    results["module"] = bench.measure_module("tiny", rounds=2, log=lambda message: None)
+    results["module"] = bench.measure_module("tiny", rounds=2, gemm_side=64, log=lambda message: None)
+    assert len(results["module"]["ceiling_seconds"]) == 2 and set(results["module"]["seconds"]) == {"ours", "einsum"}
     module = bench.format_module(results)
+    assert "of the ceiling, same round (median; range)" in module and "`torch.mm` 64^3 timed in every round" in module
     assert "| ours |" in module and "| einsum |" in module and "| floor: every FLOP at the ceiling |" in module
     assert "is the most any could gain over einsum on this machine." in module
     results["convolution_gflops"] = 2 * results["gemm_gflops"]  # a CPU where oneDNN is faster: its floor too

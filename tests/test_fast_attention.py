@@ -189,7 +189,7 @@ def test_attention_on_channels_last_tensors_answers_in_v_layout_and_equals_refer
         expected = torch.autograd.grad((ref_out * grad_out).sum() + (ref_attn * grad_attn).sum(), reference_inputs)
         for g_fast, g_ref, given in zip(got, expected, inputs, strict=True):
             torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-9)
-            # NCHW in, NCHW gradient; channels-last in, a channels-last view of the stacked q, k, v gradient
+            # NCHW in, NCHW gradient; channels-last in, a channel-contiguous view of the stacked q, k, v gradient
             assert g_fast.is_contiguous() if given.is_contiguous() else g_fast.stride(1) == 1
 
 
