@@ -184,3 +184,30 @@ def test_every_attention_method_runs_and_the_mkl_variant_forces_matmul(bench_att
             if method == bench_attention.MKL_PROJECTIONS:
                 assert ways and set(ways) == {"matmul"}, mode
     assert projections.PROJECTION_METHOD is None  # restored after each step
+
+
+def test_cpu_claim_reports_both_goals_as_medians_of_runs(monkeypatch):
+    bench = _load("bench_cpu_claim")
+    roofline = bench.bench_roofline  # the very module it calls
+    monkeypatch.setattr(bench.common, "wait_until_quiet", lambda **kwargs: 0.0)  # tests run beside anything
+    monkeypatch.setattr(bench, "SIZE", "6x7")
+    monkeypatch.setattr(bench, "CHANNELS", 16)
+    monkeypatch.setitem(roofline.SIZES, "paper", (1, 6, 7, 16))
+    monkeypatch.setattr(roofline, "gemm_gflops", lambda side: 1.0)  # the per-round ceiling is what counts
+    monkeypatch.setattr(roofline, "convolution_gflops", lambda side: 1.0)
+    args = bench.parse_args(["--runs", "2", "--rounds", "1", "--no-memory"])
+    result = bench.run(args, log=lambda message: None)
+    assert [set(run) for run in result["speed"]["runs"]] == [{"ours_ms", "einsum_ms", "ratio"}] * 2
+    assert all(run["ratio"] == pytest.approx(run["einsum_ms"] / run["ours_ms"]) for run in result["speed"]["runs"])
+    assert len(result["ceiling"]["runs"]) == 2
+    layouts = {"ours|NCHW", "einsum|NCHW", "ours|channels-last", "einsum|channels-last"}
+    assert set(result["ceiling"]["runs"][0]) == layouts
+    table = bench.format_table(result)
+    assert "| ours vs einsum, RCCA R = 2 fwd + bwd, 6x7x16 |" in table and "| 1.5x |" in table
+    assert "| attention part of the GEMM ceiling, ours, channels-last q, k, v |" in table and "| 50% |" in table
+    # the verdicts follow the medians
+    result["speed"]["runs"] = [{"ours_ms": 100.0, "einsum_ms": e, "ratio": e / 100.0} for e in (140.0, 160.0, 170.0)]
+    assert "| **1.60x** (1.40-1.70x) | 1.5x | met |" in bench.format_table(result)
+    result["ceiling"]["runs"] = [dict.fromkeys(layouts, share) for share in (0.40, 0.45, 0.60)]
+    assert "| attention part of the GEMM ceiling, ours, NCHW q, k, v | **45%** (40-60%) | 50% | not met |" in (
+        bench.format_table(result))
