@@ -135,9 +135,9 @@ def _what_was_tried(summary: dict, recipe: dict) -> list[str]:
         else "the default was trained end to end"
     )
     heads = [m for m in summary["models"] if m.get("head_kind")]
-    others = (
-        f'; the {len(heads)} other bundled models are heads on its frozen backbone ("Heads" below)' if heads else ""
-    )
+    end_to_end = len(summary["models"]) - len(heads) - 1  # the default is one of the models trained end to end
+    others = f"; {end_to_end} other bundled models were trained end to end the same way" if end_to_end > 0 else ""
+    others += f'; {len(heads)} are heads on its frozen backbone ("Heads" below)' if heads else ""
     return [
         f"What was tried: {recipe_note(recipe)}; {trained}{others}. The checkpoint bundled is the schedule's last, "
         "not the best on val (CamVid's test split was never used); docs/TRAINING.md has the recipe search and the "
