@@ -65,7 +65,22 @@ def kind_of(name: str) -> str:
 
 def profile_method(method: str, h: int, w: int, channels: int, loops: int, rounds: int) -> dict:
     """Self CPU time per operation (and per input shape of the products) over `rounds` steps, in ms per step."""
-    step = build_step(method, h, w, channels, loops, "train", "cpu")
+    return profile_step(build_step(method, h, w, channels, loops, "train", "cpu"), rounds)
+
+
+def attention_part_step(h: int, w: int, channels: int, memory_format=torch.contiguous_format):
+    """One forward + backward of `criss_cross_attention` alone on fixed random q, k, v (no projections)."""
+    from ccnet.attention import criss_cross_attention
+
+    q, k = (torch.randn(1, channels // 8, h, w).contiguous(memory_format=memory_format).requires_grad_()
+            for _ in range(2))  # fmt: skip
+    v = torch.randn(1, channels, h, w).contiguous(memory_format=memory_format).requires_grad_()
+    grad = torch.randn(1, channels, h, w).contiguous(memory_format=memory_format)
+    return lambda: criss_cross_attention(q, k, v)[0].backward(grad)
+
+
+def profile_step(step, rounds: int) -> dict:
+    """`profile_method` for any step."""
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(rounds):
@@ -299,6 +314,10 @@ def main(argv=None):
     for method in args.methods:
         result = profile_method(method, h, w, channels, args.loops, args.rounds)
         print(format_profile(method, result, ceiling, args.top) + "\n")
+    for name, memory_format in (("NCHW", torch.contiguous_format), ("channels-last", torch.channels_last)):
+        result = profile_step(attention_part_step(h, w, channels, memory_format), args.rounds)
+        print(format_profile(f"the attention part alone, ours, {name} q, k, v (one loop)", result, ceiling, args.top))
+        print()
     print(format_gemms(projection_gemms(h, w, channels), ceiling))
     print()
     print(format_gemms(column_products(h, w, channels), ceiling).replace("projection product", "one loop's product"))

@@ -149,6 +149,8 @@ def test_profile_groups_every_operation_and_counts_the_products_flops():
         assert result["by_kind"]["matrix products"] < result["total_ms"]  # the rest of the step is there too
         text = bench.format_profile(method, result, ceiling=100.0, top=3)
         assert text.startswith(f"**{method}**") and "| matrix products |" in text and "| aten::" in text
+    part = bench.profile_step(bench.attention_part_step(6, 7, 16), rounds=1)
+    assert part["by_kind"]["matrix products"] > 0 and part["gemm_flops"] > 0
     rows = bench.column_products(6, 7, 16, rounds=1)  # checks each pair of formulations agrees, then times them
     assert [r["case"].split(",")[0] for r in rows] == ["aggregation"] * 3 + ["value gradient"] * 3
     assert all(r["ms"] > 0 and r["gflops"] > 0 for r in rows)
