@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository first on sys.path)
+import common
 import torch
 
 from ccnet.attention import (
@@ -292,12 +291,7 @@ def _fmt(value, spec) -> str:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return
-    result = run(args, log=lambda message: print(message, file=sys.stderr))
-    print(format_table(result))
+    common.worker_or_table_main(parse_args(argv), worker, run, format_table)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository first on sys.path)
+import common
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -282,11 +282,7 @@ def _fmt(value, spec) -> str:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return
-    print(format_table(run(args, log=lambda message: print(message, file=sys.stderr))))
+    common.worker_or_table_main(parse_args(argv), worker, run, format_table)
 
 
 if __name__ == "__main__":

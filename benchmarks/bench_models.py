@@ -133,11 +133,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return
-    print(format_table(run(args, log=lambda message: print(message, file=sys.stderr))))
+    common.worker_or_table_main(parse_args(argv), worker, run, format_table)
 
 
 if __name__ == "__main__":

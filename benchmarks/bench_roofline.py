@@ -119,13 +119,7 @@ def _gemm_call(side: int):
 def _gemm_seconds(side: int):
     """A call that times the ceiling's product once: sampled in every round."""
     product = _gemm_call(side)
-
-    def once() -> float:
-        start = time.perf_counter()
-        product()
-        return time.perf_counter() - start
-
-    return once
+    return lambda: common.time_once(product)
 
 
 def measure(sizes: list[str], rounds: int, gemm_side: int, log=print) -> dict:

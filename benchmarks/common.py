@@ -220,11 +220,12 @@ def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, device
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            samples[name].append(_time_once(call, device))
+            samples[name].append(time_once(call, device))
     return {name: summarize(times) for name, times in samples.items()}
 
 
-def _time_once(call, device: str) -> float:
+def time_once(call, device: str = "cpu") -> float:
+    """Seconds one call takes (the device synchronised around it)."""
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -261,6 +262,15 @@ def run_worker(script: Path, spec: dict, timeout_s: float = 1800.0) -> dict:
         lines = done.stderr.strip().splitlines()
         return {"error": lines[-1] if lines else f"exit code {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def worker_or_table_main(args, worker: Callable[[dict], dict], run: Callable, format_table: Callable) -> None:
+    """The entry point of a benchmark that measures in fresh workers: with ``--worker SPEC`` be one (print its
+    JSON), otherwise run them all and print the table (progress on stderr)."""
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    print(format_table(run(args, log=lambda message: print(message, file=sys.stderr))))
 
 
 def parse_size(text: str) -> tuple[int, int]:

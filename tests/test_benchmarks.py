@@ -213,3 +213,27 @@ def test_cpu_claim_reports_both_goals_as_medians_of_runs(monkeypatch):
     result["ceiling"]["runs"] = [dict.fromkeys(layouts, share) for share in (0.40, 0.45, 0.60)]
     assert "| attention part of the GEMM ceiling, ours, NCHW q, k, v | **45%** (40-60%) | 50% | not met |" in (
         bench.format_table(result))
+
+
+def test_a_worker_benchmark_prints_its_workers_json_or_the_whole_table(capsys):
+    """`--worker SPEC` (what run_worker calls in a fresh process) prints one JSON line; no --worker runs and
+    prints the table, with progress kept off stdout so the table can be piped."""
+    common = _load("common")
+    seen = []
+
+    def run(args, log):
+        log("progress")
+        seen.append(args.label)
+        return {"rows": [args.label]}
+
+    def table(result):
+        return f"| {result['rows'][0]} |"
+
+    worker_args = type("Args", (), {"worker": '{"size": 3}', "label": "w"})()
+    common.worker_or_table_main(worker_args, lambda spec: {"doubled": spec["size"] * 2}, run, table)
+    assert capsys.readouterr().out.strip() == '{"doubled": 6}' and not seen
+
+    table_args = type("Args", (), {"worker": None, "label": "all"})()
+    common.worker_or_table_main(table_args, lambda spec: {}, run, table)
+    printed = capsys.readouterr()
+    assert printed.out.strip() == "| all |" and "progress" in printed.err and seen == ["all"]
