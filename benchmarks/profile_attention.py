@@ -64,7 +64,7 @@ def kind_of(name: str) -> str:
 
 
 def profile_method(method: str, h: int, w: int, channels: int, loops: int, rounds: int) -> dict:
-    """Self CPU time per operation (and per input shape of the products) over `rounds` steps, in ms per step."""
+    """`profile_step` on one method's RCCA training step (projections, loops, residual, forward + backward)."""
     return profile_step(build_step(method, h, w, channels, loops, "train", "cpu"), rounds)
 
 
@@ -80,7 +80,8 @@ def attention_part_step(h: int, w: int, channels: int, memory_format=torch.conti
 
 
 def profile_step(step, rounds: int) -> dict:
-    """`profile_method` for any step."""
+    """Self CPU time per operation (and per input shape of the products) over `rounds` calls of `step`, in ms
+    per step, after one warm-up call."""
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(rounds):
