@@ -241,7 +241,7 @@ def format_table(result: dict) -> str:
             lines.append(f"| {row['size']} | {row['method']} | failed: {row['error']} | | | | | |")
             continue
         compile_note = f" (first call {row['compile_s']:.0f} s)" if "compile_s" in row else ""
-        memory = [_fmt(row.get(key), spec) for key, spec in
+        memory = [common.format_or_dash(row.get(key), spec) for key, spec in
                   (("peak_mb", ".0f"), ("peak_ratio", ".2f"), ("alloc_mb", ".0f"), ("alloc_ratio", ".2f"))]
         memory[1] += "x" if memory[1] != "-" else ""
         memory[3] += "x" if memory[3] != "-" else ""
@@ -284,10 +284,6 @@ def target_lines(result: dict) -> list[str]:
 def _ms(value: float) -> str:
     """Milliseconds to three significant digits: GPU timings are fractions of a millisecond."""
     return f"{value:.0f}" if value >= 100 else f"{value:#.3g}"
-
-
-def _fmt(value, spec) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def main(argv=None):

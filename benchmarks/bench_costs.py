@@ -249,11 +249,11 @@ def _scope_table(results, scope) -> list[str]:
         paper_flops, paper_mb = PAPER[variant]
         cells = [
             f"{flops:.1f}", f"{analytic:.1f}", f"{paper_flops:g}",
-            _fmt(_increment(results, scope, variant, "infer_alloc_mb"), ".0f"), f"{paper_mb}",
-            _fmt(_increment(results, scope, variant, "infer_rss_mb"), ".0f"),
-            _fmt(results[(scope, variant)].get("train_alloc_mb"), ".0f"),
-            _fmt(results[(scope, variant)].get("train_rss_mb"), ".0f"),
-            _fmt(_increment(results, scope, variant, "infer_ms"), ".0f"),
+            common.format_or_dash(_increment(results, scope, variant, "infer_alloc_mb"), ".0f"), f"{paper_mb}",
+            common.format_or_dash(_increment(results, scope, variant, "infer_rss_mb"), ".0f"),
+            common.format_or_dash(results[(scope, variant)].get("train_alloc_mb"), ".0f"),
+            common.format_or_dash(results[(scope, variant)].get("train_rss_mb"), ".0f"),
+            common.format_or_dash(_increment(results, scope, variant, "infer_ms"), ".0f"),
         ]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -275,10 +275,6 @@ def _ratio_lines(results, scope) -> list[str]:
         cells.append(f"{PAPER['non-local'][1] / PAPER[rcca][1]:.1f}x")
         lines.append(f"| non-local / {rcca} | " + " | ".join(cells) + " |")
     return lines + [""]
-
-
-def _fmt(value, spec) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def main(argv=None):

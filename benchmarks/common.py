@@ -241,6 +241,11 @@ def p90(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
 
 
+def format_or_dash(value, spec: str) -> str:
+    """A table cell: `value` formatted with `spec`, or "-" where it was not measured (None)."""
+    return "-" if value is None else format(value, spec)
+
+
 def summarize(times: list[float]) -> dict:
     return {"min": min(times), "median": statistics.median(times), "all": times}
 

@@ -237,3 +237,10 @@ def test_a_worker_benchmark_prints_its_workers_json_or_the_whole_table(capsys):
     common.worker_or_table_main(table_args, lambda spec: {}, run, table)
     printed = capsys.readouterr()
     assert printed.out.strip() == "| all |" and "progress" in printed.err and seen == ["all"]
+
+
+def test_a_cell_not_measured_prints_a_dash_and_a_measured_one_its_format():
+    common = _load("common")
+    assert common.format_or_dash(None, ".0f") == "-"
+    assert common.format_or_dash(12.6, ".0f") == "13"
+    assert common.format_or_dash(0.0, ".1f") == "0.0"  # zero is a measurement, not a gap
