@@ -1,6 +1,7 @@
 """How fast the explorer answers: first result for a new image, and a click, at 360 x 480 on this machine.
 
     python benchmarks/bench_app.py [--checkpoint checkpoints/camvid_r2.safetensors] [--repeats 20]
+    python benchmarks/bench_app.py --per-r     # "Separately trained models per R" on the bundled family
 
 Two views of the same work:
 - page: the real page script run by Streamlit's AppTest; the numbers are the app's own timings expander
@@ -8,6 +9,10 @@ Two views of the same work:
   the upload's decoding for a new image. The websocket and the browser's repaint are not included: the
   browser test measures click -> repaint (test-artifacts/browser_timings.json).
 - parts: the steps of that path timed one by one, to see where the milliseconds go.
+
+--per-r times the loop-count comparison instead: the bundled folder's end-to-end family (one network per R,
+and R = 0 under the image when bundled), so a new image runs every member once. The step-by-step parts are
+the unrolled model's and are not repeated there (a click's work per column is the same).
 
 Without --checkpoint it uses the folder's default model (checkpoints/index.json) and, when there is none
 yet, random weights in the architecture of training/configs/camvid_r2.yaml (the bundled default's
@@ -38,6 +43,7 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app import render  # noqa: E402
+from app.controls import TRAINED  # noqa: E402
 from app.display import ShownMap  # noqa: E402
 from app.explorer import column_maps, encode_and_decode, single_threaded  # noqa: E402
 from app.images import decode_image  # noqa: E402
@@ -100,6 +106,19 @@ def checkpoint_folder(path: str | None, workdir: Path) -> tuple[Path, str]:
     return folder, f"{weights.name}"
 
 
+def family_folder(folder: Path) -> tuple[Path, str]:
+    """A checkpoint folder as it is, for the per-R mode, and the models that mode shows from it."""
+    catalogue = read_catalogue(folder)
+    default = catalogue.default_entry()
+    family = catalogue.trained_per_loop_count(default) if default is not None else {}
+    members = [entries[0] for _, entries in sorted(family.items()) if entries]
+    if len(members) < 2:
+        raise SystemExit(f"{folder} holds fewer than two end-to-end models per R: the per-R mode is not offered")
+    baseline = catalogue.baseline_for(default)
+    shown = ", ".join(f"{e.name} (R = {e.recurrence})" for e in [*([baseline] if baseline else []), *members])
+    return folder, f"per-R mode ({TRAINED}): {shown}"
+
+
 RECIPE = ROOT / "training" / "configs" / "camvid_r2.yaml"
 
 
@@ -141,15 +160,19 @@ def turn_on_every_view(app) -> None:
 
 
 def bench_page(
-    folder: Path, height: int, width: int, repeats: int, new_images: int, every_view: bool = False
+    folder: Path, height: int, width: int, repeats: int, new_images: int, every_view: bool = False,
+    comparison: str | None = None,
 ) -> dict[str, list[float]]:
-    """First result for new images and clicks (with every view on, if asked), through the real page script."""
+    """First result for new images and clicks (with every view on, if asked), through the real page script, in
+    the page's first comparison mode or in `comparison` (a label of the sidebar's "Compare")."""
     from streamlit.testing.v1 import AppTest
 
     os.environ.update({"CCNET_CHECKPOINTS": str(folder), "CCNET_DEVICE": os.environ.get("CCNET_DEVICE", "auto")})
     os.environ["CCNET_EXAMPLES"] = "none"  # the timed images are uploads, not the bundled examples
     app = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300)
     app.run()
+    if comparison is not None:
+        app.sidebar.radio(key="comparison").set_value(comparison).run()
     results: dict[str, list[float]] = {
         "first result": [],
         "first: upload decode": [],
@@ -231,23 +254,34 @@ def main(argv: list[str] | None = None) -> int:
         "--every-view", action="store_true", help="time clicks with the reverse view, a segment query, each "
         "loop's maps and a second pixel all on (the first results are timed with the default views)"
     )  # fmt: skip
+    parser.add_argument(
+        "--per-r", action="store_true", help=f"time the mode '{TRAINED}' on the end-to-end family of --folder "
+        "instead of the default model unrolled (ignores --checkpoint)"
+    )  # fmt: skip
+    parser.add_argument("--folder", type=Path, default=ROOT / "checkpoints",
+                        help="with --per-r: the checkpoint folder (default: the bundled checkpoints/)")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.size.lower().split("x"))
 
     with tempfile.TemporaryDirectory() as workdir:
-        folder, described = checkpoint_folder(args.checkpoint, Path(workdir))
+        if args.per_r:
+            folder, described = family_folder(args.folder)
+        else:
+            folder, described = checkpoint_folder(args.checkpoint, Path(workdir))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         print(
             f"model: {described}; device: {device}; torch threads: {torch.get_num_threads()}; image {height} x {width}"
         )
-        page = bench_page(folder, height, width, args.repeats, args.new_images, args.every_view)
-        parts = bench_parts(folder, height, width, args.repeats)
+        comparison = TRAINED if args.per_r else None
+        page = bench_page(folder, height, width, args.repeats, args.new_images, args.every_view, comparison)
+        parts = {} if args.per_r else bench_parts(folder, height, width, args.repeats)
 
     print("\n| measured (server side) | result | goal |\n| --- | --- | --- |")
     goals = {"first result": "< 1500 ms", "click": "< 50 ms"}
     for name, values in page.items():
         print(f"| {name} | {summary(values)} | {goals.get(name, '')} |")
-    print("\n| click path, step by step (3 columns) | result |\n| --- | --- |")
+    if parts:
+        print("\n| click path, step by step (3 columns) | result |\n| --- | --- |")
     for name, values in parts.items():
         print(f"| {name} | {summary(values)} |")
     failed = statistics.median(page["click"]) >= 50 or statistics.median(page["first result"]) >= 1500
