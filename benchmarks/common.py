@@ -44,11 +44,15 @@ DOCS = REPO_ROOT / "docs"
 
 
 def describe_machine(device: str = "cpu") -> str:
-    """One line naming the machine: CPU model and cores (or GPU), threads, torch version."""
+    """One line naming the machine: CPU model with the flags that matter and cores (or GPU), threads, torch
+    version. The flags tell apart CPUs that share a model name ("AMD EPYC" is a Zen 3 without AVX-512 on one
+    machine, a Zen 5 with avx512_bf16 on another), named as the training probes name them."""
+    from training.precision import describe_machine as cpu_with_flags
+
     if device == "cuda":
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
     return (
-        f"{_cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"{cpu_with_flags('cpu')}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, {platform.system()} {platform.machine()}"
     )
 
@@ -62,16 +66,6 @@ def cpu_flags() -> str:
         return "unknown"
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
     return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def cpu_busy_fraction(seconds: float = 2.0) -> float:
