@@ -73,9 +73,7 @@ def choose_columns(catalogue: Catalogue) -> list[ColumnSpec] | None:
     if not unrollable:
         st.sidebar.warning("Every checkpoint here is a baseline without attention (R = 0): nothing to show.")
         return None
-    default = catalogue.default_entry()
-    if default not in unrollable:
-        default = unrollable[0]
+    default = catalogue.comparison_default()
     trained = catalogue.trained_per_loop_count(default)
     heads = catalogue.trained_per_loop_count(default, heads=True)
     # A family with at least two loop counts is a comparison; the missing ones are named (the queue trains them)

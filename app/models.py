@@ -117,6 +117,13 @@ class Catalogue:
             return self.get(self.default)
         return self.entries[0] if self.entries else None
 
+    def comparison_default(self) -> CatalogueEntry | None:
+        """The model the loop-count comparisons start from: the folder's default when it has attention, else the
+        first model that has (R = 0 has no loops to compare); None when no model here has attention."""
+        unrollable = [e for e in self.entries if e.recurrence > 0]
+        default = self.default_entry()
+        return default if default in unrollable else (unrollable[0] if unrollable else None)
+
     def trained_per_loop_count(self, like: CatalogueEntry, heads: bool = False) -> dict[int, list[CatalogueEntry]]:
         """Models of `like`'s dataset trained with each R in LOOP_COUNTS with `like`'s recipe (CCL, affinity loss,
         starting gamma): trained end to end, or (heads=True) heads on a frozen backbone. The kinds and recipes are
@@ -124,8 +131,6 @@ class Catalogue:
         recipe = (heads, *like.recipe[1:])
         family = [e for e in self.entries if e.dataset == like.dataset and e.recipe == recipe]
         return {r: sorted((e for e in family if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
-
-
     def other_recipes_per_loop_count(self, like: CatalogueEntry) -> dict[int, list[CatalogueEntry]]:
         """End-to-end models of `like`'s dataset, without CCL, trained with each R in LOOP_COUNTS but another recipe
         than `like`'s (the paper-recipe twin): offered beside the family's own, with their recipe in the title."""

@@ -109,7 +109,7 @@ def checkpoint_folder(path: str | None, workdir: Path) -> tuple[Path, str]:
 def family_folder(folder: Path) -> tuple[Path, str]:
     """A checkpoint folder as it is, for the per-R mode, and the models that mode shows from it."""
     catalogue = read_catalogue(folder)
-    default = catalogue.default_entry()
+    default = catalogue.comparison_default()  # what the app's per-R mode starts from
     family = catalogue.trained_per_loop_count(default) if default is not None else {}
     members = [entries[0] for _, entries in sorted(family.items()) if entries]
     if len(members) < 2:

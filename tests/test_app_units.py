@@ -288,6 +288,17 @@ def test_the_r0_baseline_is_never_one_with_ccl_other_classes_or_frames(tmp_path)
     assert Catalogue(tmp_path, (like, *strangers, kin), "e2e_r2").baseline_for(like) == kin
 
 
+def test_the_comparisons_start_from_the_default_unless_it_has_no_loops(tmp_path):
+    """The per-R modes (and bench_app --per-r) start from the folder's default; an R = 0 default or none falls
+    back to the first model with attention, and a folder of baselines has nothing to start from."""
+    r2 = CatalogueEntry("e2e_r2", tmp_path / "e2e_r2.safetensors", 2, "camvid", num_classes=11)
+    r0, r1 = replace(r2, name="a_e2e_r0", recurrence=0), replace(r2, name="e2e_r1", recurrence=1)
+    assert Catalogue(tmp_path, (r0, r1, r2), "e2e_r2").comparison_default() == r2
+    assert Catalogue(tmp_path, (r0, r1, r2), "a_e2e_r0").comparison_default() == r1
+    assert Catalogue(tmp_path, (r0, r1, r2), None).comparison_default() == r1  # index without a default
+    assert Catalogue(tmp_path, (r0,), "a_e2e_r0").comparison_default() is None
+
+
 def test_catalogue_of_a_missing_folder_is_empty(tmp_path):
     assert read_catalogue(tmp_path / "nowhere").entries == ()
 

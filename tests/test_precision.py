@@ -167,3 +167,15 @@ def test_compile_keeps_the_eager_layout_only_for_cpu_bfloat16_where_channels_las
     assert not precision.compile_keeps_layout(precision.Precision(None, False, "test"), "cpu")  # float32
     monkeypatch.setattr(precision, "bf16_channels_last_is_right", lambda: True)
     assert not precision.compile_keeps_layout(bf16, "cpu")
+
+
+def test_the_machines_name_carries_the_flags_that_matter_or_says_they_are_unknown(monkeypatch):
+    """The name keys the queue's probes and heads every benchmark table: CPUs sharing a model name but not
+    AVX-512 must get different names, and a CPU whose flags cannot be read must not be called one without AVX2."""
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"sse2", "avx2"}))
+    zen3 = precision.describe_machine("cpu")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    zen5 = precision.describe_machine("cpu")
+    assert zen3.endswith("(avx2)") and zen5.endswith("(avx2, avx512f, avx512_bf16)")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset())
+    assert precision.describe_machine("cpu").endswith("(flags unknown)")

@@ -60,7 +60,10 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
                 break
     except OSError:
         pass
-    flags = [flag for flag in ("avx2", "avx512f", *BF16_CPU_FLAGS) if flag in cpu_flags()]
+    present = cpu_flags()
+    if not present:  # no /proc/cpuinfo (e.g. macOS): the flags are unknown, not absent
+        return f"{model} (flags unknown)"
+    flags = [flag for flag in ("avx2", "avx512f", *BF16_CPU_FLAGS) if flag in present]
     return f"{model} ({', '.join(flags) or 'no AVX2'})"
 
 
