@@ -131,6 +131,7 @@ class Catalogue:
         recipe = (heads, *like.recipe[1:])
         family = [e for e in self.entries if e.dataset == like.dataset and e.recipe == recipe]
         return {r: sorted((e for e in family if e.recurrence == r), key=_plain_first(like)) for r in LOOP_COUNTS}
+
     def other_recipes_per_loop_count(self, like: CatalogueEntry) -> dict[int, list[CatalogueEntry]]:
         """End-to-end models of `like`'s dataset, without CCL, trained with each R in LOOP_COUNTS but another recipe
         than `like`'s (the paper-recipe twin): offered beside the family's own, with their recipe in the title."""

@@ -10,9 +10,10 @@ Two views of the same work:
   browser test measures click -> repaint (test-artifacts/browser_timings.json).
 - parts: the steps of that path timed one by one, to see where the milliseconds go.
 
---per-r times the loop-count comparison instead: the bundled folder's end-to-end family (one network per R,
-and R = 0 under the image when bundled), so a new image runs every member once. The step-by-step parts are
-the unrolled model's and are not repeated there (a click's work per column is the same).
+--per-r times the loop-count comparison instead: the end-to-end family of --folder (default: the bundled
+one; one network per R, and R = 0 under the image when there is one), so a new image runs every member once.
+The step-by-step parts are the unrolled model's and are not repeated there (a click's work per column is the
+same).
 
 Without --checkpoint it uses the folder's default model (checkpoints/index.json) and, when there is none
 yet, random weights in the architecture of training/configs/camvid_r2.yaml (the bundled default's
