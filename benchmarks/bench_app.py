@@ -257,16 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--per-r", action="store_true", help=f"time the mode '{TRAINED}' on the end-to-end family of --folder "
-        "instead of the default model unrolled (ignores --checkpoint)"
+        "instead of the default model unrolled"
     )  # fmt: skip
-    parser.add_argument("--folder", type=Path, default=ROOT / "checkpoints",
+    parser.add_argument("--folder", type=Path,
                         help="with --per-r: the checkpoint folder (default: the bundled checkpoints/)")
     args = parser.parse_args(argv)
+    if args.per_r and args.checkpoint:
+        parser.error("--per-r times a folder's family: give --folder, not --checkpoint")
+    if args.folder and not args.per_r:
+        parser.error("--folder is for --per-r; time one model with --checkpoint")
     height, width = (int(v) for v in args.size.lower().split("x"))
 
     with tempfile.TemporaryDirectory() as workdir:
         if args.per_r:
-            folder, described = family_folder(args.folder)
+            folder, described = family_folder(args.folder or ROOT / "checkpoints")
         else:
             folder, described = checkpoint_folder(args.checkpoint, Path(workdir))
         device = "cuda" if torch.cuda.is_available() else "cpu"
